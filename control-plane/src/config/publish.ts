@@ -1,0 +1,70 @@
+import { createHash } from "node:crypto";
+import type { Logger } from "../../../common/src/log.js";
+import { ConfigError } from "../model/errors.js";
+import type { Config } from "../model/schema.js";
+import { translate } from "../translate/translate.js";
+import type { SnapshotCache } from "../xds/cache.js";
+import type { XdsMetrics } from "../xds/metrics.js";
+import { buildSnapshot, type Snapshot } from "../xds/snapshot.js";
+
+export interface PublishResult {
+  /** Hash of the config's canonical JSON. */
+  revision: string;
+  /** Groups whose snapshot changed, with their new snapshot revision. */
+  changed: Record<string, string>;
+}
+
+export function configRevision(config: Config): string {
+  return createHash("sha256").update(JSON.stringify(config)).digest("hex").slice(0, 20);
+}
+
+/**
+ * Translates a validated config and builds every group's snapshot before touching the cache, so a
+ * config that cannot be encoded changes nothing.
+ */
+export function buildSnapshots(config: Config, revision = configRevision(config)): Map<string, Snapshot> {
+  const snapshots = new Map<string, Snapshot>();
+  for (const [group, resources] of translate(config)) {
+    try {
+      snapshots.set(group, buildSnapshot(group, resources, revision));
+    } catch (err) {
+      throw new ConfigError("translation_failed", `gateway '${group}' could not be translated`, [
+        { field: `gateways.${group}`, reason: (err as Error).message },
+      ]);
+    }
+  }
+  return snapshots;
+}
+
+/**
+ * Publishes configs into the snapshot cache. Groups that disappear from the config get an empty
+ * snapshot, so their Envoys drop the listeners rather than serve a deleted gateway.
+ */
+export class Publisher {
+  private groups = new Set<string>();
+  current?: { config: Config; revision: string };
+
+  constructor(
+    private readonly cache: SnapshotCache,
+    private readonly log: Logger,
+    private readonly metrics?: XdsMetrics,
+  ) {}
+
+  publish(config: Config): PublishResult {
+    const revision = configRevision(config);
+    const started = process.hrtime.bigint();
+    const snapshots = buildSnapshots(config, revision);
+    for (const group of this.groups) {
+      if (!snapshots.has(group)) snapshots.set(group, buildSnapshot(group, [], revision));
+    }
+    this.metrics?.snapshotBuild.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    const changed: Record<string, string> = {};
+    for (const [group, snapshot] of snapshots) {
+      if (this.cache.set(snapshot)) changed[group] = snapshot.revision;
+    }
+    this.groups = new Set(config.gateways.map((g) => g.name));
+    this.current = { config, revision };
+    this.log.info({ revision, changed }, "config published");
+    return { revision, changed };
+  }
+}

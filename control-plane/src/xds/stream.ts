@@ -1,0 +1,215 @@
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "../../../common/src/log.js";
+import type { SnapshotCache } from "./cache.js";
+import type { Node, Status } from "./codec.js";
+import type { FleetState, NodeStatus } from "./fleet.js";
+import type { XdsMetrics } from "./metrics.js";
+import type { Snapshot } from "./snapshot.js";
+import { isKnownType, pushOrder, removalOrder, shortType } from "./types.js";
+
+export interface StreamDeps {
+  cache: SnapshotCache;
+  fleet: FleetState;
+  log: Logger;
+  metrics: XdsMetrics;
+}
+
+export type Protocol = "sotw" | "delta";
+
+/** Why a response is being considered: a change of snapshot, or a request from the node. */
+export type Trigger = "push" | "request";
+
+let streamCounter = 0;
+
+/**
+ * What SotW and delta streams share: the node (sent only on the first request, so remembered
+ * here), the group's snapshot watch, nonces, fleet bookkeeping, and the two-phase push that keeps
+ * make-before-break order (additions in CDS → EDS → LDS → RDS → SDS order first; removals only
+ * after the node has answered every response of the first phase, referrers before referees).
+ */
+export abstract class XdsStream<Req extends { node?: Node; type_url: string; response_nonce: string }> {
+  protected readonly id = ++streamCounter;
+  protected node?: Node;
+  protected status?: NodeStatus;
+  protected snapshot?: Snapshot;
+  protected log: Logger;
+  private unwatch?: () => void;
+  private nonceCounter = 0;
+  /** The latest nonce sent per type, and whether that response was part of a push's first phase. */
+  protected readonly inFlight = new Map<string, string>();
+  /** Types whose removals wait for the first phase of a push to be answered. */
+  protected readonly removalPending = new Set<string>();
+  private closed = false;
+  private readonly unknownTypesSeen = new Set<string>();
+
+  constructor(
+    protected readonly call: grpc.ServerDuplexStream<Req, Buffer>,
+    protected readonly deps: StreamDeps,
+    protected readonly protocol: Protocol,
+    /** Set for the per-type services (LDS, CDS, …); undefined on ADS. */
+    protected readonly fixedType?: string,
+  ) {
+    this.log = deps.log.child({ stream: this.id, protocol, ads: !fixedType });
+  }
+
+  private onClosed?: () => void;
+
+  start(onClosed?: () => void): void {
+    this.onClosed = onClosed;
+    this.deps.metrics.streams.inc({ protocol: this.protocol });
+    this.call.on("data", (req: Req) => {
+      try {
+        this.onRequest(req);
+      } catch (err) {
+        this.log.error({ err }, "xDS request handling failed");
+        this.fail(grpc.status.INTERNAL, "internal error handling the request");
+      }
+    });
+    this.call.on("end", () => {
+      this.close();
+      this.call.end();
+    });
+    this.call.on("error", (err) => {
+      this.log.debug({ err: err.message }, "stream error");
+      this.close();
+    });
+    this.call.on("cancelled", () => this.close());
+    this.call.on("close", () => this.close());
+  }
+
+  /** Ends the stream (graceful shutdown): the node reconnects, possibly to another replica. */
+  end(): void {
+    if (this.closed) return;
+    this.close();
+    this.call.end();
+  }
+
+  protected fail(code: grpc.status, details: string): void {
+    if (this.closed) return;
+    this.close();
+    // grpc-js turns an 'error' event on a server stream into the call's status.
+    this.call.emit("error", Object.assign(new Error(details), { code, details }));
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.unwatch?.();
+    this.onClosed?.();
+    this.deps.metrics.streams.dec({ protocol: this.protocol });
+    if (this.status) {
+      this.deps.fleet.disconnect(this.status);
+      this.deps.metrics.nodes.set(this.deps.fleet.size());
+      this.log.info({ node: this.status.id }, "node disconnected");
+    }
+  }
+
+  /** Handles the node and type of a request; returns the type URL, or undefined to ignore it. */
+  protected accept(req: Req): string | undefined {
+    if (!this.node) {
+      const node = req.node;
+      if (!node || !node.id || !node.cluster) {
+        this.fail(
+          grpc.status.INVALID_ARGUMENT,
+          "the first request of a stream must carry node.id and node.cluster (the gateway group)",
+        );
+        return undefined;
+      }
+      this.node = node;
+      this.log = this.log.child({ node: node.id, group: node.cluster });
+      this.status = this.deps.fleet.connect(node, this.protocol);
+      this.deps.metrics.nodes.set(this.deps.fleet.size());
+      this.log.info({ envoy: this.status.version }, "node connected");
+      this.snapshot = this.deps.cache.get(node.cluster);
+      this.unwatch = this.deps.cache.watch(node.cluster, (s) => this.onSnapshot(s));
+    }
+    const typeUrl = this.fixedType ?? req.type_url;
+    if (this.fixedType && req.type_url && req.type_url !== this.fixedType) {
+      this.fail(grpc.status.INVALID_ARGUMENT, `this service serves ${this.fixedType}, not ${req.type_url}`);
+      return undefined;
+    }
+    if (!typeUrl || !isKnownType(typeUrl)) {
+      // An unknown type must not cut the node off from everything else on the ADS stream.
+      if (!this.unknownTypesSeen.has(typeUrl)) {
+        this.unknownTypesSeen.add(typeUrl);
+        this.log.warn({ typeUrl }, "request for a resource type this control plane does not serve; ignored");
+      }
+      return undefined;
+    }
+    return typeUrl;
+  }
+
+  protected nextNonce(): string {
+    return `${this.id}-${++this.nonceCounter}`;
+  }
+
+  protected write(typeUrl: string, body: Buffer, nonce: string, version: string): void {
+    if (this.closed) return;
+    this.inFlight.set(typeUrl, nonce);
+    this.deps.metrics.responses.inc({ type: shortType(typeUrl), protocol: this.protocol });
+    this.deps.metrics.responseBytes.inc({ type: shortType(typeUrl), protocol: this.protocol }, body.length);
+    if (this.status) this.deps.fleet.sent(this.status, typeUrl, version);
+    this.call.write(body);
+  }
+
+  protected recordAck(typeUrl: string, version: string): void {
+    this.deps.metrics.acks.inc({ type: shortType(typeUrl) });
+    if (this.status) this.deps.fleet.ack(this.status, typeUrl, version);
+  }
+
+  protected recordNack(typeUrl: string, version: string, nonce: string, detail: Status): void {
+    this.deps.metrics.nacks.inc({ type: shortType(typeUrl) });
+    const message = detail.message ?? "";
+    this.log.warn(
+      { typeUrl, version, error: message },
+      "node refused a config (NACK); it keeps its last good one",
+    );
+    if (this.status)
+      this.deps.fleet.nack(this.status, typeUrl, { version, nonce, message, code: detail.code ?? 0 });
+  }
+
+  private onSnapshot(snapshot: Snapshot): void {
+    this.snapshot = snapshot;
+    if (this.closed) return;
+    let removals = false;
+    for (const typeUrl of pushOrder()) {
+      if (this.isRequested(typeUrl)) removals = this.respond(typeUrl, "push") || removals;
+    }
+    if (removals) this.settle();
+    else this.checkApplied();
+  }
+
+  /**
+   * Called when a response has been answered. Once no response of the first phase is waiting,
+   * the removals go out, in push order.
+   */
+  protected settle(): void {
+    if (this.inFlight.size > 0) return;
+    if (this.removalPending.size > 0) {
+      const types = removalOrder().filter((t) => this.removalPending.has(t));
+      this.removalPending.clear();
+      for (const t of types) this.respond(t, "request");
+      return;
+    }
+    this.checkApplied();
+  }
+
+  private checkApplied(): void {
+    if (!this.snapshot || !this.status || this.inFlight.size > 0 || this.removalPending.size > 0) return;
+    for (const typeUrl of pushOrder()) {
+      if (this.isRequested(typeUrl) && !this.isInSync(typeUrl)) return;
+    }
+    this.deps.fleet.applied(this.status, this.snapshot.revision);
+  }
+
+  /** Whether the node has asked for this type on this stream. */
+  protected abstract isRequested(typeUrl: string): boolean;
+  /** Whether the node holds and has accepted what the current snapshot says for this type. */
+  protected abstract isInSync(typeUrl: string): boolean;
+  /**
+   * Sends what the node should get for this type now, if anything. On a push, removals are held
+   * back (into `removalPending`); returns true when it did that.
+   */
+  protected abstract respond(typeUrl: string, trigger: Trigger): boolean;
+  protected abstract onRequest(req: Req): void;
+}

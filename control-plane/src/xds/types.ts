@@ -1,0 +1,72 @@
+import { TYPE_PREFIX } from "../../../protos/src/envoy.js";
+
+export const TypeUrl = {
+  Cluster: TYPE_PREFIX + "envoy.config.cluster.v3.Cluster",
+  Endpoint: TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment",
+  Listener: TYPE_PREFIX + "envoy.config.listener.v3.Listener",
+  Route: TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration",
+  Secret: TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret",
+} as const;
+
+/**
+ * Make-before-break: clusters before the endpoints that warm them, listeners before the routes
+ * they wait for, secrets last. Types not listed here (Portico's policy types) follow in the order
+ * they were registered.
+ */
+export const PUSH_ORDER: readonly string[] = [
+  TypeUrl.Cluster,
+  TypeUrl.Endpoint,
+  TypeUrl.Listener,
+  TypeUrl.Route,
+  TypeUrl.Secret,
+];
+
+/**
+ * Removals go the other way round: first what refers (listeners, then their route tables), then
+ * what is referred to (clusters, then their endpoints).
+ */
+export const REMOVAL_ORDER: readonly string[] = [
+  TypeUrl.Listener,
+  TypeUrl.Route,
+  TypeUrl.Cluster,
+  TypeUrl.Endpoint,
+  TypeUrl.Secret,
+];
+
+export function removalOrder(): string[] {
+  return [...REMOVAL_ORDER, ...extraOrder];
+}
+
+/**
+ * Types whose SotW responses carry the full set, so that absence means deletion. The others are
+ * asked for by name and disappear when nothing references them.
+ */
+const fullStateTypes = new Set<string>([TypeUrl.Listener, TypeUrl.Cluster]);
+const knownTypes = new Set<string>(PUSH_ORDER);
+const extraOrder: string[] = [];
+
+/** Registers a further resource type (e.g. a Portico policy type) served over the same streams. */
+export function registerResourceType(typeUrl: string, opts: { fullState: boolean }): void {
+  if (!knownTypes.has(typeUrl)) {
+    knownTypes.add(typeUrl);
+    extraOrder.push(typeUrl);
+  }
+  if (opts.fullState) fullStateTypes.add(typeUrl);
+}
+
+export function isKnownType(typeUrl: string): boolean {
+  return knownTypes.has(typeUrl);
+}
+
+export function isFullStateType(typeUrl: string): boolean {
+  return fullStateTypes.has(typeUrl);
+}
+
+export function pushOrder(): string[] {
+  return [...PUSH_ORDER, ...extraOrder];
+}
+
+/** `type.googleapis.com/envoy.config.cluster.v3.Cluster` → `Cluster`, for logs and metric labels. */
+export function shortType(typeUrl: string): string {
+  return typeUrl.slice(typeUrl.lastIndexOf(".") + 1);
+}

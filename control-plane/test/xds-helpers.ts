@@ -1,0 +1,123 @@
+import { silentLogger } from "../../common/src/log.js";
+import { XdsClient, type ClientUpdate } from "../../common/src/xds-client.js";
+import { buildSnapshot, type ResourceInput } from "../src/xds/snapshot.js";
+import { XdsServer } from "../src/xds/server.js";
+import { TypeUrl } from "../src/xds/types.js";
+
+export async function startServer(): Promise<{ server: XdsServer; target: string }> {
+  const server = new XdsServer({ log: silentLogger() });
+  const port = await server.listen("127.0.0.1", 0);
+  return { server, target: `127.0.0.1:${port}` };
+}
+
+/** A client plus every update and NACK it saw, with waits that fail with a clear message. */
+export class Recorder {
+  readonly updates: ClientUpdate[] = [];
+  readonly nacks: { update: ClientUpdate; error: string }[] = [];
+  readonly client: XdsClient;
+
+  constructor(
+    target: string,
+    opts: {
+      id?: string;
+      group?: string;
+      protocol?: "sotw" | "delta";
+      refuse?: (u: ClientUpdate) => string | undefined;
+    } = {},
+  ) {
+    this.client = new XdsClient({
+      target,
+      node: { id: opts.id ?? "node-1", cluster: opts.group ?? "edge" },
+      protocol: opts.protocol ?? "sotw",
+      validate: (u) => {
+        const why = opts.refuse?.(u);
+        if (why) throw new Error(why);
+      },
+    });
+    this.client.on("update", (u) => this.updates.push(u));
+    this.client.on("nack", (update, error) => this.nacks.push({ update, error }));
+  }
+
+  ofType(typeUrl: string): ClientUpdate[] {
+    return this.updates.filter((u) => u.typeUrl === typeUrl);
+  }
+
+  async waitCount(typeUrl: string, n: number, timeoutMs = 3_000): Promise<ClientUpdate[]> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const seen = [
+        ...this.ofType(typeUrl),
+        ...this.nacks.filter((x) => x.update.typeUrl === typeUrl).map((x) => x.update),
+      ];
+      if (seen.length >= n) return this.ofType(typeUrl);
+      await sleep(5);
+    }
+    throw new Error(`expected ${n} responses of ${typeUrl}, saw ${this.ofType(typeUrl).length}`);
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A tiny but real set of Envoy resources for one group. */
+export function resources(opts: {
+  clusters?: string[];
+  listeners?: string[];
+  endpointPort?: number;
+  routeTag?: string;
+}): ResourceInput[] {
+  const out: ResourceInput[] = [];
+  for (const c of opts.clusters ?? ["a"]) {
+    out.push({
+      typeUrl: TypeUrl.Cluster,
+      name: c,
+      message: {
+        name: c,
+        type: "EDS",
+        eds_cluster_config: { eds_config: { ads: {}, resource_api_version: "V3" } },
+      },
+    });
+    out.push({
+      typeUrl: TypeUrl.Endpoint,
+      name: c,
+      message: {
+        cluster_name: c,
+        endpoints: [
+          {
+            lb_endpoints: [
+              {
+                endpoint: {
+                  address: {
+                    socket_address: { address: "127.0.0.1", port_value: opts.endpointPort ?? 8080 },
+                  },
+                },
+              },
+            ],
+          },
+        ],
+      },
+    });
+  }
+  for (const l of opts.listeners ?? ["l1"]) {
+    out.push({
+      typeUrl: TypeUrl.Listener,
+      name: l,
+      message: { name: l, address: { socket_address: { address: "127.0.0.1", port_value: 10000 } } },
+    });
+    out.push({
+      typeUrl: TypeUrl.Route,
+      name: l,
+      message: { name: l, virtual_hosts: [{ name: opts.routeTag ?? "vh", domains: ["*"] }] },
+    });
+  }
+  return out;
+}
+
+export function snapshot(group: string, opts: Parameters<typeof resources>[0]) {
+  return buildSnapshot(group, resources(opts));
+}
