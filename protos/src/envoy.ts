@@ -138,3 +138,23 @@ function checkFields(type: protobuf.Type, value: unknown, where: string): void {
     }
   }
 }
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+/**
+ * `google.protobuf.Value` from plain JSON (protobufjs has no JSON mapping for Struct). protobufjs
+ * holds the well-known types with camelCase field names, hence `stringValue` here.
+ */
+export function structValue(v: Json): object {
+  if (v === null) return { nullValue: "NULL_VALUE" };
+  if (typeof v === "boolean") return { boolValue: v };
+  if (typeof v === "number") return { numberValue: v };
+  if (typeof v === "string") return { stringValue: v };
+  if (Array.isArray(v)) return { listValue: { values: v.map(structValue) } };
+  return { structValue: struct(v) };
+}
+
+/** `google.protobuf.Struct` from a plain JSON object, e.g. for an access log's `json_format`. */
+export function struct(obj: { [k: string]: Json }): object {
+  return { fields: Object.fromEntries(Object.entries(obj).map(([k, v]) => [k, structValue(v)])) };
+}

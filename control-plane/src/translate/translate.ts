@@ -1,5 +1,5 @@
 import { isIP } from "node:net";
-import { duration, TYPE_PREFIX } from "../../../protos/src/envoy.js";
+import { duration, struct, TYPE_PREFIX } from "../../../protos/src/envoy.js";
 import type { Config, Gateway, Listener, Route, Upstream } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
@@ -27,7 +27,7 @@ function accessLog(gateway: string) {
       typed_config: {
         "@type": TYPE_PREFIX + STDOUT_LOG,
         log_format: {
-          json_format: {
+          json_format: struct({
             time: "%START_TIME%",
             gateway,
             request_id: "%REQ(X-REQUEST-ID)%",
@@ -39,7 +39,7 @@ function accessLog(gateway: string) {
             upstream: "%UPSTREAM_CLUSTER%",
             duration_ms: "%DURATION%",
             bytes_sent: "%BYTES_SENT%",
-          },
+          }),
         },
       },
     },
@@ -65,9 +65,9 @@ function listenerResource(gateway: Gateway, listener: Listener): object {
                 { name: "envoy.filters.http.router", typed_config: { "@type": TYPE_PREFIX + ROUTER } },
               ],
               access_log: accessLog(gateway.name),
-              normalize_path: true,
+              normalize_path: { value: true },
               merge_slashes: true,
-              use_remote_address: true,
+              use_remote_address: { value: true },
             },
           },
         ],

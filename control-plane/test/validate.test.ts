@@ -1,0 +1,83 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError } from "../src/model/errors.js";
+import { parseConfigText } from "../src/model/validate.js";
+
+function problems(text: string): { field: string; reason: string }[] {
+  try {
+    parseConfigText(text);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as ConfigError).details;
+  }
+  throw new Error("expected the config to be refused");
+}
+
+const base = `
+gateways:
+  - name: edge
+    listeners: [{ name: http, port: 10000 }]
+upstreams:
+  - name: users
+    endpoints: [{ host: 127.0.0.1, port: 8080 }]
+routes:
+  - name: users
+    gateway: edge
+    match: { pathPrefix: /users }
+    upstream: users
+`;
+
+describe("config validation", () => {
+  it("accepts a good config and fills in defaults", () => {
+    const c = parseConfigText(base);
+    expect(c.upstreams[0]!.protocol).toBe("http1");
+    expect(c.gateways[0]!.listeners[0]!.address).toBe("0.0.0.0");
+  });
+
+  it("names the line of malformed YAML", () => {
+    const p = problems("gateways: [\n  - name: edge\n    listeners: {");
+    expect(p[0]!.field).toMatch(/^line \d+, column \d+$/);
+  });
+
+  it("names an unknown field", () => {
+    expect(problems(base.replace("upstream: users", "upstream: users\n    upstrem: x"))).toEqual([
+      { field: "routes[0].upstrem", reason: "unknown field (upstrem)" },
+    ]);
+  });
+
+  it("names a route to a missing upstream", () => {
+    expect(problems(base.replace("upstream: users", "upstream: nope"))).toEqual([
+      { field: "routes[0].upstream", reason: "no upstream named 'nope'" },
+    ]);
+  });
+
+  it("reports several problems at once: bad port, duplicate port, missing gateway, two matches", () => {
+    const p = problems(`
+gateways:
+  - name: edge
+    listeners: [{ name: a, port: 70000 }, { name: b, port: 80 }, { name: c, port: 80 }]
+upstreams: [{ name: u, endpoints: [{ host: h, port: 1 }] }]
+routes:
+  - { name: r, gateway: nowhere, match: { path: /a, pathPrefix: /b }, upstream: u }
+`);
+    const fields = p.map((x) => x.field);
+    expect(fields).toContain("gateways[0].listeners[0].port");
+    expect(fields).toContain("routes[0].match");
+  });
+
+  it("checks references and duplicates once the shape is right", () => {
+    const p = problems(`
+gateways:
+  - name: edge
+    listeners: [{ name: b, port: 80 }, { name: c, port: 80 }]
+upstreams: [{ name: u, endpoints: [{ host: h, port: 1 }] }, { name: u, endpoints: [{ host: h, port: 2 }] }]
+routes:
+  - { name: r, gateway: nowhere, match: { pathRegex: "([a-z" }, upstream: u }
+`);
+    expect(p).toEqual([
+      { field: "upstreams[1].name", reason: "upstream 'u' is already defined at upstreams[0]" },
+      { field: "gateways[0].listeners[1].port", reason: "port 80 is already used by listener 'b' of this gateway" },
+      { field: "routes[0].gateway", reason: "no gateway named 'nowhere'" },
+      expect.objectContaining({ field: "routes[0].match.pathRegex" }),
+    ]);
+  });
+});
