@@ -251,6 +251,25 @@ export class XdsClient extends EventEmitter<{
   }
 
   private onDelta(buf: Buffer): void {
+    if (this.opts.decode === false) {
+      // Load generators: answer like a node would, without the cost of decoding resources.
+      const f = readStrings(buf, [1, 4, 5]);
+      const typeUrl = f.get(4) ?? "";
+      const sub = this.subs.get(typeUrl);
+      if (!sub) return;
+      sub.version = f.get(1) ?? "";
+      sub.nonce = f.get(5) ?? "";
+      this.sendDelta({ type_url: typeUrl, response_nonce: sub.nonce });
+      this.emit("update", {
+        typeUrl,
+        version: sub.version,
+        nonce: sub.nonce,
+        resources: [],
+        removed: [],
+        bytes: buf.length,
+      });
+      return;
+    }
     const res = decodeDeltaDiscoveryResponse(buf);
     const sub = this.subs.get(res.type_url);
     if (!sub) return;

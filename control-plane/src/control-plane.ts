@@ -15,6 +15,10 @@ export interface ControlPlaneOptions {
   adminHost?: string;
   adminPort?: number;
   log?: Logger;
+  /** Let through configs that only Envoy can refuse, to exercise NACK handling; never in production. */
+  skipSemanticChecks?: boolean;
+  /** Hold-off after a config file change; default 100 ms. */
+  debounceMs?: number;
   /** Process-wide metrics (CPU, memory, event loop); off in tests that start several. */
   defaultMetrics?: boolean;
 }
@@ -41,6 +45,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const source = new FileConfigSource({
     file: opts.configFile,
     log,
+    debounceMs: opts.debounceMs,
+    skipSemanticChecks: opts.skipSemanticChecks,
     onConfig: (config) => {
       publisher.publish(config);
       lastRejected = undefined;

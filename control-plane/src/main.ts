@@ -9,6 +9,7 @@ const { values } = parseArgs({
     "xds-port": { type: "string", default: process.env.PORTICO_XDS_PORT ?? "18000" },
     "admin-host": { type: "string", default: process.env.PORTICO_ADMIN_HOST ?? "127.0.0.1" },
     "admin-port": { type: "string", default: process.env.PORTICO_ADMIN_PORT ?? "9000" },
+    "debounce-ms": { type: "string", default: process.env.PORTICO_DEBOUNCE_MS ?? "100" },
   },
 });
 
@@ -20,6 +21,7 @@ try {
     xdsPort: Number(values["xds-port"]),
     adminHost: values["admin-host"],
     adminPort: Number(values["admin-port"]),
+    debounceMs: Number(values["debounce-ms"]),
     log,
     defaultMetrics: true,
   });

@@ -3,13 +3,15 @@ import path from "node:path";
 import type { Logger } from "../../../common/src/log.js";
 import { ConfigError } from "../model/errors.js";
 import type { Config } from "../model/schema.js";
-import { parseConfigText } from "../model/validate.js";
+import { parseYamlText, validateConfig } from "../model/validate.js";
 
 export interface FileSourceOptions {
   file: string;
   log: Logger;
   onConfig: (config: Config) => void;
   onError?: (err: ConfigError) => void;
+  /** Let through configs that only Envoy can refuse (tests of NACK handling). */
+  skipSemanticChecks?: boolean;
   /** Hold-off after a change, so an editor's burst of writes is one push, not several. */
   debounceMs?: number;
 }
@@ -24,7 +26,8 @@ export class FileConfigSource {
 
   /** Loads once; throws on a bad file (at start-up there is no last good config to keep). */
   load(): Config {
-    return parseConfigText(fs.readFileSync(this.opts.file, "utf8"), path.basename(this.opts.file));
+    const value = parseYamlText(fs.readFileSync(this.opts.file, "utf8"), path.basename(this.opts.file));
+    return validateConfig(value, { skipSemanticChecks: this.opts.skipSemanticChecks });
   }
 
   watch(): void {

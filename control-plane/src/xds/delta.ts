@@ -91,7 +91,6 @@ export class DeltaStream extends XdsStream<DeltaDiscoveryRequest> {
       }
     }
     if (subscriptionChanged) this.respond(typeUrl, "request");
-    if (answersLatest) this.settle();
   }
 
   protected respond(typeUrl: string, trigger: Trigger): boolean {

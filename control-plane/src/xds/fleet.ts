@@ -31,6 +31,8 @@ export interface NodeStatus {
   streams: number;
   /** The snapshot revision this node has fully applied (every type it asked for ACKed). */
   appliedRevision?: string;
+  /** The config revision that snapshot was translated from. */
+  appliedConfigRevision?: string;
   types: Record<string, TypeStatus>;
 }
 
@@ -107,9 +109,10 @@ export class FleetState extends EventEmitter<FleetEvents> {
     this.emit("nack", status, typeUrl, record);
   }
 
-  applied(status: NodeStatus, revision: string): void {
+  applied(status: NodeStatus, revision: string, configRevision?: string): void {
     if (status.appliedRevision === revision) return;
     status.appliedRevision = revision;
+    status.appliedConfigRevision = configRevision;
     this.emit("applied", status, revision);
   }
 

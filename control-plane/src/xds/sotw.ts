@@ -74,7 +74,6 @@ export class SotwStream extends XdsStream<DiscoveryRequest> {
     st.namesKey = namesKey;
 
     if (!answersLatest || namesChanged || st.forceNext) this.respond(typeUrl, "request", namesChanged);
-    if (answersLatest) this.settle();
   }
 
   protected respond(typeUrl: string, trigger: Trigger, namesChanged = false): boolean {

@@ -60,6 +60,9 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
     this.call.on("data", (req: Req) => {
       try {
         this.onRequest(req);
+        // Covers answers to the first phase of a push, and a reconnect after which the node
+        // already holds everything (delta with initial versions: nothing to send, nothing to ACK).
+        if (!this.closed) this.settle();
       } catch (err) {
         this.log.error({ err }, "xDS request handling failed");
         this.fail(grpc.status.INTERNAL, "internal error handling the request");
@@ -100,7 +103,7 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
     if (this.status) {
       this.deps.fleet.disconnect(this.status);
       this.deps.metrics.nodes.set(this.deps.fleet.size());
-      this.log.info({ node: this.status.id }, "node disconnected");
+      this.log.info("node disconnected");
     }
   }
 
@@ -199,7 +202,7 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
     for (const typeUrl of pushOrder()) {
       if (this.isRequested(typeUrl) && !this.isInSync(typeUrl)) return;
     }
-    this.deps.fleet.applied(this.status, this.snapshot.revision);
+    this.deps.fleet.applied(this.status, this.snapshot.revision, this.snapshot.source);
   }
 
   /** Whether the node has asked for this type on this stream. */
