@@ -53,7 +53,12 @@ describe("translator", () => {
     expect(clusters("bff-web").map((c) => c.name)).toEqual(["users"]);
     expect((clusters("edge")[0]!.message as any).type).toBe("STRICT_DNS");
     expect((clusters("edge")[1]!.message as any).type).toBe("EDS");
-    expect(out.get("edge")!.filter((r) => r.typeUrl === TypeUrl.Endpoint).map((r) => r.name)).toEqual(["users"]);
+    expect(
+      out
+        .get("edge")!
+        .filter((r) => r.typeUrl === TypeUrl.Endpoint)
+        .map((r) => r.name),
+    ).toEqual(["users"]);
   });
 
   it("is deterministic: the same config gives the same snapshot revisions", () => {
@@ -61,10 +66,16 @@ describe("translator", () => {
     const a = buildSnapshots(parseConfigText(text));
     const b = buildSnapshots(parseConfigText(text));
     for (const [group, snap] of a) expect(b.get(group)!.revision).toBe(snap.revision);
-    const changed = buildSnapshots(parseConfigText(text.replace("port: 8080, weight: 3", "port: 8081, weight: 3")));
+    const changed = buildSnapshots(
+      parseConfigText(text.replace("port: 8080, weight: 3", "port: 8081, weight: 3")),
+    );
     expect(changed.get("edge")!.revision).not.toBe(a.get("edge")!.revision);
     // Only the endpoints changed, so only their version moved.
-    expect(changed.get("edge")!.get(TypeUrl.Cluster).version).toBe(a.get("edge")!.get(TypeUrl.Cluster).version);
-    expect(changed.get("edge")!.get(TypeUrl.Endpoint).version).not.toBe(a.get("edge")!.get(TypeUrl.Endpoint).version);
+    expect(changed.get("edge")!.get(TypeUrl.Cluster).version).toBe(
+      a.get("edge")!.get(TypeUrl.Cluster).version,
+    );
+    expect(changed.get("edge")!.get(TypeUrl.Endpoint).version).not.toBe(
+      a.get("edge")!.get(TypeUrl.Endpoint).version,
+    );
   });
 });

@@ -75,9 +75,22 @@ routes:
 `);
     expect(p).toEqual([
       { field: "upstreams[1].name", reason: "upstream 'u' is already defined at upstreams[0]" },
-      { field: "gateways[0].listeners[1].port", reason: "port 80 is already used by listener 'b' of this gateway" },
       { field: "routes[0].gateway", reason: "no gateway named 'nowhere'" },
+      {
+        field: "gateways[0].listeners[1].port",
+        reason: "port 80 is already used by listener 'b' of this gateway",
+      },
       expect.objectContaining({ field: "routes[0].match.pathRegex" }),
     ]);
+  });
+
+  it("refuses regexes RE2 cannot compile, which Envoy would refuse", () => {
+    const p = problems(base.replace("match: { pathPrefix: /users }", 'match: { pathRegex: "/(?<=x)y" }'));
+    expect(p).toEqual([expect.objectContaining({ field: "routes[0].match.pathRegex" })]);
+    expect(p[0]!.reason).toMatch(/RE2/);
+    const backref = problems(
+      base.replace("match: { pathPrefix: /users }", 'match: { pathRegex: "/(a)\\\\1" }'),
+    );
+    expect(backref[0]!.field).toBe("routes[0].match.pathRegex");
   });
 });

@@ -9,6 +9,19 @@ export const Name = z
   );
 
 const Port = z.number().int("must be a whole number").min(1, "must be 1-65535").max(65535, "must be 1-65535");
+const Millis = (max: number) => z.number().int("must be a whole number of milliseconds").min(0).max(max);
+/** RFC 7230 token characters; Envoy refuses anything else in a header name. */
+export const HeaderName = z
+  .string()
+  .regex(/^:?[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "not a valid HTTP header name")
+  .transform((s) => s.toLowerCase());
+const HeaderValue = z.string().regex(/^[^\r\n\0]*$/, "header values cannot contain CR, LF or NUL");
+const Hostname = z
+  .string()
+  .regex(
+    /^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:\d+)?$|^\*$/,
+    "a hostname, optionally *.suffix or with :port",
+  );
 
 export const ListenerSchema = z
   .object({
@@ -16,6 +29,11 @@ export const ListenerSchema = z
     port: Port,
     /** Address to bind; 0.0.0.0 for every interface. */
     address: z.string().min(1).default("0.0.0.0"),
+    protocol: z.enum(["http", "https"]).default("http"),
+    /** Hostnames this listener answers for (SNI and virtual hosts); every host when omitted. */
+    hostnames: z.array(Hostname).optional(),
+    /** The certificate for `https` listeners. */
+    certificate: Name.optional(),
   })
   .strict();
 
@@ -35,6 +53,45 @@ export const EndpointSchema = z
   })
   .strict();
 
+export const HealthCheckSchema = z
+  .object({
+    path: z.string().startsWith("/", "must start with '/'").default("/healthz"),
+    intervalMs: Millis(3_600_000).default(5_000),
+    timeoutMs: Millis(60_000).default(1_000),
+    unhealthyThreshold: z.number().int().min(1).max(100).default(3),
+    healthyThreshold: z.number().int().min(1).max(100).default(2),
+  })
+  .strict();
+
+export const CircuitBreakerSchema = z
+  .object({
+    maxConnections: z.number().int().min(1).optional(),
+    maxPendingRequests: z.number().int().min(1).optional(),
+    maxRequests: z.number().int().min(1).optional(),
+    maxRetries: z.number().int().min(0).optional(),
+  })
+  .strict();
+
+export const OutlierDetectionSchema = z
+  .object({
+    consecutive5xx: z.number().int().min(1).default(5),
+    intervalMs: Millis(3_600_000).default(10_000),
+    baseEjectionMs: Millis(3_600_000).default(30_000),
+    maxEjectionPercent: z.number().int().min(0).max(100).default(50),
+  })
+  .strict();
+
+export const UpstreamTlsSchema = z
+  .object({
+    /** SNI and the name checked in the upstream's certificate. */
+    sni: z.string().min(1).optional(),
+    /** A certificate resource whose `caPem` verifies the upstream; unverified when omitted. */
+    ca: Name.optional(),
+    /** A certificate resource presented to the upstream (mTLS). */
+    clientCertificate: Name.optional(),
+  })
+  .strict();
+
 export const UpstreamSchema = z
   .object({
     name: Name,
@@ -44,19 +101,77 @@ export const UpstreamSchema = z
       .enum(["round_robin", "least_request", "random", "ring_hash", "maglev"])
       .default("round_robin"),
     connectTimeoutMs: z.number().int().min(1).max(60_000).default(1_000),
+    healthCheck: HealthCheckSchema.optional(),
+    circuitBreaker: CircuitBreakerSchema.optional(),
+    outlierDetection: OutlierDetectionSchema.optional(),
+    tls: UpstreamTlsSchema.optional(),
   })
   .strict();
+
+const StringMatchSchema = z
+  .object({
+    name: HeaderName,
+    exact: z.string().optional(),
+    prefix: z.string().optional(),
+    regex: z.string().min(1).optional(),
+    present: z.boolean().optional(),
+    invert: z.boolean().optional(),
+  })
+  .strict()
+  .refine((m) => [m.exact, m.prefix, m.regex, m.present].filter((v) => v !== undefined).length === 1, {
+    message: "give exactly one of exact, prefix, regex or present",
+  });
+
+const Method = z.enum(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"]);
 
 export const RouteMatchSchema = z
   .object({
     path: z.string().startsWith("/", "must start with '/'").optional(),
     pathPrefix: z.string().startsWith("/", "must start with '/'").optional(),
     pathRegex: z.string().min(1).optional(),
+    methods: z.array(Method).min(1).optional(),
+    /** Host header (exact, or `*.suffix`); routes without a host apply to every host. */
+    host: Hostname.optional(),
+    headers: z.array(StringMatchSchema).optional(),
+    query: z.array(StringMatchSchema).optional(),
   })
   .strict()
   .refine((m) => [m.path, m.pathPrefix, m.pathRegex].filter((v) => v !== undefined).length === 1, {
     message: "give exactly one of path, pathPrefix or pathRegex",
   });
+
+const HeaderEditsSchema = z
+  .object({
+    /** Set (overwrite) these headers. */
+    set: z.record(HeaderName, HeaderValue).optional(),
+    remove: z.array(HeaderName).optional(),
+  })
+  .strict();
+
+export const RetrySchema = z
+  .object({
+    attempts: z.number().int().min(1).max(10),
+    on: z
+      .array(
+        z.enum([
+          "5xx",
+          "gateway-error",
+          "reset",
+          "connect-failure",
+          "retriable-4xx",
+          "refused-stream",
+          "retriable-status-codes",
+        ]),
+      )
+      .default(["5xx", "reset", "connect-failure"]),
+    perTryTimeoutMs: Millis(600_000).optional(),
+    statusCodes: z.array(z.number().int().min(100).max(599)).optional(),
+    backoff: z
+      .object({ baseMs: Millis(60_000), maxMs: Millis(600_000).optional() })
+      .strict()
+      .optional(),
+  })
+  .strict();
 
 export const RouteSchema = z
   .object({
@@ -66,9 +181,120 @@ export const RouteSchema = z
     /** One listener of the gateway; every listener of the gateway when omitted. */
     listener: Name.optional(),
     match: RouteMatchSchema,
-    upstream: Name,
-    prefixRewrite: z.string().startsWith("/", "must start with '/'").optional(),
-    timeoutMs: z.number().int().min(0).max(3_600_000).optional(),
+    /** Exactly one action: an upstream, weighted upstreams, a redirect or a direct response. */
+    upstream: Name.optional(),
+    upstreams: z
+      .array(z.object({ name: Name, weight: z.number().int().min(1).max(10_000) }).strict())
+      .min(1)
+      .optional(),
+    redirect: z
+      .object({
+        host: z.string().min(1).optional(),
+        path: z.string().startsWith("/").optional(),
+        prefix: z.string().startsWith("/").optional(),
+        https: z.boolean().optional(),
+        status: z
+          .union([z.literal(301), z.literal(302), z.literal(303), z.literal(307), z.literal(308)])
+          .default(302),
+      })
+      .strict()
+      .optional(),
+    directResponse: z
+      .object({
+        status: z.number().int().min(200).max(599),
+        body: z.string().max(65_536).optional(),
+        contentType: z.string().optional(),
+      })
+      .strict()
+      .optional(),
+    rewrite: z
+      .object({
+        prefix: z.string().optional(),
+        regex: z
+          .object({ pattern: z.string().min(1), substitution: z.string() })
+          .strict()
+          .optional(),
+        host: z.string().min(1).optional(),
+      })
+      .strict()
+      .optional(),
+    timeoutMs: Millis(3_600_000).optional(),
+    retries: RetrySchema.optional(),
+    requestHeaders: HeaderEditsSchema.optional(),
+    responseHeaders: HeaderEditsSchema.optional(),
+    authPolicy: Name.optional(),
+    rateLimitPolicy: Name.optional(),
+  })
+  .strict()
+  .refine(
+    (r) =>
+      [r.upstream, r.upstreams, r.redirect, r.directResponse].filter((v) => v !== undefined).length === 1,
+    { message: "give exactly one of upstream, upstreams, redirect or directResponse" },
+  );
+
+export const ConsumerSchema = z
+  .object({
+    name: Name,
+    /** The plan (tier) rate limits can key on. */
+    plan: z.string().min(1).max(64).optional(),
+    metadata: z.record(z.string(), z.string()).optional(),
+  })
+  .strict();
+
+export const ApiKeySchema = z
+  .object({
+    name: Name,
+    consumer: Name,
+    /** SHA-256 of the key, hex; the plaintext is never stored. */
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, "a hex SHA-256"),
+    /** The first characters of the key, to tell keys apart in listings. */
+    prefix: z.string().max(12).optional(),
+    expiresAt: z.iso.datetime({ offset: true }).optional(),
+    revoked: z.boolean().default(false),
+  })
+  .strict();
+
+export const AuthPolicySchema = z
+  .object({
+    name: Name,
+    allowAnonymous: z.boolean().default(false),
+    /** Credential kinds accepted on the routes using this policy. */
+    accept: z.array(z.enum(["jwt", "apiKey", "oauth"])).default(["apiKey"]),
+    requiredScopes: z.array(z.string().min(1)).optional(),
+    consumers: z.array(Name).optional(),
+  })
+  .strict();
+
+export const RateLimitPolicySchema = z
+  .object({
+    name: Name,
+    limits: z
+      .array(
+        z
+          .object({
+            requests: z.number().int().min(1),
+            per: z.enum(["second", "minute", "hour", "day", "month"]),
+            by: z.enum(["consumer", "ip", "route"]).default("consumer"),
+          })
+          .strict(),
+      )
+      .min(1),
+  })
+  .strict();
+
+export const CertificateSchema = z
+  .object({
+    name: Name,
+    certificatePem: z
+      .string()
+      .includes("-----BEGIN CERTIFICATE-----", { message: "not a PEM certificate" })
+      .optional(),
+    privateKeyPem: z.string().includes("PRIVATE KEY-----", { message: "not a PEM private key" }).optional(),
+    /** CA bundle, for verifying upstreams or clients. */
+    caPem: z
+      .string()
+      .includes("-----BEGIN CERTIFICATE-----", { message: "not a PEM certificate" })
+      .optional(),
   })
   .strict();
 
@@ -77,6 +303,11 @@ export const ConfigSchema = z
     gateways: z.array(GatewaySchema).default([]),
     upstreams: z.array(UpstreamSchema).default([]),
     routes: z.array(RouteSchema).default([]),
+    consumers: z.array(ConsumerSchema).default([]),
+    apiKeys: z.array(ApiKeySchema).default([]),
+    authPolicies: z.array(AuthPolicySchema).default([]),
+    rateLimitPolicies: z.array(RateLimitPolicySchema).default([]),
+    certificates: z.array(CertificateSchema).default([]),
   })
   .strict();
 
@@ -86,6 +317,25 @@ export type Endpoint = z.infer<typeof EndpointSchema>;
 export type Upstream = z.infer<typeof UpstreamSchema>;
 export type RouteMatch = z.infer<typeof RouteMatchSchema>;
 export type Route = z.infer<typeof RouteSchema>;
+export type Consumer = z.infer<typeof ConsumerSchema>;
+export type ApiKey = z.infer<typeof ApiKeySchema>;
+export type AuthPolicy = z.infer<typeof AuthPolicySchema>;
+export type RateLimitPolicy = z.infer<typeof RateLimitPolicySchema>;
+export type Certificate = z.infer<typeof CertificateSchema>;
 export type Config = z.infer<typeof ConfigSchema>;
 /** A config as written by a person (defaults not yet filled in). */
 export type ConfigInput = z.input<typeof ConfigSchema>;
+
+/** The resource kinds of the admin API: URL segment → the config array and schema. */
+export const KINDS = {
+  gateways: GatewaySchema,
+  upstreams: UpstreamSchema,
+  routes: RouteSchema,
+  consumers: ConsumerSchema,
+  apiKeys: ApiKeySchema,
+  authPolicies: AuthPolicySchema,
+  rateLimitPolicies: RateLimitPolicySchema,
+  certificates: CertificateSchema,
+} as const;
+export type Kind = keyof typeof KINDS;
+export const KIND_NAMES = Object.keys(KINDS) as Kind[];

@@ -1,9 +1,10 @@
+import { RE2JS } from "re2js";
 import { parseDocument } from "yaml";
 import { ConfigError, fromZod, type FieldProblem } from "./errors.js";
-import { ConfigSchema, type Config } from "./schema.js";
+import { ConfigSchema, KIND_NAMES, type Config, type Kind } from "./schema.js";
 
-/** Parses YAML (or JSON, which is YAML) text into a validated config, or throws a ConfigError. */
-export function parseConfigText(text: string, source = "config"): Config {
+/** Parses YAML (or JSON, which is YAML) text into a plain value, or throws a ConfigError naming the line. */
+export function parseYamlText(text: string, source = "config"): unknown {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -15,77 +16,212 @@ export function parseConfigText(text: string, source = "config"): Config {
       })),
     );
   }
-  return validateConfig(doc.toJS() ?? {});
+  return doc.toJS() ?? {};
+}
+
+/** Parses YAML (or JSON) text into a validated config, or throws a ConfigError. */
+export function parseConfigText(text: string, source = "config"): Config {
+  return validateConfig(parseYamlText(text, source));
+}
+
+export interface ValidateOptions {
+  /** Skip the checks that go beyond the schema (RE2, references, ports): for tests that need Envoy to refuse a config. */
+  skipSemanticChecks?: boolean;
 }
 
 /** Checks shape and meaning: every problem is reported at once, each with its field. */
-export function validateConfig(input: unknown): Config {
+export function validateConfig(input: unknown, opts: ValidateOptions = {}): Config {
   const parsed = ConfigSchema.safeParse(input);
   if (!parsed.success) throw fromZod(parsed.error);
   const config = parsed.data;
+  if (opts.skipSemanticChecks) return config;
   const problems = semanticProblems(config);
   if (problems.length > 0)
     throw new ConfigError("invalid_config", "the configuration is not valid", problems);
   return config;
 }
 
-function duplicates<T>(items: T[], key: (t: T) => string, where: string, what: string): FieldProblem[] {
+/** A reference from one resource to another, with the field that makes it. */
+export interface Reference {
+  from: { kind: Kind; name: string; field: string };
+  to: { kind: Kind; name: string };
+}
+
+/** Every reference in the config; used for integrity checks and to refuse deleting what is in use. */
+export function references(config: Config): Reference[] {
+  const out: Reference[] = [];
+  const ref = (
+    kind: Kind,
+    i: number,
+    name: string,
+    field: string,
+    toKind: Kind,
+    toName: string | undefined,
+  ) => {
+    if (toName !== undefined)
+      out.push({ from: { kind, name, field: `${kind}[${i}].${field}` }, to: { kind: toKind, name: toName } });
+  };
+  config.gateways.forEach((g, gi) =>
+    g.listeners.forEach((l, li) =>
+      ref("gateways", gi, g.name, `listeners[${li}].certificate`, "certificates", l.certificate),
+    ),
+  );
+  config.upstreams.forEach((u, i) => {
+    ref("upstreams", i, u.name, "tls.ca", "certificates", u.tls?.ca);
+    ref("upstreams", i, u.name, "tls.clientCertificate", "certificates", u.tls?.clientCertificate);
+  });
+  config.routes.forEach((r, i) => {
+    ref("routes", i, r.name, "gateway", "gateways", r.gateway);
+    ref("routes", i, r.name, "upstream", "upstreams", r.upstream);
+    r.upstreams?.forEach((w, wi) => ref("routes", i, r.name, `upstreams[${wi}].name`, "upstreams", w.name));
+    ref("routes", i, r.name, "authPolicy", "authPolicies", r.authPolicy);
+    ref("routes", i, r.name, "rateLimitPolicy", "rateLimitPolicies", r.rateLimitPolicy);
+  });
+  config.apiKeys.forEach((k, i) => ref("apiKeys", i, k.name, "consumer", "consumers", k.consumer));
+  config.authPolicies.forEach((p, i) =>
+    p.consumers?.forEach((c, ci) => ref("authPolicies", i, p.name, `consumers[${ci}]`, "consumers", c)),
+  );
+  return out;
+}
+
+const SINGULAR: Record<Kind, string> = {
+  gateways: "gateway",
+  upstreams: "upstream",
+  routes: "route",
+  consumers: "consumer",
+  apiKeys: "API key",
+  authPolicies: "auth policy",
+  rateLimitPolicies: "rate-limit policy",
+  certificates: "certificate",
+};
+
+export function singular(kind: Kind): string {
+  return SINGULAR[kind];
+}
+
+/** Envoy compiles every regex with RE2: no look-arounds, no back-references. */
+export function re2Problem(pattern: string): string | undefined {
+  try {
+    RE2JS.compile(pattern);
+    return undefined;
+  } catch (err) {
+    return `not a valid RE2 regular expression (${(err as Error).message})`;
+  }
+}
+
+function duplicates(items: { name: string }[], where: string, what: string): FieldProblem[] {
   const seen = new Map<string, number>();
   const out: FieldProblem[] = [];
   items.forEach((item, i) => {
-    const k = key(item);
-    const first = seen.get(k);
-    if (first !== undefined)
+    const first = seen.get(item.name);
+    if (first !== undefined) {
       out.push({
         field: `${where}[${i}].name`,
-        reason: `${what} '${k}' is already defined at ${where}[${first}]`,
+        reason: `${what} '${item.name}' is already defined at ${where}[${first}]`,
       });
-    else seen.set(k, i);
+    } else seen.set(item.name, i);
   });
   return out;
 }
 
 function semanticProblems(config: Config): FieldProblem[] {
-  const problems: FieldProblem[] = [
-    ...duplicates(config.gateways, (g) => g.name, "gateways", "gateway"),
-    ...duplicates(config.upstreams, (u) => u.name, "upstreams", "upstream"),
-    ...duplicates(config.routes, (r) => `${r.name}`, "routes", "route"),
-  ];
+  const problems: FieldProblem[] = [];
+  for (const kind of KIND_NAMES) problems.push(...duplicates(config[kind], kind, singular(kind)));
+
+  const names = new Map<Kind, Set<string>>(KIND_NAMES.map((k) => [k, new Set(config[k].map((x) => x.name))]));
+  for (const r of references(config)) {
+    if (!names.get(r.to.kind)!.has(r.to.name)) {
+      problems.push({ field: r.from.field, reason: `no ${singular(r.to.kind)} named '${r.to.name}'` });
+    }
+  }
+
+  const certs = new Map(config.certificates.map((c) => [c.name, c]));
   config.gateways.forEach((g, gi) => {
-    problems.push(...duplicates(g.listeners, (l) => l.name, `gateways[${gi}].listeners`, "listener"));
+    problems.push(...duplicates(g.listeners, `gateways[${gi}].listeners`, "listener"));
     const ports = new Map<number, number>();
     g.listeners.forEach((l, li) => {
+      const at = `gateways[${gi}].listeners[${li}]`;
       const other = ports.get(l.port);
       if (other !== undefined) {
         problems.push({
-          field: `gateways[${gi}].listeners[${li}].port`,
+          field: `${at}.port`,
           reason: `port ${l.port} is already used by listener '${g.listeners[other]!.name}' of this gateway`,
         });
       } else ports.set(l.port, li);
+      if (l.protocol === "https") {
+        const cert = l.certificate ? certs.get(l.certificate) : undefined;
+        if (!l.certificate)
+          problems.push({ field: `${at}.certificate`, reason: "an https listener needs a certificate" });
+        else if (cert && (!cert.certificatePem || !cert.privateKeyPem)) {
+          problems.push({
+            field: `${at}.certificate`,
+            reason: `certificate '${l.certificate}' has no certificatePem and privateKeyPem`,
+          });
+        }
+      } else if (l.certificate) {
+        problems.push({ field: `${at}.certificate`, reason: "only https listeners take a certificate" });
+      }
     });
   });
+
   const gateways = new Map(config.gateways.map((g) => [g.name, g]));
-  const upstreams = new Set(config.upstreams.map((u) => u.name));
   config.routes.forEach((r, ri) => {
+    const at = `routes[${ri}]`;
     const g = gateways.get(r.gateway);
-    if (!g) problems.push({ field: `routes[${ri}].gateway`, reason: `no gateway named '${r.gateway}'` });
-    else if (r.listener && !g.listeners.some((l) => l.name === r.listener)) {
+    if (g && r.listener && !g.listeners.some((l) => l.name === r.listener)) {
       problems.push({
-        field: `routes[${ri}].listener`,
+        field: `${at}.listener`,
         reason: `gateway '${r.gateway}' has no listener named '${r.listener}'`,
       });
     }
-    if (!upstreams.has(r.upstream))
-      problems.push({ field: `routes[${ri}].upstream`, reason: `no upstream named '${r.upstream}'` });
-    if (r.match.pathRegex !== undefined) {
-      try {
-        new RegExp(r.match.pathRegex);
-      } catch (err) {
-        problems.push({
-          field: `routes[${ri}].match.pathRegex`,
-          reason: `not a regular expression: ${(err as Error).message}`,
-        });
-      }
+    const regexes: [string, string | undefined][] = [
+      [`${at}.match.pathRegex`, r.match.pathRegex],
+      [`${at}.rewrite.regex.pattern`, r.rewrite?.regex?.pattern],
+      ...(r.match.headers ?? []).map((h, i): [string, string | undefined] => [
+        `${at}.match.headers[${i}].regex`,
+        h.regex,
+      ]),
+      ...(r.match.query ?? []).map((h, i): [string, string | undefined] => [
+        `${at}.match.query[${i}].regex`,
+        h.regex,
+      ]),
+    ];
+    for (const [field, pattern] of regexes) {
+      const problem = pattern === undefined ? undefined : re2Problem(pattern);
+      if (problem) problems.push({ field, reason: problem });
+    }
+    if (r.rewrite?.prefix !== undefined && r.rewrite.regex !== undefined) {
+      problems.push({ field: `${at}.rewrite`, reason: "give prefix or regex, not both" });
+    }
+    if (r.rewrite?.prefix !== undefined && r.match.pathPrefix === undefined) {
+      problems.push({ field: `${at}.rewrite.prefix`, reason: "a prefix rewrite needs a pathPrefix match" });
+    }
+    if ((r.redirect || r.directResponse) && (r.rewrite || r.retries || r.timeoutMs !== undefined)) {
+      problems.push({
+        field: at,
+        reason: "rewrite, retries and timeoutMs apply only to routes with upstreams",
+      });
+    }
+    if (r.redirect && r.redirect.path !== undefined && r.redirect.prefix !== undefined) {
+      problems.push({ field: `${at}.redirect`, reason: "give path or prefix, not both" });
+    }
+    if (r.retries?.on.includes("retriable-status-codes") && !r.retries.statusCodes?.length) {
+      problems.push({
+        field: `${at}.retries.statusCodes`,
+        reason: "retriable-status-codes needs statusCodes",
+      });
+    }
+  });
+  config.upstreams.forEach((u, ui) => {
+    const ca = u.tls?.ca ? certs.get(u.tls.ca) : undefined;
+    if (ca && !ca.caPem)
+      problems.push({ field: `upstreams[${ui}].tls.ca`, reason: `certificate '${ca.name}' has no caPem` });
+    const client = u.tls?.clientCertificate ? certs.get(u.tls.clientCertificate) : undefined;
+    if (client && (!client.certificatePem || !client.privateKeyPem)) {
+      problems.push({
+        field: `upstreams[${ui}].tls.clientCertificate`,
+        reason: `certificate '${client.name}' has no certificatePem and privateKeyPem`,
+      });
     }
   });
   return problems;

@@ -1,6 +1,6 @@
 import { isIP } from "node:net";
 import { duration, struct, TYPE_PREFIX } from "../../../protos/src/envoy.js";
-import type { Config, Gateway, Listener, Route, Upstream } from "../model/schema.js";
+import type { Certificate, Config, Gateway, Listener, Route, Upstream } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
 
@@ -8,6 +8,9 @@ const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpCon
 const ROUTER = "envoy.extensions.filters.http.router.v3.Router";
 const HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const STDOUT_LOG = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
+const DOWNSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+const TLS_INSPECTOR = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+const UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 
 const ads = { ads: {}, resource_api_version: "V3" };
 
@@ -48,11 +51,38 @@ function accessLog(gateway: string) {
 
 function listenerResource(gateway: Gateway, listener: Listener): object {
   const name = listenerName(gateway.name, listener.name);
+  const tls = listener.protocol === "https";
   return {
     name,
     address: { socket_address: { address: listener.address, port_value: listener.port } },
+    ...(tls
+      ? {
+          listener_filters: [
+            {
+              name: "envoy.filters.listener.tls_inspector",
+              typed_config: { "@type": TYPE_PREFIX + TLS_INSPECTOR },
+            },
+          ],
+        }
+      : {}),
     filter_chains: [
       {
+        ...(tls
+          ? {
+              transport_socket: {
+                name: "envoy.transport_sockets.tls",
+                typed_config: {
+                  "@type": TYPE_PREFIX + DOWNSTREAM_TLS,
+                  common_tls_context: {
+                    tls_certificate_sds_secret_configs: [
+                      sdsSecret(secretName(listener.certificate!, "cert")),
+                    ],
+                    alpn_protocols: ["h2", "http/1.1"],
+                  },
+                },
+              },
+            }
+          : {}),
         filters: [
           {
             name: "envoy.filters.network.http_connection_manager",
@@ -83,40 +113,226 @@ function specificity(r: Route): [number, number] {
   return [2, 0];
 }
 
-function routeEntry(r: Route): object {
-  const match =
-    r.match.path !== undefined
-      ? { path: r.match.path }
-      : r.match.pathPrefix !== undefined
-        ? { prefix: r.match.pathPrefix }
-        : { safe_regex: { regex: r.match.pathRegex } };
+function stringMatch(m: { exact?: string; prefix?: string; regex?: string }): object {
+  if (m.exact !== undefined) return { exact: m.exact };
+  if (m.prefix !== undefined) return { prefix: m.prefix };
+  return { safe_regex: { regex: m.regex } };
+}
+
+type Matcher = NonNullable<Route["match"]["headers"]>[number];
+
+function headerMatcher(h: Matcher): object {
   return {
-    name: r.name,
-    match,
+    name: h.name,
+    ...(h.present !== undefined ? { present_match: h.present } : { string_match: stringMatch(h) }),
+    ...(h.invert ? { invert_match: true } : {}),
+  };
+}
+
+function queryMatcher(q: Matcher): object {
+  return {
+    name: q.name,
+    ...(q.present !== undefined ? { present_match: q.present } : { string_match: stringMatch(q) }),
+  };
+}
+
+function headerEdits(edits: Route["requestHeaders"], prefix: "request" | "response"): object {
+  if (!edits) return {};
+  return {
+    ...(edits.set
+      ? {
+          [`${prefix}_headers_to_add`]: Object.entries(edits.set).map(([key, value]) => ({
+            header: { key, value },
+            append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+          })),
+        }
+      : {}),
+    ...(edits.remove ? { [`${prefix}_headers_to_remove`]: edits.remove } : {}),
+  };
+}
+
+const RETRY_ON: Record<string, string> = {
+  "5xx": "5xx",
+  "gateway-error": "gateway-error",
+  reset: "reset",
+  "connect-failure": "connect-failure",
+  "retriable-4xx": "retriable-4xx",
+  "refused-stream": "refused-stream",
+  "retriable-status-codes": "retriable-status-codes",
+};
+
+function retryPolicy(r: NonNullable<Route["retries"]>): object {
+  return {
+    retry_on: r.on.map((o) => RETRY_ON[o]).join(","),
+    num_retries: { value: r.attempts },
+    ...(r.perTryTimeoutMs !== undefined ? { per_try_timeout: duration(r.perTryTimeoutMs) } : {}),
+    ...(r.statusCodes ? { retriable_status_codes: r.statusCodes } : {}),
+    ...(r.backoff
+      ? {
+          retry_back_off: {
+            base_interval: duration(r.backoff.baseMs),
+            ...(r.backoff.maxMs !== undefined ? { max_interval: duration(r.backoff.maxMs) } : {}),
+          },
+        }
+      : {}),
+  };
+}
+
+const REDIRECT_CODE: Record<number, string> = {
+  301: "MOVED_PERMANENTLY",
+  302: "FOUND",
+  303: "SEE_OTHER",
+  307: "TEMPORARY_REDIRECT",
+  308: "PERMANENT_REDIRECT",
+};
+
+function routeAction(r: Route): object {
+  if (r.redirect) {
+    const rd = r.redirect;
+    return {
+      redirect: {
+        ...(rd.host !== undefined ? { host_redirect: rd.host } : {}),
+        ...(rd.path !== undefined ? { path_redirect: rd.path } : {}),
+        ...(rd.prefix !== undefined ? { prefix_rewrite: rd.prefix } : {}),
+        ...(rd.https ? { https_redirect: true } : {}),
+        response_code: REDIRECT_CODE[rd.status],
+      },
+    };
+  }
+  if (r.directResponse) {
+    const d = r.directResponse;
+    return {
+      direct_response: {
+        status: d.status,
+        ...(d.body !== undefined ? { body: { inline_string: d.body } } : {}),
+      },
+      ...(d.contentType
+        ? {
+            response_headers_to_add: [
+              {
+                header: { key: "content-type", value: d.contentType },
+                append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+              },
+            ],
+          }
+        : {}),
+    };
+  }
+  const target =
+    r.upstream !== undefined
+      ? { cluster: r.upstream }
+      : {
+          weighted_clusters: {
+            clusters: r.upstreams!.map((w) => ({ name: w.name, weight: { value: w.weight } })),
+          },
+        };
+  return {
     route: {
-      cluster: r.upstream,
-      ...(r.prefixRewrite !== undefined ? { prefix_rewrite: r.prefixRewrite } : {}),
+      ...target,
+      ...(r.rewrite?.prefix !== undefined ? { prefix_rewrite: r.rewrite.prefix } : {}),
+      ...(r.rewrite?.regex
+        ? {
+            regex_rewrite: {
+              pattern: { regex: r.rewrite.regex.pattern },
+              substitution: r.rewrite.regex.substitution,
+            },
+          }
+        : {}),
+      ...(r.rewrite?.host !== undefined ? { host_rewrite_literal: r.rewrite.host } : {}),
       ...(r.timeoutMs !== undefined ? { timeout: duration(r.timeoutMs) } : {}),
+      ...(r.retries ? { retry_policy: retryPolicy(r.retries) } : {}),
     },
   };
 }
 
-function routeConfiguration(gateway: Gateway, listener: Listener, routes: Route[]): object {
-  const mine = routes
+function routeEntry(r: Route): object {
+  const m = r.match;
+  const path =
+    m.path !== undefined
+      ? { path: m.path }
+      : m.pathPrefix !== undefined
+        ? { prefix: m.pathPrefix }
+        : { safe_regex: { regex: m.pathRegex } };
+  const headers = [
+    ...(m.methods
+      ? [{ name: ":method", string_match: { safe_regex: { regex: `^(${m.methods.join("|")})$` } } }]
+      : []),
+    ...(m.headers ?? []).map(headerMatcher),
+  ];
+  const action = routeAction(r) as Record<string, unknown>;
+  const edits = {
+    ...headerEdits(r.requestHeaders, "request"),
+    ...headerEdits(r.responseHeaders, "response"),
+  } as Record<string, unknown>;
+  // A direct response may already carry a content-type header to add.
+  if (action.response_headers_to_add && edits.response_headers_to_add) {
+    edits.response_headers_to_add = [
+      ...(action.response_headers_to_add as unknown[]),
+      ...(edits.response_headers_to_add as unknown[]),
+    ];
+    delete action.response_headers_to_add;
+  }
+  return {
+    name: r.name,
+    match: {
+      ...path,
+      ...(headers.length ? { headers } : {}),
+      ...(m.query?.length ? { query_parameters: m.query.map(queryMatcher) } : {}),
+    },
+    ...action,
+    ...edits,
+  };
+}
+
+function sortRoutes(routes: Route[]): Route[] {
+  return routes
     .map((r, i) => ({ r, i }))
-    .filter(
-      ({ r }) => r.gateway === gateway.name && (r.listener === undefined || r.listener === listener.name),
-    )
     .sort((a, b) => {
       const [ka, la] = specificity(a.r);
       const [kb, lb] = specificity(b.r);
       return ka - kb || la - lb || a.i - b.i;
     })
-    .map(({ r }) => routeEntry(r));
-  return {
-    name: listenerName(gateway.name, listener.name),
-    virtual_hosts: [{ name: `${gateway.name}_${listener.name}`, domains: ["*"], routes: mine }],
-  };
+    .map(({ r }) => r);
+}
+
+/** `*.example.com` and `example.com` match with or without a port in the Host header. */
+function domainsFor(host: string): string[] {
+  return host.includes(":") || host === "*" ? [host] : [host, `${host}:*`];
+}
+
+/**
+ * One route table per listener. Routes with a host get a virtual host per host (and also carry the
+ * host-less routes, after their own); the rest go to the catch-all virtual host, restricted to the
+ * listener's hostnames when it has any.
+ */
+function routeConfiguration(gateway: Gateway, listener: Listener, routes: Route[]): object {
+  const mine = routes.filter(
+    (r) => r.gateway === gateway.name && (r.listener === undefined || r.listener === listener.name),
+  );
+  const hostless = mine.filter((r) => r.match.host === undefined);
+  const hosts = [
+    ...new Set(mine.map((r) => r.match.host).filter((h): h is string => h !== undefined)),
+  ].sort();
+  const vhosts = hosts.map((host) => ({
+    name: `${gateway.name}_${listener.name}_${host.replace(/[^a-zA-Z0-9]/g, "_")}`,
+    domains: domainsFor(host),
+    routes: [...sortRoutes(mine.filter((r) => r.match.host === host)), ...sortRoutes(hostless)].map(
+      routeEntry,
+    ),
+  }));
+  // Envoy refuses a domain listed in two virtual hosts.
+  const taken = new Set(vhosts.flatMap((v) => v.domains));
+  const catchAll = (listener.hostnames?.length ? listener.hostnames.flatMap(domainsFor) : ["*"]).filter(
+    (d) => !taken.has(d),
+  );
+  if (catchAll.length > 0) {
+    vhosts.push({
+      name: `${gateway.name}_${listener.name}`,
+      domains: catchAll,
+      routes: sortRoutes(hostless).map(routeEntry),
+    });
+  }
+  return { name: listenerName(gateway.name, listener.name), virtual_hosts: vhosts };
 }
 
 const LB_POLICY: Record<Upstream["loadBalancing"], string> = {
@@ -146,8 +362,48 @@ export function usesEds(u: Upstream): boolean {
   return u.endpoints.every((e) => isIP(e.host) !== 0);
 }
 
+/** SDS secret names: certificates travel as secrets, never inline in listeners or clusters. */
+export function secretName(certificate: string, part: "cert" | "ca"): string {
+  return `${certificate}/${part}`;
+}
+
+function sdsSecret(name: string): object {
+  return { name, sds_config: ads };
+}
+
+function upstreamTls(u: Upstream): object {
+  const tls = u.tls!;
+  const sni = tls.sni ?? (isIP(u.endpoints[0]!.host) ? undefined : u.endpoints[0]!.host);
+  return {
+    name: "envoy.transport_sockets.tls",
+    typed_config: {
+      "@type": TYPE_PREFIX + UPSTREAM_TLS,
+      ...(sni ? { sni } : {}),
+      common_tls_context: {
+        ...(tls.clientCertificate
+          ? { tls_certificate_sds_secret_configs: [sdsSecret(secretName(tls.clientCertificate, "cert"))] }
+          : {}),
+        ...(tls.ca
+          ? {
+              combined_validation_context: {
+                default_validation_context: sni
+                  ? { match_typed_subject_alt_names: [{ san_type: "DNS", matcher: { exact: sni } }] }
+                  : {},
+                validation_context_sds_secret_config: sdsSecret(secretName(tls.ca, "ca")),
+              },
+            }
+          : {}),
+        ...(u.protocol !== "http1" ? { alpn_protocols: ["h2"] } : {}),
+      },
+    },
+  };
+}
+
 function clusterResource(u: Upstream): object {
   const http2 = u.protocol === "http2" || u.protocol === "grpc";
+  const hc = u.healthCheck;
+  const cb = u.circuitBreaker;
+  const od = u.outlierDetection;
   return {
     name: u.name,
     connect_timeout: duration(u.connectTimeoutMs),
@@ -165,19 +421,94 @@ function clusterResource(u: Upstream): object {
           },
         }
       : {}),
+    ...(hc
+      ? {
+          health_checks: [
+            {
+              timeout: duration(hc.timeoutMs),
+              interval: duration(hc.intervalMs),
+              unhealthy_threshold: { value: hc.unhealthyThreshold },
+              healthy_threshold: { value: hc.healthyThreshold },
+              http_health_check: { path: hc.path, ...(http2 ? { codec_client_type: "HTTP2" } : {}) },
+            },
+          ],
+        }
+      : {}),
+    ...(cb
+      ? {
+          circuit_breakers: {
+            thresholds: [
+              {
+                priority: "DEFAULT",
+                ...(cb.maxConnections !== undefined ? { max_connections: { value: cb.maxConnections } } : {}),
+                ...(cb.maxPendingRequests !== undefined
+                  ? { max_pending_requests: { value: cb.maxPendingRequests } }
+                  : {}),
+                ...(cb.maxRequests !== undefined ? { max_requests: { value: cb.maxRequests } } : {}),
+                ...(cb.maxRetries !== undefined ? { max_retries: { value: cb.maxRetries } } : {}),
+              },
+            ],
+          },
+        }
+      : {}),
+    ...(od
+      ? {
+          outlier_detection: {
+            consecutive_5xx: { value: od.consecutive5xx },
+            interval: duration(od.intervalMs),
+            base_ejection_time: duration(od.baseEjectionMs),
+            max_ejection_percent: { value: od.maxEjectionPercent },
+          },
+        }
+      : {}),
+    ...(u.tls ? { transport_socket: upstreamTls(u) } : {}),
   };
+}
+
+function secretResources(cert: Certificate): ResourceInput[] {
+  const out: ResourceInput[] = [];
+  if (cert.certificatePem && cert.privateKeyPem) {
+    const name = secretName(cert.name, "cert");
+    out.push({
+      typeUrl: TypeUrl.Secret,
+      name,
+      message: {
+        name,
+        tls_certificate: {
+          certificate_chain: { inline_string: cert.certificatePem },
+          private_key: { inline_string: cert.privateKeyPem },
+        },
+      },
+    });
+  }
+  if (cert.caPem) {
+    const name = secretName(cert.name, "ca");
+    out.push({
+      typeUrl: TypeUrl.Secret,
+      name,
+      message: { name, validation_context: { trusted_ca: { inline_string: cert.caPem } } },
+    });
+  }
+  return out;
+}
+
+function upstreamsOf(r: Route): string[] {
+  if (r.upstream !== undefined) return [r.upstream];
+  return r.upstreams?.map((w) => w.name) ?? [];
 }
 
 /**
  * The whole model → Envoy resources, per gateway group. Pure: same config in, same resources out,
  * which is what makes snapshot versions content hashes. A group gets only the clusters its routes
- * use.
+ * use and only the secrets its listeners and clusters use.
  */
 export function translate(config: Config): Map<string, ResourceInput[]> {
   const upstreams = new Map(config.upstreams.map((u) => [u.name, u]));
+  const certs = new Map(config.certificates.map((c) => [c.name, c]));
   const out = new Map<string, ResourceInput[]>();
   for (const gateway of config.gateways) {
     const resources: ResourceInput[] = [];
+    const secrets = new Set<string>();
     for (const listener of gateway.listeners) {
       const name = listenerName(gateway.name, listener.name);
       resources.push({ typeUrl: TypeUrl.Listener, name, message: listenerResource(gateway, listener) });
@@ -186,15 +517,22 @@ export function translate(config: Config): Map<string, ResourceInput[]> {
         name,
         message: routeConfiguration(gateway, listener, config.routes),
       });
+      if (listener.certificate) secrets.add(listener.certificate);
     }
     const used = [
-      ...new Set(config.routes.filter((r) => r.gateway === gateway.name).map((r) => r.upstream)),
+      ...new Set(config.routes.filter((r) => r.gateway === gateway.name).flatMap(upstreamsOf)),
     ].sort();
     for (const name of used) {
       const u = upstreams.get(name);
       if (!u) continue; // validation reports it; the translator stays total
       resources.push({ typeUrl: TypeUrl.Cluster, name, message: clusterResource(u) });
       if (usesEds(u)) resources.push({ typeUrl: TypeUrl.Endpoint, name, message: loadAssignment(u) });
+      if (u.tls?.ca) secrets.add(u.tls.ca);
+      if (u.tls?.clientCertificate) secrets.add(u.tls.clientCertificate);
+    }
+    for (const name of [...secrets].sort()) {
+      const cert = certs.get(name);
+      if (cert) resources.push(...secretResources(cert));
     }
     out.set(gateway.name, resources);
   }
