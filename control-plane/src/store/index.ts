@@ -1,0 +1,65 @@
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Logger } from "../../../common/src/log.js";
+import { FileStore } from "./file-store.js";
+import { RedisStore, type RedisStoreOptions } from "./redis-store.js";
+import type { ConfigStore } from "./types.js";
+
+export { FileStore, StoreLockedError, type FileStoreOptions } from "./file-store.js";
+export { RedisStore, type RedisStoreOptions } from "./redis-store.js";
+export * from "./types.js";
+
+export const DEFAULT_STORE_DIR = ".portico/store";
+
+/**
+ * Opens the store a spec names:
+ *   ""                          file store in `.portico/store` under the working directory
+ *   `file:<dir>`, `file:///abs` file store in that directory
+ *   `redis://…`, `rediss://…`   Redis store; `?prefix=…&keep=…&waitReplicas=…` set its options
+ */
+export async function openStore(spec: string, log: Logger): Promise<ConfigStore> {
+  const store = createStore(spec, log);
+  await store.open();
+  return store;
+}
+
+export function createStore(spec: string, log: Logger): ConfigStore {
+  const s = spec.trim();
+  if (s === "") return new FileStore({ dir: path.resolve(DEFAULT_STORE_DIR), log });
+  if (s.startsWith("file://")) return new FileStore({ dir: fileURLToPath(s), log });
+  if (s.startsWith("file:"))
+    return new FileStore({ dir: path.resolve(s.slice(5) || DEFAULT_STORE_DIR), log });
+  if (/^rediss?:\/\//i.test(s)) return new RedisStore(redisOptions(s, log));
+  throw new Error(`unknown store '${spec}': use file:<dir> or redis://host:port (rediss:// for TLS)`);
+}
+
+function redisOptions(spec: string, log: Logger): RedisStoreOptions {
+  let url: URL;
+  try {
+    url = new URL(spec);
+  } catch {
+    throw new Error(`'${spec.replace(/\/\/[^@/]*@/, "//***@")}' is not a valid Redis URL`);
+  }
+  const opts: RedisStoreOptions = { log };
+  const take = (name: string): string | undefined => {
+    const v = url.searchParams.get(name) ?? undefined;
+    url.searchParams.delete(name);
+    return v;
+  };
+  const prefix = take("prefix");
+  if (prefix !== undefined) opts.prefix = prefix;
+  const keep = take("keep");
+  if (keep !== undefined) opts.keep = integerParam("keep", keep);
+  const waitReplicas = take("waitReplicas");
+  if (waitReplicas !== undefined) opts.waitReplicas = integerParam("waitReplicas", waitReplicas);
+  // What remains (ioredis reads its own options from the query) goes to ioredis untouched.
+  opts.url = url.toString();
+  return opts;
+}
+
+function integerParam(name: string, value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n))
+    throw new Error(`store URL: ${name} must be a whole number, got '${value}'`);
+  return n;
+}

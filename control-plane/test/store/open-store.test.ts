@@ -1,0 +1,75 @@
+import { randomUUID } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { silentLogger } from "../../../common/src/log.js";
+import { createStore, DEFAULT_STORE_DIR, FileStore, openStore, RedisStore } from "../../src/store/index.js";
+import { sampleConfig } from "./fixtures.js";
+import { startRedis, type RedisServer } from "./redis-server.js";
+
+let redis: RedisServer;
+let tmp: string;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  tmp = mkdtempSync(path.join(os.tmpdir(), "portico-open-store-"));
+});
+
+afterAll(async () => {
+  await redis?.stop();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+describe("openStore", () => {
+  it("defaults to a file store under the working directory", () => {
+    const store = createStore("", silentLogger());
+    expect(store).toBeInstanceOf(FileStore);
+    expect((store as FileStore).dir).toBe(path.resolve(DEFAULT_STORE_DIR));
+    expect((createStore("file:", silentLogger()) as FileStore).dir).toBe(path.resolve(DEFAULT_STORE_DIR));
+  });
+
+  it("opens a file store from file:<dir> and file:// URLs", async () => {
+    const dir = path.join(tmp, "a");
+    const store = await openStore(`file:${dir}`, silentLogger());
+    expect(store.kind).toBe("file");
+    await store.commit(0, sampleConfig(1));
+    await store.close();
+    expect(existsSync(path.join(dir, "revisions", "000000000001.json"))).toBe(true);
+
+    const again = await openStore(pathToFileURL(dir).href, silentLogger());
+    expect((await again.head())!.number).toBe(1);
+    await again.close();
+  });
+
+  it("opens a Redis store, taking prefix and keep from the URL", async () => {
+    const prefix = `url-${randomUUID()}`;
+    const store = await openStore(`${redis.url}/0?prefix=${prefix}&keep=2`, silentLogger());
+    try {
+      expect(store).toBeInstanceOf(RedisStore);
+      expect(store.kind).toBe("redis");
+      for (let n = 1; n <= 3; n++) await store.commit(n - 1, sampleConfig(n));
+      expect((await store.list()).map((s) => s.number)).toEqual([3, 2]);
+    } finally {
+      await store.close();
+    }
+    const raw = new Redis(redis.url);
+    try {
+      expect(await raw.get(`{${prefix}}:head`)).toBe("3");
+    } finally {
+      raw.disconnect();
+    }
+  });
+
+  it("rejects what it does not understand", async () => {
+    await expect(openStore("etcd://somewhere", silentLogger())).rejects.toThrow(
+      /unknown store 'etcd:\/\/somewhere'/,
+    );
+    await expect(openStore("redis://h?keep=many", silentLogger())).rejects.toThrow(
+      /keep must be a whole number/,
+    );
+    await expect(openStore("redis://h?prefix={x}", silentLogger())).rejects.toThrow(/without braces/);
+  });
+});
