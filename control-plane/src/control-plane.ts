@@ -1,24 +1,44 @@
 import type http from "node:http";
+import express from "express";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { createLogger, type Logger } from "../../common/src/log.js";
-import { opsApp } from "./admin/ops.js";
+import { apiRouter } from "./admin/api.js";
+import { requireToken, TokenRegistry } from "./admin/auth.js";
+import { ConfigService } from "./admin/config-service.js";
+import { errorHandler, HttpError } from "./admin/http-error.js";
+import { openApiDocument } from "./admin/openapi.js";
 import { FileConfigSource } from "./config/file-source.js";
 import { Publisher } from "./config/publish.js";
 import type { ConfigError } from "./model/errors.js";
+import { openStore } from "./store/index.js";
+import type { ConfigStore } from "./store/types.js";
+import { envoyValidator } from "./config/envoy-validate.js";
 import { XdsMetrics } from "./xds/metrics.js";
 import { XdsServer } from "./xds/server.js";
 
 export interface ControlPlaneOptions {
-  configFile: string;
+  /** `file:<dir>` (default `file:.portico/store`), `redis://…`, or an opened store. */
+  store?: string | ConfigStore;
+  /** A YAML config: committed when the store is empty, or on every change with `watchConfig`. */
+  configFile?: string;
+  /** The file is the source of truth: its content is committed at start and whenever it changes. */
+  watchConfig?: boolean;
   xdsHost?: string;
   xdsPort?: number;
   adminHost?: string;
   adminPort?: number;
-  log?: Logger;
+  /** Admin bearer tokens; default: the file `.portico/tokens.json`, created with a new admin token. */
+  tokens?: TokenRegistry;
+  tokensFile?: string;
+  /** Roll back to the last revision the whole fleet accepted when a node refuses a config. */
+  autoRollback?: boolean;
+  /** Run `envoy --mode validate` on the translated config before committing it. */
+  validateWithEnvoy?: boolean;
   /** Let through configs that only Envoy can refuse, to exercise NACK handling; never in production. */
   skipSemanticChecks?: boolean;
   /** Hold-off after a config file change; default 100 ms. */
   debounceMs?: number;
+  log?: Logger;
   /** Process-wide metrics (CPU, memory, event loop); off in tests that start several. */
   defaultMetrics?: boolean;
 }
@@ -26,14 +46,20 @@ export interface ControlPlaneOptions {
 export interface ControlPlane {
   xds: XdsServer;
   publisher: Publisher;
-  source: FileConfigSource;
+  service: ConfigService;
+  store: ConfigStore;
   xdsPort: number;
   adminPort: number;
   registry: Registry;
+  /** The plaintext of an admin token created at this start, shown once. */
+  createdToken?: string;
   stop(): Promise<void>;
 }
 
-/** Starts the control plane: file config source → translator → snapshot cache → xDS, plus ops HTTP. */
+/**
+ * Wires the control plane: store → (translate, snapshot) → xDS, and the admin HTTP API on top of
+ * the store. Writes from this replica and from others (Redis) take the same path to the fleet.
+ */
 export async function startControlPlane(opts: ControlPlaneOptions): Promise<ControlPlane> {
   const log = opts.log ?? createLogger("control-plane");
   const registry = new Registry();
@@ -41,54 +67,120 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const metrics = new XdsMetrics(registry);
   const xds = new XdsServer({ log, metrics });
   const publisher = new Publisher(xds.cache, log, metrics);
-  let lastRejected: ConfigError | undefined;
-  const source = new FileConfigSource({
-    file: opts.configFile,
-    log,
-    debounceMs: opts.debounceMs,
+  const store = typeof opts.store === "object" ? opts.store : await openStore(opts.store ?? "", log);
+  const service = new ConfigService(store, publisher, xds.cache, xds.fleet, log, {
     skipSemanticChecks: opts.skipSemanticChecks,
-    onConfig: (config) => {
-      publisher.publish(config);
-      lastRejected = undefined;
-    },
-    onError: (err) => {
-      lastRejected = err;
-    },
+    autoRollback: opts.autoRollback,
+    validateWithEnvoy: opts.validateWithEnvoy ? await envoyValidator(log) : undefined,
   });
-  publisher.publish(source.load());
-  source.watch();
+
+  let lastRejected: ConfigError | undefined;
+  let source: FileConfigSource | undefined;
+  if (opts.configFile) {
+    source = new FileConfigSource({
+      file: opts.configFile,
+      log,
+      debounceMs: opts.debounceMs,
+      skipSemanticChecks: opts.skipSemanticChecks,
+      onConfig: (config) => {
+        lastRejected = undefined;
+        void service
+          .write(() => config, { message: `file ${opts.configFile} changed`, author: "file" })
+          .catch((err: Error) => log.error({ err: err.message }, "could not commit the config file"));
+      },
+      onError: (err) => {
+        lastRejected = err;
+      },
+    });
+  }
+
+  // Watch before reading the head, so a commit by another replica in between is not missed.
+  const unwatch = store.watch((rev) => service.publish(rev));
+  const head = await store.head();
+  if (head) service.publish(head);
+  if (source && (opts.watchConfig || !head)) {
+    await service.write(() => source.load(), { message: `loaded ${opts.configFile}`, author: "file" });
+  }
+  // Ready once the store's state is loaded and published (an empty store is a valid state).
+  let ready = true;
+  if (source && opts.watchConfig) source.watch();
+
+  let tokens = opts.tokens;
+  let createdToken: string | undefined;
+  if (!tokens) {
+    const loaded = TokenRegistry.loadOrCreate(opts.tokensFile ?? ".portico/tokens.json");
+    tokens = loaded.registry;
+    createdToken = loaded.created;
+  }
 
   const xdsPort = await xds.listen(opts.xdsHost ?? "127.0.0.1", opts.xdsPort ?? 18000);
-  const app = opsApp({
-    registry,
-    fleet: xds.fleet,
-    ready: () => publisher.current !== undefined,
-    configState: () => ({
-      revision: publisher.current?.revision,
-      file: opts.configFile,
-      lastRejected: lastRejected?.toJSON(),
-    }),
+  const app = express();
+  app.disable("x-powered-by");
+  app.get("/healthz", (_req, res) => {
+    res.json({ status: "ok" });
   });
+  app.get("/readyz", (_req, res) => {
+    res.status(ready ? 200 : 503).json({ status: ready ? "ready" : "no config published yet" });
+  });
+  app.get("/metrics", async (_req, res) => {
+    res.type(registry.contentType).send(await registry.metrics());
+  });
+  app.get("/openapi.json", (_req, res) => {
+    res.json(openApiDocument());
+  });
+  app.use("/api/v1", requireToken(tokens));
+  app.get("/api/v1/status", async (_req, res, next) => {
+    try {
+      const current = await service.head();
+      res.json({
+        config: {
+          revision: current?.number ?? 0,
+          hash: current?.hash,
+          lastGoodRevision: service.lastGood,
+          autoRollback: service.autoRollback,
+          store: store.kind,
+          ...(lastRejected ? { lastRejectedFile: lastRejected.toJSON() } : {}),
+        },
+        nodes: xds.fleet.list(),
+      });
+    } catch (err) {
+      next(err);
+    }
+  });
+  app.use("/api/v1", apiRouter({ service, store, fleet: xds.fleet }));
+  app.use((_req, _res, next) => next(new HttpError(404, "not_found", "no such endpoint")));
+  app.use(errorHandler(log));
+
   const server = await new Promise<http.Server>((resolve, reject) => {
     const s = app.listen(opts.adminPort ?? 9000, opts.adminHost ?? "127.0.0.1", () => resolve(s));
     s.once("error", reject);
   });
+  // A client trickling its request slowly is cut off rather than holding a socket forever.
+  server.requestTimeout = 30_000;
+  server.headersTimeout = 10_000;
   const address = server.address();
   const adminPort = typeof address === "object" && address ? address.port : 0;
-  log.info({ adminPort }, "ops HTTP listening");
+  log.info({ adminPort, store: store.kind }, "admin API listening");
 
   return {
     xds,
     publisher,
-    source,
+    service,
+    store,
     xdsPort,
     adminPort,
     registry,
+    createdToken,
     async stop() {
-      source.close();
+      ready = false;
+      source?.close();
+      unwatch();
       await xds.close(2_000);
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      await store.close();
     },
   };
 }

@@ -2,29 +2,44 @@ import { parseArgs } from "node:util";
 import { createLogger } from "../../common/src/log.js";
 import { startControlPlane } from "./control-plane.js";
 
+const env = process.env;
 const { values } = parseArgs({
   options: {
-    config: { type: "string", short: "c", default: process.env.PORTICO_CONFIG ?? "deploy/demo/portico.yaml" },
-    "xds-host": { type: "string", default: process.env.PORTICO_XDS_HOST ?? "127.0.0.1" },
-    "xds-port": { type: "string", default: process.env.PORTICO_XDS_PORT ?? "18000" },
-    "admin-host": { type: "string", default: process.env.PORTICO_ADMIN_HOST ?? "127.0.0.1" },
-    "admin-port": { type: "string", default: process.env.PORTICO_ADMIN_PORT ?? "9000" },
-    "debounce-ms": { type: "string", default: process.env.PORTICO_DEBOUNCE_MS ?? "100" },
+    store: { type: "string", default: env.PORTICO_STORE ?? "file:.portico/store" },
+    config: { type: "string", short: "c", default: env.PORTICO_CONFIG },
+    watch: { type: "boolean", default: env.PORTICO_WATCH_CONFIG === "true" },
+    "xds-host": { type: "string", default: env.PORTICO_XDS_HOST ?? "127.0.0.1" },
+    "xds-port": { type: "string", default: env.PORTICO_XDS_PORT ?? "18000" },
+    "admin-host": { type: "string", default: env.PORTICO_ADMIN_HOST ?? "127.0.0.1" },
+    "admin-port": { type: "string", default: env.PORTICO_ADMIN_PORT ?? "9000" },
+    "tokens-file": { type: "string", default: env.PORTICO_TOKENS_FILE ?? ".portico/tokens.json" },
+    "auto-rollback": { type: "boolean", default: env.PORTICO_AUTO_ROLLBACK === "true" },
+    "validate-with-envoy": { type: "boolean", default: env.PORTICO_VALIDATE_WITH_ENVOY === "true" },
+    "debounce-ms": { type: "string", default: env.PORTICO_DEBOUNCE_MS ?? "100" },
   },
 });
 
 const log = createLogger("control-plane");
 try {
   const cp = await startControlPlane({
-    configFile: values.config!,
+    store: values.store,
+    configFile: values.config,
+    watchConfig: values.watch,
     xdsHost: values["xds-host"],
     xdsPort: Number(values["xds-port"]),
     adminHost: values["admin-host"],
     adminPort: Number(values["admin-port"]),
+    tokensFile: values["tokens-file"],
+    autoRollback: values["auto-rollback"],
+    validateWithEnvoy: values["validate-with-envoy"],
     debounceMs: Number(values["debounce-ms"]),
     log,
     defaultMetrics: true,
   });
+  if (cp.createdToken) {
+    // Shown once: only its hash is kept.
+    log.warn({ tokensFile: values["tokens-file"] }, `created an admin token: ${cp.createdToken}`);
+  }
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -4,6 +4,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { createLogger } from "../../common/src/log.js";
+import { generateToken, hashToken, TokenRegistry } from "../../control-plane/src/admin/auth.js";
 import { startControlPlane } from "../../control-plane/src/control-plane.js";
 import { renderBootstrap } from "../../envoy/src/bootstrap.js";
 import { findEnvoy, REPO_ROOT } from "../../envoy/src/find-envoy.js";
@@ -21,15 +22,20 @@ const envoy = await findEnvoy({ install: true, log: (m) => log.info(m) });
 log.info({ path: envoy.path, source: envoy.source }, `envoy ${envoy.version}`);
 
 const upstreams = await Promise.all([startSampleUpstream("hello", 8081), startSampleUpstream("echo", 8082)]);
+// A fresh admin token per demo run, printed below; only its hash is held.
+const adminToken = generateToken();
+const workDir = path.join(REPO_ROOT, ".portico", "demo");
 const cp = await startControlPlane({
+  store: `file:${path.join(workDir, "store")}`,
   configFile,
+  watchConfig: true,
+  tokens: new TokenRegistry([{ name: "demo", role: "admin", sha256: hashToken(adminToken) }]),
   xdsPort,
   adminPort,
   log: createLogger("control-plane"),
   defaultMetrics: true,
 });
 
-const workDir = path.join(REPO_ROOT, ".portico", "demo");
 fs.mkdirSync(workDir, { recursive: true });
 const bootstrapFile = path.join(workDir, "envoy-edge.yaml");
 fs.writeFileSync(
@@ -54,9 +60,13 @@ console.log(`
 Portico demo is up.
   curl http://127.0.0.1:10000/hello          # routed by Envoy to the 'hello' upstream
   curl http://127.0.0.1:10000/echo/anything  # prefix rewritten, to the 'echo' upstream
-  curl http://127.0.0.1:${cp.adminPort}/api/v1/status    # which Envoys are connected, what they ACKed or NACKed
+
+Admin API (token shown once): export PORTICO_TOKEN=${adminToken}
+  curl -H "Authorization: Bearer $PORTICO_TOKEN" http://127.0.0.1:${cp.adminPort}/api/v1/status   # Envoys, what they applied or refused
+  npx portico get routes                     # the CLI (PORTICO_SERVER defaults to http://127.0.0.1:9000)
   curl http://127.0.0.1:${cp.adminPort}/metrics
-Edit ${path.relative(process.cwd(), configFile)} and the change is live at once. Ctrl-C stops everything.
+Edit ${path.relative(process.cwd(), configFile)} and the change is live at once, or change routes through the
+admin API (the file wins again on its next edit). Ctrl-C stops everything.
 `);
 
 let stopping = false;

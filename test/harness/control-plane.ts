@@ -7,6 +7,7 @@ import { startControlPlane, type ControlPlane } from "../../control-plane/src/co
 import { configRevision } from "../../control-plane/src/config/publish.js";
 import type { ConfigInput } from "../../control-plane/src/model/schema.js";
 import { validateConfig } from "../../control-plane/src/model/validate.js";
+import { testTokens } from "./admin.js";
 import { waitFor } from "./wait.js";
 
 export interface TestControlPlane {
@@ -38,7 +39,10 @@ export async function startTestControlPlane(
   writeAtomic(file, stringify(config));
   const start = (xdsPort: number) =>
     startControlPlane({
+      store: `file:${path.join(dir, "store")}`,
       configFile: file,
+      watchConfig: true,
+      tokens: testTokens(),
       xdsPort,
       adminPort: 0,
       log: silentLogger(),
@@ -55,7 +59,7 @@ export async function startTestControlPlane(
     async update(next) {
       const revision = configRevision(validateConfig(next, { skipSemanticChecks: opts.skipSemanticChecks }));
       writeAtomic(file, stringify(next));
-      await waitFor(() => cp.publisher.current?.revision === revision, {
+      await waitFor(() => cp.publisher.current?.revision === revision || undefined, {
         what: `control plane to publish revision ${revision}`,
         timeoutMs: 5_000,
         intervalMs: 10,

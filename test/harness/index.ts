@@ -5,3 +5,4 @@ export * from "./ports.js";
 export * from "./upstream.js";
 export * from "./wait.js";
 export * from "./control-plane.js";
+export * from "./admin.js";

@@ -1,0 +1,259 @@
+import type { Logger } from "../../../common/src/log.js";
+import { configRevision, type Publisher } from "../config/publish.js";
+import { ConfigError } from "../model/errors.js";
+import { ConfigSchema, type Config } from "../model/schema.js";
+import { validateConfig } from "../model/validate.js";
+import type { ConfigStore, Revision } from "../store/types.js";
+import type { SnapshotCache } from "../xds/cache.js";
+import type { FleetState, NodeStatus } from "../xds/fleet.js";
+import { HttpError } from "./http-error.js";
+
+export const EMPTY_CONFIG: Config = ConfigSchema.parse({});
+
+export interface WriteMeta {
+  message?: string;
+  author?: string;
+}
+
+export interface WriteResult {
+  revision: Revision;
+  /** False when the write changed nothing (same content as the head). */
+  changed: boolean;
+  /** Gateway groups whose Envoy config changed, with their new snapshot revision. */
+  affected: Record<string, string>;
+  at: string;
+}
+
+export interface NodeRollout {
+  id: string;
+  group: string;
+  state: "applied" | "nacked" | "pending";
+  /** Envoy's own error text when the node refused the config. */
+  error?: string;
+  type?: string;
+}
+
+export interface Rollout {
+  /** Every connected node of the affected groups applied the write. */
+  applied: boolean;
+  timedOut: boolean;
+  nodes: NodeRollout[];
+}
+
+export interface ConfigServiceOptions {
+  skipSemanticChecks?: boolean;
+  /** Runs before a commit; throws a ConfigError for a config Envoy would refuse. */
+  validateWithEnvoy?: (config: Config) => Promise<void>;
+  autoRollback?: boolean;
+}
+
+const MAX_ATTEMPTS = 5;
+
+/**
+ * Every change of config goes through here: read the head, apply the change to a copy, validate
+ * the whole result, commit with compare-and-set, publish to the fleet. Nothing is stored unless
+ * all of it is valid, and nothing is pushed unless it was stored.
+ */
+export class ConfigService {
+  /** The newest revision every connected node applied; what automatic rollback returns to. */
+  lastGood?: number;
+  private published?: Revision;
+  private rolledBackFrom = new Set<number>();
+
+  constructor(
+    private readonly store: ConfigStore,
+    private readonly publisher: Publisher,
+    private readonly cache: SnapshotCache,
+    private readonly fleet: FleetState,
+    private readonly log: Logger,
+    private readonly opts: ConfigServiceOptions = {},
+  ) {
+    fleet.on("applied", () => this.checkConverged());
+    fleet.on("disconnect", () => this.checkConverged());
+    fleet.on("nack", (node, typeUrl, nack) => void this.onNack(node, typeUrl, nack.message));
+  }
+
+  get autoRollback(): boolean {
+    return !!this.opts.autoRollback;
+  }
+
+  set autoRollback(on: boolean) {
+    this.opts.autoRollback = on;
+  }
+
+  async head(): Promise<Revision | undefined> {
+    return this.store.head();
+  }
+
+  async current(): Promise<{ config: Config; number: number; hash: string }> {
+    const head = await this.store.head();
+    return head
+      ? { config: head.config, number: head.number, hash: head.hash }
+      : { config: EMPTY_CONFIG, number: 0, hash: configRevision(EMPTY_CONFIG) };
+  }
+
+  /** Publishes a revision (own or another replica's); publishing the same content twice is a no-op. */
+  publish(rev: Revision): Record<string, string> {
+    if (this.published && this.published.number >= rev.number && this.published.hash === rev.hash) return {};
+    const result = this.publisher.publish(rev.config);
+    this.published = rev;
+    this.lastGood ??= rev.number;
+    this.checkConverged();
+    return result.changed;
+  }
+
+  validate(candidate: unknown): Config {
+    return validateConfig(candidate, { skipSemanticChecks: this.opts.skipSemanticChecks });
+  }
+
+  /**
+   * Applies `change` to a copy of the head and commits it. `expected` pins the revision the caller
+   * saw (If-Match on the whole config): a different head is a 412. Without it, a concurrent commit
+   * by someone else makes this retry on the new head, where `change` re-checks its own conditions.
+   */
+  async write(
+    change: (draft: Config) => Config | void,
+    meta: WriteMeta = {},
+    expected?: number,
+  ): Promise<WriteResult> {
+    for (let attempt = 1; ; attempt++) {
+      const head = await this.store.head();
+      const headNumber = head?.number ?? 0;
+      if (expected !== undefined && expected !== headNumber) {
+        throw new HttpError(
+          412,
+          "precondition_failed",
+          `the config is at revision ${headNumber}, not ${expected}`,
+        );
+      }
+      const draft = structuredClone(head?.config ?? EMPTY_CONFIG);
+      const config = this.validate(change(draft) ?? draft);
+      if (head && configRevision(config) === head.hash) {
+        return { revision: head, changed: false, affected: {}, at: new Date().toISOString() };
+      }
+      await this.opts.validateWithEnvoy?.(config);
+      const at = new Date().toISOString();
+      let revision: Revision;
+      try {
+        revision = await this.store.commit(headNumber, config, meta);
+      } catch (err) {
+        if (
+          (err as { code?: string }).code === "revision_conflict" &&
+          expected === undefined &&
+          attempt < MAX_ATTEMPTS
+        )
+          continue;
+        if ((err as { code?: string }).code === "revision_conflict") {
+          throw new HttpError(412, "precondition_failed", "another write changed the config first");
+        }
+        throw err;
+      }
+      const affected = this.publish(revision);
+      this.log.info(
+        { revision: revision.number, affected, message: meta.message, author: meta.author },
+        "config committed",
+      );
+      return { revision, changed: true, affected, at };
+    }
+  }
+
+  /** Commits an earlier revision's config again, as a new revision. */
+  async rollback(to: number, meta: WriteMeta = {}): Promise<WriteResult> {
+    const target = await this.store.get(to);
+    if (!target) throw new HttpError(404, "not_found", `revision ${to} is not in the history`);
+    return this.write(() => target.config, {
+      message: meta.message ?? `rollback to revision ${to}`,
+      author: meta.author,
+    });
+  }
+
+  /** Where each connected node of the affected groups stands with respect to a write. */
+  rolloutState(affected: Record<string, string>, since: string): NodeRollout[] {
+    const out: NodeRollout[] = [];
+    for (const node of this.fleet.list()) {
+      const target = affected[node.group];
+      if (target === undefined) continue;
+      if (node.appliedRevision === target) {
+        out.push({ id: node.id, group: node.group, state: "applied" });
+        continue;
+      }
+      const nack = Object.values(node.types).find((t) => t.lastNack && t.lastNack.at >= since);
+      if (nack)
+        out.push({
+          id: node.id,
+          group: node.group,
+          state: "nacked",
+          error: nack.lastNack!.message,
+          type: nack.typeUrl,
+        });
+      else out.push({ id: node.id, group: node.group, state: "pending" });
+    }
+    return out;
+  }
+
+  /** Resolves when every connected node of the affected groups applied or refused the write, or at the timeout. */
+  waitApplied(result: WriteResult, timeoutMs: number): Promise<Rollout> {
+    const evaluate = (): Rollout | undefined => {
+      const nodes = this.rolloutState(result.affected, result.at);
+      if (nodes.some((n) => n.state === "pending")) return undefined;
+      return { applied: nodes.every((n) => n.state === "applied"), timedOut: false, nodes };
+    };
+    const now = evaluate();
+    if (now) return Promise.resolve(now);
+    return new Promise((resolve) => {
+      const done = (r: Rollout) => {
+        clearTimeout(timer);
+        this.fleet.off("applied", check);
+        this.fleet.off("nack", check);
+        this.fleet.off("disconnect", check);
+        resolve(r);
+      };
+      const check = () => {
+        const r = evaluate();
+        if (r) done(r);
+      };
+      const timer = setTimeout(() => {
+        done({ applied: false, timedOut: true, nodes: this.rolloutState(result.affected, result.at) });
+      }, timeoutMs);
+      this.fleet.on("applied", check);
+      this.fleet.on("nack", check);
+      this.fleet.on("disconnect", check);
+    });
+  }
+
+  /** The fleet runs the published revision when every node has its group's current snapshot. */
+  private checkConverged(): void {
+    if (!this.published) return;
+    const converged = this.fleet
+      .list()
+      .every(
+        (n: NodeStatus) =>
+          n.appliedRevision !== undefined && n.appliedRevision === this.cache.get(n.group)?.revision,
+      );
+    if (converged) this.lastGood = this.published.number;
+  }
+
+  private async onNack(node: NodeStatus, typeUrl: string, message: string): Promise<void> {
+    if (!this.opts.autoRollback || !this.published || this.lastGood === undefined) return;
+    const bad = this.published.number;
+    if (bad === this.lastGood || this.rolledBackFrom.has(bad)) return;
+    this.rolledBackFrom.add(bad);
+    const to = this.lastGood;
+    this.log.warn(
+      { node: node.id, typeUrl, error: message, from: bad, to },
+      "a node refused the config: rolling back",
+    );
+    try {
+      await this.rollback(to, {
+        message: `automatic rollback from revision ${bad}: node ${node.id} refused it: ${message.slice(0, 300)}`,
+        author: "auto-rollback",
+      });
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, "automatic rollback failed");
+    }
+  }
+}
+
+export function isConfigError(err: unknown): err is ConfigError {
+  return err instanceof ConfigError;
+}

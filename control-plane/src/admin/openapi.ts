@@ -1,0 +1,197 @@
+import { z } from "zod";
+import { ConfigSchema, KIND_NAMES, KINDS } from "../model/schema.js";
+import { singular } from "../model/validate.js";
+
+function schemaOf(s: z.ZodType): Record<string, unknown> {
+  const { $schema: _drop, ...rest } = z.toJSONSchema(s, { io: "input", unrepresentable: "any" }) as Record<
+    string,
+    unknown
+  >;
+  return rest;
+}
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const errorResponse = (description: string) => ({
+  description,
+  content: { "application/json": { schema: ref("Error") } },
+});
+const errors = {
+  "400": errorResponse("Malformed request"),
+  "401": errorResponse("No or invalid token"),
+  "403": errorResponse("Read-only token used for a write"),
+};
+const writeErrors = {
+  ...errors,
+  "409": errorResponse("Conflict: exists, or still used by other resources"),
+  "412": errorResponse("If-Match does not match the current ETag"),
+  "413": errorResponse("Body too large"),
+  "415": errorResponse("Unsupported content type"),
+  "422": errorResponse("Invalid resource: each problem with its field and reason"),
+};
+const waitParams = [
+  { name: "wait", in: "query", required: false, schema: { type: "string", enum: ["applied"] } },
+  { name: "timeout", in: "query", required: false, schema: { type: "string", pattern: "^[0-9]+(ms|s)?$" } },
+];
+const nameParam = { name: "name", in: "path", required: true, schema: { type: "string" } };
+
+/** The OpenAPI 3.1 document, generated from the same zod schemas that validate requests. */
+export function openApiDocument(): Record<string, unknown> {
+  const schemas: Record<string, unknown> = {
+    Error: {
+      type: "object",
+      required: ["code", "message", "details"],
+      properties: {
+        code: { type: "string" },
+        message: { type: "string" },
+        details: {
+          type: "array",
+          items: { type: "object", properties: { field: { type: "string" }, reason: { type: "string" } } },
+        },
+      },
+    },
+    Config: schemaOf(ConfigSchema),
+  };
+  const paths: Record<string, unknown> = {};
+  for (const kind of KIND_NAMES) {
+    const schemaName =
+      kind[0]!.toUpperCase() +
+      kind.slice(1, kind.endsWith("ies") ? -3 : -1) +
+      (kind.endsWith("ies") ? "y" : "");
+    schemas[schemaName] = schemaOf(KINDS[kind]);
+    const one = singular(kind);
+    paths[`/api/v1/${kind}`] = {
+      get: {
+        summary: `List ${kind}`,
+        parameters: [
+          { name: "limit", in: "query", schema: { type: "integer", minimum: 1, maximum: 1000 } },
+          { name: "offset", in: "query", schema: { type: "integer", minimum: 0 } },
+        ],
+        responses: {
+          "200": {
+            description: "A page of resources",
+            content: {
+              "application/json": {
+                schema: {
+                  type: "object",
+                  properties: {
+                    items: { type: "array", items: ref(schemaName) },
+                    total: { type: "integer" },
+                  },
+                },
+              },
+            },
+          },
+          ...errors,
+        },
+      },
+      post: {
+        summary: `Create a ${one}`,
+        parameters: waitParams,
+        requestBody: { required: true, content: { "application/json": { schema: ref(schemaName) } } },
+        responses: { "201": { description: "Created" }, ...writeErrors },
+      },
+    };
+    paths[`/api/v1/${kind}/{name}`] = {
+      get: {
+        summary: `Get a ${one}`,
+        parameters: [nameParam],
+        responses: {
+          "200": {
+            description: "The resource (ETag header set)",
+            content: { "application/json": { schema: ref(schemaName) } },
+          },
+          "404": errorResponse("No such resource"),
+          ...errors,
+        },
+      },
+      put: {
+        summary: `Create or replace a ${one}`,
+        parameters: [
+          nameParam,
+          ...waitParams,
+          { name: "If-Match", in: "header", required: false, schema: { type: "string" } },
+        ],
+        requestBody: { required: true, content: { "application/json": { schema: ref(schemaName) } } },
+        responses: { "200": { description: "Replaced" }, "201": { description: "Created" }, ...writeErrors },
+      },
+      delete: {
+        summary: `Delete a ${one}`,
+        parameters: [
+          nameParam,
+          ...waitParams,
+          { name: "If-Match", in: "header", required: false, schema: { type: "string" } },
+        ],
+        responses: {
+          "204": { description: "Deleted" },
+          "404": errorResponse("No such resource"),
+          ...writeErrors,
+        },
+      },
+    };
+  }
+  paths["/api/v1/config"] = {
+    get: {
+      summary: "Export the whole config as YAML (or JSON)",
+      responses: { "200": { description: "The config" }, ...errors },
+    },
+    put: {
+      summary: "Apply a whole config (declarative); ?dryRun=true returns the diff only",
+      parameters: [
+        ...waitParams,
+        { name: "dryRun", in: "query", schema: { type: "string", enum: ["true", "false"] } },
+      ],
+      requestBody: {
+        required: true,
+        content: {
+          "application/yaml": { schema: ref("Config") },
+          "application/json": { schema: ref("Config") },
+        },
+      },
+      responses: { "200": { description: "Applied, or the diff" }, ...writeErrors },
+    },
+  };
+  paths["/api/v1/revisions"] = {
+    get: {
+      summary: "Revision history, newest first",
+      responses: { "200": { description: "Revisions" }, ...errors },
+    },
+  };
+  paths["/api/v1/revisions/{n}"] = {
+    get: {
+      summary: "One revision",
+      parameters: [{ name: "n", in: "path", required: true, schema: { type: "integer", minimum: 1 } }],
+      responses: {
+        "200": { description: "The revision" },
+        "404": errorResponse("Not in the history"),
+        ...errors,
+      },
+    },
+  };
+  paths["/api/v1/revisions/{n}/rollback"] = {
+    post: {
+      summary: "Commit an earlier revision's config again",
+      parameters: [
+        { name: "n", in: "path", required: true, schema: { type: "integer", minimum: 1 } },
+        ...waitParams,
+      ],
+      responses: {
+        "200": { description: "Rolled back" },
+        "404": errorResponse("Not in the history"),
+        ...writeErrors,
+      },
+    },
+  };
+  paths["/api/v1/status"] = {
+    get: {
+      summary: "Connected nodes: what each applied, and the last config each refused",
+      responses: { "200": { description: "Fleet status" }, ...errors },
+    },
+  };
+  return {
+    openapi: "3.1.0",
+    info: { title: "Portico admin API", version: "1.0.0" },
+    components: { schemas, securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+    security: [{ bearer: [] }],
+    paths,
+  };
+}

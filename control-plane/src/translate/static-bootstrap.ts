@@ -1,0 +1,48 @@
+import type { ResourceInput } from "../xds/snapshot.js";
+import { TypeUrl } from "../xds/types.js";
+
+function withoutSdsSources(value: unknown): any {
+  if (Array.isArray(value)) return value.map(withoutSdsSources);
+  if (value === null || typeof value !== "object" || value instanceof Uint8Array) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) if (k !== "sds_config") out[k] = withoutSdsSources(v);
+  return out;
+}
+
+/**
+ * One group's resources as a static bootstrap: routes inline in their listeners, endpoints inline
+ * in their clusters, secrets static. Envoy then checks exactly what it would receive over xDS.
+ */
+export function staticBootstrap(group: string, resources: ResourceInput[]): object {
+  const of = (t: string) => resources.filter((r) => r.typeUrl === t);
+  const routes = new Map(of(TypeUrl.Route).map((r) => [r.name, r.message]));
+  const endpoints = new Map(of(TypeUrl.Endpoint).map((r) => [r.name, r.message]));
+  const listeners = of(TypeUrl.Listener).map((l) => {
+    const listener = structuredClone(l.message) as any;
+    for (const chain of listener.filter_chains ?? []) {
+      for (const filter of chain.filters ?? []) {
+        const hcm = filter.typed_config;
+        if (hcm?.rds) {
+          hcm.route_config = routes.get(hcm.rds.route_config_name);
+          delete hcm.rds;
+        }
+      }
+    }
+    return listener;
+  });
+  const clusters = of(TypeUrl.Cluster).map((c) => {
+    const cluster = structuredClone(c.message) as any;
+    if (cluster.type === "EDS") {
+      cluster.type = "STATIC";
+      delete cluster.eds_cluster_config;
+      cluster.load_assignment = endpoints.get(cluster.name);
+    }
+    return cluster;
+  });
+  const secrets = of(TypeUrl.Secret).map((s) => s.message);
+  return {
+    node: { id: "validate", cluster: group },
+    // An SDS reference without a config source names a static secret.
+    static_resources: withoutSdsSources({ listeners, clusters, secrets }),
+  };
+}

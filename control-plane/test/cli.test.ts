@@ -1,0 +1,127 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import { EXIT, runCli } from "../src/cli/main.js";
+import { ADMIN_TOKEN, READ_TOKEN, startAdmin, type AdminHandle } from "../../test/harness/admin.js";
+
+let api: AdminHandle;
+let dir: string;
+
+beforeAll(async () => {
+  api = await startAdmin();
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-cli-"));
+});
+afterAll(async () => {
+  await api?.stop();
+});
+
+async function cli(args: string[], token: string | undefined = ADMIN_TOKEN) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runCli(
+    args,
+    { out: (s) => out.push(s), err: (s) => err.push(s) },
+    {
+      PORTICO_SERVER: api.url,
+      ...(token ? { PORTICO_TOKEN: token } : {}),
+    },
+  );
+  return { code, out: out.join("\n"), err: err.join("\n") };
+}
+
+const config = {
+  gateways: [{ name: "edge", listeners: [{ name: "http", port: 18081 }] }],
+  upstreams: [{ name: "users", endpoints: [{ host: "127.0.0.1", port: 8080 }] }],
+  routes: [{ name: "users", gateway: "edge", match: { pathPrefix: "/users" }, upstream: "users" }],
+};
+
+describe("portico CLI", () => {
+  it("diff shows what apply would do, apply does it, diff then finds nothing", async () => {
+    const file = path.join(dir, "gateway.yaml");
+    fs.writeFileSync(file, stringify(config));
+    const before = await cli(["diff", "-f", file]);
+    expect(before.code).toBe(EXIT.differences);
+    expect(before.out).toContain("+ routes/users");
+    const applied = await cli(["apply", "-f", file]);
+    expect(applied.code).toBe(EXIT.ok);
+    expect(applied.out).toMatch(/create routes\/users/);
+    expect(applied.out).toMatch(/revision \d+/);
+    const after = await cli(["diff", "-f", file]);
+    expect(after.code).toBe(EXIT.ok);
+    expect(after.out).toBe("no changes");
+  });
+
+  it("apply --wait with no connected node reports that and succeeds", async () => {
+    const file = path.join(dir, "more.yaml");
+    fs.writeFileSync(
+      file,
+      stringify({
+        ...config,
+        routes: [...config.routes, { ...config.routes[0], name: "u2", match: { path: "/u2" } }],
+      }),
+    );
+    const res = await cli(["apply", "-f", file, "--wait", "--timeout", "2s"]);
+    expect(res.code).toBe(EXIT.ok);
+    expect(res.out).toMatch(/no connected node is affected/);
+  });
+
+  it("get lists as a table and shows one resource as YAML; export round-trips", async () => {
+    const list = await cli(["get", "routes"]);
+    expect(list.out.split("\n")[0]).toMatch(/^NAME\s+GATEWAY\s+UPSTREAM/);
+    expect(list.out).toMatch(/users\s+edge\s+users/);
+    const one = await cli(["get", "upstreams", "users"]);
+    expect(one.out).toMatch(/name: users/);
+    const exported = path.join(dir, "export.yaml");
+    expect((await cli(["export", "-o", exported])).code).toBe(EXIT.ok);
+    expect((await cli(["diff", "-f", exported])).code).toBe(EXIT.ok);
+  });
+
+  it("status, revisions and rollback", async () => {
+    const status = await cli(["status"], READ_TOKEN);
+    expect(status.code).toBe(EXIT.ok);
+    expect(status.out).toMatch(/^config revision \d+/);
+    const revisions = await cli(["revisions"]);
+    expect(revisions.out).toMatch(/REVISION\s+CREATED/);
+    const rollback = await cli(["rollback", "1"]);
+    expect(rollback.code).toBe(EXIT.ok);
+    expect(rollback.out).toMatch(/rolled back to revision 1/);
+  });
+
+  it("exits with clear codes: refused, read-only, usage, unreachable", async () => {
+    const bad = path.join(dir, "bad.yaml");
+    fs.writeFileSync(bad, stringify({ ...config, routes: [{ ...config.routes[0], upstream: "missing" }] }));
+    const refused = await cli(["apply", "-f", bad]);
+    expect(refused.code).toBe(EXIT.refused);
+    expect(refused.err).toMatch(/routes\[0\]\.upstream: no upstream named 'missing'/);
+    expect((await cli(["apply", "-f", bad], READ_TOKEN)).code).toBe(EXIT.refused);
+    expect((await cli(["frobnicate"])).code).toBe(EXIT.usage);
+    expect((await cli(["apply"])).code).toBe(EXIT.usage);
+    const out: string[] = [];
+    const code = await runCli(
+      ["status"],
+      { out: (s) => out.push(s), err: (s) => out.push(s) },
+      { PORTICO_SERVER: "http://127.0.0.1:1" },
+    );
+    expect(code).toBe(EXIT.unreachable);
+    expect(out.join()).toMatch(/cannot reach/);
+  });
+
+  it("runs as the installed `portico` command", async () => {
+    // Asynchronously: the admin server answering it lives in this process.
+    const run = promisify(execFile);
+    const bin = path.resolve("control-plane/bin/portico.mjs");
+    const res = await run(process.execPath, [bin, "get", "routes"], {
+      env: { ...process.env, PORTICO_SERVER: api.url, PORTICO_TOKEN: ADMIN_TOKEN },
+    });
+    expect(res.stdout).toMatch(/users/);
+    const noToken = await run(process.execPath, [bin, "get", "routes"], {
+      env: { ...process.env, PORTICO_SERVER: api.url, PORTICO_TOKEN: "" },
+    }).catch((err: { code: number; stderr: string }) => err);
+    expect((noToken as { code: number }).code).toBe(EXIT.refused);
+    expect((noToken as { stderr: string }).stderr).toMatch(/401 unauthenticated/);
+  });
+});
