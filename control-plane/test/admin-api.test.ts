@@ -267,3 +267,26 @@ describe("whole config, revisions and rollback", () => {
     expect(status.json.nodes).toEqual([]);
   });
 });
+
+describe("validation by Envoy itself (--validate-with-envoy)", () => {
+  it("refuses before commit what Envoy would refuse, with Envoy's reason, and accepts the rest", async () => {
+    // Semantic checks off, so that only Envoy stands between the write and the store.
+    const strict = await startAdmin({ validateWithEnvoy: true, skipSemanticChecks: true });
+    try {
+      await strict.call("PUT", "/api/v1/gateways/edge", { body: gateway });
+      await strict.call("PUT", "/api/v1/upstreams/u", { body: upstream("u") });
+      const ok = await strict.call("PUT", "/api/v1/routes/ok", { body: route("ok", "u") });
+      expect(ok.status).toBe(201);
+      const bad = await strict.call("PUT", "/api/v1/routes/bad", {
+        body: { name: "bad", gateway: "edge", match: { pathRegex: "/(?<=a)b" }, upstream: "u" },
+      });
+      expect(bad.status).toBe(422);
+      expect(bad.json.code).toBe("rejected_by_envoy");
+      expect(bad.json.details[0].field).toBe("gateways.edge");
+      expect(bad.json.details[0].reason).toMatch(/Envoy refuses it: .*(regex|RE2|invalid)/i);
+      expect((await strict.call("GET", "/api/v1/routes/bad")).status).toBe(404);
+    } finally {
+      await strict.stop();
+    }
+  });
+});

@@ -47,7 +47,8 @@ export interface ConfigServiceOptions {
   autoRollback?: boolean;
 }
 
-const MAX_ATTEMPTS = 5;
+/** Commits from other replicas can race ours; each retry re-reads the head and re-applies. */
+const MAX_ATTEMPTS = 25;
 
 /**
  * Every change of config goes through here: read the head, apply the change to a copy, validate
@@ -111,10 +112,24 @@ export class ConfigService {
    * saw (If-Match on the whole config): a different head is a 412. Without it, a concurrent commit
    * by someone else makes this retry on the new head, where `change` re-checks its own conditions.
    */
-  async write(
+  write(
     change: (draft: Config) => Config | void,
     meta: WriteMeta = {},
     expected?: number,
+  ): Promise<WriteResult> {
+    // Writes of this replica go one at a time, so they never race each other; only other
+    // replicas' commits can make a compare-and-set fail.
+    const run = this.queue.then(() => this.writeNow(change, meta, expected));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private async writeNow(
+    change: (draft: Config) => Config | void,
+    meta: WriteMeta,
+    expected: number | undefined,
   ): Promise<WriteResult> {
     for (let attempt = 1; ; attempt++) {
       const head = await this.store.head();
@@ -137,16 +152,16 @@ export class ConfigService {
       try {
         revision = await this.store.commit(headNumber, config, meta);
       } catch (err) {
-        if (
-          (err as { code?: string }).code === "revision_conflict" &&
-          expected === undefined &&
-          attempt < MAX_ATTEMPTS
-        )
-          continue;
-        if ((err as { code?: string }).code === "revision_conflict") {
+        const conflict = (err as { code?: string }).code === "revision_conflict";
+        if (conflict && expected !== undefined) {
           throw new HttpError(412, "precondition_failed", "another write changed the config first");
         }
-        throw err;
+        if (conflict && attempt < MAX_ATTEMPTS) {
+          // Jittered, so replicas racing for the same head spread out.
+          await new Promise((r) => setTimeout(r, Math.random() * 5 * attempt));
+          continue;
+        }
+        throw err; // a conflict after every attempt is a 409 the caller may retry
       }
       const affected = this.publish(revision);
       this.log.info(
