@@ -69,8 +69,8 @@ export class ConfigService {
     private readonly log: Logger,
     private readonly opts: ConfigServiceOptions = {},
   ) {
-    fleet.on("applied", () => this.checkConverged());
-    fleet.on("disconnect", () => this.checkConverged());
+    fleet.on("applied", () => this.scheduleConvergenceCheck());
+    fleet.on("disconnect", () => this.scheduleConvergenceCheck());
     fleet.on("nack", (node, typeUrl, nack) => void this.onNack(node, typeUrl, nack.message));
   }
 
@@ -185,7 +185,7 @@ export class ConfigService {
   /** Where each connected node of the affected groups stands with respect to a write. */
   rolloutState(affected: Record<string, string>, since: string): NodeRollout[] {
     const out: NodeRollout[] = [];
-    for (const node of this.fleet.list()) {
+    for (const node of this.fleet.view()) {
       const target = affected[node.group];
       if (target === undefined) continue;
       if (node.appliedRevision === target) {
@@ -236,16 +236,26 @@ export class ConfigService {
     });
   }
 
+  private convergenceCheck?: NodeJS.Immediate;
+
+  /**
+   * A push to N nodes brings N `applied` events in a burst; the fleet is checked once per burst,
+   * not once per event, which would be quadratic in the fleet's size.
+   */
+  private scheduleConvergenceCheck(): void {
+    this.convergenceCheck ??= setImmediate(() => {
+      this.convergenceCheck = undefined;
+      this.checkConverged();
+    });
+  }
+
   /** The fleet runs the published revision when every node has its group's current snapshot. */
   private checkConverged(): void {
     if (!this.published) return;
-    const converged = this.fleet
-      .list()
-      .every(
-        (n: NodeStatus) =>
-          n.appliedRevision !== undefined && n.appliedRevision === this.cache.get(n.group)?.revision,
-      );
-    if (converged) this.lastGood = this.published.number;
+    for (const n of this.fleet.view()) {
+      if (n.appliedRevision === undefined || n.appliedRevision !== this.cache.get(n.group)?.revision) return;
+    }
+    this.lastGood = this.published.number;
   }
 
   private async onNack(node: NodeStatus, typeUrl: string, message: string): Promise<void> {

@@ -5,6 +5,14 @@ import { ConfigSchema, KIND_NAMES, type Config, type Kind } from "./schema.js";
 
 /** Parses YAML (or JSON, which is YAML) text into a plain value, or throws a ConfigError naming the line. */
 export function parseYamlText(text: string, source = "config"): unknown {
+  // JSON is YAML; JSON.parse reads a large generated config ~50x faster than the YAML parser.
+  if (/^\s*\{/.test(text)) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      // Not JSON after all: the YAML parser says where.
+    }
+  }
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(

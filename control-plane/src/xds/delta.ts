@@ -117,14 +117,23 @@ export class DeltaStream extends XdsStream<DeltaDiscoveryRequest> {
     const version = this.snapshot.get(typeUrl).version;
     st.lastNonce = nonce;
     st.lastVersion = version;
-    const body = encodeDeltaResponse(
-      version,
+    const send = diff.send;
+    const size =
+      send.reduce((n, r) => n + r.delta.length + 4, 0) + remove.reduce((n, r) => n + r.length + 2, 0) + 128;
+    this.write(
       typeUrl,
-      diff.send.map((r) => r.delta),
-      remove,
+      size,
+      () =>
+        encodeDeltaResponse(
+          version,
+          typeUrl,
+          send.map((r) => r.delta),
+          remove,
+          nonce,
+        ),
       nonce,
+      version,
     );
-    this.write(typeUrl, body, nonce, version);
     return heldBack;
   }
 

@@ -116,6 +116,11 @@ export class FleetState extends EventEmitter<FleetEvents> {
     this.emit("applied", status, revision);
   }
 
+  /** The live records, without copying: for hot paths that only read (never keep or change them). */
+  view(): IterableIterator<Readonly<NodeStatus>> {
+    return this.nodes.values();
+  }
+
   list(): NodeStatus[] {
     return [...this.nodes.values()].map((n) => structuredClone(n));
   }

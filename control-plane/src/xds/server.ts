@@ -10,6 +10,7 @@ import {
 import { DeltaStream } from "./delta.js";
 import { FleetState } from "./fleet.js";
 import { XdsMetrics } from "./metrics.js";
+import { SendBudget } from "./send-budget.js";
 import { SotwStream } from "./sotw.js";
 import type { StreamDeps, XdsStream } from "./stream.js";
 import { TypeUrl } from "./types.js";
@@ -60,6 +61,8 @@ export interface XdsServerOptions {
   /** Largest response; a 10,000-route config is a few MiB, so the default leaves ample room. */
   maxSendBytes?: number;
   keepaliveMs?: number;
+  /** Response bytes in flight across all streams before further responses wait; default 32 MiB. */
+  maxBytesInFlight?: number;
   credentials?: grpc.ServerCredentials;
 }
 
@@ -80,7 +83,13 @@ export class XdsServer {
     this.cache = opts.cache ?? new SnapshotCache();
     this.fleet = opts.fleet ?? new FleetState();
     this.metrics = opts.metrics ?? new XdsMetrics();
-    this.deps = { cache: this.cache, fleet: this.fleet, log: opts.log, metrics: this.metrics };
+    this.deps = {
+      budget: new SendBudget(opts.maxBytesInFlight),
+      cache: this.cache,
+      fleet: this.fleet,
+      log: opts.log,
+      metrics: this.metrics,
+    };
     const keepalive = opts.keepaliveMs ?? 30_000;
     this.server = new grpc.Server({
       "grpc.max_send_message_length": opts.maxSendBytes ?? 256 * 1024 * 1024,

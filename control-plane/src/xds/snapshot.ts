@@ -72,6 +72,7 @@ export class Snapshot {
   readonly revision: string;
   private readonly byType: Map<string, TypeResources>;
   private readonly sotwBodies = new Map<string, Uint8Array>();
+  private readonly views = new Map<string, unknown>();
 
   constructor(
     readonly group: string,
@@ -109,6 +110,16 @@ export class Snapshot {
       this.sotwBodies.set(key, body);
     }
     return body;
+  }
+
+  /** Like `memo`, for derived objects (per-subscription views) that every stream can share. */
+  memoView<T>(key: string, build: () => T): T {
+    let v = this.views.get(key) as T | undefined;
+    if (v === undefined) {
+      v = build();
+      this.views.set(key, v);
+    }
+    return v;
   }
 
   /** Total encoded bytes, for metrics and benchmarks. */

@@ -4,10 +4,12 @@ import type { SnapshotCache } from "./cache.js";
 import type { Node, Status } from "./codec.js";
 import type { FleetState, NodeStatus } from "./fleet.js";
 import type { XdsMetrics } from "./metrics.js";
+import type { SendBudget } from "./send-budget.js";
 import type { Snapshot } from "./snapshot.js";
 import { isKnownType, pushOrder, removalOrder, shortType } from "./types.js";
 
 export interface StreamDeps {
+  budget: SendBudget;
   cache: SnapshotCache;
   fleet: FleetState;
   log: Logger;
@@ -97,6 +99,8 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
   private close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.outbox.length = 0;
+    this.releaseCurrent?.();
     this.unwatch?.();
     this.onClosed?.();
     this.deps.metrics.streams.dec({ protocol: this.protocol });
@@ -146,13 +150,48 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
     return `${this.id}-${++this.nonceCounter}`;
   }
 
-  protected write(typeUrl: string, body: Buffer, nonce: string, version: string): void {
+  /** Responses of this stream not yet handed to the socket, in order. */
+  private readonly outbox: { size: number; build: () => Buffer }[] = [];
+  private writing = false;
+
+  /**
+   * Queues a response. Its bytes are built only when the send budget lets it go, so a push to
+   * many streams does not hold a copy per stream at once; order within the stream is kept.
+   */
+  protected write(typeUrl: string, size: number, build: () => Buffer, nonce: string, version: string): void {
     if (this.closed) return;
     this.inFlight.set(typeUrl, nonce);
     this.deps.metrics.responses.inc({ type: shortType(typeUrl), protocol: this.protocol });
-    this.deps.metrics.responseBytes.inc({ type: shortType(typeUrl), protocol: this.protocol }, body.length);
+    this.deps.metrics.responseBytes.inc({ type: shortType(typeUrl), protocol: this.protocol }, size);
     if (this.status) this.deps.fleet.sent(this.status, typeUrl, version);
-    this.call.write(body);
+    this.outbox.push({ size, build });
+    this.pump();
+  }
+
+  /** Releases the budget held by the write in progress; idempotent, since a closing stream may never call back. */
+  private releaseCurrent?: () => void;
+
+  private pump(): void {
+    if (this.writing || this.closed) return;
+    const next = this.outbox.shift();
+    if (!next) return;
+    this.writing = true;
+    this.deps.budget.acquire(next.size, () => {
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        this.releaseCurrent = undefined;
+        this.deps.budget.release(next.size);
+      };
+      this.releaseCurrent = release;
+      if (this.closed) return release();
+      this.call.write(next.build(), () => {
+        release();
+        this.writing = false;
+        this.pump();
+      });
+    });
   }
 
   protected recordAck(typeUrl: string, version: string): void {
