@@ -3,6 +3,7 @@ import type { ConfigInput } from "../../control-plane/src/model/schema.js";
 import { TypeUrl } from "../../control-plane/src/xds/types.js";
 import { startTestControlPlane, type TestControlPlane } from "../harness/control-plane.js";
 import {
+  ADMIN_TOKEN,
   freePorts,
   httpGet,
   startEnvoy,
@@ -167,6 +168,30 @@ describe.each(["sotw", "delta"] as const)("Envoy over ADS (%s)", (protocol) => {
       },
       { what: "the fixed config to be applied", timeoutMs: 10_000 },
     );
+  });
+
+  it("refuses a bad edit of the config file with the field and reason, and keeps serving the last good config", async () => {
+    const revision = cp.cp.publisher.current?.revision;
+    cp.writeRaw("gateways: [ { name: edge, listeners: [ { name: http, port: 99999 } ] } ]\nroutes: []\n");
+    const status = await waitFor(
+      async () => {
+        const res = await fetch(`http://127.0.0.1:${cp.cp.adminPort}/api/v1/status`, {
+          headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+        });
+        const body = (await res.json()) as {
+          config: { lastRejectedFile?: { details: { field: string }[] } };
+        };
+        return body.config.lastRejectedFile;
+      },
+      { what: "the bad edit to be reported" },
+    );
+    expect(status.details.map((d) => d.field)).toContain("gateways[0].listeners[0].port");
+    expect(cp.cp.publisher.current?.revision).toBe(revision);
+    expect((await expectServed("/a/x", (s) => s === 200)).upstream).toBe("svc-a");
+    cp.writeRaw("routes: [ {");
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await get("/a/x")).status).toBe(200);
+    await cp.update(config(base));
   });
 
   it("keeps serving while the control plane restarts, reconnects, and ends on the same config", async () => {
