@@ -166,6 +166,26 @@ describe("resources", () => {
     expect(after).toBe(before);
   });
 
+  it("checks a write's query before writing, and answers unknown methods with 405 and Allow", async () => {
+    const before = (await api.call("GET", "/api/v1/revisions")).json.items[0].number;
+    const bad = await api.call("PUT", "/api/v1/upstreams/q?wait=soon", { body: upstream("q") });
+    expect(bad.status).toBe(400);
+    expect(bad.json.details).toEqual([{ field: "wait", reason: "unknown value" }]);
+    expect(
+      (await api.call("PUT", "/api/v1/upstreams/q?wait=applied&timeout=later", { body: upstream("q") }))
+        .status,
+    ).toBe(400);
+    expect((await api.call("PUT", "/api/v1/config?dryRun=maybe", { raw: "{}" })).status).toBe(400);
+    expect((await api.call("GET", "/api/v1/upstreams/q")).status).toBe(404);
+    expect((await api.call("GET", "/api/v1/revisions")).json.items[0].number).toBe(before);
+    const trace = await api.call("PATCH", "/api/v1/routes/x", { body: {} });
+    expect(trace.status).toBe(405);
+    expect(trace.headers.get("allow")).toBe("GET, PUT, DELETE");
+    expect((await api.call("DELETE", "/api/v1/revisions/1")).headers.get("allow")).toBe("GET");
+    expect((await api.call("GET", "/api/v1/routes?limit=abc")).status).toBe(400);
+    expect((await api.call("GET", "/api/v1/routes?offset=-1")).status).toBe(400);
+  });
+
   it("lists with pagination and filters", async () => {
     for (let i = 0; i < 5; i++)
       await api.call("PUT", `/api/v1/routes/page-${i}`, { body: route(`page-${i}`, "orders") });

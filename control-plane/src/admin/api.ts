@@ -41,22 +41,23 @@ const WAIT_MAX_MS = 120_000;
 
 function waitOptions(req: Request): { wait: boolean; timeoutMs: number } {
   const wait = req.query.wait;
-  if (wait === undefined) return { wait: false, timeoutMs: 0 };
-  if (wait !== "applied")
+  if (wait !== undefined && wait !== "applied") {
     throw new HttpError(400, "bad_request", "wait must be 'applied'", [
       { field: "wait", reason: "unknown value" },
     ]);
+  }
   const raw = req.query.timeout;
   let timeoutMs = WAIT_DEFAULT_MS;
   if (raw !== undefined) {
-    const m = /^(\d+)(ms|s)?$/.exec(String(raw));
-    if (!m)
+    const m = typeof raw === "string" ? /^(\d{1,9})(ms|s)?$/.exec(raw) : null;
+    if (!m) {
       throw new HttpError(400, "bad_request", "timeout must look like 5s or 500ms", [
         { field: "timeout", reason: "not a duration" },
       ]);
+    }
     timeoutMs = Number(m[1]) * (m[2] === "ms" ? 1 : 1000);
   }
-  return { wait: true, timeoutMs: Math.min(timeoutMs, WAIT_MAX_MS) };
+  return { wait: wait === "applied", timeoutMs: Math.min(timeoutMs, WAIT_MAX_MS) };
 }
 
 async function rolloutFor(deps: ApiDeps, req: Request, result: WriteResult): Promise<Rollout | undefined> {
@@ -150,6 +151,24 @@ export function apiRouter(deps: ApiDeps): express.Router {
   const r = express.Router();
   const { service } = deps;
 
+  // Query parameters of a write are checked before anything is written: a bad ?wait must not
+  // leave a committed change behind a 400.
+  r.use((req, _res, next) => {
+    if (req.method === "GET" || req.method === "HEAD") return next();
+    try {
+      waitOptions(req);
+      const dryRun = req.query.dryRun;
+      if (dryRun !== undefined && dryRun !== "true" && dryRun !== "false") {
+        throw new HttpError(400, "bad_request", "dryRun must be true or false", [
+          { field: "dryRun", reason: "not a boolean" },
+        ]);
+      }
+      next();
+    } catch (err) {
+      next(err);
+    }
+  });
+
   r.get(
     "/config",
     asyncRoute(async (req, res) => {
@@ -213,13 +232,18 @@ export function apiRouter(deps: ApiDeps): express.Router {
     }),
   );
 
+  r.all("/config", methodNotAllowed("GET, PUT"));
+  r.all("/status", methodNotAllowed("GET"));
+
   r.get(
     "/revisions",
     asyncRoute(async (req, res) => {
-      const limit = Math.min(Number(req.query.limit ?? 50) || 50, 500);
+      const limit = intParam(req, "limit", 50, 1, 500);
       res.json({ items: await deps.store.list(limit) });
     }),
   );
+
+  r.all("/revisions", methodNotAllowed("GET"));
 
   r.get(
     "/revisions/:n",
@@ -230,6 +254,8 @@ export function apiRouter(deps: ApiDeps): express.Router {
       res.json(rev);
     }),
   );
+
+  r.all("/revisions/:n", methodNotAllowed("GET"));
 
   r.post(
     "/revisions/:n/rollback",
@@ -249,14 +275,16 @@ export function apiRouter(deps: ApiDeps): express.Router {
     }),
   );
 
+  r.all("/revisions/:n/rollback", methodNotAllowed("POST"));
+
   r.get(
     "/:kind",
     asyncRoute(async (req, res) => {
       const kind = kindOf(req);
       const { config, number } = await service.current();
-      const { limit: rawLimit, offset: rawOffset, ...filters } = req.query as Record<string, string>;
-      const limit = Math.min(Math.max(Number(rawLimit ?? 100) || 100, 1), 1000);
-      const offset = Math.max(Number(rawOffset ?? 0) || 0, 0);
+      const { limit: _limit, offset: _offset, ...filters } = req.query as Record<string, string>;
+      const limit = intParam(req, "limit", 100, 1, 1000);
+      const offset = intParam(req, "offset", 0, 0, 1_000_000);
       // Filters compare top-level scalar fields: ?gateway=edge&upstream=users
       const matching = (config[kind] as Resource[]).filter((item) =>
         Object.entries(filters).every(([k, v]) => item[k] !== undefined && String(item[k]) === v),
@@ -395,5 +423,26 @@ export function apiRouter(deps: ApiDeps): express.Router {
     }),
   );
 
+  r.all("/:kind", methodNotAllowed("GET, POST"));
+  r.all("/:kind/:name", methodNotAllowed("GET, PUT, DELETE"));
   return r;
+}
+
+function methodNotAllowed(allow: string) {
+  return (req: Request, res: Response, next: NextFunction) => {
+    res.setHeader("Allow", allow);
+    next(new HttpError(405, "method_not_allowed", `${req.method} is not supported here; use ${allow}`));
+  };
+}
+
+function intParam(req: Request, name: string, fallback: number, min: number, max: number): number {
+  const raw = req.query[name];
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (typeof raw !== "string" || !/^\d+$/.test(raw) || n < min || n > max) {
+    throw new HttpError(400, "bad_request", `${name} must be a whole number from ${min} to ${max}`, [
+      { field: name, reason: "out of range or not a number" },
+    ]);
+  }
+  return n;
 }

@@ -19,6 +19,7 @@ const errors = {
   "400": errorResponse("Malformed request"),
   "401": errorResponse("No or invalid token"),
   "403": errorResponse("Read-only token used for a write"),
+  "405": errorResponse("Method not allowed on this path"),
 };
 const writeErrors = {
   ...errors,
