@@ -1,0 +1,133 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  freePort,
+  httpGet,
+  startAdmin,
+  startEnvoy,
+  useEnvoyLogs,
+  waitFor,
+  type AdminHandle,
+  type EnvoyProcess,
+} from "../harness/index.js";
+
+/** A backend that succeeds on every `succeedEvery`-th request and answers 503 to the others (1 = never fails). */
+async function flakyUpstream(name: string, succeedEvery: number) {
+  let count = 0;
+  let served = 0;
+  const server = http.createServer((req, res) => {
+    req.resume();
+    count++;
+    if (count % succeedEvery !== 0) {
+      res.writeHead(503, { "x-upstream": name }).end("unavailable");
+      return;
+    }
+    served++;
+    res.writeHead(200, { "x-upstream": name }).end(JSON.stringify({ upstream: name }));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    port: (server.address() as AddressInfo).port,
+    get requests() {
+      return count;
+    },
+    get served() {
+      return served;
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+/** Retries and outlier detection configured through the admin API, exercised through a real Envoy. */
+describe("resilience through a real Envoy", () => {
+  const track = useEnvoyLogs();
+  let api: AdminHandle;
+  let envoy: EnvoyProcess;
+  let port: number;
+  const closers: (() => Promise<void>)[] = [];
+
+  beforeAll(async () => {
+    port = await freePort();
+    api = await startAdmin();
+    await api.call("PUT", "/api/v1/gateways/edge", {
+      body: { name: "edge", listeners: [{ name: "http", port, address: "127.0.0.1" }] },
+    });
+    envoy = track(await startEnvoy({ nodeId: "edge-r", group: "edge", xdsPort: api.cp.xdsPort }));
+  });
+
+  afterAll(async () => {
+    await envoy?.stop();
+    await api?.stop();
+    for (const c of closers) await c();
+  });
+
+  it("retries a flaky upstream into success", async () => {
+    // Two of every three requests fail; three attempts always find the good one.
+    const flaky = await flakyUpstream("flaky", 3);
+    closers.push(flaky.close);
+    await api.call("PUT", "/api/v1/upstreams/flaky", {
+      body: { name: "flaky", endpoints: [{ host: "127.0.0.1", port: flaky.port }] },
+    });
+    const put = await api.call("PUT", "/api/v1/routes/flaky?wait=applied", {
+      body: {
+        name: "flaky",
+        gateway: "edge",
+        match: { pathPrefix: "/flaky" },
+        upstream: "flaky",
+        retries: { attempts: 2, on: ["5xx"], perTryTimeoutMs: 500, backoff: { baseMs: 1, maxMs: 5 } },
+      },
+    });
+    expect(put.json.rollout.applied).toBe(true);
+    const statuses: number[] = [];
+    for (let i = 0; i < 20; i++) statuses.push((await httpGet(`http://127.0.0.1:${port}/flaky/x`)).status);
+    expect(statuses).toEqual(Array(20).fill(200));
+    expect(flaky.requests).toBe(60);
+    expect(await envoy.stat("cluster.flaky.upstream_rq_retry_success")).toBeGreaterThan(0);
+  });
+
+  it("ejects a dead endpoint and sends traffic to the healthy one", async () => {
+    const dead = await flakyUpstream("dead", Number.MAX_SAFE_INTEGER); // fails every request
+    closers.push(dead.close);
+    const healthy = await flakyUpstream("healthy", 1); // never fails
+    closers.push(healthy.close);
+    const deadPort = dead.port;
+
+    await api.call("PUT", "/api/v1/upstreams/pool", {
+      body: {
+        name: "pool",
+        endpoints: [
+          { host: "127.0.0.1", port: deadPort },
+          { host: "127.0.0.1", port: healthy.port },
+        ],
+        outlierDetection: {
+          consecutive5xx: 2,
+          intervalMs: 100,
+          baseEjectionMs: 30_000,
+          maxEjectionPercent: 50,
+        },
+      },
+    });
+    const put = await api.call("PUT", "/api/v1/routes/pool?wait=applied", {
+      body: { name: "pool", gateway: "edge", match: { pathPrefix: "/pool" }, upstream: "pool" },
+    });
+    expect(put.json.rollout.applied).toBe(true);
+    await waitFor(async () => (await envoy.endpoints("pool")).length === 2 || undefined, {
+      what: "both endpoints",
+    });
+    // Drive traffic until the dead endpoint is ejected.
+    await waitFor(
+      async () => {
+        for (let i = 0; i < 10; i++) await httpGet(`http://127.0.0.1:${port}/pool/x`);
+        return ((await envoy.stat("cluster.pool.outlier_detection.ejections_active")) ?? 0) >= 1 || undefined;
+      },
+      { what: "the dead endpoint to be ejected", timeoutMs: 10_000 },
+    );
+    const after: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const res = await httpGet(`http://127.0.0.1:${port}/pool/x`);
+      after.push(`${res.status} ${res.headers["x-upstream"]}`);
+    }
+    expect(after).toEqual(Array(20).fill("200 healthy"));
+  });
+});
