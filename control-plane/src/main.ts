@@ -1,5 +1,6 @@
 import { parseArgs } from "node:util";
 import { createLogger } from "../../common/src/log.js";
+import { hashToken, TokenRegistry, type TokenRecord } from "./admin/auth.js";
 import { startControlPlane } from "./control-plane.js";
 
 const env = process.env;
@@ -20,6 +21,11 @@ const { values } = parseArgs({
 });
 
 const log = createLogger("control-plane");
+
+// Tokens given in the environment (containers, CI) take the place of the tokens file.
+const envTokens: TokenRecord[] = [];
+if (env.PORTICO_ADMIN_TOKEN) envTokens.push({ name: "admin", role: "admin", sha256: hashToken(env.PORTICO_ADMIN_TOKEN) });
+if (env.PORTICO_READ_TOKEN) envTokens.push({ name: "read", role: "read", sha256: hashToken(env.PORTICO_READ_TOKEN) });
 try {
   const cp = await startControlPlane({
     store: values.store,
@@ -30,6 +36,7 @@ try {
     adminHost: values["admin-host"],
     adminPort: Number(values["admin-port"]),
     tokensFile: values["tokens-file"],
+    tokens: envTokens.length > 0 ? new TokenRegistry(envTokens) : undefined,
     autoRollback: values["auto-rollback"],
     validateWithEnvoy: values["validate-with-envoy"],
     debounceMs: Number(values["debounce-ms"]),
