@@ -24,8 +24,10 @@ const log = createLogger("control-plane");
 
 // Tokens given in the environment (containers, CI) take the place of the tokens file.
 const envTokens: TokenRecord[] = [];
-if (env.PORTICO_ADMIN_TOKEN) envTokens.push({ name: "admin", role: "admin", sha256: hashToken(env.PORTICO_ADMIN_TOKEN) });
-if (env.PORTICO_READ_TOKEN) envTokens.push({ name: "read", role: "read", sha256: hashToken(env.PORTICO_READ_TOKEN) });
+if (env.PORTICO_ADMIN_TOKEN)
+  envTokens.push({ name: "admin", role: "admin", sha256: hashToken(env.PORTICO_ADMIN_TOKEN) });
+if (env.PORTICO_READ_TOKEN)
+  envTokens.push({ name: "read", role: "read", sha256: hashToken(env.PORTICO_READ_TOKEN) });
 try {
   const cp = await startControlPlane({
     store: values.store,

@@ -34,6 +34,10 @@ export const ListenerSchema = z
     hostnames: z.array(Hostname).optional(),
     /** The certificate for `https` listeners. */
     certificate: Name.optional(),
+    /** Largest request header block, in KiB; larger requests get 431. Envoy's default is 60. */
+    maxRequestHeadersKb: z.number().int().min(1).max(8192).optional(),
+    /** Largest request body on this listener's routes, in bytes; larger requests get 413. */
+    maxBodyBytes: z.number().int().min(1).max(1_073_741_824).optional(),
   })
   .strict();
 
@@ -222,6 +226,22 @@ export const RouteSchema = z
     retries: RetrySchema.optional(),
     requestHeaders: HeaderEditsSchema.optional(),
     responseHeaders: HeaderEditsSchema.optional(),
+    /** Requests without one of these headers get 400 with a JSON body naming it. */
+    requiredHeaders: z.array(HeaderName).min(1).optional(),
+    /** Largest request body for this route, in bytes (overrides the listener's); larger gets 413. */
+    maxBodyBytes: z.number().int().min(1).max(1_073_741_824).optional(),
+    cors: z
+      .object({
+        /** Exact origins, or `*`; entries starting with `~` are RE2 regexes. */
+        allowOrigins: z.array(z.string().min(1)).min(1),
+        allowMethods: z.array(Method).optional(),
+        allowHeaders: z.array(HeaderName).optional(),
+        exposeHeaders: z.array(HeaderName).optional(),
+        maxAgeSeconds: z.number().int().min(0).max(86_400).optional(),
+        allowCredentials: z.boolean().optional(),
+      })
+      .strict()
+      .optional(),
     authPolicy: Name.optional(),
     rateLimitPolicy: Name.optional(),
   })

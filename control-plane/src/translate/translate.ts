@@ -9,6 +9,14 @@ const ROUTER = "envoy.extensions.filters.http.router.v3.Router";
 const HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const STDOUT_LOG = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
 const DOWNSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+const CORS = "envoy.extensions.filters.http.cors.v3.Cors";
+const CORS_POLICY = "envoy.extensions.filters.http.cors.v3.CorsPolicy";
+const CORS_FILTER = "envoy.filters.http.cors";
+const BUFFER = "envoy.extensions.filters.http.buffer.v3.Buffer";
+const BUFFER_PER_ROUTE = "envoy.extensions.filters.http.buffer.v3.BufferPerRoute";
+const BUFFER_FILTER = "envoy.filters.http.buffer";
+/** The buffer filter needs a ceiling even where only some routes set one. */
+const MAX_BUFFER = 1_073_741_824;
 const TLS_INSPECTOR = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
 const UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 
@@ -49,8 +57,11 @@ function accessLog(gateway: string) {
   ];
 }
 
-function listenerResource(gateway: Gateway, listener: Listener): object {
+function listenerResource(gateway: Gateway, listener: Listener, routes: Route[]): object {
   const name = listenerName(gateway.name, listener.name);
+  const bodyLimits =
+    listener.maxBodyBytes !== undefined ||
+    routesOf(gateway, listener, routes).some((r) => r.maxBodyBytes !== undefined);
   const tls = listener.protocol === "https";
   return {
     name,
@@ -91,7 +102,23 @@ function listenerResource(gateway: Gateway, listener: Listener): object {
               stat_prefix: `${gateway.name}_${listener.name}`,
               codec_type: "AUTO",
               rds: { route_config_name: name, config_source: ads },
+              ...(listener.maxRequestHeadersKb !== undefined
+                ? { max_request_headers_kb: { value: listener.maxRequestHeadersKb } }
+                : {}),
               http_filters: [
+                // CORS acts only on routes that carry a policy.
+                { name: CORS_FILTER, typed_config: { "@type": TYPE_PREFIX + CORS } },
+                ...(bodyLimits
+                  ? [
+                      {
+                        name: BUFFER_FILTER,
+                        typed_config: {
+                          "@type": TYPE_PREFIX + BUFFER,
+                          max_request_bytes: { value: listener.maxBodyBytes ?? MAX_BUFFER },
+                        },
+                      },
+                    ]
+                  : []),
                 { name: "envoy.filters.http.router", typed_config: { "@type": TYPE_PREFIX + ROUTER } },
               ],
               access_log: accessLog(gateway.name),
@@ -245,20 +272,7 @@ function routeAction(r: Route): object {
   };
 }
 
-function routeEntry(r: Route): object {
-  const m = r.match;
-  const path =
-    m.path !== undefined
-      ? { path: m.path }
-      : m.pathPrefix !== undefined
-        ? { prefix: m.pathPrefix }
-        : { safe_regex: { regex: m.pathRegex } };
-  const headers = [
-    ...(m.methods
-      ? [{ name: ":method", string_match: { safe_regex: { regex: `^(${m.methods.join("|")})$` } } }]
-      : []),
-    ...(m.headers ?? []).map(headerMatcher),
-  ];
+function routeEntry(r: Route, bodyLimited: boolean, listenerLimited: boolean): object {
   const action = routeAction(r) as Record<string, unknown>;
   const edits = {
     ...headerEdits(r.requestHeaders, "request"),
@@ -272,15 +286,123 @@ function routeEntry(r: Route): object {
     ];
     delete action.response_headers_to_add;
   }
+  const perFilter: Record<string, object> = {
+    ...(r.cors ? { [CORS_FILTER]: corsPolicy(r.cors) } : {}),
+    ...(bodyLimited
+      ? {
+          [BUFFER_FILTER]:
+            r.maxBodyBytes !== undefined
+              ? {
+                  "@type": TYPE_PREFIX + BUFFER_PER_ROUTE,
+                  buffer: { max_request_bytes: { value: r.maxBodyBytes } },
+                }
+              : listenerLimited
+                ? undefined
+                : { "@type": TYPE_PREFIX + BUFFER_PER_ROUTE, disabled: true },
+        }
+      : {}),
+  };
+  for (const k of Object.keys(perFilter)) if (perFilter[k] === undefined) delete perFilter[k];
   return {
     name: r.name,
-    match: {
-      ...path,
-      ...(headers.length ? { headers } : {}),
-      ...(m.query?.length ? { query_parameters: m.query.map(queryMatcher) } : {}),
-    },
+    match: routeMatch(r),
     ...action,
     ...edits,
+    ...(Object.keys(perFilter).length ? { typed_per_filter_config: perFilter } : {}),
+  };
+}
+
+function routeMatch(r: Route, extraHeaders: object[] = []): object {
+  const m = r.match;
+  const path =
+    m.path !== undefined
+      ? { path: m.path }
+      : m.pathPrefix !== undefined
+        ? { prefix: m.pathPrefix }
+        : { safe_regex: { regex: m.pathRegex } };
+  // A CORS preflight is an OPTIONS request: it must reach the route whose policy answers it.
+  const methods =
+    m.methods && r.cors && !m.methods.includes("OPTIONS") ? [...m.methods, "OPTIONS"] : m.methods;
+  const headers = [
+    ...(methods
+      ? [{ name: ":method", string_match: { safe_regex: { regex: `^(${methods.join("|")})$` } } }]
+      : []),
+    ...(m.headers ?? []).map(headerMatcher),
+    ...extraHeaders,
+  ];
+  return {
+    ...path,
+    ...(headers.length ? { headers } : {}),
+    ...(m.query?.length ? { query_parameters: m.query.map(queryMatcher) } : {}),
+  };
+}
+
+function corsPolicy(c: NonNullable<Route["cors"]>): object {
+  return {
+    "@type": TYPE_PREFIX + CORS_POLICY,
+    allow_origin_string_match: c.allowOrigins.map((o) =>
+      o === "*"
+        ? { safe_regex: { regex: ".*" } }
+        : o.startsWith("~")
+          ? { safe_regex: { regex: o.slice(1) } }
+          : { exact: o },
+    ),
+    ...(c.allowMethods ? { allow_methods: c.allowMethods.join(",") } : {}),
+    ...(c.allowHeaders ? { allow_headers: c.allowHeaders.join(",") } : {}),
+    ...(c.exposeHeaders ? { expose_headers: c.exposeHeaders.join(",") } : {}),
+    ...(c.maxAgeSeconds !== undefined ? { max_age: String(c.maxAgeSeconds) } : {}),
+    ...(c.allowCredentials !== undefined ? { allow_credentials: { value: c.allowCredentials } } : {}),
+  };
+}
+
+const jsonHeader = [
+  { header: { key: "content-type", value: "application/json" }, append_action: "OVERWRITE_IF_EXISTS_OR_ADD" },
+];
+
+/** Answers 400 naming the header when a required one is absent; placed just before its route. */
+function requiredHeaderGuards(r: Route): object[] {
+  return (r.requiredHeaders ?? []).map((h) => ({
+    name: `${r.name}/missing-${h}`,
+    match: routeMatch(r, [
+      { name: h, present_match: true, invert_match: true },
+      // Preflights carry no application headers; they go on to the route, whose CORS policy answers
+      // them (Envoy's CORS filter does not act on direct responses).
+      ...(r.cors ? [{ name: ":method", string_match: { exact: "OPTIONS" }, invert_match: true }] : []),
+    ]),
+    direct_response: {
+      status: 400,
+      body: {
+        inline_string: JSON.stringify({
+          code: "missing_header",
+          message: `the ${h} header is required`,
+          header: h,
+        }),
+      },
+    },
+    response_headers_to_add: jsonHeader,
+  }));
+}
+
+/** Answers 405 with Allow for a path served only for some methods; placed after that path's last route. */
+function methodGuard(r: Route, methods: string[]): object {
+  const { methods: _omit, ...match } = r.match;
+  return {
+    name: `${r.name}/method-not-allowed`,
+    match: routeMatch({ ...r, match }),
+    direct_response: {
+      status: 405,
+      body: {
+        inline_string: JSON.stringify({
+          code: "method_not_allowed",
+          message: `use ${methods.join(", ")}`,
+          allow: methods,
+        }),
+      },
+    },
+    response_headers_to_add: [
+      ...jsonHeader,
+      { header: { key: "allow", value: methods.join(", ") }, append_action: "OVERWRITE_IF_EXISTS_OR_ADD" },
+    ],
   };
 }
 
@@ -305,10 +427,48 @@ function domainsFor(host: string): string[] {
  * host-less routes, after their own); the rest go to the catch-all virtual host, restricted to the
  * listener's hostnames when it has any.
  */
-function routeConfiguration(gateway: Gateway, listener: Listener, routes: Route[]): object {
-  const mine = routes.filter(
+function routesOf(gateway: Gateway, listener: Listener, routes: Route[]): Route[] {
+  return routes.filter(
     (r) => r.gateway === gateway.name && (r.listener === undefined || r.listener === listener.name),
   );
+}
+
+/** Path match as a key: routes with equal keys serve the same paths. */
+function pathKey(r: Route): string | undefined {
+  if (r.match.path !== undefined) return `=${r.match.path}`;
+  if (r.match.pathPrefix !== undefined) return `^${r.match.pathPrefix}`;
+  return undefined;
+}
+
+/**
+ * Route entries in match order, with their guards: required-header checks before a route, and a
+ * 405 after the last route of a path that is served only for some methods.
+ */
+function entries(sorted: Route[], bodyLimited: boolean, listenerLimited: boolean): object[] {
+  const lastOfPath = new Map<string, number>();
+  sorted.forEach((r, i) => {
+    const k = pathKey(r);
+    if (k) lastOfPath.set(k, i);
+  });
+  const out: object[] = [];
+  sorted.forEach((r, i) => {
+    out.push(...requiredHeaderGuards(r), routeEntry(r, bodyLimited, listenerLimited));
+    const k = pathKey(r);
+    if (k === undefined || lastOfPath.get(k) !== i) return;
+    const samePath = sorted.filter((x) => pathKey(x) === k);
+    // Only when every route of the path is method-restricted (and has no other conditions).
+    if (samePath.every((x) => x.match.methods && !x.match.headers?.length && !x.match.query?.length)) {
+      out.push(methodGuard(r, [...new Set(samePath.flatMap((x) => x.match.methods!))]));
+    }
+  });
+  return out;
+}
+
+function routeConfiguration(gateway: Gateway, listener: Listener, routes: Route[]): object {
+  const mine = routesOf(gateway, listener, routes);
+  const listenerLimited = listener.maxBodyBytes !== undefined;
+  const bodyLimited = listenerLimited || mine.some((r) => r.maxBodyBytes !== undefined);
+  const toEntries = (rs: Route[]) => entries(rs, bodyLimited, listenerLimited);
   const hostless = mine.filter((r) => r.match.host === undefined);
   const hosts = [
     ...new Set(mine.map((r) => r.match.host).filter((h): h is string => h !== undefined)),
@@ -316,9 +476,7 @@ function routeConfiguration(gateway: Gateway, listener: Listener, routes: Route[
   const vhosts = hosts.map((host) => ({
     name: `${gateway.name}_${listener.name}_${host.replace(/[^a-zA-Z0-9]/g, "_")}`,
     domains: domainsFor(host),
-    routes: [...sortRoutes(mine.filter((r) => r.match.host === host)), ...sortRoutes(hostless)].map(
-      routeEntry,
-    ),
+    routes: toEntries([...sortRoutes(mine.filter((r) => r.match.host === host)), ...sortRoutes(hostless)]),
   }));
   // Envoy refuses a domain listed in two virtual hosts.
   const taken = new Set(vhosts.flatMap((v) => v.domains));
@@ -329,7 +487,7 @@ function routeConfiguration(gateway: Gateway, listener: Listener, routes: Route[
     vhosts.push({
       name: `${gateway.name}_${listener.name}`,
       domains: catchAll,
-      routes: sortRoutes(hostless).map(routeEntry),
+      routes: toEntries(sortRoutes(hostless)),
     });
   }
   return { name: listenerName(gateway.name, listener.name), virtual_hosts: vhosts };
@@ -511,7 +669,11 @@ export function translate(config: Config): Map<string, ResourceInput[]> {
     const secrets = new Set<string>();
     for (const listener of gateway.listeners) {
       const name = listenerName(gateway.name, listener.name);
-      resources.push({ typeUrl: TypeUrl.Listener, name, message: listenerResource(gateway, listener) });
+      resources.push({
+        typeUrl: TypeUrl.Listener,
+        name,
+        message: listenerResource(gateway, listener, config.routes),
+      });
       resources.push({
         typeUrl: TypeUrl.Route,
         name,
