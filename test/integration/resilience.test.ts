@@ -130,4 +130,70 @@ describe("resilience through a real Envoy", () => {
     }
     expect(after).toEqual(Array(20).fill("200 healthy"));
   });
+
+  it("serves the configured static fallback when every endpoint is down", async () => {
+    const gone = await freePort(); // nothing listens there
+    await api.call("PUT", "/api/v1/upstreams/gone", {
+      body: { name: "gone", endpoints: [{ host: "127.0.0.1", port: gone }] },
+    });
+    const put = await api.call("PUT", "/api/v1/routes/catalog?wait=applied", {
+      body: {
+        name: "catalog",
+        gateway: "edge",
+        match: { pathPrefix: "/catalog" },
+        upstream: "gone",
+        fallback: { status: 200, body: '{"items":[],"degraded":true}', contentType: "application/json" },
+      },
+    });
+    expect(put.json.rollout.applied).toBe(true);
+    const res = await httpGet(`http://127.0.0.1:${port}/catalog/1`);
+    expect(res.status).toBe(200);
+    expect(res.headers["x-portico-degraded"]).toBe("fallback");
+    expect(res.headers["content-type"]).toBe("application/json");
+    expect(JSON.parse(res.body)).toEqual({ items: [], degraded: true });
+  });
+
+  it("fails over to the fallback upstream once the primary's endpoints are ejected", async () => {
+    const dead = await freePort();
+    const backup = await flakyUpstream("backup", 1);
+    closers.push(backup.close);
+    await api.call("PUT", "/api/v1/upstreams/primary", {
+      body: {
+        name: "primary",
+        endpoints: [{ host: "127.0.0.1", port: dead }],
+        outlierDetection: {
+          consecutive5xx: 1,
+          intervalMs: 100,
+          baseEjectionMs: 30_000,
+          maxEjectionPercent: 100,
+        },
+      },
+    });
+    await api.call("PUT", "/api/v1/upstreams/backup", {
+      body: { name: "backup", endpoints: [{ host: "127.0.0.1", port: backup.port }] },
+    });
+    const put = await api.call("PUT", "/api/v1/routes/failover?wait=applied", {
+      body: {
+        name: "failover",
+        gateway: "edge",
+        match: { pathPrefix: "/failover" },
+        upstream: "primary",
+        fallback: { upstream: "backup" },
+      },
+    });
+    expect(put.json.rollout.applied).toBe(true);
+    await waitFor(
+      async () => {
+        const res = await httpGet(`http://127.0.0.1:${port}/failover/x`);
+        return res.status === 200 && res.headers["x-upstream"] === "backup" ? res : undefined;
+      },
+      { what: "traffic to fail over to the backup upstream", timeoutMs: 10_000 },
+    );
+    const after: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const res = await httpGet(`http://127.0.0.1:${port}/failover/x`);
+      after.push(`${res.status} ${res.headers["x-upstream"]}`);
+    }
+    expect(after).toEqual(Array(10).fill("200 backup"));
+  });
 });

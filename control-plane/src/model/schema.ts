@@ -226,6 +226,23 @@ export const RouteSchema = z
     retries: RetrySchema.optional(),
     requestHeaders: HeaderEditsSchema.optional(),
     responseHeaders: HeaderEditsSchema.optional(),
+    /**
+     * The degraded answer when the upstream fails (a 5xx, or no healthy endpoint): a static
+     * response, or another upstream that takes the traffic while this route's has no healthy
+     * endpoint (an Envoy aggregate cluster; pair it with outlier detection or health checks).
+     */
+    fallback: z
+      .object({
+        upstream: Name.optional(),
+        status: z.number().int().min(200).max(599).optional(),
+        body: z.string().max(65_536).optional(),
+        contentType: z.string().min(1).optional(),
+      })
+      .strict()
+      .refine((f) => (f.upstream === undefined) !== (f.status === undefined), {
+        message: "give either upstream, or status (with body and contentType)",
+      })
+      .optional(),
     /** Requests without one of these headers get 400 with a JSON body naming it. */
     requiredHeaders: z.array(HeaderName).min(1).optional(),
     /** Largest request body for this route, in bytes (overrides the listener's); larger gets 413. */

@@ -86,6 +86,7 @@ export function references(config: Config): Reference[] {
     r.upstreams?.forEach((w, wi) => ref("routes", i, r.name, `upstreams[${wi}].name`, "upstreams", w.name));
     ref("routes", i, r.name, "authPolicy", "authPolicies", r.authPolicy);
     ref("routes", i, r.name, "rateLimitPolicy", "rateLimitPolicies", r.rateLimitPolicy);
+    ref("routes", i, r.name, "fallback.upstream", "upstreams", r.fallback?.upstream);
   });
   config.apiKeys.forEach((k, i) => ref("apiKeys", i, k.name, "consumer", "consumers", k.consumer));
   config.authPolicies.forEach((p, i) =>
@@ -214,6 +215,18 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
     }
     if (r.redirect && r.redirect.path !== undefined && r.redirect.prefix !== undefined) {
       problems.push({ field: `${at}.redirect`, reason: "give path or prefix, not both" });
+    }
+    if (r.fallback?.upstream !== undefined && r.upstream === undefined) {
+      problems.push({
+        field: `${at}.fallback.upstream`,
+        reason: "a fallback upstream needs the route to have one upstream",
+      });
+    }
+    if (r.fallback?.upstream !== undefined && r.fallback.upstream === r.upstream) {
+      problems.push({ field: `${at}.fallback.upstream`, reason: "the fallback must be another upstream" });
+    }
+    if (r.fallback && (r.redirect || r.directResponse)) {
+      problems.push({ field: `${at}.fallback`, reason: "a fallback applies only to routes with upstreams" });
     }
     if (r.retries?.on.includes("retriable-status-codes") && !r.retries.statusCodes?.length) {
       problems.push({

@@ -17,6 +17,12 @@ const BUFFER_PER_ROUTE = "envoy.extensions.filters.http.buffer.v3.BufferPerRoute
 const BUFFER_FILTER = "envoy.filters.http.buffer";
 /** The buffer filter needs a ceiling even where only some routes set one. */
 const MAX_BUFFER = 1_073_741_824;
+const CUSTOM_RESPONSE = "envoy.extensions.filters.http.custom_response.v3.CustomResponse";
+const CUSTOM_RESPONSE_FILTER = "envoy.filters.http.custom_response";
+const LOCAL_RESPONSE_POLICY =
+  "envoy.extensions.http.custom_response.local_response_policy.v3.LocalResponsePolicy";
+const STATUS_CLASS_INPUT = "envoy.type.matcher.v3.HttpResponseStatusCodeClassMatchInput";
+const AGGREGATE = "envoy.extensions.clusters.aggregate.v3.ClusterConfig";
 const TLS_INSPECTOR = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
 const UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 
@@ -62,6 +68,7 @@ function listenerResource(gateway: Gateway, listener: Listener, routes: Route[])
   const bodyLimits =
     listener.maxBodyBytes !== undefined ||
     routesOf(gateway, listener, routes).some((r) => r.maxBodyBytes !== undefined);
+  const fallbacks = routesOf(gateway, listener, routes).some((r) => r.fallback?.status !== undefined);
   const tls = listener.protocol === "https";
   return {
     name,
@@ -116,6 +123,15 @@ function listenerResource(gateway: Gateway, listener: Listener, routes: Route[])
                           "@type": TYPE_PREFIX + BUFFER,
                           max_request_bytes: { value: listener.maxBodyBytes ?? MAX_BUFFER },
                         },
+                      },
+                    ]
+                  : []),
+                // Static fallbacks: acts only on routes that carry one.
+                ...(fallbacks
+                  ? [
+                      {
+                        name: CUSTOM_RESPONSE_FILTER,
+                        typed_config: { "@type": TYPE_PREFIX + CUSTOM_RESPONSE },
                       },
                     ]
                   : []),
@@ -246,13 +262,15 @@ function routeAction(r: Route): object {
     };
   }
   const target =
-    r.upstream !== undefined
-      ? { cluster: r.upstream }
-      : {
-          weighted_clusters: {
-            clusters: r.upstreams!.map((w) => ({ name: w.name, weight: { value: w.weight } })),
-          },
-        };
+    r.upstream !== undefined && r.fallback?.upstream !== undefined
+      ? { cluster: aggregateName(r.upstream, r.fallback.upstream) }
+      : r.upstream !== undefined
+        ? { cluster: r.upstream }
+        : {
+            weighted_clusters: {
+              clusters: r.upstreams!.map((w) => ({ name: w.name, weight: { value: w.weight } })),
+            },
+          };
   return {
     route: {
       ...target,
@@ -288,6 +306,7 @@ function routeEntry(r: Route, bodyLimited: boolean, listenerLimited: boolean): o
   }
   const perFilter: Record<string, object> = {
     ...(r.cors ? { [CORS_FILTER]: corsPolicy(r.cors) } : {}),
+    ...(r.fallback?.status !== undefined ? { [CUSTOM_RESPONSE_FILTER]: staticFallback(r.fallback) } : {}),
     ...(bodyLimited
       ? {
           [BUFFER_FILTER]:
@@ -334,6 +353,68 @@ function routeMatch(r: Route, extraHeaders: object[] = []): object {
     ...path,
     ...(headers.length ? { headers } : {}),
     ...(m.query?.length ? { query_parameters: m.query.map(queryMatcher) } : {}),
+  };
+}
+
+/** The name of the aggregate cluster that fails over from one upstream to another. */
+export function aggregateName(primary: string, fallback: string): string {
+  return `${primary}~or~${fallback}`;
+}
+
+function aggregateCluster(primary: string, fallback: string): object {
+  return {
+    name: aggregateName(primary, fallback),
+    connect_timeout: duration(1000),
+    lb_policy: "CLUSTER_PROVIDED",
+    cluster_type: {
+      name: "envoy.clusters.aggregate",
+      typed_config: { "@type": TYPE_PREFIX + AGGREGATE, clusters: [primary, fallback] },
+    },
+  };
+}
+
+/** Replaces any 5xx answer for the route, Envoy's own (no healthy upstream, reset) or the upstream's. */
+function staticFallback(f: NonNullable<Route["fallback"]>): object {
+  return {
+    "@type": TYPE_PREFIX + CUSTOM_RESPONSE,
+    custom_response_matcher: {
+      matcher_list: {
+        matchers: [
+          {
+            predicate: {
+              single_predicate: {
+                input: { name: "status-class", typed_config: { "@type": TYPE_PREFIX + STATUS_CLASS_INPUT } },
+                value_match: { exact: "5xx" },
+              },
+            },
+            on_match: {
+              action: {
+                name: "fallback",
+                typed_config: {
+                  "@type": TYPE_PREFIX + LOCAL_RESPONSE_POLICY,
+                  status_code: { value: f.status },
+                  ...(f.body !== undefined ? { body: { inline_string: f.body } } : {}),
+                  response_headers_to_add: [
+                    ...(f.contentType
+                      ? [
+                          {
+                            header: { key: "content-type", value: f.contentType },
+                            append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+                          },
+                        ]
+                      : []),
+                    {
+                      header: { key: "x-portico-degraded", value: "fallback" },
+                      append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+                    },
+                  ],
+                },
+              },
+            },
+          },
+        ],
+      },
+    },
   };
 }
 
@@ -651,7 +732,8 @@ function secretResources(cert: Certificate): ResourceInput[] {
 }
 
 function upstreamsOf(r: Route): string[] {
-  if (r.upstream !== undefined) return [r.upstream];
+  if (r.upstream !== undefined)
+    return r.fallback?.upstream ? [r.upstream, r.fallback.upstream] : [r.upstream];
   return r.upstreams?.map((w) => w.name) ?? [];
 }
 
@@ -691,6 +773,15 @@ export function translate(config: Config): Map<string, ResourceInput[]> {
       if (usesEds(u)) resources.push({ typeUrl: TypeUrl.Endpoint, name, message: loadAssignment(u) });
       if (u.tls?.ca) secrets.add(u.tls.ca);
       if (u.tls?.clientCertificate) secrets.add(u.tls.clientCertificate);
+    }
+    const aggregates = new Map<string, [string, string]>();
+    for (const r of config.routes) {
+      if (r.gateway === gateway.name && r.upstream !== undefined && r.fallback?.upstream !== undefined) {
+        aggregates.set(aggregateName(r.upstream, r.fallback.upstream), [r.upstream, r.fallback.upstream]);
+      }
+    }
+    for (const [name, [primary, fallback]] of [...aggregates].sort()) {
+      resources.push({ typeUrl: TypeUrl.Cluster, name, message: aggregateCluster(primary, fallback) });
     }
     for (const name of [...secrets].sort()) {
       const cert = certs.get(name);
