@@ -32,8 +32,12 @@ export const ListenerSchema = z
     protocol: z.enum(["http", "https"]).default("http"),
     /** Hostnames this listener answers for (SNI and virtual hosts); every host when omitted. */
     hostnames: z.array(Hostname).optional(),
-    /** The certificate for `https` listeners. */
+    /** The certificate for `https` listeners (the default when no SNI certificate matches). */
     certificate: Name.optional(),
+    /** Certificates chosen by SNI: each for the hostnames it lists (exact or `*.suffix`). */
+    sniCertificates: z
+      .array(z.object({ hostnames: z.array(Hostname).min(1), certificate: Name }).strict())
+      .optional(),
     /** Largest request header block, in KiB; larger requests get 431. Envoy's default is 60. */
     maxRequestHeadersKb: z.number().int().min(1).max(8192).optional(),
     /** Largest request body on this listener's routes, in bytes; larger requests get 413. */

@@ -72,9 +72,19 @@ export function references(config: Config): Reference[] {
       out.push({ from: { kind, name, field: `${kind}[${i}].${field}` }, to: { kind: toKind, name: toName } });
   };
   config.gateways.forEach((g, gi) =>
-    g.listeners.forEach((l, li) =>
-      ref("gateways", gi, g.name, `listeners[${li}].certificate`, "certificates", l.certificate),
-    ),
+    g.listeners.forEach((l, li) => {
+      ref("gateways", gi, g.name, `listeners[${li}].certificate`, "certificates", l.certificate);
+      l.sniCertificates?.forEach((sni, si) =>
+        ref(
+          "gateways",
+          gi,
+          g.name,
+          `listeners[${li}].sniCertificates[${si}].certificate`,
+          "certificates",
+          sni.certificate,
+        ),
+      );
+    }),
   );
   config.upstreams.forEach((u, i) => {
     ref("upstreams", i, u.name, "tls.ca", "certificates", u.tls?.ca);
@@ -169,8 +179,17 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
             reason: `certificate '${l.certificate}' has no certificatePem and privateKeyPem`,
           });
         }
-      } else if (l.certificate) {
-        problems.push({ field: `${at}.certificate`, reason: "only https listeners take a certificate" });
+        l.sniCertificates?.forEach((sni, si) => {
+          const c = certs.get(sni.certificate);
+          if (c && (!c.certificatePem || !c.privateKeyPem)) {
+            problems.push({
+              field: `${at}.sniCertificates[${si}].certificate`,
+              reason: `certificate '${sni.certificate}' has no certificatePem and privateKeyPem`,
+            });
+          }
+        });
+      } else if (l.certificate || l.sniCertificates) {
+        problems.push({ field: `${at}.certificate`, reason: "only https listeners take certificates" });
       }
     });
   });

@@ -70,6 +70,70 @@ function listenerResource(gateway: Gateway, listener: Listener, routes: Route[])
     routesOf(gateway, listener, routes).some((r) => r.maxBodyBytes !== undefined);
   const fallbacks = routesOf(gateway, listener, routes).some((r) => r.fallback?.status !== undefined);
   const tls = listener.protocol === "https";
+  const filters = [
+    {
+      name: "envoy.filters.network.http_connection_manager",
+      typed_config: {
+        "@type": TYPE_PREFIX + HCM,
+        stat_prefix: `${gateway.name}_${listener.name}`,
+        codec_type: "AUTO",
+        rds: { route_config_name: name, config_source: ads },
+        ...(listener.maxRequestHeadersKb !== undefined
+          ? { max_request_headers_kb: { value: listener.maxRequestHeadersKb } }
+          : {}),
+        http_filters: [
+          // CORS acts only on routes that carry a policy.
+          { name: CORS_FILTER, typed_config: { "@type": TYPE_PREFIX + CORS } },
+          ...(bodyLimits
+            ? [
+                {
+                  name: BUFFER_FILTER,
+                  typed_config: {
+                    "@type": TYPE_PREFIX + BUFFER,
+                    max_request_bytes: { value: listener.maxBodyBytes ?? MAX_BUFFER },
+                  },
+                },
+              ]
+            : []),
+          // Static fallbacks: acts only on routes that carry one.
+          ...(fallbacks
+            ? [
+                {
+                  name: CUSTOM_RESPONSE_FILTER,
+                  typed_config: { "@type": TYPE_PREFIX + CUSTOM_RESPONSE },
+                },
+              ]
+            : []),
+          { name: "envoy.filters.http.router", typed_config: { "@type": TYPE_PREFIX + ROUTER } },
+        ],
+        access_log: accessLog(gateway.name),
+        normalize_path: { value: true },
+        merge_slashes: true,
+        use_remote_address: { value: true },
+      },
+    },
+  ];
+  const tlsSocket = (certificate: string) => ({
+    name: "envoy.transport_sockets.tls",
+    typed_config: {
+      "@type": TYPE_PREFIX + DOWNSTREAM_TLS,
+      common_tls_context: {
+        tls_certificate_sds_secret_configs: [sdsSecret(secretName(certificate, "cert"))],
+        alpn_protocols: ["h2", "http/1.1"],
+      },
+    },
+  });
+  // One filter chain per SNI certificate (chosen by the TLS inspector), then the default one.
+  const chains = tls
+    ? [
+        ...(listener.sniCertificates ?? []).map((s) => ({
+          filter_chain_match: { server_names: s.hostnames },
+          transport_socket: tlsSocket(s.certificate),
+          filters,
+        })),
+        { transport_socket: tlsSocket(listener.certificate!), filters },
+      ]
+    : [{ filters }];
   return {
     name,
     address: { socket_address: { address: listener.address, port_value: listener.port } },
@@ -83,69 +147,7 @@ function listenerResource(gateway: Gateway, listener: Listener, routes: Route[])
           ],
         }
       : {}),
-    filter_chains: [
-      {
-        ...(tls
-          ? {
-              transport_socket: {
-                name: "envoy.transport_sockets.tls",
-                typed_config: {
-                  "@type": TYPE_PREFIX + DOWNSTREAM_TLS,
-                  common_tls_context: {
-                    tls_certificate_sds_secret_configs: [
-                      sdsSecret(secretName(listener.certificate!, "cert")),
-                    ],
-                    alpn_protocols: ["h2", "http/1.1"],
-                  },
-                },
-              },
-            }
-          : {}),
-        filters: [
-          {
-            name: "envoy.filters.network.http_connection_manager",
-            typed_config: {
-              "@type": TYPE_PREFIX + HCM,
-              stat_prefix: `${gateway.name}_${listener.name}`,
-              codec_type: "AUTO",
-              rds: { route_config_name: name, config_source: ads },
-              ...(listener.maxRequestHeadersKb !== undefined
-                ? { max_request_headers_kb: { value: listener.maxRequestHeadersKb } }
-                : {}),
-              http_filters: [
-                // CORS acts only on routes that carry a policy.
-                { name: CORS_FILTER, typed_config: { "@type": TYPE_PREFIX + CORS } },
-                ...(bodyLimits
-                  ? [
-                      {
-                        name: BUFFER_FILTER,
-                        typed_config: {
-                          "@type": TYPE_PREFIX + BUFFER,
-                          max_request_bytes: { value: listener.maxBodyBytes ?? MAX_BUFFER },
-                        },
-                      },
-                    ]
-                  : []),
-                // Static fallbacks: acts only on routes that carry one.
-                ...(fallbacks
-                  ? [
-                      {
-                        name: CUSTOM_RESPONSE_FILTER,
-                        typed_config: { "@type": TYPE_PREFIX + CUSTOM_RESPONSE },
-                      },
-                    ]
-                  : []),
-                { name: "envoy.filters.http.router", typed_config: { "@type": TYPE_PREFIX + ROUTER } },
-              ],
-              access_log: accessLog(gateway.name),
-              normalize_path: { value: true },
-              merge_slashes: true,
-              use_remote_address: { value: true },
-            },
-          },
-        ],
-      },
-    ],
+    filter_chains: chains,
   };
 }
 
@@ -762,6 +764,7 @@ export function translate(config: Config): Map<string, ResourceInput[]> {
         message: routeConfiguration(gateway, listener, config.routes),
       });
       if (listener.certificate) secrets.add(listener.certificate);
+      for (const sni of listener.sniCertificates ?? []) secrets.add(sni.certificate);
     }
     const used = [
       ...new Set(config.routes.filter((r) => r.gateway === gateway.name).flatMap(upstreamsOf)),
