@@ -120,7 +120,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     res.json({ status: "ok" });
   });
   app.get("/readyz", (_req, res) => {
-    res.status(ready ? 200 : 503).json({ status: ready ? "ready" : "no config published yet" });
+    res.status(ready ? 200 : 503).json({ status: ready ? "ready" : "shutting down" });
   });
   app.get("/metrics", async (_req, res) => {
     res.type(registry.contentType).send(await registry.metrics());

@@ -118,6 +118,29 @@ describe("request validation at the edge", () => {
     expect(JSON.parse(res.body).code).toBe("method_not_allowed");
   });
 
+  it("keeps a client's x-request-id, generates one when missing, and logs it", async () => {
+    const kept = JSON.parse(
+      (
+        await httpRequest(url("/open/x"), {
+          headers: { "x-request-id": "0f5d3c3e-1111-4a2b-8c3d-123456789abc" },
+        })
+      ).body,
+    );
+    expect(kept.headers["x-request-id"]).toBe("0f5d3c3e-1111-4a2b-8c3d-123456789abc");
+    const made = JSON.parse((await httpRequest(url("/open/y"))).body);
+    expect(made.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
+    const line = await envoy.waitForLog(
+      /"request_id":"0f5d3c3e-1111-4a2b-8c3d-123456789abc"/,
+      "the access log line",
+    );
+    expect(JSON.parse(line.slice(line.indexOf("{")))).toMatchObject({
+      gateway: "edge",
+      route: "open",
+      status: 200,
+      upstream: "orders",
+    });
+  });
+
   it("answers CORS preflights per route, for allowed origins only", async () => {
     const preflight = (origin: string) =>
       httpRequest(url("/orders"), {

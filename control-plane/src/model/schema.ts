@@ -38,6 +38,11 @@ export const ListenerSchema = z
     sniCertificates: z
       .array(z.object({ hostnames: z.array(Hostname).min(1), certificate: Name }).strict())
       .optional(),
+    /**
+     * Keep an `x-request-id` the client sent (default), or always make a new one (for listeners
+     * facing clients whose ids should not reach upstream logs). A missing id is always generated.
+     */
+    requestId: z.enum(["keep", "regenerate"]).default("keep"),
     /** Largest request header block, in KiB; larger requests get 431. Envoy's default is 60. */
     maxRequestHeadersKb: z.number().int().min(1).max(8192).optional(),
     /** Largest request body on this listener's routes, in bytes; larger requests get 413. */

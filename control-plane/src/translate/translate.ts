@@ -107,6 +107,8 @@ function listenerResource(gateway: Gateway, listener: Listener, routes: Route[])
           { name: "envoy.filters.http.router", typed_config: { "@type": TYPE_PREFIX + ROUTER } },
         ],
         access_log: accessLog(gateway.name),
+        generate_request_id: { value: true },
+        preserve_external_request_id: listener.requestId === "keep",
         normalize_path: { value: true },
         merge_slashes: true,
         use_remote_address: { value: true },
