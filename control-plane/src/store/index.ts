@@ -29,8 +29,43 @@ export function createStore(spec: string, log: Logger): ConfigStore {
   if (s.startsWith("file://")) return new FileStore({ dir: fileURLToPath(s), log });
   if (s.startsWith("file:"))
     return new FileStore({ dir: path.resolve(s.slice(5) || DEFAULT_STORE_DIR), log });
+  if (/^rediss?\+cluster:\/\//i.test(s)) return new RedisStore(clusterOptions(s, log));
   if (/^rediss?:\/\//i.test(s)) return new RedisStore(redisOptions(s, log));
-  throw new Error(`unknown store '${spec}': use file:<dir> or redis://host:port (rediss:// for TLS)`);
+  throw new Error(
+    `unknown store '${spec}': use file:<dir>, redis://host:port (rediss:// for TLS) or redis+cluster://host:port,host:port`,
+  );
+}
+
+/**
+ * `redis+cluster://[:password@]host:port,host:port[?prefix=&keep=]` (`rediss+cluster://` for TLS):
+ * the seed nodes of a Redis Cluster.
+ */
+function clusterOptions(spec: string, log: Logger): RedisStoreOptions {
+  const m = /^(rediss?)\+cluster:\/\/(?:([^:@/]*):([^@/]*)@)?([^/?]+)\/?(?:\?(.*))?$/i.exec(spec);
+  if (!m) throw new Error(`'${spec.replace(/\/\/[^@/]*@/, "//***@")}' is not a valid Redis Cluster URL`);
+  const [, scheme, username, password, hosts, query] = m;
+  const nodes = hosts!.split(",").map((h) => {
+    const [host, port] = h.split(":");
+    const n = Number(port ?? 6379);
+    if (!host || !Number.isInteger(n) || n < 1 || n > 65535)
+      throw new Error(`'${h}' is not host:port in ${scheme}+cluster URL`);
+    return { host, port: n };
+  });
+  const params = new URLSearchParams(query ?? "");
+  const opts: RedisStoreOptions = {
+    log,
+    cluster: { nodes },
+    redis: {
+      ...(username ? { username: decodeURIComponent(username) } : {}),
+      ...(password ? { password: decodeURIComponent(password) } : {}),
+      ...(scheme!.toLowerCase() === "rediss" ? { tls: {} } : {}),
+    },
+  };
+  const prefix = params.get("prefix");
+  if (prefix !== null) opts.prefix = prefix;
+  const keep = params.get("keep");
+  if (keep !== null) opts.keep = integerParam("keep", keep);
+  return opts;
 }
 
 function redisOptions(spec: string, log: Logger): RedisStoreOptions {

@@ -21,7 +21,7 @@
  * that was reported as failed is never sent later behind the caller's back.
  */
 import { createHash } from "node:crypto";
-import { Redis, type RedisOptions } from "ioredis";
+import { Cluster, Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "../../../common/src/log.js";
 import type { Config } from "../model/schema.js";
 import {
@@ -47,6 +47,11 @@ export interface RedisStoreOptions {
   url?: string;
   /** ioredis connection options (host, port, username, password, db, tls, or `sentinels` + `name` for Sentinel); the URL wins where both say. */
   redis?: RedisOptions;
+  /**
+   * Redis Cluster seed nodes. Every key of the store shares one hash slot ({prefix}), so the
+   * commit script runs on the one node that owns it; pub/sub reaches every node.
+   */
+  cluster?: { nodes: { host: string; port: number }[] };
   /** Namespace of the keys, so several control planes can share one Redis. */
   prefix?: string;
   /** Revisions kept in the history. */
@@ -107,8 +112,8 @@ export class RedisStore implements ConfigStore {
   private readonly connectTimeoutMs: number;
   private readonly where: string;
   private readonly keys: { head: string; revs: string; revPrefix: string; channel: string };
-  private readonly cmd: Redis;
-  private readonly sub: Redis;
+  private readonly cmd: Redis | Cluster;
+  private readonly sub: Redis | Cluster;
   private state: "new" | "opening" | "open" | "closed" = "new";
   private closing?: Promise<void>;
   private readonly listeners = new Set<(rev: Revision) => void>();
@@ -164,8 +169,23 @@ export class RedisStore implements ConfigStore {
       connectionName: `portico-store-${prefix}-watch`,
       autoResubscribe: false,
     };
-    this.cmd = opts.url ? new Redis(opts.url, cmdOptions) : new Redis(cmdOptions);
-    this.sub = opts.url ? new Redis(opts.url, subOptions) : new Redis(subOptions);
+    if (opts.cluster) {
+      if (opts.cluster.nodes.length === 0)
+        throw new TypeError("a Redis Cluster needs at least one seed node");
+      const clusterOf = (redisOptions: RedisOptions) =>
+        new Cluster(opts.cluster!.nodes, {
+          redisOptions,
+          lazyConnect: true,
+          enableOfflineQueue: false,
+          clusterRetryStrategy: (times: number) => Math.min(times * 100, 1_000),
+          slotsRefreshTimeout: this.connectTimeoutMs,
+        });
+      this.cmd = clusterOf(cmdOptions);
+      this.sub = clusterOf(subOptions);
+    } else {
+      this.cmd = opts.url ? new Redis(opts.url, cmdOptions) : new Redis(cmdOptions);
+      this.sub = opts.url ? new Redis(opts.url, subOptions) : new Redis(subOptions);
+    }
     this.where = describeTarget(opts);
   }
 
@@ -431,7 +451,7 @@ export class RedisStore implements ConfigStore {
   }
 
   /** Logs each outage once, not every reconnection attempt. */
-  private track(conn: Redis, role: string): void {
+  private track(conn: Redis | Cluster, role: string): void {
     let down = false;
     const lost = (err?: Error) => {
       if (down || this.state !== "open") return;
@@ -490,6 +510,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 /** Where the store is, for logs and errors, without the password. */
 function describeTarget(opts: RedisStoreOptions): string {
+  if (opts.cluster) return `cluster ${opts.cluster.nodes.map((n) => `${n.host}:${n.port}`).join(",")}`;
   if (opts.url) {
     try {
       const u = new URL(opts.url);
