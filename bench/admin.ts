@@ -2,18 +2,18 @@
 // and admin writes per second on the file store and on the Redis store, with the control plane's
 // RSS. The control plane runs as its own process so its memory is its own.
 //   npx tsx bench/admin.ts [--quick]
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { hashToken } from "../control-plane/src/admin/auth.js";
 import { startRedis } from "../control-plane/test/store/redis-server.js";
 import { findEnvoy, REPO_ROOT } from "../envoy/src/find-envoy.js";
+import { spawnControlPlane } from "../test/harness/control-plane-process.js";
 import { startEnvoy } from "../test/harness/envoy.js";
 import { httpGet } from "../test/harness/http.js";
 import { freePorts } from "../test/harness/ports.js";
 import { startHttpUpstream } from "../test/harness/upstream.js";
-import { waitFor } from "../test/harness/wait.js";
 
 const quick = process.argv.includes("--quick");
 const TOKEN = "bench-token";
@@ -35,33 +35,8 @@ function rssMiB(pid: number): number {
 }
 
 async function startCp(store: string, adminPort: number, xdsPort: number): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      "control-plane/src/main.ts",
-      "--store",
-      store,
-      "--tokens-file",
-      tokensFile,
-      "--admin-port",
-      String(adminPort),
-      "--xds-port",
-      String(xdsPort),
-    ],
-    { cwd: REPO_ROOT, env: { ...process.env, LOG_LEVEL: "error" }, stdio: ["ignore", "ignore", "inherit"] },
-  );
+  const child = await spawnControlPlane({ store, tokensFile, adminPort, xdsPort });
   children.push(child);
-  await waitFor(
-    async () =>
-      (await fetch(`http://127.0.0.1:${adminPort}/healthz`).catch(() => undefined))?.ok || undefined,
-    {
-      what: "control plane",
-      timeoutMs: 20_000,
-      intervalMs: 50,
-    },
-  );
   return child;
 }
 

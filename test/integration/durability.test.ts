@@ -1,11 +1,11 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { hashToken } from "../../control-plane/src/admin/auth.js";
-import { REPO_ROOT } from "../../envoy/src/find-envoy.js";
-import { ADMIN_TOKEN, freePorts, waitFor } from "../harness/index.js";
+import { spawnControlPlane } from "../harness/control-plane-process.js";
+import { ADMIN_TOKEN, freePorts } from "../harness/index.js";
 
 /**
  * Writes through the admin API while the control plane is killed with SIGKILL, again and again:
@@ -24,31 +24,8 @@ describe("durability of acknowledged writes", () => {
     child?.kill("SIGKILL");
   });
 
-  async function start(adminPort: number, xdsPort: number): Promise<ChildProcess> {
-    const proc = spawn(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        path.join(REPO_ROOT, "control-plane/src/main.ts"),
-        "--store",
-        `file:${path.join(dir, "store")}`,
-        "--tokens-file",
-        tokensFile,
-        "--admin-port",
-        String(adminPort),
-        "--xds-port",
-        String(xdsPort),
-      ],
-      { cwd: REPO_ROOT, env: { ...process.env, LOG_LEVEL: "error" }, stdio: ["ignore", "ignore", "inherit"] },
-    );
-    await waitFor(
-      async () =>
-        (await fetch(`http://127.0.0.1:${adminPort}/healthz`).catch(() => undefined))?.ok || undefined,
-      { what: "the control plane to start", timeoutMs: 20_000, intervalMs: 50 },
-    );
-    return proc;
-  }
+  const start = (adminPort: number, xdsPort: number) =>
+    spawnControlPlane({ store: `file:${path.join(dir, "store")}`, tokensFile, adminPort, xdsPort });
 
   const put = (adminPort: number, name: string) =>
     fetch(`http://127.0.0.1:${adminPort}/api/v1/upstreams/${name}`, {
