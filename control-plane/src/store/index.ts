@@ -16,6 +16,8 @@ export const DEFAULT_STORE_DIR = ".portico/store";
  *   ""                          file store in `.portico/store` under the working directory
  *   `file:<dir>`, `file:///abs` file store in that directory
  *   `redis://…`, `rediss://…`   Redis store; `?prefix=…&keep=…&waitReplicas=…` set its options
+ *   `redis+cluster://[:password@]host:port,host:port[?…]`  Redis store on a Redis Cluster, from its
+ *                               seed nodes (`rediss+cluster://` for TLS); the same three options
  */
 export async function openStore(spec: string, log: Logger): Promise<ConfigStore> {
   const store = createStore(spec, log);
@@ -32,26 +34,27 @@ export function createStore(spec: string, log: Logger): ConfigStore {
   if (/^rediss?\+cluster:\/\//i.test(s)) return new RedisStore(clusterOptions(s, log));
   if (/^rediss?:\/\//i.test(s)) return new RedisStore(redisOptions(s, log));
   throw new Error(
-    `unknown store '${spec}': use file:<dir>, redis://host:port (rediss:// for TLS) or redis+cluster://host:port,host:port`,
+    `unknown store '${spec}': use file:<dir>, redis://host:port (rediss:// for TLS) or ` +
+      `redis+cluster://host:port,host:port (rediss+cluster:// for TLS)`,
   );
 }
 
 /**
- * `redis+cluster://[:password@]host:port,host:port[?prefix=&keep=]` (`rediss+cluster://` for TLS):
- * the seed nodes of a Redis Cluster.
+ * `redis+cluster://[[user]:password@]host:port,host:port[?prefix=&keep=&waitReplicas=]`
+ * (`rediss+cluster://` for TLS): the seed nodes of a Redis Cluster. The port defaults to 6379;
+ * IPv6 hosts go in brackets.
  */
 function clusterOptions(spec: string, log: Logger): RedisStoreOptions {
+  const shown = spec.replace(/\/\/[^@/]*@/, "//***@");
   const m = /^(rediss?)\+cluster:\/\/(?:([^:@/]*):([^@/]*)@)?([^/?]+)\/?(?:\?(.*))?$/i.exec(spec);
-  if (!m) throw new Error(`'${spec.replace(/\/\/[^@/]*@/, "//***@")}' is not a valid Redis Cluster URL`);
+  if (!m) throw new Error(`'${shown}' is not a valid Redis Cluster URL`);
   const [, scheme, username, password, hosts, query] = m;
   const nodes = hosts!.split(",").map((h) => {
-    const [host, port] = h.split(":");
-    const n = Number(port ?? 6379);
-    if (!host || !Number.isInteger(n) || n < 1 || n > 65535)
-      throw new Error(`'${h}' is not host:port in ${scheme}+cluster URL`);
-    return { host, port: n };
+    const hp = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d+))?$/.exec(h);
+    const port = Number(hp?.[3] ?? 6379);
+    if (!hp || port < 1 || port > 65535) throw new Error(`'${h}' in '${shown}' is not host:port`);
+    return { host: hp[1] ?? hp[2]!, port };
   });
-  const params = new URLSearchParams(query ?? "");
   const opts: RedisStoreOptions = {
     log,
     cluster: { nodes },
@@ -61,10 +64,13 @@ function clusterOptions(spec: string, log: Logger): RedisStoreOptions {
       ...(scheme!.toLowerCase() === "rediss" ? { tls: {} } : {}),
     },
   };
-  const prefix = params.get("prefix");
-  if (prefix !== null) opts.prefix = prefix;
-  const keep = params.get("keep");
-  if (keep !== null) opts.keep = integerParam("keep", keep);
+  for (const [name, value] of new URLSearchParams(query ?? "")) {
+    if (name === "prefix") opts.prefix = value;
+    else if (name === "keep") opts.keep = integerParam("keep", value);
+    else if (name === "waitReplicas") opts.waitReplicas = integerParam("waitReplicas", value);
+    // Nothing else reaches ioredis here, so an option it would have read must not pass unnoticed.
+    else throw new Error(`'${shown}': unknown option '${name}' (prefix, keep and waitReplicas are)`);
+  }
   return opts;
 }
 

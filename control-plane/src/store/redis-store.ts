@@ -19,9 +19,17 @@
  * Every command has a short timeout and nothing is queued while disconnected: when Redis is down,
  * calls fail with StoreUnavailableError within about two seconds instead of hanging, and a command
  * that was reported as failed is never sent later behind the caller's back.
+ *
+ * On a Redis Cluster the keyed commands go through ioredis's Cluster client, which sends them to
+ * the node serving the store's slot; WAIT and CONFIG carry no key, so they are sent to that node's
+ * connection directly. Notifications come over a plain connection to any one node (PUBLISH reaches
+ * every node of a cluster), moving to the next node when it is lost: unlike the Cluster client's own
+ * subscriber, it tells the store each time it is back, so the store can catch up on what it missed.
  */
 import { createHash } from "node:crypto";
-import { Cluster, Redis, type RedisOptions } from "ioredis";
+import net from "node:net";
+import tls from "node:tls";
+import { AbstractConnector, Cluster, Command, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
 import type { Logger } from "../../../common/src/log.js";
 import type { Config } from "../model/schema.js";
 import {
@@ -45,13 +53,17 @@ import {
 export interface RedisStoreOptions {
   /** `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS. */
   url?: string;
-  /** ioredis connection options (host, port, username, password, db, tls, or `sentinels` + `name` for Sentinel); the URL wins where both say. */
+  /**
+   * ioredis connection options (host, port, username, password, db, tls, or `sentinels` + `name` for
+   * Sentinel); the URL wins where both say. With `cluster`, only what applies to every node is used
+   * (username, password, tls, retryStrategy, …), not host, port, db or sentinels.
+   */
   redis?: RedisOptions;
   /**
-   * Redis Cluster seed nodes. Every key of the store shares one hash slot ({prefix}), so the
-   * commit script runs on the one node that owns it; pub/sub reaches every node.
+   * Redis Cluster seed nodes, instead of `url` or `redis.host`. Every key of the store shares one
+   * hash slot ({prefix}), so the commit script runs on the one node that owns it.
    */
-  cluster?: { nodes: { host: string; port: number }[] };
+  cluster?: { nodes: ClusterNodeAddress[] };
   /** Namespace of the keys, so several control planes can share one Redis. */
   prefix?: string;
   /** Revisions kept in the history. */
@@ -101,6 +113,193 @@ function script(lua: string): Script {
 const COMMIT = script(COMMIT_SCRIPT);
 const HEAD = script(HEAD_SCRIPT);
 
+export interface ClusterNodeAddress {
+  host: string;
+  port: number;
+}
+
+type Conn = Redis | Cluster;
+
+/** The differences between one Redis (or Sentinel) and a Redis Cluster that the store cares about. */
+interface Link {
+  /** Keyed commands; a Cluster routes each to the node serving the store's slot. */
+  readonly cmd: Conn;
+  /** Notifications: one server at a time, reconnecting on its own and emitting 'ready' each time. */
+  readonly sub: Redis;
+  /**
+   * The connection to the server that holds the store's keys, for key-less commands that must reach
+   * it: WAIT counts the replicas of the writes made on this very connection. Undefined while a
+   * Cluster does not know the slot's node yet.
+   */
+  home(): Redis | undefined;
+  /** Reports the command side being lost (once per error or close) and back (each 'ready'). */
+  onCommands(lost: (err?: Error) => void, back: () => void): void;
+}
+
+interface LinkSettings {
+  /** For both connections: timeouts, credentials, TLS. */
+  common: RedisOptions;
+  retryStrategy: (times: number) => number | void | null;
+  cmdName: string;
+  subName: string;
+  connectTimeoutMs: number;
+  /** A key of the store, for the slot the store lives in. */
+  key: string;
+}
+
+function standaloneLink(url: string | undefined, s: LinkSettings): Link {
+  const base: RedisOptions = {
+    ...s.common,
+    retryStrategy: s.retryStrategy,
+    lazyConnect: true,
+    enableOfflineQueue: false,
+  };
+  const cmdOptions: RedisOptions = {
+    ...base,
+    connectionName: s.cmdName,
+    // After a Sentinel failover the old primary answers READONLY: reconnect to find the new one.
+    reconnectOnError: (err) => (err.message.startsWith("READONLY") ? 1 : false),
+  };
+  const subOptions: RedisOptions = { ...base, connectionName: s.subName, autoResubscribe: false };
+  const cmd = url ? new Redis(url, cmdOptions) : new Redis(cmdOptions);
+  return {
+    cmd,
+    sub: url ? new Redis(url, subOptions) : new Redis(subOptions),
+    home: () => cmd,
+    onCommands: (lost, back) => {
+      cmd.on("error", (err: Error) => lost(err));
+      cmd.on("close", () => lost());
+      cmd.on("ready", back);
+    },
+  };
+}
+
+function clusterLink(seeds: ClusterNodeAddress[], s: LinkSettings): Link {
+  // What names one server, or how to reconnect to it, is the Cluster's to set per node (and a
+  // cluster has only database 0).
+  const {
+    host: _host,
+    port: _port,
+    path: _path,
+    db: _db,
+    sentinels: _sentinels,
+    name: _name,
+    retryStrategy: _retry,
+    enableOfflineQueue: _queue,
+    readOnly: _readOnly,
+    ...perNode
+  } = s.common;
+  const redisOptions: ClusterOptions["redisOptions"] = { ...perNode, connectionName: s.cmdName };
+  const cmd = new Cluster(seeds, {
+    redisOptions,
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    clusterRetryStrategy: s.retryStrategy,
+    // A node connection comes back on its own and says so with 'ready', like a single Redis does.
+    clusterNodeRetryStrategy: s.retryStrategy,
+    // A command whose connection closed under it may have been applied: sending it again would
+    // make a commit fail as a conflict with itself.
+    retryDelayOnFailover: 0,
+    slotsRefreshTimeout: s.connectTimeoutMs,
+  });
+  const slot = new Command("exists", [s.key]).getSlot();
+  const address = (r: Redis) => `${r.options.host}:${r.options.port}`;
+  const isHome = (r: Redis) => cmd.slots[slot]?.[0] === address(r);
+  const home = () => cmd.nodes("master").find(isHome);
+
+  // Nodes the Cluster client is connected to first, then the rest it knows of, then the seeds: a
+  // node that was replaced is found through the others. Each failed attempt moves one further.
+  let failed = 0;
+  const nextNode = (): ClusterNodeAddress => {
+    const known = cmd.nodes("all");
+    const candidates = new Map<string, ClusterNodeAddress>();
+    const add = (host: string | undefined, port: number | undefined) => {
+      if (host !== undefined && port !== undefined && !candidates.has(`${host}:${port}`)) {
+        candidates.set(`${host}:${port}`, { host, port });
+      }
+    };
+    for (const r of known) if (r.status === "ready") add(r.options.host, r.options.port);
+    for (const r of known) add(r.options.host, r.options.port);
+    for (const n of seeds) add(n.host, n.port);
+    const list = [...candidates.values()];
+    return list[failed++ % list.length]!;
+  };
+  const sub = new Redis({
+    ...perNode,
+    host: seeds[0]!.host,
+    port: seeds[0]!.port,
+    Connector: rotatingConnector(nextNode),
+    retryStrategy: s.retryStrategy,
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    connectionName: s.subName,
+    autoResubscribe: false,
+  });
+  sub.on("ready", () => (failed = 0));
+
+  return {
+    cmd,
+    sub,
+    home,
+    onCommands: (lost, back) => {
+      cmd.on("error", (err: Error) => lost(err));
+      cmd.on("close", () => lost());
+      cmd.on("ready", back);
+      // The Cluster stays 'ready' while one node is away: follow the node holding the store.
+      cmd.on("+node", (r: Redis) => {
+        r.on("error", (err: Error) => {
+          if (isHome(r)) lost(err);
+        });
+        r.on("close", () => {
+          if (isHome(r)) lost();
+        });
+        r.on("ready", () => {
+          if (isHome(r)) back();
+        });
+      });
+    },
+  };
+}
+
+/** An ioredis connector that connects to a different node on each (re)connection. */
+function rotatingConnector(next: () => ClusterNodeAddress): NonNullable<RedisOptions["Connector"]> {
+  return class extends AbstractConnector {
+    private readonly tlsOptions: tls.ConnectionOptions | undefined;
+
+    constructor(options: unknown) {
+      const o = options as RedisOptions;
+      super(o.disconnectTimeout ?? 2_000);
+      this.tlsOptions = o.tls;
+    }
+
+    connect(): ReturnType<AbstractConnector["connect"]> {
+      this.connecting = true;
+      const { host, port } = next();
+      // ioredis expects the stream a tick later, after it has set up its own handlers.
+      return new Promise((resolve, reject) => {
+        process.nextTick(() => {
+          if (!this.connecting) {
+            reject(new Error("Connection is closed."));
+            return;
+          }
+          try {
+            this.stream = this.tlsOptions
+              ? tls.connect({ ...this.tlsOptions, host, port })
+              : net.createConnection({ host, port });
+          } catch (err) {
+            reject(err as Error);
+            return;
+          }
+          this.stream.once("error", (err: Error) => {
+            this.firstError = err;
+          });
+          resolve(this.stream);
+        });
+      });
+    }
+  };
+}
+
 export class RedisStore implements ConfigStore {
   readonly kind = "redis" as const;
   readonly prefix: string;
@@ -112,8 +311,9 @@ export class RedisStore implements ConfigStore {
   private readonly connectTimeoutMs: number;
   private readonly where: string;
   private readonly keys: { head: string; revs: string; revPrefix: string; channel: string };
-  private readonly cmd: Redis | Cluster;
-  private readonly sub: Redis | Cluster;
+  private readonly link: Link;
+  private readonly cmd: Conn;
+  private readonly sub: Redis;
   private state: "new" | "opening" | "open" | "closed" = "new";
   private closing?: Promise<void>;
   private readonly listeners = new Set<(rev: Revision) => void>();
@@ -124,6 +324,9 @@ export class RedisStore implements ConfigStore {
   private readonly pending = new Map<number, number>();
   private readonly inflight = new Set<Promise<unknown>>();
   private syncChain: Promise<void> = Promise.resolve();
+  /** Set while a failed catch-up waits to be tried again. */
+  private syncRetry?: NodeJS.Timeout;
+  private syncFailures = 0;
 
   constructor(opts: RedisStoreOptions) {
     const prefix = opts.prefix ?? "portico";
@@ -148,55 +351,60 @@ export class RedisStore implements ConfigStore {
       channel: `${tag}:changes`,
     };
 
-    const base: RedisOptions = {
-      retryStrategy: (times: number) => Math.min(times * 100, 1_000),
-      ...opts.redis,
-      lazyConnect: true,
-      commandTimeout: this.commandTimeoutMs,
-      connectTimeout: this.connectTimeoutMs,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-    };
-    const cmdOptions: RedisOptions = {
-      ...base,
-      connectionName: `portico-store-${prefix}`,
-      // After a Sentinel failover the old primary answers READONLY: reconnect to find the new one.
-      reconnectOnError: (err) => (err.message.startsWith("READONLY") ? 1 : false),
-    };
-    const subOptions: RedisOptions = {
-      ...base,
-      connectionName: `portico-store-${prefix}-watch`,
-      autoResubscribe: false,
+    if (opts.cluster && (opts.url || opts.redis?.sentinels)) {
+      throw new TypeError("give either Redis Cluster nodes or a Redis URL / Sentinels, not both");
+    }
+    const settings: LinkSettings = {
+      common: {
+        ...opts.redis,
+        commandTimeout: this.commandTimeoutMs,
+        connectTimeout: this.connectTimeoutMs,
+        maxRetriesPerRequest: 0,
+        autoResendUnfulfilledCommands: false,
+      },
+      retryStrategy: opts.redis?.retryStrategy ?? ((times: number) => Math.min(times * 100, 1_000)),
+      cmdName: `portico-store-${prefix}`,
+      subName: `portico-store-${prefix}-watch`,
+      connectTimeoutMs: this.connectTimeoutMs,
+      key: this.keys.head,
     };
     if (opts.cluster) {
       if (opts.cluster.nodes.length === 0)
         throw new TypeError("a Redis Cluster needs at least one seed node");
-      const clusterOf = (redisOptions: RedisOptions) =>
-        new Cluster(opts.cluster!.nodes, {
-          redisOptions,
-          lazyConnect: true,
-          enableOfflineQueue: false,
-          clusterRetryStrategy: (times: number) => Math.min(times * 100, 1_000),
-          slotsRefreshTimeout: this.connectTimeoutMs,
-        });
-      this.cmd = clusterOf(cmdOptions);
-      this.sub = clusterOf(subOptions);
+      this.link = clusterLink(opts.cluster.nodes, settings);
     } else {
-      this.cmd = opts.url ? new Redis(opts.url, cmdOptions) : new Redis(cmdOptions);
-      this.sub = opts.url ? new Redis(opts.url, subOptions) : new Redis(subOptions);
+      this.link = standaloneLink(opts.url, settings);
     }
+    this.cmd = this.link.cmd;
+    this.sub = this.link.sub;
     this.where = describeTarget(opts);
   }
 
   async open(): Promise<void> {
     if (this.state !== "new") throw new Error(`the Redis store at ${this.where} was already opened`);
     this.state = "opening";
-    this.track(this.cmd, "commands");
-    this.track(this.sub, "watch");
+    // The command side coming back triggers a catch-up too: the watch side may have come back
+    // first, when its catch-up could not read anything yet.
+    this.track("commands", (lost, back) =>
+      this.link.onCommands(lost, () => {
+        back();
+        if (this.state === "open") this.enqueueSync("head");
+      }),
+    );
+    this.track("watch", (lost, back) => {
+      this.sub.on("error", (err: Error) => lost(err));
+      this.sub.on("close", () => lost());
+      this.sub.on("ready", back);
+    });
     try {
+      // One after the other: on a Cluster, the watch connection goes to a node the command side
+      // has just reached, rather than to a seed that may be down.
       await withTimeout(
-        Promise.all([this.cmd.connect(), this.sub.connect()]),
+        (async () => {
+          await this.cmd.connect();
+          // Timed out meanwhile: the store is closed, and must not connect behind the caller's back.
+          if (this.state === "opening") await this.sub.connect();
+        })(),
         this.connectTimeoutMs + this.commandTimeoutMs,
         "connecting",
       );
@@ -215,14 +423,12 @@ export class RedisStore implements ConfigStore {
       throw unavailable(`cannot open the Redis store at ${this.where}`, err);
     }
     // Later 'ready' events are reconnections: subscribe again and catch up on what was missed.
-    // Both connections trigger a catch-up, since either may come back last.
     this.sub.on("ready", () => {
       this.sub
         .subscribe(this.keys.channel)
         .then(() => this.enqueueSync("head"))
         .catch((err: Error) => this.log.warn({ err: err.message }, "could not resubscribe to store changes"));
     });
-    this.cmd.on("ready", () => this.enqueueSync("head"));
     this.state = "open";
     await this.warnIfVolatile();
     this.log.info({ redis: this.where, prefix: this.prefix, head: this.claimed }, "Redis store opened");
@@ -278,6 +484,7 @@ export class RedisStore implements ConfigStore {
       this.state = "closed";
       await Promise.allSettled([...this.inflight]);
       this.listeners.clear();
+      clearTimeout(this.syncRetry);
       await Promise.allSettled([this.cmd.quit(), this.sub.quit()]);
       this.cmd.disconnect();
       this.sub.disconnect();
@@ -320,7 +527,7 @@ export class RedisStore implements ConfigStore {
       let acked: number;
       try {
         acked = await this.run("wait for replicas", () =>
-          this.cmd.wait(this.waitReplicas, this.waitTimeoutMs),
+          this.home().wait(this.waitReplicas, this.waitTimeoutMs),
         );
       } catch (err) {
         deliver();
@@ -348,7 +555,30 @@ export class RedisStore implements ConfigStore {
   private enqueueSync(target: number | "head"): void {
     this.syncChain = this.syncChain
       .then(() => this.syncTo(target))
-      .catch((err: Error) => this.log.warn({ err: err.message, target }, "could not read a new store head"));
+      .then(
+        () => {
+          this.syncFailures = 0;
+        },
+        (err: Error) => this.syncFailed(err, target),
+      );
+  }
+
+  /**
+   * A catch-up that failed is tried again until one succeeds: the event that asked for it (a
+   * reconnection, a notification) does not come again, and a node back from a crash can refuse
+   * commands for a while after it accepts connections.
+   */
+  private syncFailed(err: Error, target: number | "head"): void {
+    const first = this.syncFailures++ === 0;
+    this.log[first ? "warn" : "debug"]({ err: err.message, target }, "could not read a new store head");
+    if (this.syncRetry || this.state !== "open") return;
+    this.syncRetry = setTimeout(
+      () => {
+        this.syncRetry = undefined;
+        this.enqueueSync("head");
+      },
+      Math.min(this.syncFailures * 250, 2_000),
+    );
   }
 
   private async syncTo(target: number | "head"): Promise<void> {
@@ -410,20 +640,19 @@ export class RedisStore implements ConfigStore {
     }
   }
 
-  private ready(): Promise<void> {
-    if (this.cmd.status === "ready") return Promise.resolve();
-    if (this.cmd.status === "end") return Promise.reject(new Error("the connection is closed"));
-    return new Promise((resolve, reject) => {
-      const onReady = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        this.cmd.off("ready", onReady);
-        reject(new Error(`not connected (${this.cmd.status}) after ${this.commandTimeoutMs}ms`));
-      }, this.commandTimeoutMs);
-      this.cmd.once("ready", onReady);
-    });
+  private async ready(): Promise<void> {
+    const deadline = Date.now() + this.commandTimeoutMs;
+    await readyBy(this.cmd, deadline, true);
+    // A Cluster stays ready while the node holding the store reconnects, and would refuse the
+    // command at once: wait for that node as for a single Redis. One never used yet connects on demand.
+    const home = this.link.home();
+    if (home && home !== this.cmd) await readyBy(home, deadline, false);
+  }
+
+  private home(): Redis {
+    const home = this.link.home();
+    if (!home) throw new Error("no connection to the node that holds the store's keys");
+    return home;
   }
 
   private decode(text: string, number?: number): Revision {
@@ -451,7 +680,7 @@ export class RedisStore implements ConfigStore {
   }
 
   /** Logs each outage once, not every reconnection attempt. */
-  private track(conn: Redis | Cluster, role: string): void {
+  private track(role: string, on: (lost: (err?: Error) => void, back: () => void) => void): void {
     let down = false;
     const lost = (err?: Error) => {
       if (down || this.state !== "open") return;
@@ -461,9 +690,7 @@ export class RedisStore implements ConfigStore {
         "lost the connection to the Redis store",
       );
     };
-    conn.on("error", (err: Error) => lost(err));
-    conn.on("close", () => lost());
-    conn.on("ready", () => {
+    on(lost, () => {
       if (!down) return;
       down = false;
       this.log.info({ redis: this.where, connection: role }, "reconnected to the Redis store");
@@ -472,7 +699,8 @@ export class RedisStore implements ConfigStore {
 
   private async warnIfVolatile(): Promise<void> {
     try {
-      const reply = (await this.cmd.config("GET", "appendonly")) as unknown;
+      // The server holding the keys, not whichever node a Cluster would pick for a key-less command.
+      const reply = (await this.home().config("GET", "appendonly")) as unknown;
       const flat = Array.isArray(reply) ? reply.flat() : [];
       if (flat[1] === "no") {
         this.log.warn(
@@ -498,6 +726,29 @@ function parseCommitReply(reply: unknown): [boolean, number] {
 function unavailable(message: string, err: unknown): Error {
   if (err instanceof StoreUnavailableError || err instanceof StoreConflictError) return err;
   return new StoreUnavailableError(`${message}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}
+
+/** Resolves once the connection is ready, or (for a connection not in use) is not trying to be. */
+function readyBy(conn: Conn, deadline: number, required: boolean): Promise<void> {
+  if (conn.status === "ready") return Promise.resolve();
+  if (conn.status === "end") {
+    return required ? Promise.reject(new Error("the connection is closed")) : Promise.resolve();
+  }
+  if (!required && conn.status === "wait") return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(
+      () => {
+        conn.off("ready", onReady);
+        reject(new Error(`not connected (${conn.status}) after waiting for a reconnection`));
+      },
+      Math.max(0, deadline - Date.now()),
+    );
+    conn.once("ready", onReady);
+  });
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

@@ -9,14 +9,16 @@ import { FileStore } from "../../src/store/file-store.js";
 import { RedisStore } from "../../src/store/redis-store.js";
 import { StoreConflictError, type ConfigStore, type Revision } from "../../src/store/types.js";
 import { recordWatch, sampleConfig, waitFor } from "./fixtures.js";
+import { startRedisCluster, type RedisClusterHandle } from "./redis-cluster.js";
 import { startRedis, type RedisServer } from "./redis-server.js";
 
 let redis: RedisServer;
+let cluster: RedisClusterHandle;
 const dirs: string[] = [];
 const opened: ConfigStore[] = [];
 
 beforeAll(async () => {
-  redis = await startRedis();
+  [redis, cluster] = await Promise.all([startRedis(), startRedisCluster()]);
 });
 
 afterEach(async () => {
@@ -25,7 +27,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  await redis?.stop();
+  await Promise.all([redis?.stop(), cluster?.stop()]);
 });
 
 type Factory = (opts?: { keep?: number }) => Promise<ConfigStore>;
@@ -47,6 +49,20 @@ const factories: [string, Factory][] = [
     async (opts = {}) => {
       const store = new RedisStore({
         url: redis.url,
+        prefix: `contract-${randomUUID()}`,
+        keep: opts.keep,
+        log: silentLogger(),
+      });
+      await store.open();
+      opened.push(store);
+      return store;
+    },
+  ],
+  [
+    "redis cluster",
+    async (opts = {}) => {
+      const store = new RedisStore({
+        cluster: { nodes: cluster.nodes },
         prefix: `contract-${randomUUID()}`,
         keep: opts.keep,
         log: silentLogger(),

@@ -72,4 +72,22 @@ describe("openStore", () => {
     );
     await expect(openStore("redis://h?prefix={x}", silentLogger())).rejects.toThrow(/without braces/);
   });
+
+  it("takes Redis Cluster seed nodes from redis+cluster:// and rediss+cluster:// URLs", () => {
+    const store = createStore("rediss+cluster://:pw@[::1]:7000,redis-1?prefix=edge&keep=5", silentLogger());
+    expect(store).toBeInstanceOf(RedisStore);
+    expect((store as RedisStore).prefix).toBe("edge");
+
+    const bad = (spec: string) => () => createStore(spec, silentLogger());
+    expect(bad("redis+cluster://")).toThrow(/not a valid Redis Cluster URL/);
+    expect(bad("redis+cluster://h:1,h:99999")).toThrow(/'h:99999' .* is not host:port/);
+    expect(bad("redis+cluster://h:1,::1:2")).toThrow(/'::1:2' .* is not host:port/);
+    expect(bad("redis+cluster://h:1?keep=all")).toThrow(/keep must be a whole number/);
+    expect(bad("redis+cluster://h:1?prefix={x}")).toThrow(/without braces/);
+    // ioredis reads nothing from this URL, so an option meant for it must not be dropped silently.
+    expect(bad("redis+cluster://h:1?db=2")).toThrow(/unknown option 'db'/);
+    expect(bad("redis+cluster://:hunter2@h:1?db=2")).toThrow(
+      "'redis+cluster://***@h:1?db=2': unknown option",
+    );
+  });
 });

@@ -1,51 +1,73 @@
 /**
- * A throwaway three-node Redis Cluster on loopback (no replicas), built with redis-cli.
+ * A throwaway three-node Redis Cluster on loopback (masters only), built with redis-cli.
  */
 import { execFile } from "node:child_process";
+import { rmSync } from "node:fs";
 import { promisify } from "node:util";
+import { setTimeout as delay } from "node:timers/promises";
 import { startRedis, type RedisServer } from "./redis-server.js";
 
 const run = promisify(execFile);
 
 export interface RedisClusterHandle {
   nodes: { host: string; port: number }[];
-  /** `redis+cluster://…` for the control plane's --store. */
+  servers: RedisServer[];
+  /** `redis+cluster://…`, as the control plane's --store takes it. */
   spec: string;
+  /** Kills node i, as in a crash, keeping its directory (and so its cluster identity). */
+  crash(i: number): Promise<void>;
+  /** Starts a crashed node again on its port and directory: it rejoins the cluster, without data. */
+  restart(i: number): Promise<void>;
   stop(): Promise<void>;
 }
 
+const nodeArgs = (port: number) => [
+  "--cluster-enabled",
+  "yes",
+  "--cluster-config-file",
+  `nodes-${port}.conf`,
+];
+
 export async function startRedisCluster(): Promise<RedisClusterHandle> {
-  const servers: RedisServer[] = [];
+  const started = await Promise.allSettled([0, 1, 2].map(() => startRedis({ args: nodeArgs })));
+  const servers = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const dirs = servers.map((s) => s.dir);
+  const stop = async () => {
+    await Promise.all(servers.map((s) => s.stop()));
+    // A restarted node does not own its directory.
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  };
   try {
-    for (let i = 0; i < 3; i++) {
-      servers.push(
-        await startRedis({ args: ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"] }),
-      );
-    }
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
     const addrs = servers.map((s) => `127.0.0.1:${s.port}`);
     await run("redis-cli", ["--cluster", "create", ...addrs, "--cluster-replicas", "0", "--cluster-yes"], {
       timeout: 30_000,
     });
-    // Every node must agree the cluster is whole before clients use it.
+    // redis-cli returns once the nodes agree on the slots; clients need every node to say the
+    // cluster is ok as well.
     const deadline = Date.now() + 15_000;
     for (const s of servers) {
       for (;;) {
         const { stdout } = await run("redis-cli", ["-p", String(s.port), "cluster", "info"]);
         if (stdout.includes("cluster_state:ok")) break;
-        if (Date.now() > deadline) throw new Error(`cluster on ${addrs.join(",")} did not become ok`);
-        await new Promise((r) => setTimeout(r, 100));
+        if (Date.now() > deadline) throw new Error(`the cluster on ${addrs.join(",")} did not become ok`);
+        await delay(50);
       }
     }
-    const nodes = servers.map((s) => ({ host: "127.0.0.1", port: s.port }));
     return {
-      nodes,
+      nodes: servers.map((s) => ({ host: "127.0.0.1", port: s.port })),
+      servers,
       spec: `redis+cluster://${addrs.join(",")}`,
-      stop: async () => {
-        await Promise.all(servers.map((s) => s.stop()));
+      crash: (i) => servers[i]!.stop({ signal: "SIGKILL", keepDir: true }),
+      restart: async (i) => {
+        const { port, dir } = servers[i]!;
+        servers[i] = await startRedis({ port, dir, args: nodeArgs });
       },
+      stop,
     };
   } catch (err) {
-    await Promise.all(servers.map((s) => s.stop()));
+    await stop();
     throw err;
   }
 }

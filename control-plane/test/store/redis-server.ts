@@ -27,8 +27,11 @@ export interface StartRedisOptions {
   port?: number;
   /** Reuse a directory (to restart with the same data); a new temp directory otherwise. */
   dir?: string;
-  /** Extra arguments, after the defaults (`--save "" --appendonly no`), so they can override them. */
-  args?: string[];
+  /**
+   * Extra arguments, after the defaults (`--save "" --appendonly no`), so they can override them;
+   * a function gets the port the server is about to take.
+   */
+  args?: string[] | ((port: number) => string[]);
   /** How long to wait for PING to answer. */
   timeoutMs?: number;
 }
@@ -93,7 +96,7 @@ async function startOnce(binary: string, opts: StartRedisOptions): Promise<Redis
     "no",
     "--loglevel",
     "warning",
-    ...(opts.args ?? []),
+    ...(typeof opts.args === "function" ? opts.args(port) : (opts.args ?? [])),
   ];
   const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
