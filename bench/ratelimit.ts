@@ -1,0 +1,421 @@
+// Rate-limit benchmark: decisions per second and p50/p99 latency of ShouldRateLimit over gRPC at a
+// few concurrency levels, for the memory backend, Redis strict and Redis local-first; the same
+// for the limiter alone (no gRPC); redis-benchmark's INCR and EVALSHA (the decision script) on the
+// same Redis in the same run as the ceiling; and the over-admission measured with two local-first
+// instances sharing one limit. Loopback only. Prints figures; never fails on a time.
+//
+//   npx tsx bench/ratelimit.ts [--quick] [--seconds N]
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { parseArgs, promisify } from "node:util";
+import { startRedis, freePort, type RedisServer } from "../control-plane/test/store/redis-server.js";
+import { buildConfig } from "../ratelimit-service/src/config/load.js";
+import { matchDescriptor } from "../ratelimit-service/src/config/match.js";
+import { ManualClock } from "../ratelimit-service/src/limiter/clock.js";
+import { MemoryLimiter } from "../ratelimit-service/src/limiter/memory.js";
+import type { LimitCheck, RateLimiter } from "../ratelimit-service/src/limiter/types.js";
+import { parseRedisSpec } from "../ratelimit-service/src/redis/connect.js";
+import { LocalFirstRedisLimiter } from "../ratelimit-service/src/redis/local-first.js";
+import { DECIDE } from "../ratelimit-service/src/redis/scripts.js";
+import { StrictRedisLimiter } from "../ratelimit-service/src/redis/strict.js";
+import {
+  createRateLimitClient,
+  messageTypes,
+  type RateLimitClient,
+} from "../ratelimit-service/src/service/codec.js";
+
+const run = promisify(execFile);
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const { values: argv } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    seconds: { type: "string" },
+  },
+});
+const QUICK = argv.quick;
+/** Measured seconds per point; the whole run stays under two minutes. */
+const SECONDS = Number(argv.seconds ?? (QUICK ? 1 : 2.5));
+const CONCURRENCY = QUICK ? [1, 32] : [1, 16, 64];
+const KEYS = 1_000;
+
+const CONFIG_YAML = `
+domain: bench
+descriptors:
+  - key: api_key
+    rate_limits:
+      - { unit: second, requests_per_unit: 1000000, algorithm: token_bucket }
+      - { unit: month, requests_per_unit: 4000000000, calendar: true }
+`;
+
+interface Point {
+  backend: string;
+  concurrency: number;
+  perSecond: number;
+  p50: number;
+  p99: number;
+}
+
+function pct(sorted: Float64Array, p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** Keeps `concurrency` calls in flight for `seconds` after a short warm-up; latencies in ms. */
+async function load(
+  call: (i: number) => Promise<unknown>,
+  concurrency: number,
+  seconds: number,
+): Promise<{ perSecond: number; p50: number; p99: number }> {
+  const warmupEnd = performance.now() + Math.min(500, seconds * 250);
+  const end = warmupEnd + seconds * 1000;
+  const lat: number[] = [];
+  let i = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      for (;;) {
+        const t0 = performance.now();
+        if (t0 >= end) return;
+        await call(i++);
+        const t1 = performance.now();
+        if (t0 >= warmupEnd) lat.push(t1 - t0);
+      }
+    }),
+  );
+  const sorted = Float64Array.from(lat).sort();
+  return { perSecond: lat.length / seconds, p50: pct(sorted, 50), p99: pct(sorted, 99) };
+}
+
+function startService(args: string[], port: number): ChildProcess {
+  return spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "ratelimit-service/src/main.ts",
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--metrics-listen",
+      "",
+      ...args,
+    ],
+    { cwd: REPO, env: { ...process.env, LOG_LEVEL: "warn" }, stdio: ["ignore", "ignore", "inherit"] },
+  );
+}
+
+/**
+ * A gRPC service that answers every call with the same bytes, in its own process: what grpc-js
+ * itself costs on this machine, the ceiling for any service written on it.
+ */
+function startEcho(port: number, answer: Buffer): ChildProcess {
+  const code = `
+    import * as grpc from "@grpc/grpc-js";
+    const answer = Buffer.from("${answer.toString("base64")}", "base64");
+    const id = (b) => b;
+    const server = new grpc.Server();
+    server.addService(
+      { ShouldRateLimit: { path: "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", requestStream: false,
+        responseStream: false, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id } },
+      { ShouldRateLimit: (_call, cb) => cb(null, answer) },
+    );
+    server.bindAsync("127.0.0.1:${port}", grpc.ServerCredentials.createInsecure(), () => {});
+  `;
+  return spawn(process.execPath, ["--input-type=module", "-e", code], {
+    cwd: REPO,
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+}
+
+async function ready(client: RateLimitClient): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    try {
+      await client.shouldRateLimit({
+        domain: "bench",
+        descriptors: [{ entries: [{ key: "api_key", value: "warm" }] }],
+      });
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+async function redisBenchmark(port: number, label: string, args: string[]): Promise<string> {
+  const { stdout } = await run("redis-benchmark", ["-p", String(port), "-q", ...args], { timeout: 60_000 });
+  const m = /([\d.]+) requests per second(?:, p50=([\d.]+) msec)?/.exec(stdout.split("\r").pop() ?? stdout);
+  return m
+    ? `${label.padEnd(38)} ${Number(m[1]).toFixed(0).padStart(9)}/s${m[2] ? `   p50 ${m[2]} ms` : ""}`
+    : `${label}: ${stdout.trim()}`;
+}
+
+async function ceiling(redis: RedisServer): Promise<string[]> {
+  const n = QUICK ? "100000" : "200000";
+  const { stdout: sha } = await run("redis-cli", ["-p", String(redis.port), "script", "load", DECIDE.lua]);
+  const expireAt = String(Date.now() + 3_600_000);
+  // One fixed-window limit: what strict mode runs per descriptor.
+  const evalArgs = [
+    "evalsha",
+    sha.trim(),
+    "1",
+    "bench:__rand_int__",
+    String(Date.now()),
+    "1",
+    "1",
+    "1",
+    "c",
+    "1000000000",
+    expireAt,
+    "0",
+    "0",
+  ];
+  return Promise.all([
+    redisBenchmark(redis.port, "INCR, 50 connections", [
+      "-n",
+      n,
+      "-c",
+      "50",
+      "-r",
+      String(KEYS),
+      "-t",
+      "incr",
+    ]),
+    redisBenchmark(redis.port, "INCR, 50 connections, pipeline 16", [
+      "-n",
+      n,
+      "-c",
+      "50",
+      "-P",
+      "16",
+      "-r",
+      String(KEYS),
+      "-t",
+      "incr",
+    ]),
+  ]).then(async (incr) => [
+    ...incr,
+    await redisBenchmark(redis.port, "EVALSHA decide, 50 connections", [
+      "-n",
+      n,
+      "-c",
+      "50",
+      "-r",
+      String(KEYS),
+      ...evalArgs,
+    ]),
+    await redisBenchmark(redis.port, "EVALSHA decide, 50 conns, pipeline 16", [
+      "-n",
+      n,
+      "-c",
+      "50",
+      "-P",
+      "16",
+      "-r",
+      String(KEYS),
+      ...evalArgs,
+    ]),
+  ]);
+}
+
+function checks(): LimitCheck[] {
+  const config = buildConfig([{ file: "bench.yaml", text: CONFIG_YAML }]);
+  return Array.from({ length: KEYS }, (_, i) => {
+    const m = matchDescriptor(config, "bench", [{ key: "api_key", value: `k${i}` }])!;
+    return { key: m.counterKey, limits: m.set.limits, hits: 1, countRefused: true };
+  });
+}
+
+/** Two local-first instances hammer one key of limit L; how many get through beyond L. */
+async function overAdmission(redis: RedisServer, syncPeriodMs: number, syncHits: number, L: number) {
+  const config = buildConfig([
+    {
+      file: "o.yaml",
+      text: `domain: o\ndescriptors: [{key: k, rate_limit: {unit: hour, requests_per_unit: ${L}}}]`,
+    },
+  ]);
+  const m = matchDescriptor(config, "o", [{ key: "k", value: "v" }])!;
+  const check: LimitCheck = { key: m.counterKey, limits: m.set.limits, hits: 1, countRefused: true };
+  const clock = new ManualClock(Date.now());
+  const prefix = `over-${syncPeriodMs}-${syncHits}-${L}:`;
+  const ls = [0, 1].map(
+    () =>
+      new LocalFirstRedisLimiter({
+        connection: parseRedisSpec(redis.url),
+        clock,
+        prefix,
+        heartbeatMs: 100,
+        syncPeriodMs,
+        syncHits,
+      }),
+  );
+  await Promise.all(ls.map((l) => l.waitUntilUp()));
+  while (!ls.every((l) => l.instances() === 2)) {
+    await Promise.all(ls.map((l) => l.heartbeat()));
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  let admitted = 0;
+  const hammer = async (l: LocalFirstRedisLimiter) => {
+    for (let r = 0; r < Math.ceil((3 * L) / 64); r++) {
+      const res = await Promise.all(Array.from({ length: 64 }, () => l.check([check])));
+      for (const [x] of res) if (x!.admitted) admitted++;
+      await new Promise((res2) => setImmediate(res2));
+    }
+  };
+  await Promise.all(ls.map(hammer));
+  // What is left once both have read the final count.
+  for (let i = 0; i < 1_000; i++) {
+    await Promise.all(ls.map((l) => l.flush()));
+    const res = await Promise.all(ls.map((l) => l.check([check])));
+    const ok = res.filter(([x]) => x!.admitted).length;
+    admitted += ok;
+    if (ok === 0) break;
+  }
+  await Promise.all(ls.map((l) => l.close()));
+  return { admitted, extra: admitted - L, bound: Math.ceil(L / 2) };
+}
+
+const fmt = (p: Point) =>
+  `${p.backend.padEnd(22)} c=${String(p.concurrency).padEnd(3)} ${p.perSecond.toFixed(0).padStart(8)}/s   p50 ${p.p50.toFixed(3)} ms   p99 ${p.p99.toFixed(3)} ms`;
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const redis = await startRedis();
+  const children: ChildProcess[] = [];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-bench-rl-"));
+  try {
+    fs.writeFileSync(path.join(dir, "bench.yaml"), CONFIG_YAML);
+    console.log(
+      `# rate-limit benchmark (${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? "?"}), ${SECONDS}s per point`,
+    );
+    console.log(`# one descriptor per call: a token bucket and a calendar-month quota, ${KEYS} API keys\n`);
+
+    console.log("## ceiling: redis-benchmark on the same redis-server");
+    for (const line of await ceiling(redis)) console.log(line);
+
+    console.log(
+      "\n## ShouldRateLimit over gRPC (the service in its own process, this process as the client)",
+    );
+    const grpcPoints: Point[] = [];
+    const { response } = messageTypes();
+    const okAnswer = Buffer.from(
+      response
+        .encode(
+          response.fromObject({
+            overall_code: "OK",
+            statuses: [
+              {
+                code: "OK",
+                current_limit: { requests_per_unit: 1000000, unit: "SECOND" },
+                limit_remaining: 999999,
+              },
+            ],
+          }),
+        )
+        .finish(),
+    );
+    const backends: [string, string[]][] = [
+      ["grpc-js echo (ceiling)", []],
+      ["memory", ["--backend", "memory"]],
+      ["redis strict", ["--backend", redis.url, "--mode", "strict", "--redis-prefix", "g-strict:"]],
+      ["redis local-first", ["--backend", redis.url, "--mode", "local-first", "--redis-prefix", "g-lf:"]],
+    ];
+    for (const [name, args] of backends) {
+      const port = await freePort();
+      const child =
+        args.length === 0 ? startEcho(port, okAnswer) : startService(["--config", dir, ...args], port);
+      children.push(child);
+      const client = createRateLimitClient(`127.0.0.1:${port}`);
+      await ready(client);
+      for (const c of CONCURRENCY) {
+        const r = await load(
+          (i) =>
+            client.shouldRateLimit({
+              domain: "bench",
+              descriptors: [{ entries: [{ key: "api_key", value: `k${i % KEYS}` }] }],
+            }),
+          c,
+          SECONDS,
+        );
+        const p = { backend: name, concurrency: c, ...r };
+        grpcPoints.push(p);
+        console.log(fmt(p));
+      }
+      client.close();
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    }
+
+    console.log("\n## the limiter alone, in this process (no gRPC)");
+    const cs = checks();
+    const limiters: [string, () => RateLimiter][] = [
+      ["memory", () => new MemoryLimiter()],
+      [
+        "redis strict",
+        () =>
+          new StrictRedisLimiter({
+            connection: parseRedisSpec(redis.url),
+            prefix: "l-strict:",
+            timeoutMs: 50,
+          }),
+      ],
+      [
+        "redis local-first",
+        () => new LocalFirstRedisLimiter({ connection: parseRedisSpec(redis.url), prefix: "l-lf:" }),
+      ],
+    ];
+    for (const [name, make] of limiters) {
+      const l = make();
+      if (l instanceof StrictRedisLimiter || l instanceof LocalFirstRedisLimiter) await l.waitUntilUp();
+      for (const c of [1, 64]) {
+        let degraded = 0;
+        const r = await load(
+          async (i) => {
+            const [res] = await l.check([cs[i % KEYS]!]);
+            if (res!.degraded) degraded++;
+          },
+          c,
+          SECONDS / 2,
+        );
+        console.log(
+          `${fmt({ backend: name, concurrency: c, ...r })}${degraded ? `   (${degraded} decided without Redis)` : ""}`,
+        );
+      }
+      await l.close();
+    }
+
+    console.log(
+      "\n## over-admission: two local-first instances, one limit L, each offered 3L in bursts of 64",
+    );
+    const runs: [number, number, number][] = QUICK
+      ? [[100, 100, 1_000]]
+      : [
+          [100, 100, 1_000],
+          [20, 10, 1_000],
+          [1_000, 1_000_000, 1_000],
+          [100, 100, 10_000],
+        ];
+    for (const [T, K, L] of runs) {
+      const o = await overAdmission(redis, T, K, L);
+      console.log(
+        `T=${String(T).padEnd(5)} K=${String(K).padEnd(8)} L=${String(L).padEnd(6)} admitted ${o.admitted} (+${o.extra}, ${((100 * o.extra) / L).toFixed(1)}%)   worst-case bound +${o.bound}`,
+      );
+    }
+
+    const at = (backend: string) => grpcPoints.filter((p) => p.backend === backend);
+    const best = (backend: string) => Math.max(...at(backend).map((p) => p.perSecond));
+    console.log(
+      `\nlocal-first / strict over gRPC (best of each): ${(best("redis local-first") / best("redis strict")).toFixed(2)}x; ` +
+        `local-first p99 at c=${CONCURRENCY.at(-1)}: ${at("redis local-first").at(-1)!.p99.toFixed(3)} ms`,
+    );
+    console.log(`total ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  } finally {
+    for (const c of children) c.kill("SIGKILL");
+    await redis.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

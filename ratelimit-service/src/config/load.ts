@@ -1,0 +1,66 @@
+import fs from "node:fs";
+import path from "node:path";
+import { ConfigError, type ConfigIssue } from "./errors.js";
+import { parseDomainYaml } from "./parse.js";
+import type { DomainConfig, RateLimitConfig } from "./types.js";
+
+export interface ConfigSource {
+  /** A name for errors: the file path, or where the text came from. */
+  readonly file: string;
+  readonly text: string;
+}
+
+/**
+ * Reads a config file, or every `.yaml`/`.yml` file of a directory (not its subdirectories),
+ * in name order, the way envoyproxy/ratelimit reads its runtime directory. Throws ConfigError
+ * listing every problem, never a half-loaded config.
+ */
+export function loadConfig(configPath: string): RateLimitConfig {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(configPath);
+  } catch (err) {
+    throw new ConfigError([{ file: configPath, path: "", reason: `cannot read: ${(err as Error).message}` }]);
+  }
+  const files = stat.isDirectory()
+    ? fs
+        .readdirSync(configPath, { withFileTypes: true })
+        .filter((e) => e.isFile() && /\.ya?ml$/i.test(e.name))
+        .map((e) => path.join(configPath, e.name))
+        .sort()
+    : [configPath];
+  const sources: ConfigSource[] = [];
+  const issues: ConfigIssue[] = [];
+  for (const file of files) {
+    try {
+      sources.push({ file, text: fs.readFileSync(file, "utf8") });
+    } catch (err) {
+      issues.push({ file, path: "", reason: `cannot read: ${(err as Error).message}` });
+    }
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+  return buildConfig(sources);
+}
+
+/** Builds a config from texts (files, or documents received from the control plane). */
+export function buildConfig(sources: readonly ConfigSource[]): RateLimitConfig {
+  const issues: ConfigIssue[] = [];
+  const domains = new Map<string, DomainConfig>();
+  for (const src of sources) {
+    if (src.text.trim() === "") continue;
+    const domain = parseDomainYaml(src.text, src.file, issues);
+    if (!domain) continue;
+    const other = domains.get(domain.domain);
+    if (other) {
+      issues.push({
+        file: src.file,
+        path: "domain",
+        reason: `duplicate domain '${domain.domain}' (also in ${other.file})`,
+      });
+      continue;
+    }
+    domains.set(domain.domain, domain);
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+  return { domains, files: sources.map((s) => s.file) };
+}

@@ -1,0 +1,72 @@
+import type { DescriptorLevel, DescriptorNode, DomainConfig, LimitSet, RateLimitConfig } from "./types.js";
+import { levelIsEmpty } from "./types.js";
+
+export interface DescriptorEntry {
+  readonly key: string;
+  readonly value: string;
+}
+
+export interface Match {
+  readonly node: DescriptorNode;
+  readonly set: LimitSet;
+  /**
+   * Names the counters: domain and the request's entries (a plan entry left out, so a caller who
+   * changes plan keeps what they used; a share_threshold wildcard's pattern instead of the value).
+   */
+  readonly counterKey: string;
+}
+
+/**
+ * The most specific rule for a descriptor, matched level by level as envoyproxy/ratelimit does:
+ * at each level an exact key/value beats a prefix wildcard beats a key-only rule, there is no
+ * backtracking, and a limit applies only at the level of the request's last entry.
+ *
+ * Portico's `plans`: when a matched node has plans and the next entry is its plan key, that entry
+ * picks the plan's limits (an unknown plan falls back to the node's own) and is consumed.
+ */
+export function matchDescriptor(
+  config: RateLimitConfig,
+  domain: string,
+  entries: readonly DescriptorEntry[],
+): Match | undefined {
+  const d = config.domains.get(domain);
+  return d ? matchInDomain(d, entries) : undefined;
+}
+
+export function matchInDomain(d: DomainConfig, entries: readonly DescriptorEntry[]): Match | undefined {
+  let level: DescriptorLevel = d.root;
+  let key = escape(d.domain);
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    const node = lookup(level, e);
+    if (!node) return undefined;
+    key += `|${escape(e.key)}=${escape(node.shareThreshold ? node.value! : e.value)}`;
+    let set: LimitSet = node;
+    const plans = node.plans;
+    const next = entries[i + 1];
+    if (plans && next && next.key === plans.key) {
+      set = plans.plans.get(next.value) ?? node;
+      i++;
+    }
+    if (i === entries.length - 1) {
+      return set.limits.length > 0 || set.unlimited ? { node, set, counterKey: key } : undefined;
+    }
+    if (levelIsEmpty(node.children)) return undefined;
+    level = node.children;
+  }
+  return undefined;
+}
+
+function lookup(level: DescriptorLevel, e: DescriptorEntry): DescriptorNode | undefined {
+  const exact = level.exact.get(`${e.key}\u0000${e.value}`);
+  if (exact) return exact;
+  for (const w of level.wildcards) {
+    if (w.key === e.key && e.value.startsWith(w.wildcardPrefix!)) return w;
+  }
+  return level.keyOnly.get(e.key);
+}
+
+/** Keeps `|` and `=` as separators, so no two descriptors share a counter by accident. */
+function escape(s: string): string {
+  return /[%|=]/.test(s) ? s.replace(/%/g, "%25").replace(/\|/g, "%7C").replace(/=/g, "%3D") : s;
+}

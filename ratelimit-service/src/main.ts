@@ -1,0 +1,159 @@
+import http from "node:http";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { collectDefaultMetrics, Registry } from "prom-client";
+import { createLogger } from "../../common/src/log.js";
+import { createLimiter, type BackendOptions } from "./backend.js";
+import { loadConfig } from "./config/load.js";
+import type { FailureMode } from "./limiter/types.js";
+import { parseRedisSpec } from "./redis/connect.js";
+import { RateLimitMetrics } from "./service/metrics.js";
+import { startRateLimitService } from "./service/server.js";
+
+const env = process.env;
+const here = path.dirname(fileURLToPath(import.meta.url));
+const { values } = parseArgs({
+  options: {
+    config: {
+      type: "string",
+      short: "c",
+      default: env.PORTICO_RATELIMIT_CONFIG ?? path.join(here, "..", "config"),
+    },
+    listen: { type: "string", default: env.PORTICO_RATELIMIT_LISTEN ?? "127.0.0.1:8081" },
+    "metrics-listen": { type: "string", default: env.PORTICO_RATELIMIT_METRICS_LISTEN ?? "127.0.0.1:6070" },
+    backend: { type: "string", default: env.PORTICO_RATELIMIT_BACKEND ?? "memory" },
+    mode: { type: "string", default: env.PORTICO_RATELIMIT_MODE ?? "local-first" },
+    "sync-period-ms": { type: "string", default: env.PORTICO_RATELIMIT_SYNC_PERIOD_MS ?? "100" },
+    "sync-hits": { type: "string", default: env.PORTICO_RATELIMIT_SYNC_HITS ?? "100" },
+    "failure-mode": { type: "string", default: env.PORTICO_RATELIMIT_FAILURE_MODE ?? "local" },
+    "redis-timeout-ms": { type: "string", default: env.PORTICO_RATELIMIT_REDIS_TIMEOUT_MS ?? "10" },
+    instances: { type: "string", default: env.PORTICO_RATELIMIT_INSTANCES ?? "auto" },
+    "redis-prefix": { type: "string", default: env.PORTICO_RATELIMIT_REDIS_PREFIX ?? "portico-rl:" },
+    "redis-tls-ca": { type: "string", default: env.PORTICO_RATELIMIT_REDIS_TLS_CA },
+    "redis-tls-cert": { type: "string", default: env.PORTICO_RATELIMIT_REDIS_TLS_CERT },
+    "redis-tls-key": { type: "string", default: env.PORTICO_RATELIMIT_REDIS_TLS_KEY },
+    "redis-tls-insecure": { type: "boolean", default: env.PORTICO_RATELIMIT_REDIS_TLS_INSECURE === "true" },
+    "shadow-mode": { type: "boolean", default: env.PORTICO_RATELIMIT_SHADOW_MODE === "true" },
+  },
+});
+
+const log = createLogger("ratelimit-service");
+
+function hostPort(text: string, what: string): { host: string; port: number } {
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(text);
+  if (!m) throw new Error(`--${what} must be host:port, got '${text}'`);
+  return { host: m[1] || "127.0.0.1", port: Number(m[2]) };
+}
+
+function positive(text: string, what: string): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${what} must be a positive number, got '${text}'`);
+  return n;
+}
+
+function backendOptions(registry: Registry): BackendOptions {
+  if (values.backend === "memory") return { kind: "memory" };
+  const connection = parseRedisSpec(values.backend!);
+  // A password in the environment keeps it out of process listings.
+  if (env.PORTICO_RATELIMIT_REDIS_PASSWORD) connection.password = env.PORTICO_RATELIMIT_REDIS_PASSWORD;
+  if (values["redis-tls-ca"] || values["redis-tls-cert"] || values["redis-tls-insecure"]) {
+    connection.tls = {
+      ...connection.tls,
+      ca: values["redis-tls-ca"],
+      cert: values["redis-tls-cert"],
+      key: values["redis-tls-key"],
+      rejectUnauthorized: !values["redis-tls-insecure"],
+    };
+  }
+  const mode = values.mode;
+  if (mode !== "strict" && mode !== "local-first")
+    throw new Error(`--mode must be strict or local-first, got '${mode}'`);
+  const failureMode = values["failure-mode"]!.replace(/-/g, "_");
+  if (!["local", "fail_open", "fail_closed"].includes(failureMode)) {
+    throw new Error(
+      `--failure-mode must be local, fail-open or fail-closed, got '${values["failure-mode"]}'`,
+    );
+  }
+  const instances = values.instances === "auto" ? "auto" : positive(values.instances!, "instances");
+  return {
+    kind: "redis",
+    connection,
+    mode,
+    log,
+    registry,
+    prefix: values["redis-prefix"],
+    timeoutMs: positive(values["redis-timeout-ms"]!, "redis-timeout-ms"),
+    failureMode: failureMode as FailureMode,
+    instances,
+    syncPeriodMs: positive(values["sync-period-ms"]!, "sync-period-ms"),
+    syncHits: positive(values["sync-hits"]!, "sync-hits"),
+  };
+}
+
+try {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const configPath = path.resolve(values.config!);
+  const config = loadConfig(configPath);
+  const limiter = createLimiter(backendOptions(registry));
+  const { host, port } = hostPort(values.listen!, "listen");
+  const server = await startRateLimitService({
+    config,
+    limiter,
+    host,
+    port,
+    log,
+    metrics: new RateLimitMetrics(registry),
+    shadowMode: values["shadow-mode"],
+  });
+  log.info({ config: configPath, domains: [...config.domains.keys()] }, "rate-limit config loaded");
+
+  let metricsServer: http.Server | undefined;
+  if (values["metrics-listen"]) {
+    const m = hostPort(values["metrics-listen"], "metrics-listen");
+    metricsServer = http.createServer((req, res) => {
+      if (req.url === "/metrics") {
+        registry.metrics().then(
+          (text) => res.writeHead(200, { "content-type": registry.contentType }).end(text),
+          (err: Error) => res.writeHead(500).end(err.message),
+        );
+      } else if (req.url === "/healthz") {
+        res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+      } else {
+        res.writeHead(404).end();
+      }
+    });
+    metricsServer.listen(m.port, m.host);
+  }
+
+  // A reload that fails keeps the running config: a typo never drops every limit.
+  process.on("SIGHUP", () => {
+    try {
+      const next = loadConfig(configPath);
+      server.setConfig(next);
+      log.info({ config: configPath, domains: [...next.domains.keys()] }, "rate-limit config reloaded");
+    } catch (err) {
+      log.error(
+        { err: (err as Error).message },
+        "rate-limit config reload failed; keeping the running config",
+      );
+    }
+  });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "shutting down");
+    void server
+      .stop()
+      .then(() => limiter.close())
+      .then(() => metricsServer?.close())
+      .finally(() => process.exit(0));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+} catch (err) {
+  log.fatal({ details: (err as { issues?: unknown }).issues }, (err as Error).message);
+  process.exit(1);
+}

@@ -1,0 +1,238 @@
+/**
+ * ShouldRateLimit, independent of the transport: match each descriptor, drop replaced rules, ask
+ * the limiter once for the whole request, and answer the way envoyproxy/ratelimit does.
+ */
+import { matchInDomain } from "../config/match.js";
+import type { LimitRule, LimitSet, RateLimitConfig, Unit } from "../config/types.js";
+import { UNIT_MS } from "../config/units.js";
+import type { CheckResult, LimitCheck, LimitOutcome, RateLimiter } from "../limiter/types.js";
+import type {
+  Code,
+  DescriptorStatus,
+  ProtoUnit,
+  RateLimitDescriptor,
+  RateLimitRequest,
+  RateLimitResponse,
+} from "./codec.js";
+import { RateLimitMetrics } from "./metrics.js";
+
+export const UNLIMITED_REMAINING = 4_294_967_295;
+
+export class InvalidRequestError extends Error {
+  readonly code = "invalid_argument";
+}
+
+export interface RateLimitHandlerOptions {
+  limiter: RateLimiter;
+  metrics?: RateLimitMetrics;
+  /** Every answer is OK, while counting and reporting as usual (upstream's SHADOW_MODE). */
+  shadowMode?: boolean;
+  /** Usage above this share of a limit counts as "near limit" (upstream's 0.8). */
+  nearLimitRatio?: number;
+  /** Add `retry-after` to refused answers (Envoy copies it onto the 429). Default on. */
+  retryAfter?: boolean;
+}
+
+const PROTO_UNIT: Record<Unit, ProtoUnit> = {
+  second: "SECOND",
+  minute: "MINUTE",
+  hour: "HOUR",
+  day: "DAY",
+  // The Envoy API Portico speaks has no WEEK: the limit is reported per day (see the README).
+  week: "DAY",
+  month: "MONTH",
+  year: "YEAR",
+};
+
+interface Item {
+  hits: number;
+  /** Names the descriptor's counters; undefined when no rule matched. */
+  key?: string;
+  set?: LimitSet;
+  countRefused: boolean;
+  /** The descriptor's values, for rules with detailed_metric. */
+  detailed?: string;
+}
+
+export class RateLimitHandler {
+  readonly metrics: RateLimitMetrics;
+  private config: RateLimitConfig;
+  private readonly overrides = new Map<string, LimitRule>();
+
+  constructor(
+    config: RateLimitConfig,
+    private readonly opts: RateLimitHandlerOptions,
+  ) {
+    this.config = config;
+    this.metrics = opts.metrics ?? new RateLimitMetrics();
+  }
+
+  /** Swaps the config; requests already being decided finish with the one they started with. */
+  setConfig(config: RateLimitConfig): void {
+    this.config = config;
+  }
+
+  async shouldRateLimit(req: RateLimitRequest): Promise<RateLimitResponse> {
+    if (!req.domain) throw new InvalidRequestError("rate limit domain must not be empty");
+    if (!req.descriptors || req.descriptors.length === 0) {
+      throw new InvalidRequestError("rate limit descriptor list must not be empty");
+    }
+    const domain = this.config.domains.get(req.domain);
+    const requestHits = req.hits_addend && req.hits_addend > 0 ? req.hits_addend : 1;
+
+    const items: Item[] = req.descriptors.map((d) => {
+      const hits = d.hits_addend != null ? Number(d.hits_addend.value ?? 0) : requestHits;
+      if (!domain) return { hits, countRefused: true };
+      const entries = d.entries ?? [];
+      const match = matchInDomain(domain, entries);
+      const override = d.limit ? this.override(req.domain, d.limit) : undefined;
+      if (override) {
+        // A limit sent by Envoy (from dynamic metadata) applies to any descriptor of a known
+        // domain, configured or not, as upstream.
+        return {
+          hits,
+          key: match?.counterKey ?? overrideKey(req.domain, entries),
+          set: { limits: [override], unlimited: false, replaces: [] },
+          countRefused: match?.node.countRefused ?? true,
+        };
+      }
+      if (!match) return { hits, countRefused: true };
+      return {
+        hits,
+        key: match.counterKey,
+        set: match.set,
+        countRefused: match.node.countRefused,
+        detailed: match.node.detailedMetric ? entryLabel(d) : undefined,
+      };
+    });
+
+    const replaced = new Set<string>();
+    for (const it of items) for (const r of it.set?.replaces ?? []) replaced.add(r);
+
+    const checks: LimitCheck[] = [];
+    const checkOf: (number | undefined)[] = [];
+    const unlimited: boolean[] = [];
+    items.forEach((it, i) => {
+      const set = it.set;
+      if (!set || it.key === undefined) return;
+      unlimited[i] = set.unlimited;
+      const limits = set.limits.filter((r) => !r.name || !replaced.has(r.name));
+      if (unlimited[i] || limits.length === 0) return;
+      checkOf[i] = checks.length;
+      checks.push({ key: it.key, limits, hits: it.hits, countRefused: it.countRefused });
+    });
+
+    const results = checks.length > 0 ? await this.opts.limiter.check(checks) : [];
+    let overall = "OK" as Code;
+    let retryAfter = 0;
+    const statuses: DescriptorStatus[] = items.map((it, i) => {
+      if (unlimited[i]) return { code: "OK", limit_remaining: UNLIMITED_REMAINING };
+      const c = checkOf[i];
+      if (c === undefined) return { code: "OK", limit_remaining: 0 };
+      const result = results[c]!;
+      this.record(result, it);
+      const status = toStatus(result);
+      if (status.code === "OVER_LIMIT") {
+        overall = "OVER_LIMIT";
+        retryAfter = Math.max(retryAfter, status.duration_until_reset?.seconds ?? 0);
+      }
+      return status;
+    });
+    if (overall === "OVER_LIMIT" && this.opts.shadowMode) overall = "OK";
+    this.metrics.responses.inc({ code: overall });
+    const response: RateLimitResponse = { overall_code: overall, statuses };
+    if (overall === "OVER_LIMIT" && this.opts.retryAfter !== false) {
+      response.response_headers_to_add = [{ key: "retry-after", value: String(Math.max(1, retryAfter)) }];
+    }
+    return response;
+  }
+
+  private record(result: CheckResult, it: Item): void {
+    const m = this.metrics;
+    const ratio = this.opts.nearLimitRatio ?? 0.8;
+    if (result.degraded) m.degradedDecisions.inc({ mode: result.degraded });
+    for (const o of result.outcomes) {
+      const labels = m.labels(o.rule, it.detailed);
+      m.totalHits.inc(labels, it.hits);
+      if (o.over) {
+        m.overLimit.inc(labels, it.hits);
+        if (o.rule.shadowMode) m.shadowMode.inc(labels, it.hits);
+      } else {
+        m.withinLimit.inc(labels, it.hits);
+        if (o.used > ratio * o.limit) m.nearLimit.inc(labels, it.hits);
+      }
+    }
+  }
+
+  private override(domain: string, limit: NonNullable<RateLimitDescriptor["limit"]>): LimitRule | undefined {
+    const unit = (Object.keys(PROTO_UNIT) as Unit[]).find(
+      (u) => u !== "week" && PROTO_UNIT[u] === limit.unit,
+    );
+    if (!unit) return undefined;
+    const id = `${domain}\u0000${unit}\u0000${limit.requests_per_unit}`;
+    let rule = this.overrides.get(id);
+    if (!rule) {
+      rule = {
+        source: "request limit override",
+        domain,
+        metricName: `override:${limit.requests_per_unit}/${unit}`,
+        replaces: [],
+        requestsPerUnit: limit.requests_per_unit,
+        unit,
+        unitMultiplier: 1,
+        windowMs: UNIT_MS[unit],
+        algorithm: "fixed_window",
+        burst: limit.requests_per_unit,
+        shadowMode: false,
+        counterId: `fw.${UNIT_MS[unit]}`,
+      };
+      this.overrides.set(id, rule);
+    }
+    return rule;
+  }
+}
+
+/**
+ * One status per descriptor. Refused: the refusing limit that resets last (so Retry-After is
+ * enough for all of them). Admitted: the limit with the least left, which is the one Envoy's
+ * RateLimit headers should show.
+ */
+export function toStatus(result: CheckResult): DescriptorStatus {
+  let pick: LimitOutcome | undefined;
+  if (!result.admitted) {
+    for (const o of result.outcomes) {
+      if (o.over && !o.rule.shadowMode && (!pick || o.resetMs > pick.resetMs)) pick = o;
+    }
+  } else {
+    for (const o of result.outcomes) {
+      if (
+        !pick ||
+        o.remaining < pick.remaining ||
+        (o.remaining === pick.remaining && o.resetMs > pick.resetMs)
+      ) {
+        pick = o;
+      }
+    }
+  }
+  const o = pick!;
+  const limit: DescriptorStatus["current_limit"] = {
+    requests_per_unit: o.rule.requestsPerUnit,
+    unit: PROTO_UNIT[o.rule.unit],
+  };
+  if (o.rule.name) limit.name = o.rule.name;
+  return {
+    code: result.admitted ? "OK" : "OVER_LIMIT",
+    current_limit: limit,
+    limit_remaining: Math.min(UNLIMITED_REMAINING, Math.max(0, Math.floor(o.remaining))),
+    // Whole seconds rounded up, as upstream reports them and Envoy's headers use them.
+    duration_until_reset: { seconds: Math.max(0, Math.ceil(o.resetMs / 1000)) },
+  };
+}
+
+function entryLabel(d: RateLimitDescriptor): string {
+  return (d.entries ?? []).map((e) => `${e.key}=${e.value}`).join(",");
+}
+
+function overrideKey(domain: string, entries: readonly { key: string; value: string }[]): string {
+  return `${domain}|override|${entries.map((e) => `${e.key}=${e.value}`).join("|")}`;
+}

@@ -1,0 +1,118 @@
+import * as grpc from "@grpc/grpc-js";
+import { silentLogger, type Logger } from "../../../common/src/log.js";
+import type { RateLimitConfig } from "../config/types.js";
+import type { RateLimiter } from "../limiter/types.js";
+import {
+  rateLimitServiceDefinition,
+  RLS_SERVICE,
+  type RateLimitRequest,
+  type RateLimitResponse,
+} from "./codec.js";
+import { HealthService, healthServiceDefinition } from "./health.js";
+import { RateLimitMetrics } from "./metrics.js";
+import { InvalidRequestError, RateLimitHandler } from "./rls.js";
+
+export interface RateLimitServiceOptions {
+  config: RateLimitConfig;
+  limiter: RateLimiter;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Default 8081 (upstream's gRPC port); 0 picks a free one. */
+  port?: number;
+  log?: Logger;
+  metrics?: RateLimitMetrics;
+  shadowMode?: boolean;
+  nearLimitRatio?: number;
+  retryAfter?: boolean;
+  credentials?: grpc.ServerCredentials;
+}
+
+export interface RateLimitServer {
+  readonly port: number;
+  /** host:port to give a client. */
+  readonly address: string;
+  readonly handler: RateLimitHandler;
+  readonly health: HealthService;
+  readonly metrics: RateLimitMetrics;
+  setConfig(config: RateLimitConfig): void;
+  /** Stops answering (health first says NOT_SERVING); the limiter is the caller's to close. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** Starts the ShouldRateLimit and gRPC health services on one port. */
+export async function startRateLimitService(opts: RateLimitServiceOptions): Promise<RateLimitServer> {
+  const log = opts.log ?? silentLogger();
+  const metrics = opts.metrics ?? new RateLimitMetrics();
+  const handler = new RateLimitHandler(opts.config, {
+    limiter: opts.limiter,
+    metrics,
+    shadowMode: opts.shadowMode,
+    nearLimitRatio: opts.nearLimitRatio,
+    retryAfter: opts.retryAfter,
+  });
+  const health = new HealthService();
+  const server = new grpc.Server({
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.http2.max_ping_strikes": 0,
+  });
+  server.addService(rateLimitServiceDefinition(), {
+    ShouldRateLimit: (
+      call: grpc.ServerUnaryCall<RateLimitRequest, RateLimitResponse>,
+      cb: grpc.sendUnaryData<RateLimitResponse>,
+    ) => {
+      const end = metrics.decisionSeconds.startTimer();
+      handler.shouldRateLimit(call.request).then(
+        (res) => {
+          end();
+          cb(null, res);
+        },
+        (err: Error) => {
+          end();
+          if (err instanceof InvalidRequestError) {
+            metrics.invalidRequests.inc();
+            cb({ code: grpc.status.INVALID_ARGUMENT, details: err.message });
+            return;
+          }
+          log.error({ err: err.message, domain: call.request.domain }, "ShouldRateLimit failed");
+          cb({ code: grpc.status.INTERNAL, details: err.message });
+        },
+      );
+    },
+  });
+  server.addService(healthServiceDefinition(), health.handlers());
+
+  const host = opts.host ?? "127.0.0.1";
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      `${host.includes(":") ? `[${host}]` : host}:${opts.port ?? 8081}`,
+      opts.credentials ?? grpc.ServerCredentials.createInsecure(),
+      (err, bound) => (err ? reject(err) : resolve(bound)),
+    ),
+  );
+  health.set("", "SERVING");
+  health.set(RLS_SERVICE, "SERVING");
+  log.info({ host, port, limiter: opts.limiter.kind }, "rate-limit service listening");
+
+  return {
+    port,
+    address: `${host.includes(":") ? `[${host}]` : host}:${port}`,
+    handler,
+    health,
+    metrics,
+    setConfig: (c) => handler.setConfig(c),
+    stop: (graceMs = 5_000) => {
+      health.shutdown();
+      return new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    },
+  };
+}
