@@ -1,0 +1,115 @@
+// ext-authz: Envoy's external authorization service for Portico. Wiring only; see README.md.
+import http from "node:http";
+import { parseArgs } from "node:util";
+import { createLogger } from "../../common/src/log.js";
+import { Authorizer } from "./authorizer.js";
+import { AuthzServer } from "./grpc/server.js";
+import { AuthzMetrics } from "./metrics.js";
+import { compilePolicy, type CompiledPolicy } from "./policy/compile.js";
+import { formatPolicyError } from "./policy/errors.js";
+import { loadPolicyFile } from "./policy/load.js";
+
+const { values: flags } = parseArgs({
+  options: {
+    policy: { type: "string", default: process.env.PORTICO_AUTHZ_POLICY },
+    listen: { type: "string", default: process.env.PORTICO_AUTHZ_LISTEN ?? "127.0.0.1:9191" },
+    metrics: { type: "string", default: process.env.PORTICO_AUTHZ_METRICS ?? "127.0.0.1:9192" },
+    "log-level": { type: "string", default: process.env.LOG_LEVEL ?? "info" },
+    help: { type: "boolean", default: false },
+  },
+});
+
+if (flags.help) {
+  console.log(`usage: tsx ext-authz/src/main.ts [--policy FILE] [--listen HOST:PORT] [--metrics HOST:PORT|off] [--log-level LEVEL]
+
+  --policy     static policy YAML (env PORTICO_AUTHZ_POLICY); without one every protected route answers 401
+  --listen     gRPC address for Check and health (env PORTICO_AUTHZ_LISTEN, default 127.0.0.1:9191)
+  --metrics    Prometheus /metrics address, or off (env PORTICO_AUTHZ_METRICS, default 127.0.0.1:9192)
+  --log-level  pino level (env LOG_LEVEL, default info)
+
+SIGHUP reloads the policy file; a policy that does not validate is refused and the old one kept.`);
+  process.exit(0);
+}
+
+const log = createLogger("ext-authz", flags["log-level"]);
+
+async function readPolicy(): Promise<CompiledPolicy> {
+  if (!flags.policy) {
+    log.warn("no --policy given: no providers, so every protected route answers 401");
+    const empty = compilePolicy({});
+    if (!empty.ok) throw new Error(formatPolicyError(empty.error));
+    return empty.value;
+  }
+  const loaded = await loadPolicyFile(flags.policy);
+  if (!loaded.ok) throw new Error(formatPolicyError(loaded.error));
+  return loaded.value;
+}
+
+function splitHostPort(addr: string): { host: string; port: number } {
+  const i = addr.lastIndexOf(":");
+  const port = Number(addr.slice(i + 1));
+  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`not host:port: ${addr}`);
+  return { host: addr.slice(0, i).replace(/^\[|\]$/g, ""), port };
+}
+
+let policy: CompiledPolicy;
+try {
+  policy = await readPolicy();
+} catch (err) {
+  log.fatal({ err: (err as Error).message }, "cannot start: the policy is not usable");
+  process.exit(1);
+}
+
+const metrics = new AuthzMetrics();
+let authorizer: Authorizer;
+try {
+  authorizer = new Authorizer({ policy, metrics, logger: log });
+} catch (err) {
+  log.fatal({ err: (err as Error).message }, "cannot start");
+  process.exit(1);
+}
+await authorizer.warm();
+const server = new AuthzServer({ authorizer, address: flags.listen!, logger: log });
+const port = await server.start();
+log.info(
+  { listen: flags.listen, port, revision: policy.revision, policy: flags.policy },
+  "ext-authz serving",
+);
+
+let metricsServer: http.Server | undefined;
+if (flags.metrics && flags.metrics !== "off") {
+  const { host, port: metricsPort } = splitHostPort(flags.metrics);
+  metricsServer = http.createServer((req, res) => {
+    if (req.url === "/metrics") {
+      metrics.registry.metrics().then(
+        (body) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(body),
+        (err: Error) => res.writeHead(500).end(err.message),
+      );
+    } else res.writeHead(404).end();
+  });
+  metricsServer.listen(metricsPort, host, () => log.info({ metrics: flags.metrics }, "metrics at /metrics"));
+}
+
+process.on("SIGHUP", () => {
+  readPolicy()
+    .then(async (next) => {
+      authorizer.setPolicy(next);
+      await authorizer.warm();
+      log.info({ revision: next.revision }, "policy reloaded");
+    })
+    .catch((err: Error) =>
+      log.error({ err: err.message }, "policy reload refused; the previous policy stays"),
+    );
+});
+
+let stopping = false;
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal }, "stopping");
+  metricsServer?.close();
+  await server.stop();
+  process.exit(0);
+}
+process.on("SIGTERM", () => void shutdown("SIGTERM"));
+process.on("SIGINT", () => void shutdown("SIGINT"));

@@ -1,0 +1,87 @@
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+
+export type CacheName = "jwt" | "introspection";
+
+/**
+ * ext-authz's Prometheus metrics, on a registry of its own so several instances (tests, one
+ * process serving twice) do not collide on prom-client's global registry.
+ */
+export class AuthzMetrics {
+  readonly registry = new Registry();
+
+  /** Every Check answer, by outcome and body code (`ok`, `invalid_token`, `auth_unavailable`…). */
+  readonly decisions = new Counter({
+    name: "portico_ext_authz_decisions_total",
+    help: "Check answers by result (allow, deny, error) and code.",
+    labelNames: ["result", "code"] as const,
+    registers: [this.registry],
+  });
+
+  /** Handler time, from the decoded request to the encoded answer; Envoy waits this plus the RPC. */
+  readonly checkDuration = new Histogram({
+    name: "portico_ext_authz_check_duration_seconds",
+    help: "Time spent answering one Check, by result.",
+    labelNames: ["result"] as const,
+    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+    registers: [this.registry],
+  });
+
+  readonly cacheLookups = new Counter({
+    name: "portico_ext_authz_cache_lookups_total",
+    help: "Lookups in the verified-token (jwt) and introspection caches, by hit or miss.",
+    labelNames: ["cache", "result"] as const,
+    registers: [this.registry],
+  });
+
+  readonly jwksFetches = new Counter({
+    name: "portico_ext_authz_jwks_fetches_total",
+    help: "JWKS fetches by provider, trigger (startup, expiry, unknown_kid, retry) and result.",
+    labelNames: ["provider", "trigger", "result"] as const,
+    registers: [this.registry],
+  });
+
+  readonly introspections = new Counter({
+    name: "portico_ext_authz_introspection_requests_total",
+    help: "RFC 7662 introspection calls by provider and result (active, inactive, error).",
+    labelNames: ["provider", "result"] as const,
+    registers: [this.registry],
+  });
+
+  readonly credentialFailures = new Counter({
+    name: "portico_ext_authz_credential_failures_total",
+    help: "Refused credentials by provider and reason (never told to the caller).",
+    labelNames: ["provider", "reason"] as const,
+    registers: [this.registry],
+  });
+
+  private readonly hits: Record<CacheName, number> = { jwt: 0, introspection: 0 };
+  private readonly misses: Record<CacheName, number> = { jwt: 0, introspection: 0 };
+
+  constructor() {
+    const { hits, misses } = this;
+    new Gauge({
+      name: "portico_ext_authz_cache_hit_ratio",
+      help: "Hits over lookups since start, per cache (absent before the first lookup).",
+      labelNames: ["cache"] as const,
+      registers: [this.registry],
+      collect() {
+        for (const cache of ["jwt", "introspection"] as const) {
+          const total = hits[cache] + misses[cache];
+          // No sample before the first lookup: 0 would read as "always missing".
+          if (total > 0) this.set({ cache }, hits[cache] / total);
+        }
+      },
+    });
+  }
+
+  cacheLookup(cache: CacheName, hit: boolean): void {
+    if (hit) this.hits[cache]++;
+    else this.misses[cache]++;
+    this.cacheLookups.inc({ cache, result: hit ? "hit" : "miss" });
+  }
+
+  hitRatio(cache: CacheName): number {
+    const total = this.hits[cache] + this.misses[cache];
+    return total === 0 ? Number.NaN : this.hits[cache] / total;
+  }
+}

@@ -1,0 +1,285 @@
+import { z } from "zod";
+
+/**
+ * The ext-authz policy document: who may call (providers, consumers, API keys) and what each
+ * route requires (auth policies). The field names follow the control plane's model
+ * (`consumers`, `apiKeys`, `authPolicies`) so the same resources can later arrive over xDS.
+ */
+
+/** Same rule as the control plane's resource names. */
+export const Name = z
+  .string()
+  .regex(
+    /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/,
+    "use 1-63 lowercase letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
+  );
+
+/** RFC 7230 token characters; Envoy refuses anything else in a header name. */
+const HeaderName = z
+  .string()
+  .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "not a valid HTTP header name")
+  .transform((s) => s.toLowerCase());
+
+/** Credential kinds an auth policy may name instead of a provider (the control plane's `accept`). */
+export const CREDENTIAL_KINDS = ["jwt", "apiKey", "oauth"] as const;
+
+export const JWS_ALGORITHMS = [
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "ES512",
+  "EdDSA",
+  "Ed25519",
+  "HS256",
+  "HS384",
+  "HS512",
+] as const;
+export type JwsAlgorithm = (typeof JWS_ALGORITHMS)[number];
+
+/**
+ * Where a credential is read from: a header (with an optional scheme prefix such as `Bearer `,
+ * matched without regard to case), a query parameter, or a cookie.
+ */
+export const CredentialSourceSchema = z.union([
+  z
+    .object({
+      header: HeaderName,
+      prefix: z.string().max(32).optional(),
+    })
+    .strict(),
+  z.object({ query: z.string().min(1).max(128) }).strict(),
+  z.object({ cookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "not a valid cookie name") }).strict(),
+]);
+export type CredentialSource = z.infer<typeof CredentialSourceSchema>;
+
+const BEARER: CredentialSource[] = [{ header: "authorization", prefix: "Bearer " }];
+
+/** A public JWK (RFC 7517). Private members are refused, except `k` of a symmetric key. */
+export const JwkSchema = z
+  .object({
+    kty: z.enum(["RSA", "EC", "OKP", "oct"]),
+    kid: z.string().min(1).max(256).optional(),
+    alg: z.string().optional(),
+    use: z.string().optional(),
+    key_ops: z.array(z.string()).optional(),
+    crv: z.string().optional(),
+    n: z.string().optional(),
+    e: z.string().optional(),
+    x: z.string().optional(),
+    y: z.string().optional(),
+    k: z.string().optional(),
+    d: z.string().optional(),
+    p: z.string().optional(),
+    q: z.string().optional(),
+    dp: z.string().optional(),
+    dq: z.string().optional(),
+    qi: z.string().optional(),
+    x5c: z.array(z.string()).optional(),
+    x5t: z.string().optional(),
+    "x5t#S256": z.string().optional(),
+    ext: z.boolean().optional(),
+  })
+  .strict();
+export type Jwk = z.infer<typeof JwkSchema>;
+
+export const JwtProviderSchema = z
+  .object({
+    name: Name,
+    /** The exact `iss` the tokens carry; also how a token is matched to its provider. */
+    issuer: z.string().min(1),
+    /** A token must name at least one of these in `aud`; when omitted `aud` is not checked. */
+    audiences: z.array(z.string().min(1)).min(1).optional(),
+    /** Where the signing keys are published (fetched, cached, re-fetched on an unknown `kid`). */
+    jwksUri: z.url({ protocol: /^https?$/ }).optional(),
+    /** Or the keys themselves. HMAC secrets may only be given here. */
+    jwks: z
+      .object({ keys: z.array(JwkSchema).min(1) })
+      .strict()
+      .optional(),
+    /** Pinned per provider (RFC 8725 §3.1): a token naming any other `alg` is refused before its key is looked up. */
+    algorithms: z.array(z.enum(JWS_ALGORITHMS)).min(1),
+    clockSkewSeconds: z.number().int().min(0).max(300).default(60),
+    /** Refuse tokens whose `iat` is older than this, whatever their `exp`. */
+    maxTokenAgeSeconds: z.number().int().min(1).optional(),
+    requireExp: z.boolean().default(true),
+    /** Claims that must be present. */
+    requiredClaims: z.array(z.string().min(1)).default([]),
+    /** The `typ` header a token must carry (e.g. `at+jwt`), when set. */
+    typ: z.string().min(1).optional(),
+    from: z.array(CredentialSourceSchema).min(1).default(BEARER),
+    /** The claim naming the consumer; a token without it is refused. */
+    consumerClaim: z.string().min(1).default("sub"),
+    /** The claim naming the plan, used when the consumer has no record of its own. */
+    planClaim: z.string().min(1).optional(),
+    /** The claim holding scopes; by default `scope` (space-separated) and `scp` (list or string). */
+    scopesClaim: z.string().min(1).optional(),
+    /** Keys are re-fetched in the background after this long (Envoy's jwt_authn also uses 10 minutes). */
+    jwksCacheSeconds: z.number().int().min(1).default(600),
+    /** At most one fetch per this many seconds on unknown `kid`s, so a flood of made-up kids cannot flood the issuer. */
+    jwksRefetchCooldownSeconds: z.number().int().min(0).default(30),
+    jwksTimeoutMs: z.number().int().min(10).max(60_000).default(2_000),
+    /** Longer tokens are refused before any decoding. */
+    maxTokenBytes: z.number().int().min(256).max(65_536).default(8_192),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    if ((p.jwksUri === undefined) === (p.jwks === undefined)) {
+      ctx.addIssue({ code: "custom", message: "give exactly one of jwksUri or jwks", path: [] });
+    }
+    if (p.jwksUri !== undefined && p.algorithms.some((a) => a.startsWith("HS"))) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["algorithms"],
+        message:
+          "HMAC algorithms need the secret inline in jwks; a published JWKS cannot hold a shared secret",
+      });
+    }
+  });
+export type JwtProvider = z.infer<typeof JwtProviderSchema>;
+
+export const OauthProviderSchema = z
+  .object({
+    name: Name,
+    /** The RFC 7662 introspection endpoint. */
+    introspectionUrl: z.url({ protocol: /^https?$/ }),
+    clientId: z.string().min(1),
+    /** The client secret, or the name of the environment variable holding it (preferred). */
+    clientSecret: z.string().min(1).optional(),
+    clientSecretEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name")
+      .optional(),
+    from: z.array(CredentialSourceSchema).min(1).default(BEARER),
+    /** Envoy's ext_authz timeout defaults to 200 ms, so the introspection call must finish well before. */
+    timeoutMs: z.number().int().min(10).max(10_000).default(150),
+    /** Active answers are cached until the token's `exp`, but never longer than this. */
+    cacheMaxSeconds: z.number().int().min(0).max(86_400).default(300),
+    /** Inactive answers are cached this long, so a replayed dead token costs one call, not one per request. */
+    negativeCacheSeconds: z.number().int().min(0).max(3_600).default(10),
+    cacheSize: z.number().int().min(1).max(1_000_000).default(10_000),
+    /**
+     * What happens when the endpoint cannot answer: `closed` (503 to the caller) or `open` (the
+     * request goes on as an anonymous caller, without identity headers).
+     */
+    failureMode: z.enum(["closed", "open"]).default("closed"),
+    /** When set, an active token must name one of these in `aud`. */
+    audiences: z.array(z.string().min(1)).min(1).optional(),
+    /** When set, an active token's `iss` must equal it. */
+    issuer: z.string().min(1).optional(),
+    /** The answer's field naming the consumer; `sub`, then `client_id`, then `username` by default. */
+    consumerField: z.string().min(1).optional(),
+    planField: z.string().min(1).optional(),
+    maxTokenBytes: z.number().int().min(64).max(65_536).default(4_096),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    if ((p.clientSecret === undefined) === (p.clientSecretEnv === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        message: "give exactly one of clientSecret or clientSecretEnv",
+        path: [],
+      });
+    }
+  });
+export type OauthProvider = z.infer<typeof OauthProviderSchema>;
+
+export const ConsumerSchema = z
+  .object({
+    name: Name,
+    /** The plan (tier) rate limits can key on. */
+    plan: z.string().min(1).max(64).optional(),
+    /** Scopes granted to every API key of this consumer. */
+    scopes: z.array(z.string().min(1)).optional(),
+    metadata: z.record(z.string(), z.string()).optional(),
+    /** A disabled consumer's keys are refused, without revoking them one by one. */
+    disabled: z.boolean().default(false),
+  })
+  .strict();
+export type Consumer = z.infer<typeof ConsumerSchema>;
+
+export const ApiKeySchema = z
+  .object({
+    name: Name,
+    consumer: Name,
+    /** SHA-256 of the key, hex; the plaintext is never stored. */
+    sha256: z
+      .string()
+      .regex(/^[0-9a-fA-F]{64}$/, "a hex SHA-256")
+      .transform((s) => s.toLowerCase()),
+    /** The first characters of the key, to tell keys apart in listings. */
+    prefix: z.string().max(12).optional(),
+    expiresAt: z.iso.datetime({ offset: true }).optional(),
+    revoked: z.boolean().default(false),
+    /** Scopes of this key, added to its consumer's. */
+    scopes: z.array(z.string().min(1)).optional(),
+  })
+  .strict();
+export type ApiKey = z.infer<typeof ApiKeySchema>;
+
+/** A scope list as written in YAML: a list, or one space-separated string. */
+const Scopes = z
+  .union([z.array(z.string().min(1)), z.string()])
+  .transform((v) => (Array.isArray(v) ? v : v.split(/[\s,]+/).filter((s) => s.length > 0)));
+
+export const AuthPolicySchema = z
+  .object({
+    name: Name,
+    /** Callers without credentials pass as `anonymous` (identity headers removed). */
+    allowAnonymous: z.boolean().default(false),
+    /** Provider names, or a kind (`jwt`, `apiKey`, `oauth`) meaning every provider of that kind. */
+    accept: z.array(z.string().min(1)).min(1).default(["apiKey"]),
+    requiredScopes: Scopes.optional(),
+    /** `all` (default): every required scope; `any`: at least one. */
+    scopesMode: z.enum(["any", "all"]).default("all"),
+    /** Only these consumers pass (403 for others). */
+    consumers: z.array(z.string().min(1)).optional(),
+    /** Claim name → accepted values; the claim (or one of its list items) must equal one of them. */
+    requiredClaims: z.record(z.string().min(1), z.union([z.string(), z.array(z.string()).min(1)])).optional(),
+    /** Remove the credential before the request goes upstream; `settings.stripCredentials` when omitted. */
+    stripCredentials: z.boolean().optional(),
+  })
+  .strict();
+export type AuthPolicy = z.infer<typeof AuthPolicySchema>;
+
+export const SettingsSchema = z
+  .object({
+    /** Remove the credential that was used (header, query parameter or cookie) before the upstream. */
+    stripCredentials: z.boolean().default(true),
+    /** The policy of routes whose context extensions name none; otherwise any provider, no anonymous. */
+    defaultPolicy: Name.optional(),
+    /** Verified JWTs remembered per provider (each entry expires no later than its token). */
+    tokenCacheSize: z.number().int().min(1).max(1_000_000).default(10_000),
+    /** The `realm` of `WWW-Authenticate` challenges. */
+    realm: z
+      .string()
+      .regex(/^[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}$/, "printable ASCII without quotes or backslashes")
+      .default("portico"),
+    /** The scopes header is cut (at a scope boundary) beyond this many bytes, to stay clear of header limits. */
+    maxScopesHeaderBytes: z.number().int().min(64).max(16_384).default(2_048),
+  })
+  .strict();
+export type Settings = z.infer<typeof SettingsSchema>;
+
+export const PolicySchema = z
+  .object({
+    jwtProviders: z.array(JwtProviderSchema).default([]),
+    oauthProviders: z.array(OauthProviderSchema).default([]),
+    /** Where API keys are read from; `x-api-key` by default. */
+    apiKeySources: z
+      .array(CredentialSourceSchema)
+      .min(1)
+      .default([{ header: "x-api-key" }]),
+    consumers: z.array(ConsumerSchema).default([]),
+    apiKeys: z.array(ApiKeySchema).default([]),
+    authPolicies: z.array(AuthPolicySchema).default([]),
+    settings: SettingsSchema.default(SettingsSchema.parse({})),
+  })
+  .strict();
+/** The document as written (defaults not yet applied). */
+export type PolicyInput = z.input<typeof PolicySchema>;
+export type PolicyDocument = z.infer<typeof PolicySchema>;

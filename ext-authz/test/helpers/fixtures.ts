@@ -1,0 +1,34 @@
+import { compilePolicy, type CompiledPolicy } from "../../src/policy/compile.js";
+import { formatPolicyError } from "../../src/policy/errors.js";
+import type { PolicyInput } from "../../src/policy/schema.js";
+import type { RequestAttributes } from "../../src/decide/request.js";
+
+/** Compiles a policy that the test expects to be valid. */
+export function policyOf(doc: PolicyInput): CompiledPolicy {
+  const r = compilePolicy(doc);
+  if (!r.ok) throw new Error(formatPolicyError(r.error));
+  return r.value;
+}
+
+export function request(
+  headers: Record<string, string> = {},
+  opts: { path?: string; ext?: Record<string, string>; ip?: string } = {},
+): RequestAttributes {
+  return {
+    headers: new Map(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v])),
+    path: opts.path ?? "/orders",
+    method: "GET",
+    sourceIp: opts.ip ?? "198.51.100.7",
+    contextExtensions: opts.ext ?? {},
+  };
+}
+
+/** A clock the test moves by hand. */
+export function manualClock(startMs: number): {
+  now: () => number;
+  advance: (ms: number) => void;
+  set: (ms: number) => void;
+} {
+  let t = startMs;
+  return { now: () => t, advance: (ms) => void (t += ms), set: (ms) => void (t = ms) };
+}
