@@ -5,7 +5,7 @@ import { ManualClock } from "../src/limiter/clock.js";
 import { MemoryLimiter } from "../src/limiter/memory.js";
 import { createRateLimitClient, type RateLimitClient } from "../src/service/codec.js";
 import { matchDescriptor } from "../src/config/match.js";
-import { healthServiceDefinition } from "../src/service/health.js";
+import { healthServiceDefinition } from "../../common/src/grpc-health.js";
 import { RateLimitMetrics } from "../src/service/metrics.js";
 import { startRateLimitService, type RateLimitServer } from "../src/service/server.js";
 import { d, req, yamlConfig } from "./helpers.js";
@@ -119,14 +119,14 @@ describe("ShouldRateLimit over gRPC", () => {
     await new Promise<void>((resolve) => {
       stream.on("data", (m: { status: string }) => {
         seen.push(m.status);
-        if (seen.length === 1) server.health.set("", "NOT_SERVING");
+        if (seen.length === 1) server.health.set("NOT_SERVING", "");
         if (seen.length === 2) resolve();
       });
     });
     expect(seen).toEqual(["SERVING", "NOT_SERVING"]);
     stream.cancel();
     health.close();
-    server.health.set("", "SERVING");
+    server.health.set("SERVING", "");
   });
 
   it("applies a limit Envoy sends in the descriptor (from dynamic metadata), as upstream", async () => {

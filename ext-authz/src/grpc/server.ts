@@ -4,7 +4,7 @@ import type { Authorizer } from "../authorizer.js";
 import { internalErrorDecision, type Decision } from "../decide/decide.js";
 import { toRequestAttributes, type CheckRequestMessage } from "./check-request.js";
 import { toCheckResponse } from "./check-response.js";
-import { HealthService } from "./health.js";
+import { HealthService } from "../../../common/src/grpc-health.js";
 import { AUTHORIZATION_SERVICE, authTypes, method } from "./protos.js";
 
 export interface AuthzServerOptions {

@@ -8,7 +8,7 @@ import {
   type RateLimitRequest,
   type RateLimitResponse,
 } from "./codec.js";
-import { HealthService, healthServiceDefinition } from "./health.js";
+import { HealthService } from "../../../common/src/grpc-health.js";
 import { RateLimitMetrics } from "./metrics.js";
 import { InvalidRequestError, RateLimitHandler } from "./rls.js";
 
@@ -50,7 +50,7 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
     nearLimitRatio: opts.nearLimitRatio,
     retryAfter: opts.retryAfter,
   });
-  const health = new HealthService();
+  const health = new HealthService([RLS_SERVICE]);
   const server = new grpc.Server({
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_permit_without_calls": 1,
@@ -80,7 +80,7 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
       );
     },
   });
-  server.addService(healthServiceDefinition(), health.handlers());
+  server.addService(health.definition(), health.implementation());
 
   const host = opts.host ?? "127.0.0.1";
   const port = await new Promise<number>((resolve, reject) =>
@@ -90,8 +90,7 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
       (err, bound) => (err ? reject(err) : resolve(bound)),
     ),
   );
-  health.set("", "SERVING");
-  health.set(RLS_SERVICE, "SERVING");
+  health.set("SERVING");
   log.info({ host, port, limiter: opts.limiter.kind }, "rate-limit service listening");
 
   return {
@@ -102,7 +101,8 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
     metrics,
     setConfig: (c) => handler.setConfig(c),
     stop: (graceMs = 5_000) => {
-      health.shutdown();
+      health.set("NOT_SERVING");
+      health.close();
       return new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           server.forceShutdown();
