@@ -3,6 +3,7 @@ import type { Logger } from "../../../common/src/log.js";
 import { ConfigError } from "../model/errors.js";
 import type { Config } from "../model/schema.js";
 import { translate } from "../translate/translate.js";
+import { POLICY_GROUP, translatePolicy } from "../translate/policy.js";
 import type { SnapshotCache } from "../xds/cache.js";
 import type { XdsMetrics } from "../xds/metrics.js";
 import { buildSnapshot, type Snapshot } from "../xds/snapshot.js";
@@ -24,7 +25,9 @@ export function configRevision(config: Config): string {
  */
 export function buildSnapshots(config: Config, revision = configRevision(config)): Map<string, Snapshot> {
   const snapshots = new Map<string, Snapshot>();
-  for (const [group, resources] of translate(config)) {
+  const groups = translate(config);
+  groups.set(POLICY_GROUP, translatePolicy(config));
+  for (const [group, resources] of groups) {
     try {
       snapshots.set(group, buildSnapshot(group, resources, revision));
     } catch (err) {

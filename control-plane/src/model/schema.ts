@@ -50,11 +50,49 @@ export const ListenerSchema = z
   })
   .strict();
 
+/** How a gateway's Envoys call Portico's ext-authz service (the `ext_authz` HTTP filter). */
+export const GatewayExtAuthzSchema = z
+  .object({
+    /** The upstream (protocol `grpc`) where ext-authz listens. */
+    upstream: Name,
+    /** Envoy's deadline for one Check call; Envoy's own default is 200 ms. */
+    timeoutMs: z.number().int().min(1).max(10_000).default(200),
+    /** Let requests through when ext-authz cannot answer (`failure_mode_allow`). Off: fail closed. */
+    failOpen: z.boolean().default(false),
+    /** The status Envoy answers with when ext-authz cannot answer and `failOpen` is off. */
+    statusOnError: z.number().int().min(400).max(599).default(503),
+    /**
+     * `ext_authz` (default): Portico's service checks every credential kind. `jwt_authn`: routes
+     * whose policy accepts only JWTs from inline-JWKS or remote-JWKS providers are verified by
+     * Envoy's own `jwt_authn` filter instead (no call out), for users who prefer it and to compare.
+     */
+    jwt: z.enum(["ext_authz", "jwt_authn"]).default("ext_authz"),
+  })
+  .strict();
+
+/** How a gateway's Envoys call Portico's rate-limit service (the `ratelimit` HTTP filter). */
+export const GatewayRateLimitSchema = z
+  .object({
+    /** The upstream (protocol `grpc`) where the rate-limit service listens. */
+    upstream: Name,
+    /** The rate-limit domain of this gateway's descriptors; the gateway's name when omitted. */
+    domain: Name.optional(),
+    /** Envoy's deadline for one ShouldRateLimit call; envoyproxy/ratelimit deployments use 20 ms. */
+    timeoutMs: z.number().int().min(1).max(10_000).default(20),
+    /** Refuse requests when the service cannot answer (`failure_mode_deny`). Off: fail open. */
+    failClosed: z.boolean().default(false),
+  })
+  .strict();
+
 export const GatewaySchema = z
   .object({
     /** The gateway group: Envoys whose `node.cluster` is this name receive this gateway's config. */
     name: Name,
     listeners: z.array(ListenerSchema).min(1, "a gateway needs at least one listener"),
+    /** Needed by routes with an `authPolicy`. */
+    extAuthz: GatewayExtAuthzSchema.optional(),
+    /** Needed by routes with a `rateLimitPolicy`. */
+    rateLimit: GatewayRateLimitSchema.optional(),
   })
   .strict();
 

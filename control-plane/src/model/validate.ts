@@ -74,6 +74,10 @@ export function references(config: Config): Reference[] {
   config.gateways.forEach((g, gi) =>
     g.listeners.forEach((l, li) => {
       ref("gateways", gi, g.name, `listeners[${li}].certificate`, "certificates", l.certificate);
+      if (li === 0) {
+        ref("gateways", gi, g.name, "extAuthz.upstream", "upstreams", g.extAuthz?.upstream);
+        ref("gateways", gi, g.name, "rateLimit.upstream", "upstreams", g.rateLimit?.upstream);
+      }
       l.sniCertificates?.forEach((sni, si) =>
         ref(
           "gateways",
@@ -194,6 +198,21 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
     });
   });
 
+  const upstreamsByName = new Map(config.upstreams.map((u) => [u.name, u]));
+  config.gateways.forEach((g, gi) => {
+    for (const [field, name] of [
+      ["extAuthz", g.extAuthz?.upstream],
+      ["rateLimit", g.rateLimit?.upstream],
+    ] as const) {
+      const u = name === undefined ? undefined : upstreamsByName.get(name);
+      if (u && u.protocol !== "grpc") {
+        problems.push({
+          field: `gateways[${gi}].${field}.upstream`,
+          reason: `upstream '${u.name}' must have protocol grpc`,
+        });
+      }
+    }
+  });
   const gateways = new Map(config.gateways.map((g) => [g.name, g]));
   config.routes.forEach((r, ri) => {
     const at = `routes[${ri}]`;
@@ -246,6 +265,18 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
     }
     if (r.fallback && (r.redirect || r.directResponse)) {
       problems.push({ field: `${at}.fallback`, reason: "a fallback applies only to routes with upstreams" });
+    }
+    if (g && r.authPolicy !== undefined && !g.extAuthz) {
+      problems.push({
+        field: `${at}.authPolicy`,
+        reason: `gateway '${r.gateway}' has no extAuthz service to enforce it; set gateways.extAuthz`,
+      });
+    }
+    if (g && r.rateLimitPolicy !== undefined && !g.rateLimit) {
+      problems.push({
+        field: `${at}.rateLimitPolicy`,
+        reason: `gateway '${r.gateway}' has no rateLimit service to enforce it; set gateways.rateLimit`,
+      });
     }
     if (r.retries?.on.includes("retriable-status-codes") && !r.retries.statusCodes?.length) {
       problems.push({

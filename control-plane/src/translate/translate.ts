@@ -3,6 +3,9 @@ import { duration, struct, TYPE_PREFIX } from "../../../protos/src/envoy.js";
 import type { Certificate, Config, Gateway, Listener, Route, Upstream } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
+import type { GatewayContext } from "./context.js";
+import { authHttpFilters, authRouteFields } from "./ext-authz.js";
+import { rateLimitHttpFilters, rateLimitPerRoute, routeRateLimits } from "./ratelimit.js";
 
 const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER = "envoy.extensions.filters.http.router.v3.Router";
@@ -63,12 +66,13 @@ function accessLog(gateway: string) {
   ];
 }
 
-function listenerResource(gateway: Gateway, listener: Listener, routes: Route[]): object {
+function listenerResource(ctx: GatewayContext, listener: Listener): object {
+  const { gateway } = ctx;
+  const routes = ctx.config.routes;
   const name = listenerName(gateway.name, listener.name);
-  const bodyLimits =
-    listener.maxBodyBytes !== undefined ||
-    routesOf(gateway, listener, routes).some((r) => r.maxBodyBytes !== undefined);
-  const fallbacks = routesOf(gateway, listener, routes).some((r) => r.fallback?.status !== undefined);
+  const served = routesOf(gateway, listener, routes);
+  const bodyLimits = listener.maxBodyBytes !== undefined || served.some((r) => r.maxBodyBytes !== undefined);
+  const fallbacks = served.some((r) => r.fallback?.status !== undefined);
   const tls = listener.protocol === "https";
   const filters = [
     {
@@ -95,6 +99,9 @@ function listenerResource(gateway: Gateway, listener: Listener, routes: Route[])
                 },
               ]
             : []),
+          // Who the caller is, then how much they may do: the rate limiter reads ext-authz's identity.
+          ...authHttpFilters(ctx, served),
+          ...rateLimitHttpFilters(ctx, served),
           // Static fallbacks: acts only on routes that carry one.
           ...(fallbacks
             ? [
@@ -294,8 +301,11 @@ function routeAction(r: Route): object {
   };
 }
 
-function routeEntry(r: Route, bodyLimited: boolean, listenerLimited: boolean): object {
+function routeEntry(ctx: GatewayContext, r: Route, bodyLimited: boolean, listenerLimited: boolean): object {
   const action = routeAction(r) as Record<string, unknown>;
+  const limits = routeRateLimits(ctx, r);
+  if (limits?.length && action.route) (action.route as Record<string, unknown>).rate_limits = limits;
+  const auth = authRouteFields(ctx, r);
   const edits = {
     ...headerEdits(r.requestHeaders, "request"),
     ...headerEdits(r.responseHeaders, "response"),
@@ -308,7 +318,15 @@ function routeEntry(r: Route, bodyLimited: boolean, listenerLimited: boolean): o
     ];
     delete action.response_headers_to_add;
   }
+  if (auth.removeHeaders.length) {
+    edits.request_headers_to_remove = [
+      ...((edits.request_headers_to_remove as string[] | undefined) ?? []),
+      ...auth.removeHeaders,
+    ];
+  }
   const perFilter: Record<string, object> = {
+    ...auth.perFilter,
+    ...rateLimitPerRoute(ctx, r),
     ...(r.cors ? { [CORS_FILTER]: corsPolicy(r.cors) } : {}),
     ...(r.fallback?.status !== undefined ? { [CUSTOM_RESPONSE_FILTER]: staticFallback(r.fallback) } : {}),
     ...(bodyLimited
@@ -529,7 +547,12 @@ function pathKey(r: Route): string | undefined {
  * Route entries in match order, with their guards: required-header checks before a route, and a
  * 405 after the last route of a path that is served only for some methods.
  */
-function entries(sorted: Route[], bodyLimited: boolean, listenerLimited: boolean): object[] {
+function entries(
+  ctx: GatewayContext,
+  sorted: Route[],
+  bodyLimited: boolean,
+  listenerLimited: boolean,
+): object[] {
   const lastOfPath = new Map<string, number>();
   sorted.forEach((r, i) => {
     const k = pathKey(r);
@@ -537,7 +560,7 @@ function entries(sorted: Route[], bodyLimited: boolean, listenerLimited: boolean
   });
   const out: object[] = [];
   sorted.forEach((r, i) => {
-    out.push(...requiredHeaderGuards(r), routeEntry(r, bodyLimited, listenerLimited));
+    out.push(...requiredHeaderGuards(r), routeEntry(ctx, r, bodyLimited, listenerLimited));
     const k = pathKey(r);
     if (k === undefined || lastOfPath.get(k) !== i) return;
     const samePath = sorted.filter((x) => pathKey(x) === k);
@@ -549,11 +572,12 @@ function entries(sorted: Route[], bodyLimited: boolean, listenerLimited: boolean
   return out;
 }
 
-function routeConfiguration(gateway: Gateway, listener: Listener, routes: Route[]): object {
-  const mine = routesOf(gateway, listener, routes);
+function routeConfiguration(ctx: GatewayContext, listener: Listener): object {
+  const { gateway } = ctx;
+  const mine = routesOf(gateway, listener, ctx.config.routes);
   const listenerLimited = listener.maxBodyBytes !== undefined;
   const bodyLimited = listenerLimited || mine.some((r) => r.maxBodyBytes !== undefined);
-  const toEntries = (rs: Route[]) => entries(rs, bodyLimited, listenerLimited);
+  const toEntries = (rs: Route[]) => entries(ctx, rs, bodyLimited, listenerLimited);
   const hostless = mine.filter((r) => r.match.host === undefined);
   const hosts = [
     ...new Set(mine.map((r) => r.match.host).filter((h): h is string => h !== undefined)),
@@ -751,6 +775,7 @@ export function translate(config: Config): Map<string, ResourceInput[]> {
   const certs = new Map(config.certificates.map((c) => [c.name, c]));
   const out = new Map<string, ResourceInput[]>();
   for (const gateway of config.gateways) {
+    const ctx: GatewayContext = { config, gateway };
     const resources: ResourceInput[] = [];
     const secrets = new Set<string>();
     for (const listener of gateway.listeners) {
@@ -758,18 +783,22 @@ export function translate(config: Config): Map<string, ResourceInput[]> {
       resources.push({
         typeUrl: TypeUrl.Listener,
         name,
-        message: listenerResource(gateway, listener, config.routes),
+        message: listenerResource(ctx, listener),
       });
       resources.push({
         typeUrl: TypeUrl.Route,
         name,
-        message: routeConfiguration(gateway, listener, config.routes),
+        message: routeConfiguration(ctx, listener),
       });
       if (listener.certificate) secrets.add(listener.certificate);
       for (const sni of listener.sniCertificates ?? []) secrets.add(sni.certificate);
     }
     const used = [
-      ...new Set(config.routes.filter((r) => r.gateway === gateway.name).flatMap(upstreamsOf)),
+      ...new Set([
+        ...config.routes.filter((r) => r.gateway === gateway.name).flatMap(upstreamsOf),
+        // The policy services the gateway's filters call.
+        ...[gateway.extAuthz?.upstream, gateway.rateLimit?.upstream].filter((u): u is string => !!u),
+      ]),
     ].sort();
     for (const name of used) {
       const u = upstreams.get(name);
