@@ -321,7 +321,11 @@ export const ConsumerSchema = z
     name: Name,
     /** The plan (tier) rate limits can key on. */
     plan: z.string().min(1).max(64).optional(),
+    /** Scopes granted to every API key of this consumer. */
+    scopes: z.array(z.string().min(1)).optional(),
     metadata: z.record(z.string(), z.string()).optional(),
+    /** A disabled consumer's keys are refused, without revoking them one by one. */
+    disabled: z.boolean().default(false),
   })
   .strict();
 
@@ -335,17 +339,40 @@ export const ApiKeySchema = z
     prefix: z.string().max(12).optional(),
     expiresAt: z.iso.datetime({ offset: true }).optional(),
     revoked: z.boolean().default(false),
+    /** Scopes of this key, added to its consumer's. */
+    scopes: z.array(z.string().min(1)).optional(),
   })
   .strict();
 
 export const AuthPolicySchema = z
   .object({
     name: Name,
+    /** Callers without credentials pass as `anonymous` (identity headers removed, limits per IP). */
     allowAnonymous: z.boolean().default(false),
-    /** Credential kinds accepted on the routes using this policy. */
-    accept: z.array(z.enum(["jwt", "apiKey", "oauth"])).default(["apiKey"]),
-    requiredScopes: z.array(z.string().min(1)).optional(),
+    /**
+     * Accepted credentials, tried in this order: a kind (`jwt`, `apiKey`, `oauth`: every provider of
+     * that kind) or the name of a JWT or OAuth provider.
+     */
+    accept: z
+      .array(z.union([z.enum(["jwt", "apiKey", "oauth"]), Name]))
+      .min(1)
+      .default(["apiKey"]),
+    requiredScopes: z
+      .array(
+        z
+          .string()
+          .min(1)
+          .regex(/^[^\s,]+$/, "one scope, without spaces or commas"),
+      )
+      .optional(),
+    /** `all` (default): every required scope; `any`: at least one. */
+    scopesMode: z.enum(["any", "all"]).default("all"),
+    /** Only these consumers pass (403 for others). */
     consumers: z.array(Name).optional(),
+    /** Claim name → accepted values; the token's claim (or one of its list items) must equal one. */
+    requiredClaims: z.record(z.string().min(1), z.array(z.string()).min(1)).optional(),
+    /** Remove the credential before the request goes upstream (default: yes). */
+    stripCredentials: z.boolean().default(true),
   })
   .strict();
 
