@@ -22,6 +22,8 @@ export const ENVOY_PROTO_FILES = [
   "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
   "envoy/extensions/filters/http/router/v3/router.proto",
   "envoy/extensions/filters/http/cors/v3/cors.proto",
+  "envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto",
+  "envoy/extensions/filters/http/jwt_authn/v3/config.proto",
   "envoy/extensions/filters/http/buffer/v3/buffer.proto",
   "envoy/extensions/filters/http/custom_response/v3/custom_response.proto",
   "envoy/extensions/http/custom_response/local_response_policy/v3/local_response_policy.proto",

@@ -1,5 +1,26 @@
-import type { Route } from "../model/schema.js";
+import { duration, TYPE_PREFIX } from "../../../protos/src/envoy.js";
+import type { AuthPolicy, Route } from "../model/schema.js";
 import type { GatewayContext } from "./context.js";
+
+const EXT_AUTHZ = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
+const EXT_AUTHZ_PER_ROUTE = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
+export const EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz";
+
+/** The namespace Envoy files ext-authz's dynamic metadata under. */
+export const EXT_AUTHZ_NAMESPACE = EXT_AUTHZ_FILTER;
+
+/**
+ * The identity headers ext-authz sets on requests it lets through (its `IDENTITY_HEADERS`). Routes
+ * that ext-authz does not check remove them, so a client can never hand an upstream a forged
+ * identity, whatever route it calls.
+ */
+export const IDENTITY_HEADERS = [
+  "x-portico-consumer",
+  "x-portico-key-id",
+  "x-portico-plan",
+  "x-portico-scopes",
+  "x-portico-provider",
+];
 
 /** What a route adds for authentication: per-filter settings and headers to strip. */
 export interface AuthRouteFields {
@@ -8,17 +29,79 @@ export interface AuthRouteFields {
   removeHeaders: string[];
 }
 
+function policyOf(ctx: GatewayContext, r: Route): AuthPolicy | undefined {
+  if (r.authPolicy === undefined) return undefined;
+  return ctx.config.authPolicies.find((p) => p.name === r.authPolicy);
+}
+
 /** The HTTP filters that authenticate callers on this listener's routes, in order. */
-export function authHttpFilters(_ctx: GatewayContext, _routes: Route[]): object[] {
-  return [];
+export function authHttpFilters(ctx: GatewayContext, routes: Route[]): object[] {
+  const settings = ctx.gateway.extAuthz;
+  if (!settings || !routes.some((r) => policyOf(ctx, r))) return [];
+  return [
+    {
+      name: EXT_AUTHZ_FILTER,
+      typed_config: {
+        "@type": TYPE_PREFIX + EXT_AUTHZ,
+        grpc_service: {
+          envoy_grpc: { cluster_name: settings.upstream },
+          timeout: duration(settings.timeoutMs),
+        },
+        transport_api_version: "V3",
+        failure_mode_allow: settings.failOpen,
+        status_on_error: { code: settings.statusOnError },
+        // ext-authz answers from memory; it never needs the body, so requests are not buffered.
+        stat_prefix: ctx.gateway.name,
+      },
+    },
+  ];
 }
 
-export function authRouteFields(_ctx: GatewayContext, _r: Route): AuthRouteFields {
-  return { perFilter: {}, removeHeaders: [] };
+/**
+ * A policy as ext-authz's context extensions (its `CONTEXT_KEYS`): the route carries its own rules,
+ * so a route change and the rules it needs arrive at Envoy together, with no window in which
+ * ext-authz would be asked about a policy it has not received yet.
+ */
+export function contextExtensions(p: AuthPolicy): Record<string, string> {
+  return {
+    accept: p.accept.join(","),
+    anonymous: String(p.allowAnonymous),
+    ...(p.requiredScopes?.length ? { scopes: p.requiredScopes.join(" "), scopes_mode: p.scopesMode } : {}),
+    ...(p.consumers?.length ? { consumers: p.consumers.join(",") } : {}),
+    ...(p.requiredClaims && Object.keys(p.requiredClaims).length
+      ? { claims: JSON.stringify(p.requiredClaims) }
+      : {}),
+    strip_credentials: String(p.stripCredentials),
+  };
 }
 
-/** The namespace Envoy files ext-authz's dynamic metadata under. */
-export const EXT_AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz";
+/**
+ * Routes with a policy send it to ext-authz; the rest skip the call (public routes cost nothing)
+ * and lose any identity headers the client sent.
+ */
+export function authRouteFields(ctx: GatewayContext, r: Route): AuthRouteFields {
+  const policy = policyOf(ctx, r);
+  const filterOn = ctx.config.routes.some(
+    (x) => x.gateway === ctx.gateway.name && policyOf(ctx, x) !== undefined,
+  );
+  if (!policy || !ctx.gateway.extAuthz) {
+    return {
+      perFilter: filterOn
+        ? { [EXT_AUTHZ_FILTER]: { "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE, disabled: true } }
+        : {},
+      removeHeaders: IDENTITY_HEADERS,
+    };
+  }
+  return {
+    perFilter: {
+      [EXT_AUTHZ_FILTER]: {
+        "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE,
+        check_settings: { context_extensions: contextExtensions(policy) },
+      },
+    },
+    removeHeaders: [],
+  };
+}
 
 /**
  * Where the caller's identity is in a request's dynamic metadata once authentication ran, for the

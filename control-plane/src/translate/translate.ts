@@ -560,13 +560,16 @@ function entries(
   });
   const out: object[] = [];
   sorted.forEach((r, i) => {
-    out.push(...requiredHeaderGuards(r), routeEntry(ctx, r, bodyLimited, listenerLimited));
+    // Guards authenticate like their route: a caller learns nothing about a protected route unauthenticated.
+    const auth = authRouteFields(ctx, r).perFilter;
+    const guarded = (g: object) => (Object.keys(auth).length ? { ...g, typed_per_filter_config: auth } : g);
+    out.push(...requiredHeaderGuards(r).map(guarded), routeEntry(ctx, r, bodyLimited, listenerLimited));
     const k = pathKey(r);
     if (k === undefined || lastOfPath.get(k) !== i) return;
     const samePath = sorted.filter((x) => pathKey(x) === k);
     // Only when every route of the path is method-restricted (and has no other conditions).
     if (samePath.every((x) => x.match.methods && !x.match.headers?.length && !x.match.query?.length)) {
-      out.push(methodGuard(r, [...new Set(samePath.flatMap((x) => x.match.methods!))]));
+      out.push(guarded(methodGuard(r, [...new Set(samePath.flatMap((x) => x.match.methods!))])));
     }
   });
   return out;
