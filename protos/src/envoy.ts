@@ -34,6 +34,7 @@ export const ENVOY_PROTO_FILES = [
   "envoy/extensions/access_loggers/stream/v3/stream.proto",
   "envoy/extensions/access_loggers/file/v3/file.proto",
   "google/rpc/status.proto",
+  "portico/auth/v1/auth.proto",
 ];
 
 let shared: protobuf.Root | undefined;
