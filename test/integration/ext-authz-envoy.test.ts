@@ -4,7 +4,7 @@ import { sha256Hex } from "../../ext-authz/src/apikey/verify.js";
 import { Authorizer } from "../../ext-authz/src/authorizer.js";
 import { AuthzServer } from "../../ext-authz/src/grpc/server.js";
 import { policyOf } from "../../ext-authz/test/helpers/fixtures.js";
-import { AUDIENCE, claims, ISSUER, rsaKey, signJwt } from "../../ext-authz/test/helpers/keys.js";
+import { AUDIENCE, b64url, claims, ISSUER, rsaKey, signJwt } from "../../ext-authz/test/helpers/keys.js";
 import {
   freePort,
   httpRequest,
@@ -177,6 +177,48 @@ describe("ext-authz through Envoy", () => {
       expect(res.status).toBe(401);
       expect(res.headers["www-authenticate"]).toContain('error="invalid_token"');
     }
+  });
+
+  it("refuses every forged or broken token through Envoy, and the upstream sees none of them", async () => {
+    const now = Date.now();
+    const attacker = rsaKey("k1");
+    const pub = rsa.publicKey!;
+    const [h, p] = signJwt(rsa, claims(now)).split(".") as [string, string];
+    const forgeries: Record<string, string> = {
+      "alg none": `${b64url({ alg: "none", typ: "JWT" })}.${b64url(claims(now))}.`,
+      "RS256 re-signed as HS256 with the public key": signJwt(rsa, claims(now), {
+        alg: "HS256",
+        secret: Buffer.from(pub.export({ format: "pem", type: "spki" }) as string),
+      }),
+      "unknown kid": signJwt(rsa, claims(now), { header: { kid: "k2" } }),
+      "kid with path traversal": signJwt(rsa, claims(now), { header: { kid: "../../../../etc/passwd" } }),
+      "kid with SQL": signJwt(rsa, claims(now), { header: { kid: "' OR '1'='1' --" } }),
+      "attacker key in jwk and jku headers": signJwt(attacker, claims(now), {
+        header: { jwk: attacker.jwk, jku: "http://127.0.0.1:1/jwks.json" },
+      }),
+      "unknown crit": signJwt(rsa, claims(now), { header: { crit: ["urn:x"], "urn:x": 1 } }),
+      expired: signJwt(rsa, claims(now, { exp: Math.floor(now / 1000) - 3600 })),
+      "nbf beyond the skew": signJwt(rsa, claims(now, { nbf: Math.floor(now / 1000) + 3600 })),
+      "iat beyond the skew": signJwt(rsa, claims(now, { iat: Math.floor(now / 1000) + 3600 })),
+      "wrong issuer": signJwt(rsa, claims(now, { iss: "https://evil.test" })),
+      "wrong audience": signJwt(rsa, claims(now, { aud: "other-api" })),
+      "missing exp": signJwt(rsa, claims(now, { exp: undefined })),
+      oversized: signJwt(rsa, claims(now, { pad: "x".repeat(9000) })),
+      "malformed segments": `${h}.${p}`,
+      "bad base64": `${h}.${p}.!!!`,
+      "signature of another payload": `${h}.${b64url(claims(now, { sub: "admin" }))}.${signJwt(rsa, claims(now)).split(".")[2]}`,
+    };
+    const before = upstream.requests;
+    for (const [what, token] of Object.entries(forgeries)) {
+      const res = await httpRequest(url("/private/orders"), {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      expect(res.status, what).toBe(401);
+      expect(res.headers["www-authenticate"], what).toContain("invalid_token");
+      // The answer never says which check failed.
+      expect(res.body, what).not.toMatch(/signature|kid|alg|expired|issuer|audience/i);
+    }
+    expect(upstream.requests).toBe(before);
   });
 
   it("answers 403 for a valid caller without the route's scope or outside its consumers", async () => {
