@@ -24,7 +24,10 @@ export const ENVOY_PROTO_FILES = [
   "envoy/extensions/filters/http/cors/v3/cors.proto",
   "envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto",
   "envoy/extensions/filters/http/jwt_authn/v3/config.proto",
+  "envoy/extensions/http/early_header_mutation/header_mutation/v3/header_mutation.proto",
   "envoy/extensions/filters/http/buffer/v3/buffer.proto",
+  "envoy/extensions/filters/http/ratelimit/v3/rate_limit.proto",
+  "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto",
   "envoy/extensions/filters/http/custom_response/v3/custom_response.proto",
   "envoy/extensions/http/custom_response/local_response_policy/v3/local_response_policy.proto",
   "envoy/extensions/clusters/aggregate/v3/cluster.proto",
@@ -34,6 +37,7 @@ export const ENVOY_PROTO_FILES = [
   "envoy/extensions/access_loggers/stream/v3/stream.proto",
   "envoy/extensions/access_loggers/file/v3/file.proto",
   "google/rpc/status.proto",
+  "portico/ratelimit/v1/ratelimit.proto",
   "portico/auth/v1/auth.proto",
 ];
 

@@ -9,11 +9,7 @@ export const EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz";
 /** The namespace Envoy files ext-authz's dynamic metadata under. */
 export const EXT_AUTHZ_NAMESPACE = EXT_AUTHZ_FILTER;
 
-/**
- * The identity headers ext-authz sets on requests it lets through (its `IDENTITY_HEADERS`). Routes
- * that ext-authz does not check remove them, so a client can never hand an upstream a forged
- * identity, whatever route it calls.
- */
+/** The identity headers ext-authz sets on requests it lets through (its `IDENTITY_HEADERS`). */
 export const IDENTITY_HEADERS = [
   "x-portico-consumer",
   "x-portico-key-id",
@@ -22,11 +18,26 @@ export const IDENTITY_HEADERS = [
   "x-portico-provider",
 ];
 
-/** What a route adds for authentication: per-filter settings and headers to strip. */
+const EARLY_HEADER_MUTATION = "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation";
+
+/**
+ * Every listener removes identity headers as a request arrives, before routing and before any
+ * filter, so whatever reaches an upstream was set by authentication: a client can never forge an
+ * identity, on any route, whichever filter authenticates it (or none).
+ */
+export function identityHeaderStrip(): object {
+  return {
+    name: "portico.strip-identity",
+    typed_config: {
+      "@type": TYPE_PREFIX + EARLY_HEADER_MUTATION,
+      mutations: IDENTITY_HEADERS.map((h) => ({ remove: h })),
+    },
+  };
+}
+
+/** What a route adds for authentication: per-filter settings. */
 export interface AuthRouteFields {
   perFilter: Record<string, object>;
-  /** Request headers removed before the upstream (identity headers on routes ext-authz skips). */
-  removeHeaders: string[];
 }
 
 function policyOf(ctx: GatewayContext, r: Route): AuthPolicy | undefined {
@@ -75,10 +86,7 @@ export function contextExtensions(p: AuthPolicy): Record<string, string> {
   };
 }
 
-/**
- * Routes with a policy send it to ext-authz; the rest skip the call (public routes cost nothing)
- * and lose any identity headers the client sent.
- */
+/** Routes with a policy send it to ext-authz; the rest skip the call (public routes cost nothing). */
 export function authRouteFields(ctx: GatewayContext, r: Route): AuthRouteFields {
   const policy = policyOf(ctx, r);
   const filterOn = ctx.config.routes.some(
@@ -89,7 +97,6 @@ export function authRouteFields(ctx: GatewayContext, r: Route): AuthRouteFields 
       perFilter: filterOn
         ? { [EXT_AUTHZ_FILTER]: { "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE, disabled: true } }
         : {},
-      removeHeaders: IDENTITY_HEADERS,
     };
   }
   return {
@@ -99,7 +106,6 @@ export function authRouteFields(ctx: GatewayContext, r: Route): AuthRouteFields 
         check_settings: { context_extensions: contextExtensions(policy) },
       },
     },
-    removeHeaders: [],
   };
 }
 

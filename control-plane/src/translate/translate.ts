@@ -4,7 +4,7 @@ import type { Certificate, Config, Gateway, Listener, Route, Upstream } from "..
 import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
 import type { GatewayContext } from "./context.js";
-import { authHttpFilters, authRouteFields } from "./ext-authz.js";
+import { authHttpFilters, authRouteFields, identityHeaderStrip } from "./ext-authz.js";
 import { rateLimitHttpFilters, rateLimitPerRoute, routeRateLimits } from "./ratelimit.js";
 
 const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -113,6 +113,7 @@ function listenerResource(ctx: GatewayContext, listener: Listener): object {
             : []),
           { name: "envoy.filters.http.router", typed_config: { "@type": TYPE_PREFIX + ROUTER } },
         ],
+        early_header_mutation_extensions: [identityHeaderStrip()],
         access_log: accessLog(gateway.name),
         generate_request_id: { value: true },
         preserve_external_request_id: listener.requestId === "keep",
@@ -317,12 +318,6 @@ function routeEntry(ctx: GatewayContext, r: Route, bodyLimited: boolean, listene
       ...(edits.response_headers_to_add as unknown[]),
     ];
     delete action.response_headers_to_add;
-  }
-  if (auth.removeHeaders.length) {
-    edits.request_headers_to_remove = [
-      ...((edits.request_headers_to_remove as string[] | undefined) ?? []),
-      ...auth.removeHeaders,
-    ];
   }
   const perFilter: Record<string, object> = {
     ...auth.perFilter,
