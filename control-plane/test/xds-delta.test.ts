@@ -83,6 +83,21 @@ describe("delta xDS", () => {
     expect(names(pushed!)).toEqual(["a"]);
   });
 
+  it("answers the first wildcard subscription of an empty type, also when the first snapshot comes later", async () => {
+    const r = rec();
+    r.client.subscribe(TypeUrl.Secret);
+    await sleep(50);
+    expect(r.ofType(TypeUrl.Secret)).toEqual([]);
+    server.cache.set(snapshot("edge", { clusters: ["a"] }));
+    const [first] = await r.waitCount(TypeUrl.Secret, 1);
+    expect(first!.resources).toEqual([]);
+    expect(first!.removed).toEqual([]);
+    // Only the first: a later push that leaves the type empty sends nothing more.
+    server.cache.set(snapshot("edge", { clusters: ["a", "b"] }));
+    await sleep(50);
+    expect(r.ofType(TypeUrl.Secret)).toHaveLength(1);
+  });
+
   it("uses initial_resource_versions after a reconnect to send only what the node lacks", async () => {
     const snap = snapshot("edge", { clusters: ["a", "b"] });
     server.cache.set(snap);

@@ -5,6 +5,7 @@ import {
   configErrorDecision,
   decide,
   internalErrorDecision,
+  noPolicyDecision,
   type AuthOutcome,
   type Decision,
   type DecideSettings,
@@ -22,7 +23,8 @@ import type { Result } from "./policy/errors.js";
 import type { JwtProvider, OauthProvider } from "./policy/schema.js";
 
 export interface AuthorizerOptions {
-  policy: CompiledPolicy;
+  /** Without one (a policy delivered over xDS later), every check answers 503 until `setPolicy`. */
+  policy?: CompiledPolicy;
   clock?: Clock;
   metrics?: AuthzMetrics;
   logger?: Logger;
@@ -41,7 +43,7 @@ const MAX_ROUTE_ENTRIES = 4_096;
  * be swapped in at any time; providers whose settings did not change keep their JWKS and caches.
  */
 export class Authorizer {
-  private policy!: CompiledPolicy;
+  private policy: CompiledPolicy | undefined;
   private jwt = new Map<string, { config: string; verifier: JwtVerifier }>();
   private oauth = new Map<string, { config: string; introspector: Introspector }>();
   private routes = new Map<string, Result<RoutePolicy, string>>();
@@ -54,11 +56,16 @@ export class Authorizer {
     this.clock = opts.clock ?? systemClock;
     this.metrics = opts.metrics ?? new AuthzMetrics();
     this.logger = opts.logger;
-    this.setPolicy(opts.policy);
+    if (opts.policy) this.setPolicy(opts.policy);
   }
 
-  get revision(): string {
-    return this.policy.revision;
+  get revision(): string | undefined {
+    return this.policy?.revision;
+  }
+
+  /** Whether a policy is installed; until then every check fails closed. */
+  get ready(): boolean {
+    return this.policy !== undefined;
   }
 
   /**
@@ -132,7 +139,7 @@ export class Authorizer {
       clock: this.clock,
       jwks,
       cacheSize: policy.settings.tokenCacheSize,
-      consumers: () => this.policy.consumers,
+      consumers: () => this.policy!.consumers,
       onCache: (hit) => this.metrics.cacheLookup("jwt", hit),
     });
   }
@@ -140,7 +147,7 @@ export class Authorizer {
   private buildIntrospector(provider: OauthProvider): Introspector {
     return new Introspector(provider, {
       clock: this.clock,
-      consumers: () => this.policy.consumers,
+      consumers: () => this.policy!.consumers,
       fetch: this.opts.fetch,
       env: this.opts.env,
       onCall: (result) => this.metrics.introspections.inc({ provider: provider.name, result }),
@@ -148,11 +155,14 @@ export class Authorizer {
     });
   }
 
-  private routeFor(ext: Readonly<Record<string, string>>): Result<RoutePolicy, string> {
+  private routeFor(
+    policy: CompiledPolicy,
+    ext: Readonly<Record<string, string>>,
+  ): Result<RoutePolicy, string> {
     const key = JSON.stringify(ext);
     let route = this.routes.get(key);
     if (route === undefined) {
-      route = routePolicyFrom(this.policy, ext);
+      route = routePolicyFrom(policy, ext);
       // Logged once per distinct settings, not once per request on a misconfigured route.
       if (!route.ok)
         this.logger?.error({ contextExtensions: ext, err: route.error }, "bad ext_authz context extensions");
@@ -166,8 +176,10 @@ export class Authorizer {
     const started = performance.now();
     let decision: Decision;
     try {
-      const route = this.routeFor(req.contextExtensions);
-      if (!route.ok) {
+      const route = this.policy ? this.routeFor(this.policy, req.contextExtensions) : undefined;
+      if (!route) {
+        decision = noPolicyDecision();
+      } else if (!route.ok) {
         decision = configErrorDecision(route.error);
       } else {
         decision = decide(route.value, await this.authenticate(route.value, req), req, this.settings);
@@ -197,6 +209,7 @@ export class Authorizer {
   /** Finds and verifies the caller's credential; the first accepted provider that recognises one decides. */
   async authenticate(route: RoutePolicy, req: RequestAttributes): Promise<AuthOutcome> {
     const policy = this.policy;
+    if (!policy) return { kind: "none" };
     let bearerPresented = false;
     let memo: { token: string; key: string; iss: string | undefined } | undefined;
     const authenticated = (identity: Identity, used: readonly FoundCredential[]): AuthOutcome => ({

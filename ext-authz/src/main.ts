@@ -8,10 +8,14 @@ import { AuthzMetrics } from "./metrics.js";
 import { compilePolicy, type CompiledPolicy } from "./policy/compile.js";
 import { formatPolicyError } from "./policy/errors.js";
 import { loadPolicyFile } from "./policy/load.js";
+import { defaultNodeId, XdsPolicySource } from "./xds/policy-source.js";
 
 const { values: flags } = parseArgs({
   options: {
     policy: { type: "string", default: process.env.PORTICO_AUTHZ_POLICY },
+    xds: { type: "string", default: process.env.PORTICO_AUTHZ_XDS },
+    "xds-protocol": { type: "string", default: process.env.PORTICO_AUTHZ_XDS_PROTOCOL ?? "delta" },
+    "node-id": { type: "string", default: process.env.PORTICO_AUTHZ_NODE_ID },
     listen: { type: "string", default: process.env.PORTICO_AUTHZ_LISTEN ?? "127.0.0.1:9191" },
     metrics: { type: "string", default: process.env.PORTICO_AUTHZ_METRICS ?? "127.0.0.1:9192" },
     "log-level": { type: "string", default: process.env.LOG_LEVEL ?? "info" },
@@ -20,15 +24,30 @@ const { values: flags } = parseArgs({
 });
 
 if (flags.help) {
-  console.log(`usage: tsx ext-authz/src/main.ts [--policy FILE] [--listen HOST:PORT] [--metrics HOST:PORT|off] [--log-level LEVEL]
+  console.log(`usage: tsx ext-authz/src/main.ts [--policy FILE | --xds HOST:PORT] [--listen HOST:PORT] [--metrics HOST:PORT|off] [--log-level LEVEL]
 
-  --policy     static policy YAML (env PORTICO_AUTHZ_POLICY); without one every protected route answers 401
+  --policy        static policy YAML (env PORTICO_AUTHZ_POLICY); without one (and without --xds)
+                  every protected route answers 401
+  --xds           the control plane's xDS address: the policy comes from it (env PORTICO_AUTHZ_XDS);
+                  checks answer 503 and health says NOT_SERVING until the first policy arrives
+  --xds-protocol  delta (default) or sotw (env PORTICO_AUTHZ_XDS_PROTOCOL)
+  --node-id       node.id towards the control plane, unique per process
+                  (env PORTICO_AUTHZ_NODE_ID, default ext-authz-<hostname>-<pid>)
   --listen     gRPC address for Check and health (env PORTICO_AUTHZ_LISTEN, default 127.0.0.1:9191)
   --metrics    Prometheus /metrics address, or off (env PORTICO_AUTHZ_METRICS, default 127.0.0.1:9192)
   --log-level  pino level (env LOG_LEVEL, default info)
 
 SIGHUP reloads the policy file; a policy that does not validate is refused and the old one kept.`);
   process.exit(0);
+}
+
+if (flags.policy && flags.xds) {
+  console.error("give --policy or --xds, not both");
+  process.exit(2);
+}
+if (flags["xds-protocol"] !== "delta" && flags["xds-protocol"] !== "sotw") {
+  console.error(`--xds-protocol must be delta or sotw, not ${flags["xds-protocol"]}`);
+  process.exit(2);
 }
 
 const log = createLogger("ext-authz", flags["log-level"]);
@@ -52,12 +71,15 @@ function splitHostPort(addr: string): { host: string; port: number } {
   return { host: addr.slice(0, i).replace(/^\[|\]$/g, ""), port };
 }
 
-let policy: CompiledPolicy;
-try {
-  policy = await readPolicy();
-} catch (err) {
-  log.fatal({ err: (err as Error).message }, "cannot start: the policy is not usable");
-  process.exit(1);
+// Over xDS the policy arrives after start; until then checks fail closed.
+let policy: CompiledPolicy | undefined;
+if (!flags.xds) {
+  try {
+    policy = await readPolicy();
+  } catch (err) {
+    log.fatal({ err: (err as Error).message }, "cannot start: the policy is not usable");
+    process.exit(1);
+  }
 }
 
 const metrics = new AuthzMetrics();
@@ -72,9 +94,23 @@ await authorizer.warm();
 const server = new AuthzServer({ authorizer, address: flags.listen!, logger: log });
 const port = await server.start();
 log.info(
-  { listen: flags.listen, port, revision: policy.revision, policy: flags.policy },
+  { listen: flags.listen, port, revision: policy?.revision, policy: flags.policy, xds: flags.xds },
   "ext-authz serving",
 );
+
+let source: XdsPolicySource | undefined;
+if (flags.xds) {
+  source = new XdsPolicySource({
+    target: flags.xds,
+    nodeId: flags["node-id"] ?? defaultNodeId(),
+    protocol: flags["xds-protocol"],
+    authorizer,
+    logger: log,
+  });
+  source.on("ready", () => {
+    if (!stopping) server.health.set("SERVING");
+  });
+}
 
 let metricsServer: http.Server | undefined;
 if (flags.metrics && flags.metrics !== "off") {
@@ -91,6 +127,10 @@ if (flags.metrics && flags.metrics !== "off") {
 }
 
 process.on("SIGHUP", () => {
+  if (source) {
+    log.info("SIGHUP ignored: the policy comes over xDS");
+    return;
+  }
   readPolicy()
     .then(async (next) => {
       authorizer.setPolicy(next);
@@ -107,6 +147,7 @@ async function shutdown(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
   log.info({ signal }, "stopping");
+  source?.close();
   metricsServer?.close();
   await server.stop();
   process.exit(0);

@@ -1,4 +1,8 @@
 import { z } from "zod";
+// One definition of a provider for the admin API and ext-authz, so the two cannot drift apart.
+import { JwtProviderSchema, OauthProviderSchema } from "../../../ext-authz/src/policy/schema.js";
+
+export { JwtProviderSchema, OauthProviderSchema };
 
 /** Names become parts of Envoy resource names and stat prefixes, so they are kept plain. */
 export const Name = z
@@ -414,6 +418,8 @@ export const ConfigSchema = z
     gateways: z.array(GatewaySchema).default([]),
     upstreams: z.array(UpstreamSchema).default([]),
     routes: z.array(RouteSchema).default([]),
+    jwtProviders: z.array(JwtProviderSchema).default([]),
+    oauthProviders: z.array(OauthProviderSchema).default([]),
     consumers: z.array(ConsumerSchema).default([]),
     apiKeys: z.array(ApiKeySchema).default([]),
     authPolicies: z.array(AuthPolicySchema).default([]),
@@ -428,6 +434,8 @@ export type Endpoint = z.infer<typeof EndpointSchema>;
 export type Upstream = z.infer<typeof UpstreamSchema>;
 export type RouteMatch = z.infer<typeof RouteMatchSchema>;
 export type Route = z.infer<typeof RouteSchema>;
+export type JwtProvider = z.infer<typeof JwtProviderSchema>;
+export type OauthProvider = z.infer<typeof OauthProviderSchema>;
 export type Consumer = z.infer<typeof ConsumerSchema>;
 export type ApiKey = z.infer<typeof ApiKeySchema>;
 export type AuthPolicy = z.infer<typeof AuthPolicySchema>;
@@ -442,6 +450,8 @@ export const KINDS = {
   gateways: GatewaySchema,
   upstreams: UpstreamSchema,
   routes: RouteSchema,
+  jwtProviders: JwtProviderSchema,
+  oauthProviders: OauthProviderSchema,
   consumers: ConsumerSchema,
   apiKeys: ApiKeySchema,
   authPolicies: AuthPolicySchema,

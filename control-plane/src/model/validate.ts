@@ -1,5 +1,6 @@
 import { RE2JS } from "re2js";
 import { parseDocument } from "yaml";
+import { authPolicyProblems } from "./auth-document.js";
 import { ConfigError, fromZod, type FieldProblem } from "./errors.js";
 import { ConfigSchema, KIND_NAMES, type Config, type Kind } from "./schema.js";
 
@@ -34,8 +35,9 @@ export function parseConfigText(text: string, source = "config"): Config {
 
 export interface ValidateOptions {
   /**
-   * Skip the checks that stand in for Envoy's own (RE2 regexes, listener ports), so that a config
-   * only Envoy refuses can reach it: for exercising NACK handling. References are always checked.
+   * Skip the checks that stand in for Envoy's own (RE2 regexes, listener ports) and ext-authz's
+   * (its policy compiler), so that a config only they refuse can reach them: for exercising NACK
+   * handling. References are always checked.
    */
   skipSemanticChecks?: boolean;
 }
@@ -106,13 +108,26 @@ export function references(config: Config): Reference[] {
   config.authPolicies.forEach((p, i) =>
     p.consumers?.forEach((c, ci) => ref("authPolicies", i, p.name, `consumers[${ci}]`, "consumers", c)),
   );
+  // An `accept` entry that is not a credential kind names a provider of either kind.
+  const oauth = new Set(config.oauthProviders.map((p) => p.name));
+  config.authPolicies.forEach((p, i) =>
+    p.accept.forEach((a, ai) => {
+      if (CREDENTIAL_KINDS.has(a)) return;
+      ref("authPolicies", i, p.name, `accept[${ai}]`, oauth.has(a) ? "oauthProviders" : "jwtProviders", a);
+    }),
+  );
   return out;
 }
+
+const CREDENTIAL_KINDS: ReadonlySet<string> = new Set(["jwt", "apiKey", "oauth"]);
+const ACCEPT_FIELD = /^authPolicies\[\d+\]\.accept\[\d+\]$/;
 
 const SINGULAR: Record<Kind, string> = {
   gateways: "gateway",
   upstreams: "upstream",
   routes: "route",
+  jwtProviders: "JWT provider",
+  oauthProviders: "OAuth provider",
   consumers: "consumer",
   apiKeys: "API key",
   authPolicies: "auth policy",
@@ -156,9 +171,11 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
   const names = new Map<Kind, Set<string>>(KIND_NAMES.map((k) => [k, new Set(config[k].map((x) => x.name))]));
   for (const r of references(config)) {
     if (!names.get(r.to.kind)!.has(r.to.name)) {
-      problems.push({ field: r.from.field, reason: `no ${singular(r.to.kind)} named '${r.to.name}'` });
+      const what = ACCEPT_FIELD.test(r.from.field) ? "JWT or OAuth provider" : singular(r.to.kind);
+      problems.push({ field: r.from.field, reason: `no ${what} named '${r.to.name}'` });
     }
   }
+  problems.push(...providerProblems(config));
 
   const certs = new Map(config.certificates.map((c) => [c.name, c]));
   config.gateways.forEach((g, gi) => {
@@ -294,6 +311,39 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
       problems.push({
         field: `upstreams[${ui}].tls.clientCertificate`,
         reason: `certificate '${client.name}' has no certificatePem and privateKeyPem`,
+      });
+    }
+  });
+  // Only a config that is otherwise valid is worth compiling, and its problems are not repeated.
+  if (envoyChecks && problems.length === 0) problems.push(...authPolicyProblems(config));
+  return problems;
+}
+
+/** Provider names are what `accept` lists name, so they must say which provider they mean. */
+function providerProblems(config: Config): FieldProblem[] {
+  const problems: FieldProblem[] = [];
+  const jwt = new Set(config.jwtProviders.map((p) => p.name));
+  const named = [
+    ...config.jwtProviders.map((p, i) => ({ name: p.name, field: `jwtProviders[${i}].name` })),
+    ...config.oauthProviders.map((p, i) => ({ name: p.name, field: `oauthProviders[${i}].name` })),
+  ];
+  for (const { name, field } of named) {
+    if (CREDENTIAL_KINDS.has(name)) {
+      problems.push({
+        field,
+        reason: `'${name}' is a credential kind in accept lists; name the provider otherwise`,
+      });
+    } else if (field.startsWith("oauth") && jwt.has(name)) {
+      problems.push({ field, reason: `a JWT provider is already named '${name}'` });
+    }
+  }
+  config.oauthProviders.forEach((p, i) => {
+    // The admin API shows what it stores, and the policy goes over xDS: a secret stays out of both.
+    if (p.clientSecret !== undefined) {
+      problems.push({
+        field: `oauthProviders[${i}].clientSecret`,
+        reason:
+          "give clientSecretEnv instead: the name of ext-authz's environment variable holding the secret",
       });
     }
   });

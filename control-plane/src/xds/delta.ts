@@ -106,7 +106,11 @@ export class DeltaStream extends XdsStream<DeltaDiscoveryRequest> {
       if (heldBack) this.removalPending.add(typeUrl);
       remove = missing;
     }
-    if (diff.send.length === 0 && remove.length === 0) return heldBack;
+    // The first answer to a wildcard subscription goes out even when empty (also when it waited
+    // for the group's first snapshot), so a node that holds nothing learns that there is nothing
+    // and can finish initialising, as go-control-plane does.
+    const firstEmptyWildcard = st.wildcard && st.lastNonce === undefined && st.known.size === 0;
+    if (diff.send.length === 0 && remove.length === 0 && !firstEmptyWildcard) return heldBack;
 
     for (const r of diff.send) st.known.set(r.name, r.version);
     for (const name of remove) {

@@ -33,8 +33,12 @@ export const REMOVAL_ORDER: readonly string[] = [
   TypeUrl.Secret,
 ];
 
+/**
+ * Registered types are pushed in the order they were registered, so a type registers after the
+ * types its resources refer to; their removals go the other way round, referrers first.
+ */
 export function removalOrder(): string[] {
-  return [...REMOVAL_ORDER, ...extraOrder];
+  return [...REMOVAL_ORDER, ...[...extraOrder].reverse()];
 }
 
 /**

@@ -136,6 +136,11 @@ export function configErrorDecision(reason: string): Decision {
   return deny(500, "auth_config_error", undefined, reason);
 }
 
+/** Refusal while no policy has been received: fail closed until the service knows the rules. */
+export function noPolicyDecision(): Decision {
+  return deny(503, "auth_unavailable", undefined, "no policy received yet");
+}
+
 export function internalErrorDecision(reason: string): Decision {
   return deny(500, "internal_error", undefined, reason);
 }

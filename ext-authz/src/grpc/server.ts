@@ -18,13 +18,17 @@ export interface AuthzServerOptions {
 
 /**
  * `envoy.service.auth.v3.Authorization/Check` and `grpc.health.v1.Health` on one gRPC server.
- * Health says SERVING once started and NOT_SERVING while stopping, so Envoy's health checks move
- * traffic away before the listener closes.
+ * Health says SERVING once started with a policy (or, without one, once `health.set("SERVING")`
+ * is called when the first policy arrives) and NOT_SERVING while stopping, so Envoy's health
+ * checks move traffic away before the listener closes.
  */
 export class AuthzServer {
   readonly health = new HealthService([AUTHORIZATION_SERVICE]);
   private readonly server = new grpc.Server({
     "grpc.max_receive_message_length": 4 * 1024 * 1024,
+    // Channelz bookkeeping costs a few percent of every call on the hot path; Prometheus metrics
+    // cover what operators need.
+    "grpc.enable_channelz": 0,
   });
   private boundPort = 0;
 
@@ -82,7 +86,7 @@ export class AuthzServer {
         err ? reject(err) : resolve(port),
       ),
     );
-    this.health.set("SERVING");
+    if (this.opts.authorizer.ready) this.health.set("SERVING");
     return this.boundPort;
   }
 
