@@ -104,14 +104,19 @@ export class XdsClient extends EventEmitter<{
     call.on("error", (err) => {
       if (!this.closed) this.emit("error", err);
     });
-    call.on("close", () => {
-      if (this.call !== call) return;
+    // A call that never connected ends with `status` but no `close`: either one ends the stream.
+    let ended = false;
+    const onEnd = () => {
+      if (ended || this.call !== call) return;
+      ended = true;
       this.emit("disconnected");
       if (!this.closed && this.opts.reconnect) {
         setTimeout(() => !this.closed && this.reopen(), this.retryMs).unref();
         this.retryMs = Math.min(this.retryMs * 2, 5_000);
       }
-    });
+    };
+    call.on("status", onEnd);
+    call.on("close", onEnd);
     this.emit("connected");
   }
 

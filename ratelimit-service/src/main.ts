@@ -1,4 +1,5 @@
 import http from "node:http";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -6,6 +7,7 @@ import { collectDefaultMetrics, Registry } from "prom-client";
 import { createLogger } from "../../common/src/log.js";
 import { createLimiter, type BackendOptions } from "./backend.js";
 import { loadConfig } from "./config/load.js";
+import { XdsConfigSource } from "./config/xds-source.js";
 import type { FailureMode } from "./limiter/types.js";
 import { parseRedisSpec } from "./redis/connect.js";
 import { RateLimitMetrics } from "./service/metrics.js";
@@ -35,6 +37,12 @@ const { values } = parseArgs({
     "redis-tls-key": { type: "string", default: env.PORTICO_RATELIMIT_REDIS_TLS_KEY },
     "redis-tls-insecure": { type: "boolean", default: env.PORTICO_RATELIMIT_REDIS_TLS_INSECURE === "true" },
     "shadow-mode": { type: "boolean", default: env.PORTICO_RATELIMIT_SHADOW_MODE === "true" },
+    xds: { type: "string", default: env.PORTICO_RATELIMIT_XDS },
+    "xds-protocol": { type: "string", default: env.PORTICO_RATELIMIT_XDS_PROTOCOL ?? "sotw" },
+    "node-id": {
+      type: "string",
+      default: env.PORTICO_RATELIMIT_NODE_ID ?? `ratelimit-${os.hostname()}-${process.pid}`,
+    },
   },
 });
 
@@ -95,7 +103,13 @@ try {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const configPath = path.resolve(values.config!);
-  const config = loadConfig(configPath);
+  // From the control plane (--xds), or from files.
+  const xds = values.xds;
+  if (xds) hostPort(xds, "xds");
+  const protocol = values["xds-protocol"];
+  if (protocol !== "sotw" && protocol !== "delta")
+    throw new Error(`--xds-protocol must be sotw or delta, got '${protocol}'`);
+  const config = xds ? undefined : loadConfig(configPath);
   const limiter = createLimiter(backendOptions(registry));
   const { host, port } = hostPort(values.listen!, "listen");
   const server = await startRateLimitService({
@@ -107,7 +121,20 @@ try {
     metrics: new RateLimitMetrics(registry),
     shadowMode: values["shadow-mode"],
   });
-  log.info({ config: configPath, domains: [...config.domains.keys()] }, "rate-limit config loaded");
+  let source: XdsConfigSource | undefined;
+  if (xds) {
+    // Until the first config arrives, health says NOT_SERVING and calls get UNAVAILABLE.
+    source = new XdsConfigSource({
+      target: xds,
+      nodeId: values["node-id"]!,
+      protocol,
+      log,
+      onConfig: (c) => server.setConfig(c),
+    });
+    log.info({ xds, node: values["node-id"] }, "waiting for the rate-limit config from the control plane");
+  } else {
+    log.info({ config: configPath, domains: [...config!.domains.keys()] }, "rate-limit config loaded");
+  }
 
   let metricsServer: http.Server | undefined;
   if (values["metrics-listen"]) {
@@ -119,7 +146,8 @@ try {
           (err: Error) => res.writeHead(500).end(err.message),
         );
       } else if (req.url === "/healthz") {
-        res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+        if (server.ready) res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+        else res.writeHead(503, { "content-type": "text/plain" }).end("waiting for config\n");
       } else {
         res.writeHead(404).end();
       }
@@ -129,6 +157,10 @@ try {
 
   // A reload that fails keeps the running config: a typo never drops every limit.
   process.on("SIGHUP", () => {
+    if (source) {
+      log.info("SIGHUP ignored: the config comes from the control plane");
+      return;
+    }
     try {
       const next = loadConfig(configPath);
       server.setConfig(next);
@@ -145,6 +177,7 @@ try {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, "shutting down");
+    source?.close();
     void server
       .stop()
       .then(() => limiter.close())

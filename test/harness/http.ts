@@ -14,6 +14,8 @@ export interface HttpRequestOptions {
   body?: string | Buffer;
   /** Whole-exchange limit; default 2000 ms. */
   timeoutMs?: number;
+  /** The client socket's address, e.g. 127.0.0.2, so that Envoy sees distinct callers. */
+  localAddress?: string;
 }
 
 function flattenHeaders(h: IncomingHttpHeaders): Record<string, string> {
@@ -37,7 +39,12 @@ export function httpRequest(url: string, opts: HttpRequestOptions = {}): Promise
   return new Promise((resolve, reject) => {
     const req = http.request(
       u,
-      { method, headers: { connection: "close", ...opts.headers }, agent: false },
+      {
+        method,
+        headers: { connection: "close", ...opts.headers },
+        agent: false,
+        ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));

@@ -2,6 +2,7 @@ import { RE2JS } from "re2js";
 import { parseDocument } from "yaml";
 import { authPolicyProblems } from "./auth-document.js";
 import { ConfigError, fromZod, type FieldProblem } from "./errors.js";
+import { rateLimitPolicyProblems } from "./ratelimit.js";
 import { ConfigSchema, KIND_NAMES, type Config, type Kind } from "./schema.js";
 
 /** Parses YAML (or JSON, which is YAML) text into a plain value, or throws a ConfigError naming the line. */
@@ -176,6 +177,7 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
     }
   }
   problems.push(...providerProblems(config));
+  problems.push(...rateLimitPolicyProblems(config, envoyChecks));
 
   const certs = new Map(config.certificates.map((c) => [c.name, c]));
   config.gateways.forEach((g, gi) => {
@@ -289,7 +291,9 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
         reason: `gateway '${r.gateway}' has no extAuthz service to enforce it; set gateways.extAuthz`,
       });
     }
-    if (g && r.rateLimitPolicy !== undefined && !g.rateLimit) {
+    // A policy with only a local limit is enforced by Envoy alone.
+    const rlp = config.rateLimitPolicies.find((p) => p.name === r.rateLimitPolicy);
+    if (g && rlp && rlp.limits.length > 0 && !g.rateLimit) {
       problems.push({
         field: `${at}.rateLimitPolicy`,
         reason: `gateway '${r.gateway}' has no rateLimit service to enforce it; set gateways.rateLimit`,

@@ -1,17 +1,130 @@
-import type { Route } from "../model/schema.js";
+/**
+ * Rate limiting in Envoy: the `local_ratelimit` filter (a token bucket per route in each Envoy, no
+ * call out) and the `ratelimit` filter, which asks Portico's rate-limit service with the
+ * descriptors ratelimit-policy.ts describes.
+ */
+import { duration, TYPE_PREFIX } from "../../../protos/src/envoy.js";
+import { ANONYMOUS } from "../model/ratelimit.js";
+import type { RateLimitPolicy, Route } from "../model/schema.js";
 import type { GatewayContext } from "./context.js";
+import { identityMetadataKey } from "./ext-authz.js";
+import {
+  DESCRIPTOR_KEY,
+  descriptorShapes,
+  rateLimitDomain,
+  type DescriptorShape,
+} from "./ratelimit-policy.js";
 
-/** The HTTP filters that limit callers on this listener's routes (after authentication), in order. */
-export function rateLimitHttpFilters(_ctx: GatewayContext, _routes: Route[]): object[] {
-  return [];
+const RATE_LIMIT = "envoy.extensions.filters.http.ratelimit.v3.RateLimit";
+const LOCAL_RATE_LIMIT = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+export const RATE_LIMIT_FILTER = "envoy.filters.http.ratelimit";
+export const LOCAL_RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit";
+
+const PER_MS = { second: 1_000, minute: 60_000, hour: 3_600_000 } as const;
+const ALWAYS = { default_value: { numerator: 100, denominator: "HUNDRED" } };
+
+function policyOf(ctx: GatewayContext, r: Route): RateLimitPolicy | undefined {
+  return r.rateLimitPolicy === undefined
+    ? undefined
+    : ctx.config.rateLimitPolicies.find((p) => p.name === r.rateLimitPolicy);
 }
 
-/** Per-filter settings of a route (e.g. its `local_ratelimit` token bucket), by filter name. */
-export function rateLimitPerRoute(_ctx: GatewayContext, _r: Route): Record<string, object> {
-  return {};
+/** Whether the route's policy has limits the rate-limit service decides. */
+function usesService(ctx: GatewayContext, p: RateLimitPolicy | undefined): p is RateLimitPolicy {
+  return !!p && p.limits.length > 0 && ctx.gateway.rateLimit !== undefined;
+}
+
+/** The HTTP filters that limit callers on this listener's routes (after authentication), in order. */
+export function rateLimitHttpFilters(ctx: GatewayContext, routes: Route[]): object[] {
+  const policies = routes.map((r) => policyOf(ctx, r));
+  const out: object[] = [];
+  // Without a bucket here the filter acts only on routes that carry one.
+  if (policies.some((p) => p?.local)) {
+    out.push({
+      name: LOCAL_RATE_LIMIT_FILTER,
+      typed_config: { "@type": TYPE_PREFIX + LOCAL_RATE_LIMIT, stat_prefix: "local_rate_limit" },
+    });
+  }
+  const rl = ctx.gateway.rateLimit;
+  if (rl && policies.some((p) => usesService(ctx, p))) {
+    out.push({
+      name: RATE_LIMIT_FILTER,
+      typed_config: {
+        "@type": TYPE_PREFIX + RATE_LIMIT,
+        domain: rateLimitDomain(ctx.gateway),
+        timeout: duration(rl.timeoutMs),
+        failure_mode_deny: rl.failClosed,
+        // 503 rather than Envoy's 500: the gateway is fine, a dependency is not.
+        ...(rl.failClosed ? { status_on_error: { code: "ServiceUnavailable" } } : {}),
+        enable_x_ratelimit_headers: "DRAFT_VERSION_03",
+        // gRPC clients retry UNAVAILABLE (what a 429 maps to); RESOURCE_EXHAUSTED tells them to back off.
+        rate_limited_as_resource_exhausted: true,
+        rate_limit_service: {
+          grpc_service: { envoy_grpc: { cluster_name: rl.upstream } },
+          transport_api_version: "V3",
+        },
+      },
+    });
+  }
+  return out;
+}
+
+/** Per-filter settings of a route (its `local_ratelimit` token bucket), by filter name. */
+export function rateLimitPerRoute(ctx: GatewayContext, r: Route): Record<string, object> {
+  const local = policyOf(ctx, r)?.local;
+  if (!local) return {};
+  const intervalMs = PER_MS[local.per];
+  return {
+    [LOCAL_RATE_LIMIT_FILTER]: {
+      "@type": TYPE_PREFIX + LOCAL_RATE_LIMIT,
+      stat_prefix: `route_${r.name}`,
+      token_bucket: {
+        max_tokens: local.burst ?? local.requests,
+        tokens_per_fill: { value: local.requests },
+        fill_interval: duration(intervalMs),
+      },
+      filter_enabled: ALWAYS,
+      filter_enforced: ALWAYS,
+      enable_x_ratelimit_headers: "DRAFT_VERSION_03",
+      rate_limited_as_resource_exhausted: true,
+      // The bucket refills every interval, so a refused caller may try again after one.
+      response_headers_to_add: [
+        {
+          header: { key: "retry-after", value: String(Math.ceil(intervalMs / 1000)) },
+          append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+        },
+      ],
+    },
+  };
+}
+
+function action(ctx: GatewayContext, r: Route, entry: DescriptorShape[number]): object {
+  switch (entry) {
+    case "ip":
+      // The downstream address Envoy trusts (the HCM uses the peer's, `use_remote_address`).
+      return { remote_address: {} };
+    case "route":
+      return { generic_key: { descriptor_key: DESCRIPTOR_KEY.route, descriptor_value: r.name } };
+    case "consumer":
+    case "plan":
+      return {
+        metadata: {
+          descriptor_key: DESCRIPTOR_KEY[entry],
+          metadata_key: identityMetadataKey(ctx, r, entry),
+          // No identity (no credentials, or no auth on the route): still a value, so still limited.
+          default_value: ANONYMOUS,
+          source: "DYNAMIC",
+        },
+      };
+  }
 }
 
 /** The route action's `rate_limits`: the descriptors sent to the rate-limit service. */
-export function routeRateLimits(_ctx: GatewayContext, _r: Route): object[] | undefined {
-  return undefined;
+export function routeRateLimits(ctx: GatewayContext, r: Route): object[] | undefined {
+  const p = policyOf(ctx, r);
+  if (!usesService(ctx, p)) return undefined;
+  const policy = { generic_key: { descriptor_key: DESCRIPTOR_KEY.policy, descriptor_value: p.name } };
+  return descriptorShapes(p).map((shape) => ({
+    actions: [policy, ...shape.map((e) => action(ctx, r, e))],
+  }));
 }

@@ -1,14 +1,17 @@
 import fs from "node:fs";
 import path from "node:path";
 import { ConfigError, type ConfigIssue } from "./errors.js";
-import { parseDomainYaml } from "./parse.js";
+import { parseDomainValue, parseDomainYaml, type Plain } from "./parse.js";
 import type { DomainConfig, RateLimitConfig } from "./types.js";
 
-export interface ConfigSource {
-  /** A name for errors: the file path, or where the text came from. */
-  readonly file: string;
-  readonly text: string;
-}
+/** A file's text, or a document already read (from the control plane), shaped like the YAML. */
+export type ConfigSource =
+  | {
+      /** A name for errors: the file path, or where the text came from. */
+      readonly file: string;
+      readonly text: string;
+    }
+  | { readonly file: string; readonly value: Plain };
 
 /**
  * Reads a config file, or every `.yaml`/`.yml` file of a directory (not its subdirectories),
@@ -47,8 +50,11 @@ export function buildConfig(sources: readonly ConfigSource[]): RateLimitConfig {
   const issues: ConfigIssue[] = [];
   const domains = new Map<string, DomainConfig>();
   for (const src of sources) {
-    if (src.text.trim() === "") continue;
-    const domain = parseDomainYaml(src.text, src.file, issues);
+    if ("text" in src && src.text.trim() === "") continue;
+    const domain =
+      "text" in src
+        ? parseDomainYaml(src.text, src.file, issues)
+        : parseDomainValue(src.value, src.file, issues);
     if (!domain) continue;
     const other = domains.get(domain.domain);
     if (other) {

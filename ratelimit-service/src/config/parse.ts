@@ -18,7 +18,8 @@ import {
 import { CALENDAR_UNITS, parseUnit, parseWindow, UNIT_MS, UNITS } from "./units.js";
 
 type Path = (string | number)[];
-type Plain = string | Plain[] | { [k: string]: Plain } | null;
+/** A config value as the YAML reader gives it: every scalar a string, as written. */
+export type Plain = string | Plain[] | { [k: string]: Plain } | null;
 
 const MAX_UINT32 = 4_294_967_295;
 
@@ -69,21 +70,23 @@ class Ctx {
 
   constructor(
     readonly file: string,
-    private readonly doc: Document,
-    private readonly lines: LineCounter,
+    /** Where a path is in the text, for configs read from a file. */
+    private readonly lineOf: (path: Path) => number | undefined = () => undefined,
   ) {}
 
   issue(path: Path, reason: string): void {
     this.issues.push({ file: this.file, path: formatPath(path), line: this.lineOf(path), reason });
   }
+}
 
-  private lineOf(path: Path): number | undefined {
+function yamlLines(doc: Document, lines: LineCounter): (path: Path) => number | undefined {
+  return (path) => {
     for (let p = path; ; p = p.slice(0, -1)) {
-      const node = this.doc.getIn(p, true) as { range?: [number, number, number] } | undefined;
-      if (node?.range) return this.lines.linePos(node.range[0]).line;
+      const node = doc.getIn(p, true) as { range?: [number, number, number] } | undefined;
+      if (node?.range) return lines.linePos(node.range[0]).line;
       if (p.length === 0) return undefined;
     }
-  }
+  };
 }
 
 export function formatPath(path: Path): string {
@@ -102,9 +105,21 @@ export function parseDomainYaml(text: string, file: string, issues: ConfigIssue[
     issues.push({ file, path: "", line: e.linePos?.[0]?.line, reason: e.message.split("\n")[0]! });
   }
   if (issues.length > before) return undefined;
-  const ctx = new Ctx(file, doc, lines);
-  const top = doc.toJS() as Plain;
-  const result = parseDomain(top, ctx);
+  return parseDomainValue(doc.toJS() as Plain, file, issues, yamlLines(doc, lines));
+}
+
+/**
+ * Parses one domain given as a plain value shaped like the YAML (maps, lists and every scalar as a
+ * string), e.g. a document received from the control plane: the same checks, the same errors.
+ */
+export function parseDomainValue(
+  value: Plain,
+  file: string,
+  issues: ConfigIssue[],
+  lineOf?: (path: Path) => number | undefined,
+): DomainConfig | undefined {
+  const ctx = new Ctx(file, lineOf);
+  const result = parseDomain(value, ctx);
   issues.push(...ctx.issues);
   return ctx.issues.length === 0 ? result : undefined;
 }

@@ -13,7 +13,12 @@ import { RateLimitMetrics } from "./metrics.js";
 import { InvalidRequestError, RateLimitHandler } from "./rls.js";
 
 export interface RateLimitServiceOptions {
-  config: RateLimitConfig;
+  /**
+   * The config; when absent (config over xDS) the service waits for `setConfig`: health says
+   * NOT_SERVING and ShouldRateLimit answers UNAVAILABLE, so Envoy applies its failure mode rather
+   * than being told that nothing is limited.
+   */
+  config?: RateLimitConfig;
   limiter: RateLimiter;
   /** Default 127.0.0.1. */
   host?: string;
@@ -34,6 +39,8 @@ export interface RateLimitServer {
   readonly handler: RateLimitHandler;
   readonly health: HealthService;
   readonly metrics: RateLimitMetrics;
+  /** Whether a config has been set. */
+  readonly ready: boolean;
   setConfig(config: RateLimitConfig): void;
   /** Stops answering (health first says NOT_SERVING); the limiter is the caller's to close. */
   stop(graceMs?: number): Promise<void>;
@@ -43,7 +50,9 @@ export interface RateLimitServer {
 export async function startRateLimitService(opts: RateLimitServiceOptions): Promise<RateLimitServer> {
   const log = opts.log ?? silentLogger();
   const metrics = opts.metrics ?? new RateLimitMetrics();
-  const handler = new RateLimitHandler(opts.config, {
+  let ready = opts.config !== undefined;
+  let stopping = false;
+  const handler = new RateLimitHandler(opts.config ?? { domains: new Map(), files: [] }, {
     limiter: opts.limiter,
     metrics,
     shadowMode: opts.shadowMode,
@@ -61,6 +70,10 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
       call: grpc.ServerUnaryCall<RateLimitRequest, RateLimitResponse>,
       cb: grpc.sendUnaryData<RateLimitResponse>,
     ) => {
+      if (!ready) {
+        cb({ code: grpc.status.UNAVAILABLE, details: "no rate-limit config received yet" });
+        return;
+      }
       const end = metrics.decisionSeconds.startTimer();
       handler.shouldRateLimit(call.request).then(
         (res) => {
@@ -90,7 +103,7 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
       (err, bound) => (err ? reject(err) : resolve(bound)),
     ),
   );
-  health.set("SERVING");
+  if (ready) health.set("SERVING");
   log.info({ host, port, limiter: opts.limiter.kind }, "rate-limit service listening");
 
   return {
@@ -99,8 +112,16 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
     handler,
     health,
     metrics,
-    setConfig: (c) => handler.setConfig(c),
+    get ready() {
+      return ready;
+    },
+    setConfig: (c) => {
+      handler.setConfig(c);
+      if (!ready && !stopping) health.set("SERVING");
+      ready = true;
+    },
     stop: (graceMs = 5_000) => {
+      stopping = true;
       health.set("NOT_SERVING");
       health.close();
       return new Promise<void>((resolve) => {
