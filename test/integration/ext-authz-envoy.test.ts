@@ -57,6 +57,9 @@ describe("ext-authz through Envoy", () => {
   let authz: AuthzServer;
   let authzPort: number;
   let port: number;
+  let nativePort: number;
+  let native: EnvoyProcess;
+  let checks = 0;
   const url = (p: string) => `http://127.0.0.1:${port}${p}`;
   const echoed = (body: string) => JSON.parse(body) as { headers: Record<string, string>; path: string };
 
@@ -64,12 +67,13 @@ describe("ext-authz through Envoy", () => {
     authz = new AuthzServer({
       authorizer: new Authorizer({ policy, logger: silentLogger() }),
       address: `127.0.0.1:${authzPort}`,
+      onCheckDone: () => void checks++,
     });
     await authz.start();
   }
 
   beforeAll(async () => {
-    [port, authzPort] = [await freePort(), await freePort()];
+    [port, authzPort, nativePort] = [await freePort(), await freePort(), await freePort()];
     upstream = await startHttpUpstream("orders");
     await startAuthz();
     api = await startAdmin();
@@ -92,6 +96,13 @@ describe("ext-authz through Envoy", () => {
       extAuthz: { upstream: "ext-authz", timeoutMs: 1000 },
     });
     await put("/api/v1/consumers/acme", { name: "acme" });
+    await put("/api/v1/jwtProviders/idp", {
+      name: "idp",
+      issuer: ISSUER,
+      audiences: [AUDIENCE],
+      jwks: { keys: [rsa.jwk] },
+      algorithms: ["RS256"],
+    });
     await put("/api/v1/authPolicies/members", { name: "members", accept: ["apiKey", "jwt"] });
     await put("/api/v1/authPolicies/writers", {
       name: "writers",
@@ -123,11 +134,34 @@ describe("ext-authz through Envoy", () => {
     ];
     for (const r of routes)
       await put(`/api/v1/routes/${r.name}`, { ...r, gateway: "edge", upstream: "orders" });
+    // A second gateway whose JWT-only routes Envoy's own jwt_authn verifies.
+    await put("/api/v1/gateways/native", {
+      name: "native",
+      listeners: [{ name: "http", port: nativePort, address: "127.0.0.1" }],
+      extAuthz: { upstream: "ext-authz", jwt: "jwt_authn" },
+    });
+    await put("/api/v1/authPolicies/idp-users", { name: "idp-users", accept: ["idp"] });
+    await put("/api/v1/routes/native-profile", {
+      name: "native-profile",
+      gateway: "native",
+      match: { pathPrefix: "/profile" },
+      upstream: "orders",
+      authPolicy: "idp-users",
+    });
+    await put("/api/v1/routes/native-keys", {
+      name: "native-keys",
+      gateway: "native",
+      match: { pathPrefix: "/keys" },
+      upstream: "orders",
+      authPolicy: "members",
+    });
     envoy = track(await startEnvoy({ nodeId: "edge-authz", group: "edge", xdsPort: api.cp.xdsPort }));
-    await envoy.waitReady({ timeoutMs: 20_000 });
+    native = track(await startEnvoy({ nodeId: "native-authz", group: "native", xdsPort: api.cp.xdsPort }));
+    await Promise.all([envoy.waitReady({ timeoutMs: 20_000 }), native.waitReady({ timeoutMs: 20_000 })]);
   });
 
   afterAll(async () => {
+    await native?.stop();
     await envoy?.stop();
     await api?.stop();
     await authz?.stop();
@@ -263,6 +297,31 @@ describe("ext-authz through Envoy", () => {
     });
     expect(keyed.status).toBe(400);
     expect(JSON.parse(keyed.body).header).toBe("idempotency-key");
+  });
+
+  it("lets Envoy's jwt_authn verify JWT-only routes when the gateway asks for it, with no call to ext-authz", async () => {
+    const nativeUrl = (p: string) => `http://127.0.0.1:${nativePort}${p}`;
+    const before = checks;
+    const token = signJwt(rsa, claims(Date.now(), { sub: "user-7" }));
+    const ok = await httpRequest(nativeUrl("/profile"), {
+      headers: { authorization: `Bearer ${token}`, ...FORGED },
+    });
+    expect(ok.status).toBe(200);
+    const seen = echoed(ok.body).headers;
+    expect(seen["x-portico-consumer"]).toBe("user-7");
+    expect(seen["x-portico-plan"]).toBeUndefined();
+    expect(seen["x-portico-scopes"]).toBeUndefined();
+    expect(seen.authorization).toBeUndefined();
+    const forged = signJwt(rsaKey("k1"), claims(Date.now(), { sub: "admin" }));
+    for (const headers of [{}, { authorization: `Bearer ${forged}` }, FORGED] as Record<string, string>[]) {
+      expect((await httpRequest(nativeUrl("/profile"), { headers })).status).toBe(401);
+    }
+    expect(checks).toBe(before);
+    // A route that also takes API keys still goes to ext-authz on the same gateway.
+    const keyed = await httpRequest(nativeUrl("/keys"), { headers: { "x-api-key": KEY } });
+    expect(keyed.status).toBe(200);
+    expect(echoed(keyed.body).headers["x-portico-consumer"]).toBe("acme");
+    expect(checks).toBe(before + 1);
   });
 
   it("fails closed on protected routes when ext-authz is down, while public routes keep working", async () => {

@@ -25,8 +25,9 @@ export function configRevision(config: Config): string {
  */
 export function buildSnapshots(config: Config, revision = configRevision(config)): Map<string, Snapshot> {
   const snapshots = new Map<string, Snapshot>();
-  const groups = translate(config);
-  groups.set(POLICY_GROUP, translatePolicy(config));
+  // The policy group first: its pushes (a new provider, key or limit) start before the Envoy
+  // routes that need them.
+  const groups = new Map([[POLICY_GROUP, translatePolicy(config)], ...translate(config)]);
   for (const [group, resources] of groups) {
     try {
       snapshots.set(group, buildSnapshot(group, resources, revision));

@@ -4,7 +4,7 @@ import type { Certificate, Config, Gateway, Listener, Route, Upstream } from "..
 import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
 import type { GatewayContext } from "./context.js";
-import { authHttpFilters, authRouteFields, identityHeaderStrip } from "./ext-authz.js";
+import { authClusters, authHttpFilters, authRouteFields, identityHeaderStrip } from "./ext-authz.js";
 import { rateLimitHttpFilters, rateLimitPerRoute, routeRateLimits } from "./ratelimit.js";
 
 const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -812,6 +812,8 @@ export function translate(config: Config): Map<string, ResourceInput[]> {
         aggregates.set(aggregateName(r.upstream, r.fallback.upstream), [r.upstream, r.fallback.upstream]);
       }
     }
+    for (const { name, message } of authClusters(ctx))
+      resources.push({ typeUrl: TypeUrl.Cluster, name, message });
     for (const [name, [primary, fallback]] of [...aggregates].sort()) {
       resources.push({ typeUrl: TypeUrl.Cluster, name, message: aggregateCluster(primary, fallback) });
     }
