@@ -173,6 +173,17 @@ describe("rate-limit policies: the model", () => {
     ).toThrow(/consumers\[0\]\.name: 'anonymous' stands for callers without credentials/);
   });
 
+  it("refuses global limits on a route Envoy answers itself, which has no descriptors", () => {
+    const cfg = config([{ name: "p", limits: [{ requests: 1, per: "second" }] }]);
+    const input = {
+      ...cfg,
+      routes: [{ ...cfg.routes[0]!, upstream: undefined, directResponse: { status: 200 } }],
+    };
+    expect(() => validateConfig(input)).toThrow(
+      /routes\[0\]\.rateLimitPolicy: policy 'p' has limits, which apply only to routes with upstreams/,
+    );
+  });
+
   it("lets a policy with only a local limit go without a rate-limit service", () => {
     const cfg = validateConfig({
       gateways: [{ name: "edge", listeners: [{ name: "http", port: 10000 }] }],

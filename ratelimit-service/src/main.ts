@@ -129,7 +129,11 @@ try {
       nodeId: values["node-id"]!,
       protocol,
       log,
-      onConfig: (c) => server.setConfig(c),
+      onConfig: (c) => {
+        server.setConfig(c);
+        server.metrics.configUpdates.inc({ result: "accepted" });
+      },
+      onReject: () => server.metrics.configUpdates.inc({ result: "rejected" }),
     });
     log.info({ xds, node: values["node-id"] }, "waiting for the rate-limit config from the control plane");
   } else {

@@ -251,6 +251,8 @@ describe("ratelimit-service --xds", () => {
       timeoutMs: 20_000,
     });
     expect(await healthOf(`127.0.0.1:${grpcPort}`)).toBe("SERVING");
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(metrics).toMatch(/^portico_ratelimit_config_updates_total\{result="accepted"\} 1$/m);
     const status = (await api.call("GET", "/api/v1/status")).json;
     expect(status.nodes.find((n: any) => n.id === "ratelimit-main")).toMatchObject({
       group: "portico:policy",

@@ -63,6 +63,17 @@ export function rateLimitPolicyProblems(config: Config, serviceChecks: boolean):
       });
     }
   });
+  const policies = new Map(config.rateLimitPolicies.map((p) => [p.name, p]));
+  config.routes.forEach((r, ri) => {
+    const p = r.rateLimitPolicy === undefined ? undefined : policies.get(r.rateLimitPolicy);
+    // Envoy takes descriptors from a route action only: an answer Envoy makes up has none.
+    if (p?.limits.length && (r.redirect || r.directResponse)) {
+      problems.push({
+        field: `routes[${ri}].rateLimitPolicy`,
+        reason: `policy '${p.name}' has limits, which apply only to routes with upstreams; give this route a policy with only a local limit`,
+      });
+    }
+  });
   config.rateLimitPolicies.forEach((p, pi) => {
     const at = `rateLimitPolicies[${pi}]`;
     if (serviceChecks && !validTimeZone(p.timeZone)) {

@@ -18,6 +18,8 @@ export class RateLimitMetrics {
   readonly invalidRequests: Counter;
   readonly degradedDecisions: Counter<"mode">;
   readonly decisionSeconds: Histogram;
+  /** Configs from the control plane, accepted or refused (NACKed). */
+  readonly configUpdates: Counter<"result">;
   private readonly detailed = new WeakMap<LimitRule, Set<string>>();
 
   constructor(
@@ -67,6 +69,11 @@ export class RateLimitMetrics {
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05],
       registers: [registry],
     });
+    this.configUpdates = counter(
+      "portico_ratelimit_config_updates_total",
+      "Configs received over xDS, by result (accepted, rejected)",
+      ["result"],
+    );
   }
 
   labels(rule: LimitRule, detailedValue?: string): { domain: string; rule: string } {
