@@ -35,16 +35,25 @@ function usesService(ctx: GatewayContext, p: RateLimitPolicy | undefined): p is 
 }
 
 /** The HTTP filters that limit callers on this listener's routes (after authentication), in order. */
+/**
+ * Envoy's `local_ratelimit`, placed before authentication: a flood is cut off by a token bucket
+ * in the proxy before it costs an ext-authz call or a call to the rate-limit service.
+ */
+export function localRateLimitHttpFilters(ctx: GatewayContext, routes: Route[]): object[] {
+  // Without a bucket here the filter acts only on routes that carry one.
+  if (!routes.some((r) => policyOf(ctx, r)?.local)) return [];
+  return [
+    {
+      name: LOCAL_RATE_LIMIT_FILTER,
+      typed_config: { "@type": TYPE_PREFIX + LOCAL_RATE_LIMIT, stat_prefix: "local_rate_limit" },
+    },
+  ];
+}
+
+/** The global `ratelimit` filter, after authentication so descriptors carry the caller's identity. */
 export function rateLimitHttpFilters(ctx: GatewayContext, routes: Route[]): object[] {
   const policies = routes.map((r) => policyOf(ctx, r));
   const out: object[] = [];
-  // Without a bucket here the filter acts only on routes that carry one.
-  if (policies.some((p) => p?.local)) {
-    out.push({
-      name: LOCAL_RATE_LIMIT_FILTER,
-      typed_config: { "@type": TYPE_PREFIX + LOCAL_RATE_LIMIT, stat_prefix: "local_rate_limit" },
-    });
-  }
   const rl = ctx.gateway.rateLimit;
   if (rl && policies.some((p) => usesService(ctx, p))) {
     out.push({

@@ -3,9 +3,15 @@ import { duration, struct, TYPE_PREFIX } from "../../../protos/src/envoy.js";
 import type { Certificate, Config, Gateway, Listener, Route, Upstream } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
+import { aggregatorResources, isCompositeRoute, partUpstreams, withCompositeRoutes } from "./aggregator.js";
 import type { GatewayContext } from "./context.js";
 import { authClusters, authHttpFilters, authRouteFields, identityHeaderStrip } from "./ext-authz.js";
-import { rateLimitHttpFilters, rateLimitPerRoute, routeRateLimits } from "./ratelimit.js";
+import {
+  localRateLimitHttpFilters,
+  rateLimitHttpFilters,
+  rateLimitPerRoute,
+  routeRateLimits,
+} from "./ratelimit.js";
 
 const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER = "envoy.extensions.filters.http.router.v3.Router";
@@ -99,7 +105,9 @@ function listenerResource(ctx: GatewayContext, listener: Listener): object {
                 },
               ]
             : []),
-          // Who the caller is, then how much they may do: the rate limiter reads ext-authz's identity.
+          // A local token bucket first (floods cost no call out), then who the caller is, then how
+          // much they may do: the rate limiter reads the identity authentication found.
+          ...localRateLimitHttpFilters(ctx, served),
           ...authHttpFilters(ctx, served),
           ...rateLimitHttpFilters(ctx, served),
           // Static fallbacks: acts only on routes that carry one.
