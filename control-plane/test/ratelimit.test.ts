@@ -16,7 +16,12 @@ import {
   rateLimitPolicyResources,
   type DescriptorShape,
 } from "../src/translate/ratelimit-policy.js";
-import { rateLimitHttpFilters, rateLimitPerRoute, routeRateLimits } from "../src/translate/ratelimit.js";
+import {
+  localRateLimitHttpFilters,
+  rateLimitHttpFilters,
+  rateLimitPerRoute,
+  routeRateLimits,
+} from "../src/translate/ratelimit.js";
 import { isFullStateType } from "../src/xds/types.js";
 
 type Limit = NonNullable<NonNullable<ConfigInput["rateLimitPolicies"]>[number]["limits"]>[number];
@@ -194,9 +199,10 @@ describe("rate-limit policies: the model", () => {
       rateLimitPolicies: [{ name: "p", local: { requests: 10, per: "second" } }],
     });
     const ctx = { config: cfg, gateway: cfg.gateways[0]! };
-    expect(rateLimitHttpFilters(ctx, cfg.routes).map((f: any) => f.name)).toEqual([
+    expect(localRateLimitHttpFilters(ctx, cfg.routes).map((f: any) => f.name)).toEqual([
       "envoy.filters.http.local_ratelimit",
     ]);
+    expect(rateLimitHttpFilters(ctx, cfg.routes)).toEqual([]);
     expect(routeRateLimits(ctx, cfg.routes[0]!)).toBeUndefined();
     expect(() =>
       validateConfig({
@@ -260,12 +266,12 @@ describe("rate-limit policies: what Envoy sends", () => {
       config: cfg,
       gateway: { ...cfg.gateways[0]!, rateLimit: { ...cfg.gateways[0]!.rateLimit!, failClosed: true } },
     };
-    const filters = rateLimitHttpFilters(ctx, cfg.routes) as any[];
-    expect(filters.map((f) => f.name)).toEqual([
+    expect(localRateLimitHttpFilters(ctx, cfg.routes).map((f: any) => f.name)).toEqual([
       "envoy.filters.http.local_ratelimit",
-      "envoy.filters.http.ratelimit",
     ]);
-    expect(filters[1].typed_config).toMatchObject({
+    const filters = rateLimitHttpFilters(ctx, cfg.routes) as any[];
+    expect(filters.map((f) => f.name)).toEqual(["envoy.filters.http.ratelimit"]);
+    expect(filters[0].typed_config).toMatchObject({
       domain: "edge",
       timeout: { seconds: 0, nanos: 20_000_000 },
       failure_mode_deny: true,
