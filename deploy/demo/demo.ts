@@ -1,6 +1,7 @@
 // The whole gateway on one machine with embedded defaults: the control plane (file config,
-// no Redis), one Envoy of the `edge` group bootstrapped over ADS, and two sample upstreams.
-import { spawn } from "node:child_process";
+// no Redis), ext-authz and the rate limiter (memory backend) taking their policy from it over
+// xDS, one Envoy of the `edge` group bootstrapped over ADS, and two sample upstreams.
+import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { createLogger } from "../../common/src/log.js";
@@ -18,6 +19,7 @@ const adminPort = Number(process.env.PORTICO_ADMIN_PORT ?? 9000);
 const envoyAdminPort = Number(process.env.ENVOY_ADMIN_PORT ?? 9901);
 
 const log = createLogger("demo");
+let stopping = false;
 const envoy = await findEnvoy({ install: true, log: (m) => log.info(m) });
 log.info({ path: envoy.path, source: envoy.source }, `envoy ${envoy.version}`);
 
@@ -35,6 +37,37 @@ const cp = await startControlPlane({
   log: createLogger("control-plane"),
   defaultMetrics: true,
 });
+
+/** A Portico service as its own process, as in production, taking its policy over xDS. */
+function service(name: string, main: string, args: string[]): ChildProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", path.join(REPO_ROOT, main), ...args], {
+    stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? "warn" },
+  });
+  child.on("exit", (code) => {
+    if (!stopping) log.error({ service: name, code }, "a service exited");
+  });
+  return child;
+}
+const xds = `127.0.0.1:${cp.xdsPort}`;
+const services = [
+  service("ext-authz", "ext-authz/src/main.ts", [
+    "--xds",
+    xds,
+    "--listen",
+    "127.0.0.1:9191",
+    "--metrics",
+    "127.0.0.1:9192",
+  ]),
+  service("ratelimit", "ratelimit-service/src/main.ts", [
+    "--xds",
+    xds,
+    "--listen",
+    "127.0.0.1:8090",
+    "--metrics-listen",
+    "127.0.0.1:6070",
+  ]),
+];
 
 fs.mkdirSync(workDir, { recursive: true });
 const bootstrapFile = path.join(workDir, "envoy-edge.yaml");
@@ -58,8 +91,12 @@ const proxy = spawn(
 
 console.log(`
 Portico demo is up.
-  curl http://127.0.0.1:10000/hello          # routed by Envoy to the 'hello' upstream
-  curl http://127.0.0.1:10000/echo/anything  # prefix rewritten, to the 'echo' upstream
+  curl http://127.0.0.1:10000/hello          # routed by Envoy to the 'hello' upstream, as 'anonymous'
+  curl -H 'x-api-key: pk_demo_portico_0000000000000000' http://127.0.0.1:10000/echo/anything
+                                             # authenticated by ext-authz: the upstream sees x-portico-consumer: demo
+  curl -i http://127.0.0.1:10000/echo/anything   # 401: /echo needs an API key
+  for i in 1 2 3 4; do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:10000/hello; done
+                                             # 429 after the first two in a second: anonymous callers get 2/s per IP (keys 5/s)
 
 Admin API (token shown once): export PORTICO_TOKEN=${adminToken}
   curl -H "Authorization: Bearer $PORTICO_TOKEN" http://127.0.0.1:${cp.adminPort}/api/v1/status   # Envoys, what they applied or refused
@@ -69,11 +106,11 @@ Edit ${path.relative(process.cwd(), configFile)} and the change is live at once,
 admin API (the file wins again on its next edit). Ctrl-C stops everything.
 `);
 
-let stopping = false;
 async function stop(code: number): Promise<void> {
   if (stopping) return;
   stopping = true;
   proxy.kill("SIGTERM");
+  for (const s of services) s.kill("SIGTERM");
   await cp.stop();
   for (const u of upstreams) u.close();
   process.exit(code);

@@ -12,6 +12,9 @@ export function startSampleUpstream(name: string, port: number, host = "127.0.0.
       method: req.method,
       path: req.url,
       requestId: req.headers["x-request-id"] ?? null,
+      // Set by the gateway after authentication (`anonymous` callers get none).
+      consumer: req.headers["x-portico-consumer"] ?? null,
+      plan: req.headers["x-portico-plan"] ?? null,
     });
     res.writeHead(200, { "content-type": "application/json", "x-served-by": name });
     res.end(body + "\n");
