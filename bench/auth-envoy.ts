@@ -1,6 +1,7 @@
 // JWT authentication end to end through a real Envoy: Portico's ext-authz (gRPC ext_authz filter)
 // against Envoy's native jwt_authn verifying the same token, on the same Envoy binary and the same
-// upstream, in the same run, with an unauthenticated route as the floor. Load: wrk (closed loop).
+// upstream, in the same run, with an unauthenticated route as the floor; and the full chain
+// (ext_authz + the rate-limit service + route) against that bare route. Load: wrk (closed loop).
 //   npx tsx bench/auth-envoy.ts [--seconds 8] [--rounds 3] [--connections 32]
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { generateKeyPairSync, sign } from "node:crypto";
@@ -100,7 +101,7 @@ function cpuMs(pid: number): number {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<void> {
-  const [portA, portB, authzPort, adminPort, xdsPort] = await freePorts(5);
+  const [portA, portB, authzPort, adminPort, xdsPort, rlPort, rlMetricsPort] = await freePorts(7);
   const upstream = await startHttpUpstream("bench");
 
   // ext-authz as its own process, from a static policy with the same provider.
@@ -127,6 +128,24 @@ async function main(): Promise<void> {
   );
   children.push(authz);
 
+  // The rate-limit service as its own process, taking its policy over xDS (memory backend).
+  const ratelimit = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      path.join(REPO_ROOT, "ratelimit-service/src/main.ts"),
+      "--xds",
+      `127.0.0.1:${xdsPort}`,
+      "--listen",
+      `127.0.0.1:${rlPort}`,
+      "--metrics-listen",
+      `127.0.0.1:${rlMetricsPort}`,
+    ],
+    { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, LOG_LEVEL: "warn" } },
+  );
+  children.push(ratelimit);
+
   const cp = await startControlPlane({
     store: `file:${path.join(dir, "store")}`,
     xdsPort,
@@ -148,6 +167,19 @@ async function main(): Promise<void> {
     protocol: "grpc",
     endpoints: [{ host: "127.0.0.1", port: authzPort }],
   });
+  await put("upstreams/ratelimit", {
+    name: "ratelimit",
+    protocol: "grpc",
+    endpoints: [{ host: "127.0.0.1", port: rlPort }],
+  });
+  // Limits high enough never to refuse: every request still makes the full round of decisions.
+  await put("rateLimitPolicies/generous", {
+    name: "generous",
+    limits: [
+      { requests: 100_000_000, per: "second", by: "consumer" },
+      { requests: 1_000_000_000, per: "day", by: "consumer" },
+    ],
+  });
   await put("jwtProviders/idp", provider);
   await put("authPolicies/users", { name: "users", accept: ["idp"] });
   for (const [name, port, jwt] of [
@@ -158,6 +190,15 @@ async function main(): Promise<void> {
       name,
       listeners: [{ name: "http", port, address: "127.0.0.1" }],
       extAuthz: { upstream: "ext-authz", jwt },
+      rateLimit: { upstream: "ratelimit" },
+    });
+    await put(`routes/${name}-chain`, {
+      name: `${name}-chain`,
+      gateway: name,
+      match: { path: "/chain" },
+      upstream: "app",
+      authPolicy: "users",
+      rateLimitPolicy: "generous",
     });
     await put(`routes/${name}-auth`, {
       name: `${name}-auth`,
@@ -183,15 +224,16 @@ async function main(): Promise<void> {
     await envoy.waitReady({ timeoutMs: 30_000 });
   }
   const auth = { authorization: `Bearer ${TOKEN}` };
-  for (const port of [portA, portB]) {
+  for (const [port, p] of [
+    [portA, "/auth"],
+    [portB, "/auth"],
+    [portA, "/chain"],
+  ] as const) {
     await waitFor(
-      async () => (await httpRequest(`http://127.0.0.1:${port}/auth`, { headers: auth })).status === 200,
-      {
-        timeoutMs: 30_000,
-        what: `authenticated route on port ${port}`,
-      },
+      async () => (await httpRequest(`http://127.0.0.1:${port}${p}`, { headers: auth })).status === 200,
+      { timeoutMs: 30_000, what: `authenticated route ${p} on port ${port}` },
     );
-    const refused = await httpRequest(`http://127.0.0.1:${port}/auth`);
+    const refused = await httpRequest(`http://127.0.0.1:${port}${p}`);
     if (refused.status !== 401) throw new Error(`port ${port} let an unauthenticated request through`);
   }
 
@@ -202,6 +244,7 @@ async function main(): Promise<void> {
     { label: "bare route (no auth)", url: `http://127.0.0.1:${portA}/bare`, headers: {} },
     { label: "ext_authz → Portico ext-authz", url: `http://127.0.0.1:${portA}/auth`, headers: auth },
     { label: "jwt_authn (Envoy native)", url: `http://127.0.0.1:${portB}/auth`, headers: auth },
+    { label: "full chain: ext_authz+ratelimit", url: `http://127.0.0.1:${portA}/chain`, headers: auth },
   ];
   // Two loads: saturation (many connections: throughput and queueing) and light (two connections:
   // what authentication adds to one request when nothing waits in line).
@@ -233,17 +276,18 @@ async function main(): Promise<void> {
         extAuthzCpuUsPerRequest: median(authzCpu.get(s.label)!),
       };
     });
-    const native = summary[2]!;
+    const [bare, , native] = summary as [(typeof summary)[0], unknown, (typeof summary)[0]];
     console.log(
       `\nJWT auth through Envoy, ${load.name}: wrk -t1 -c${load.connections} -d${SECONDS}s, ${ROUNDS} interleaved rounds, medians; Envoy --concurrency 1\n`,
     );
     console.log(
-      "scenario                         req/s      p50 ms   p99 ms   non-2xx   vs jwt_authn (req/s, p99)   ext-authz CPU/request",
+      "scenario                         req/s      p50 ms   p99 ms   non-2xx   vs jwt_authn (req/s, p99)   vs bare (req/s, p99)   ext-authz CPU/request",
     );
     for (const r of summary) {
       const ratio = `${(r.rps / native.rps).toFixed(2)}x, ${(r.p99Ms / native.p99Ms).toFixed(2)}x`;
+      const vsBare = `${(r.rps / bare.rps).toFixed(2)}x, ${(r.p99Ms / bare.p99Ms).toFixed(2)}x`;
       console.log(
-        `${r.scenario.padEnd(32)} ${r.rps.toFixed(0).padStart(7)}   ${r.p50Ms.toFixed(2).padStart(6)}   ${r.p99Ms.toFixed(2).padStart(6)}   ${String(r.non2xx).padStart(7)}   ${ratio.padEnd(27)} ${r.extAuthzCpuUsPerRequest.toFixed(0)} µs`,
+        `${r.scenario.padEnd(32)} ${r.rps.toFixed(0).padStart(7)}   ${r.p50Ms.toFixed(2).padStart(6)}   ${r.p99Ms.toFixed(2).padStart(6)}   ${String(r.non2xx).padStart(7)}   ${ratio.padEnd(27)} ${vsBare.padEnd(22)} ${r.extAuthzCpuUsPerRequest.toFixed(0)} µs`,
       );
     }
     report.push({ load: load.name, connections: load.connections, results: summary });
