@@ -16,6 +16,8 @@ export interface HttpUpstream {
   /** Requests answered so far. */
   readonly requests: number;
   setStatus(status: number): void;
+  /** Answer every request this much later (a slow upstream); 0 for at once. */
+  setDelay(ms: number): void;
   close(): Promise<void>;
 }
 
@@ -25,19 +27,22 @@ export interface HttpUpstream {
  */
 export function startHttpUpstream(
   name: string,
-  opts: { port?: number; status?: number } = {},
+  opts: { port?: number; status?: number; delayMs?: number } = {},
 ): Promise<HttpUpstream> {
   const checkStatus = (n: number): number => {
     if (!Number.isInteger(n) || n < 100 || n > 599) throw new Error(`invalid HTTP status ${n}`);
     return n;
   };
   let status = checkStatus(opts.status ?? 200);
+  let delayMs = opts.delayMs ?? 0;
   let requests = 0;
   const server = http.createServer((req: IncomingMessage, res: ServerResponse) => {
     // Drain the body so a POST does not leave the connection half-read.
     req.resume();
-    req.on("end", () => {
+    req.on("end", () => (delayMs > 0 ? setTimeout(answer, delayMs) : answer()));
+    function answer(): void {
       requests++;
+      if (res.destroyed) return; // the caller gave up waiting
       const reply: UpstreamReply = {
         upstream: name,
         method: req.method ?? "",
@@ -51,7 +56,7 @@ export function startHttpUpstream(
         "x-upstream": name,
       });
       res.end(body);
-    });
+    }
   });
   // Idle keep-alive connections from Envoy would otherwise hold close() open.
   server.keepAliveTimeout = 1000;
@@ -71,6 +76,9 @@ export function startHttpUpstream(
         },
         setStatus(n: number) {
           status = checkStatus(n);
+        },
+        setDelay(ms: number) {
+          delayMs = ms;
         },
         close() {
           closing ??= new Promise<void>((done) => {

@@ -1,0 +1,148 @@
+// One list of identity headers with ext-authz, which sets them.
+import { ALL_IDENTITY_HEADERS as IDENTITY_HEADERS } from "../../../ext-authz/src/decide/headers.js";
+import type { CompiledPart, CompiledRoute } from "../config/compile.js";
+import { PART_HEADER } from "../headers.js";
+import { BodyTooLargeError, type PartCaller } from "./call.js";
+import { staleKey, type StaleStore } from "./stale.js";
+import { renderPartTemplate } from "./template.js";
+
+/**
+ * Passed from the client's request to every part: who is calling (the identity ext-authz vouched
+ * for, which is also part of the stale key), and which request this is.
+ */
+export const FORWARDED_HEADERS = [...IDENTITY_HEADERS, "x-request-id", "traceparent", "tracestate"];
+
+export type FailureReason =
+  | "timeout"
+  | "upstream_status"
+  | "unreachable"
+  | "invalid_json"
+  | "too_large"
+  | "missing_header"
+  | "cancelled";
+
+export type PartResult =
+  | { key: string; required: boolean; state: "ok"; value: unknown; ms: number }
+  | {
+      key: string;
+      required: boolean;
+      state: "stale";
+      value: unknown;
+      ageMs: number;
+      reason: FailureReason;
+      ms: number;
+    }
+  | { key: string; required: boolean; state: "failed"; reason: FailureReason; detail: string; ms: number };
+
+/** Sees every part's result (metrics). */
+export interface PartObserver {
+  part(route: string, result: PartResult): void;
+}
+
+export interface FanOutDeps {
+  caller: PartCaller;
+  stale: StaleStore;
+  observer?: PartObserver;
+  now?: () => number;
+}
+
+/** The request a composition answers, as the parts need it. */
+export interface Incoming {
+  params: Readonly<Record<string, string>>;
+  /** A header of the client's request (lower-case name), as Envoy passed it on. */
+  header(name: string): string | undefined;
+  /** Aborted when the client goes away: its parts are no longer worth waiting for. */
+  signal: AbortSignal;
+}
+
+function describe(err: unknown): string {
+  const e = err as Error & { cause?: { code?: string; message?: string } };
+  return e.cause?.code ?? e.cause?.message ?? e.message ?? String(err);
+}
+
+async function callPart(
+  route: CompiledRoute,
+  part: CompiledPart,
+  incoming: Incoming,
+  deps: FanOutDeps,
+): Promise<PartResult> {
+  const now = deps.now ?? performance.now.bind(performance);
+  const started = now();
+  const base = { key: part.key, required: part.required };
+  const rendered = renderPartTemplate(part.template, incoming.params, incoming.header);
+  if (!rendered.ok) {
+    return {
+      ...base,
+      state: "failed",
+      reason: "missing_header",
+      detail: `the request has no ${rendered.missingHeader} header`,
+      ms: 0,
+    };
+  }
+  const headers: Record<string, string> = {
+    accept: "application/json",
+    [PART_HEADER]: `${route.name}/${part.key}`,
+  };
+  for (const h of FORWARDED_HEADERS) {
+    const v = incoming.header(h);
+    if (v !== undefined) headers[h] = v;
+  }
+  const identity = IDENTITY_HEADERS.map((h) => incoming.header(h) ?? "");
+  const key = staleKey(route.name, part.key, rendered.path, identity);
+  const deadline = AbortSignal.timeout(part.timeoutMs);
+  const signal = AbortSignal.any([deadline, incoming.signal]);
+
+  let failure: { reason: FailureReason; detail: string };
+  try {
+    const res = await deps.caller({ url: route.partsUrl + rendered.path, headers, signal });
+    if (res.status < 200 || res.status > 299) {
+      failure = { reason: "upstream_status", detail: `status ${res.status}` };
+    } else {
+      try {
+        const value: unknown = JSON.parse(res.body);
+        if (part.staleMaxAgeMs !== undefined) deps.stale.put(key, value, part.staleMaxAgeMs);
+        return { ...base, state: "ok", value, ms: now() - started };
+      } catch {
+        failure = { reason: "invalid_json", detail: "the answer is not JSON" };
+      }
+    }
+  } catch (err) {
+    if (deadline.aborted) failure = { reason: "timeout", detail: `no answer in ${part.timeoutMs} ms` };
+    else if (incoming.signal.aborted) failure = { reason: "cancelled", detail: "the client went away" };
+    else if (err instanceof BodyTooLargeError) failure = { reason: "too_large", detail: err.message };
+    else failure = { reason: "unreachable", detail: describe(err) };
+  }
+  if (part.staleMaxAgeMs !== undefined && failure.reason !== "cancelled") {
+    const last = await deps.stale.get(key, part.staleMaxAgeMs);
+    if (last) {
+      return {
+        ...base,
+        state: "stale",
+        value: last.value,
+        ageMs: Math.max(0, Date.now() - last.storedAtMs),
+        reason: failure.reason,
+        ms: now() - started,
+      };
+    }
+  }
+  return { ...base, state: "failed", ...failure, ms: now() - started };
+}
+
+/**
+ * Calls every part at once, each with its own deadline, and waits for all of them: the whole
+ * takes as long as the slowest part (at most its deadline), never the sum. A part never throws;
+ * its failure is a result, so one part cannot take the others down.
+ */
+export async function fanOut(
+  route: CompiledRoute,
+  incoming: Incoming,
+  deps: FanOutDeps,
+): Promise<PartResult[]> {
+  return Promise.all(
+    route.parts.map(async (part) => {
+      const result = await callPart(route, part, incoming, deps);
+      deps.observer?.part(route.name, result);
+      return result;
+    }),
+  );
+}

@@ -1,0 +1,120 @@
+import os from "node:os";
+import { parseArgs } from "node:util";
+import { Redis } from "ioredis";
+import { collectDefaultMetrics, Registry } from "prom-client";
+import { createLogger } from "../../common/src/log.js";
+import { fetchCaller } from "./compose/call.js";
+import { MemoryStaleStore, RedisStaleStore, type StaleStore } from "./compose/stale.js";
+import { loadConfigFile } from "./config/file.js";
+import { formatProblems } from "./config/spec.js";
+import { XdsConfigSource } from "./config/xds-source.js";
+import { AggregatorServer } from "./http/server.js";
+import { AggregatorMetrics } from "./metrics.js";
+
+const env = process.env;
+const { values } = parseArgs({
+  options: {
+    config: { type: "string", short: "c", default: env.PORTICO_AGGREGATOR_CONFIG },
+    xds: { type: "string", default: env.PORTICO_AGGREGATOR_XDS },
+    "xds-protocol": { type: "string", default: env.PORTICO_AGGREGATOR_XDS_PROTOCOL ?? "sotw" },
+    "node-id": {
+      type: "string",
+      default: env.PORTICO_AGGREGATOR_NODE_ID ?? `aggregator-${os.hostname()}-${process.pid}`,
+    },
+    listen: { type: "string", default: env.PORTICO_AGGREGATOR_LISTEN ?? "127.0.0.1:8090" },
+    "parts-host": { type: "string", default: env.PORTICO_AGGREGATOR_PARTS_HOST },
+    redis: { type: "string", default: env.PORTICO_AGGREGATOR_REDIS },
+    "redis-timeout-ms": { type: "string", default: env.PORTICO_AGGREGATOR_REDIS_TIMEOUT_MS ?? "50" },
+    "max-part-bytes": { type: "string", default: env.PORTICO_AGGREGATOR_MAX_PART_BYTES ?? "4194304" },
+  },
+});
+
+const log = createLogger("aggregator");
+
+function hostPort(text: string, what: string): { host: string; port: number } {
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(text);
+  if (!m) throw new Error(`--${what} must be host:port, got '${text}'`);
+  return { host: m[1] || "127.0.0.1", port: Number(m[2]) };
+}
+
+function positive(text: string, what: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new Error(`--${what} must be a positive whole number, got '${text}'`);
+  return n;
+}
+
+try {
+  if (!values.config === !values.xds) throw new Error("give either --config <file> or --xds <host:port>");
+  const protocol = values["xds-protocol"];
+  if (protocol !== "sotw" && protocol !== "delta")
+    throw new Error(`--xds-protocol must be sotw or delta, got '${protocol}'`);
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const metrics = new AggregatorMetrics(registry);
+  const stale: StaleStore = values.redis
+    ? new RedisStaleStore({
+        redis: new Redis(values.redis, { maxRetriesPerRequest: 1, enableOfflineQueue: false }),
+        timeoutMs: positive(values["redis-timeout-ms"]!, "redis-timeout-ms"),
+        onError: (op, err) => {
+          metrics.staleStoreErrors.inc({ op });
+          log.warn({ op, err: err.message }, "stale store call failed; answering without it");
+        },
+      })
+    : new MemoryStaleStore();
+  const { host, port } = hostPort(values.listen!, "listen");
+  const server = new AggregatorServer({
+    host,
+    port,
+    log,
+    registry,
+    metrics,
+    stale,
+    caller: fetchCaller(positive(values["max-part-bytes"]!, "max-part-bytes")),
+  });
+
+  let source: XdsConfigSource | undefined;
+  if (values.xds) {
+    hostPort(values.xds, "xds");
+    // Until the first config arrives, /readyz says 503 and composite calls get 404.
+    source = new XdsConfigSource({
+      target: values.xds,
+      nodeId: values["node-id"]!,
+      protocol,
+      partsHost: values["parts-host"],
+      log,
+      onConfig: (c) => {
+        metrics.configUpdates.inc({ result: "accepted" });
+        server.setConfig(c);
+      },
+      onReject: () => metrics.configUpdates.inc({ result: "rejected" }),
+    });
+  } else {
+    const compiled = loadConfigFile(values.config!);
+    if (!compiled.ok) throw new Error(`${values.config}: ${formatProblems(compiled.problems)}`);
+    server.setConfig(compiled.value);
+    metrics.configUpdates.inc({ result: "accepted" });
+  }
+  const bound = await server.start();
+  log.info(
+    { listen: `${host}:${bound}`, xds: values.xds, node: values["node-id"], config: values.config },
+    "aggregator listening",
+  );
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "shutting down");
+    source?.close();
+    void server
+      .stop()
+      .then(() => stale.close())
+      .finally(() => process.exit(0));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+} catch (err) {
+  log.fatal((err as Error).message);
+  process.exit(1);
+}

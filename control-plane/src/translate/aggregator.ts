@@ -1,0 +1,237 @@
+/**
+ * Composite routes in Envoy. The client's call reaches the aggregator through an ordinary route
+ * (authenticated and limited like any other, by the route's policies), and the aggregator calls
+ * each part back through Envoy, on the gateway's parts listener, so that the parts' clusters
+ * apply their retries, circuit breakers, TLS and outlier detection:
+ *
+ * ```
+ * client ─► <gateway>/<listener>: route <name> ─► aggregator ─┬─► <gateway>/~aggregator-parts ─► users
+ *           (ext-authz, rate limit, x-portico-composite)      └─► (x-portico-part: <name>/<key>) ─► orders
+ * ```
+ *
+ * The parts listener has no authentication and keeps the identity headers it is given: the
+ * aggregator passes on the identity ext-authz set on the client's call. It must therefore be
+ * reachable by the aggregator only (loopback by default).
+ */
+import { duration, struct, TYPE_PREFIX } from "../../../protos/src/envoy.js";
+import { parsePathPattern, pathPatternRegex } from "../../../aggregator/src/compose/template.js";
+import { COMPOSITE_HEADER, PART_HEADER } from "../../../aggregator/src/headers.js";
+import type { CompositeRoute, Config, Route } from "../model/schema.js";
+import type { ResourceInput } from "../xds/snapshot.js";
+import { TypeUrl } from "../xds/types.js";
+import type { GatewayContext } from "./context.js";
+
+const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER = "envoy.extensions.filters.http.router.v3.Router";
+const STDOUT_LOG = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
+const ads = { ads: {}, resource_api_version: "V3" };
+
+/**
+ * Envoy waits this much longer than the route's timeout, so the aggregator's own answer at its
+ * deadline (a partial 200, or a 504 naming the part) reaches the client rather than Envoy's.
+ */
+export const AGGREGATOR_GRACE_MS = 1_000;
+
+/** The parts listener and its route table; `~` keeps it apart from every listener a user can name. */
+export function partsListenerName(gateway: string): string {
+  return `${gateway}/~aggregator-parts`;
+}
+
+const compositeEntries = new WeakSet<Route>();
+
+/**
+ * Whether a route stands for a composite route. Its path may have parameters (a regex match), yet
+ * it is as specific as an exact path, so it is ordered among exact paths, before any prefix
+ * that would otherwise take its calls.
+ */
+export function isCompositeRoute(r: Route): boolean {
+  return compositeEntries.has(r);
+}
+
+function pathMatch(c: CompositeRoute): Route["match"] {
+  const pattern = parsePathPattern(c.match.path);
+  // Validation refuses a path that does not parse; the translator stays total all the same.
+  if (!pattern.ok || pattern.value.params.length === 0)
+    return { path: c.match.path, methods: c.match.methods };
+  return { pathRegex: pathPatternRegex(pattern.value), methods: c.match.methods };
+}
+
+/** The route a composite route is to Envoy: to the gateway's aggregator, naming itself. */
+function envoyRoute(c: CompositeRoute, aggregatorUpstream: string): Route {
+  const r: Route = {
+    name: c.name,
+    gateway: c.gateway,
+    ...(c.listener !== undefined ? { listener: c.listener } : {}),
+    match: pathMatch(c),
+    upstream: aggregatorUpstream,
+    timeoutMs: c.timeoutMs + AGGREGATOR_GRACE_MS,
+    requestHeaders: { set: { [COMPOSITE_HEADER]: c.name } },
+    ...(c.authPolicy !== undefined ? { authPolicy: c.authPolicy } : {}),
+    ...(c.rateLimitPolicy !== undefined ? { rateLimitPolicy: c.rateLimitPolicy } : {}),
+  };
+  compositeEntries.add(r);
+  return r;
+}
+
+/**
+ * The config with each composite route added as a route to its gateway's aggregator, so every
+ * part of the translator (authentication, rate limits, guards, clusters, the rate-limit service's
+ * policies) treats it like any route. The same config when there are none.
+ */
+export function withCompositeRoutes(config: Config): Config {
+  if (config.compositeRoutes.length === 0) return config;
+  const gateways = new Map(config.gateways.map((g) => [g.name, g]));
+  const extra: Route[] = [];
+  for (const c of config.compositeRoutes) {
+    const upstream = gateways.get(c.gateway)?.aggregator?.upstream;
+    if (upstream !== undefined) extra.push(envoyRoute(c, upstream));
+  }
+  return { ...config, routes: [...config.routes, ...extra] };
+}
+
+function compositesOf(ctx: GatewayContext): CompositeRoute[] {
+  if (!ctx.gateway.aggregator) return [];
+  return ctx.config.compositeRoutes.filter((c) => c.gateway === ctx.gateway.name);
+}
+
+/** The upstreams the gateway's parts listener routes to. */
+export function partUpstreams(ctx: GatewayContext): string[] {
+  return compositesOf(ctx).flatMap((c) => c.parts.map((p) => p.upstream));
+}
+
+type Retries = NonNullable<CompositeRoute["parts"][number]["retries"]>;
+
+function retryPolicy(r: Retries): object {
+  return {
+    retry_on: r.on.join(","),
+    num_retries: { value: r.attempts },
+    ...(r.perTryTimeoutMs !== undefined ? { per_try_timeout: duration(r.perTryTimeoutMs) } : {}),
+    ...(r.statusCodes ? { retriable_status_codes: r.statusCodes } : {}),
+    ...(r.backoff
+      ? {
+          retry_back_off: {
+            base_interval: duration(r.backoff.baseMs),
+            ...(r.backoff.maxMs !== undefined ? { max_interval: duration(r.backoff.maxMs) } : {}),
+          },
+        }
+      : {}),
+  };
+}
+
+const jsonHeader = [
+  { header: { key: "content-type", value: "application/json" }, append_action: "OVERWRITE_IF_EXISTS_OR_ADD" },
+];
+
+function partsRouteConfiguration(ctx: GatewayContext, name: string): object {
+  const routes = compositesOf(ctx).flatMap((c) =>
+    c.parts.map((p) => {
+      const marker = `${c.name}/${p.key}`;
+      return {
+        name: marker,
+        match: { prefix: "/", headers: [{ name: PART_HEADER, string_match: { exact: marker } }] },
+        route: {
+          cluster: p.upstream,
+          // A backstop: the aggregator's own deadline for the part comes first, so a late part is
+          // always a timeout to it, never a 504 from Envoy that would pass for a failed upstream.
+          timeout: duration(p.timeoutMs + AGGREGATOR_GRACE_MS),
+          // Upstreams named by hostname see their own name, as when called directly.
+          auto_host_rewrite: { value: true },
+          ...(p.retries ? { retry_policy: retryPolicy(p.retries) } : {}),
+        },
+        request_headers_to_remove: [PART_HEADER],
+      };
+    }),
+  );
+  return {
+    name,
+    virtual_hosts: [
+      {
+        name: `${ctx.gateway.name}_aggregator_parts`,
+        domains: ["*"],
+        routes: [
+          ...routes,
+          {
+            name: "unknown-part",
+            match: { prefix: "/" },
+            direct_response: {
+              status: 404,
+              body: {
+                inline_string: JSON.stringify({
+                  code: "unknown_part",
+                  message: `name a part of a composite route in ${PART_HEADER}`,
+                }),
+              },
+            },
+            response_headers_to_add: jsonHeader,
+          },
+        ],
+      },
+    ],
+  };
+}
+
+function partsListener(ctx: GatewayContext, name: string): object {
+  const { gateway } = ctx;
+  const settings = gateway.aggregator!;
+  return {
+    name,
+    address: {
+      socket_address: { address: settings.partsListener.address, port_value: settings.partsListener.port },
+    },
+    filter_chains: [
+      {
+        filters: [
+          {
+            name: "envoy.filters.network.http_connection_manager",
+            typed_config: {
+              "@type": TYPE_PREFIX + HCM,
+              stat_prefix: `${gateway.name}_aggregator_parts`,
+              codec_type: "AUTO",
+              rds: { route_config_name: name, config_source: ads },
+              http_filters: [
+                { name: "envoy.filters.http.router", typed_config: { "@type": TYPE_PREFIX + ROUTER } },
+              ],
+              access_log: [
+                {
+                  name: "envoy.access_loggers.stdout",
+                  typed_config: {
+                    "@type": TYPE_PREFIX + STDOUT_LOG,
+                    log_format: {
+                      json_format: struct({
+                        time: "%START_TIME%",
+                        gateway: gateway.name,
+                        request_id: "%REQ(X-REQUEST-ID)%",
+                        method: "%REQ(:METHOD)%",
+                        path: "%REQ(:PATH)%",
+                        status: "%RESPONSE_CODE%",
+                        flags: "%RESPONSE_FLAGS%",
+                        route: "%ROUTE_NAME%",
+                        upstream: "%UPSTREAM_CLUSTER%",
+                        duration_ms: "%DURATION%",
+                      }),
+                    },
+                  },
+                },
+              ],
+              // The client's request id, passed on by the aggregator, follows each part.
+              generate_request_id: { value: true },
+              preserve_external_request_id: true,
+              normalize_path: { value: true },
+              merge_slashes: true,
+            },
+          },
+        ],
+      },
+    ],
+  };
+}
+
+/** The gateway's parts listener and route table; nothing for a gateway without composite routes. */
+export function aggregatorResources(ctx: GatewayContext): ResourceInput[] {
+  if (compositesOf(ctx).length === 0) return [];
+  const name = partsListenerName(ctx.gateway.name);
+  return [
+    { typeUrl: TypeUrl.Listener, name, message: partsListener(ctx, name) },
+    { typeUrl: TypeUrl.Route, name, message: partsRouteConfiguration(ctx, name) },
+  ];
+}
