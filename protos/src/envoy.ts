@@ -29,6 +29,7 @@ export const ENVOY_PROTO_FILES = [
   "envoy/extensions/filters/http/ratelimit/v3/rate_limit.proto",
   "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto",
   "envoy/extensions/filters/http/custom_response/v3/custom_response.proto",
+  "envoy/extensions/filters/http/grpc_json_transcoder/v3/transcoder.proto",
   "envoy/extensions/http/custom_response/local_response_policy/v3/local_response_policy.proto",
   "envoy/extensions/clusters/aggregate/v3/cluster.proto",
   "envoy/type/matcher/v3/status_code_input.proto",
@@ -39,6 +40,7 @@ export const ENVOY_PROTO_FILES = [
   "google/rpc/status.proto",
   "portico/ratelimit/v1/ratelimit.proto",
   "portico/auth/v1/auth.proto",
+  "portico/aggregator/v1/aggregator.proto",
 ];
 
 let shared: protobuf.Root | undefined;

@@ -1,6 +1,13 @@
 import { z } from "zod";
 // One definition of a provider for the admin API and ext-authz, so the two cannot drift apart.
 import { JwtProviderSchema, OauthProviderSchema } from "../../../ext-authz/src/policy/schema.js";
+// One definition of a composite route's parts for the admin API and the aggregator.
+import {
+  CompositeMethod,
+  MAX_TIMEOUT_MS,
+  PartKey,
+  StaleFallbackSchema,
+} from "../../../aggregator/src/config/spec.js";
 
 export { JwtProviderSchema, OauthProviderSchema };
 
@@ -88,6 +95,20 @@ export const GatewayRateLimitSchema = z
   })
   .strict();
 
+/** Where a gateway's composite routes are served (Portico's aggregator), and how it calls their parts. */
+export const GatewayAggregatorSchema = z
+  .object({
+    /** The upstream (protocol `http1` or `http2`) where the aggregator listens. */
+    upstream: Name,
+    /**
+     * The listener through which the aggregator calls the parts, so each part's cluster applies its
+     * retries, circuit breakers, TLS and outlier detection. It trusts the identity headers it is
+     * given, so it must be reachable by the aggregator only: keep it on loopback (the default).
+     */
+    partsListener: z.object({ address: z.string().min(1).default("127.0.0.1"), port: Port }).strict(),
+  })
+  .strict();
+
 export const GatewaySchema = z
   .object({
     /** The gateway group: Envoys whose `node.cluster` is this name receive this gateway's config. */
@@ -97,6 +118,8 @@ export const GatewaySchema = z
     extAuthz: GatewayExtAuthzSchema.optional(),
     /** Needed by routes with a `rateLimitPolicy`. */
     rateLimit: GatewayRateLimitSchema.optional(),
+    /** Needed by composite routes. */
+    aggregator: GatewayAggregatorSchema.optional(),
   })
   .strict();
 
@@ -228,6 +251,66 @@ export const RetrySchema = z
   })
   .strict();
 
+/** File names as imports name them: relative, with forward slashes. */
+const ProtoFileName = z
+  .string()
+  .max(255)
+  .regex(
+    /^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_./-]*\.proto$/,
+    "a relative path ending in .proto, as imports name it (acme/shop/v1/shop.proto)",
+  );
+
+/**
+ * The protobuf descriptions of gRPC services, for transcoding: `.proto` sources (google/protobuf,
+ * google/api and google/rpc imports are provided), or a FileDescriptorSet protoc made.
+ */
+export const ProtoDescriptorsSchema = z
+  .object({
+    name: Name,
+    /** File name (the path imports use) → `.proto` text. */
+    files: z.record(ProtoFileName, z.string()).optional(),
+    /** A serialized FileDescriptorSet, base64 (`protoc --include_imports --descriptor_set_out`). */
+    descriptorSet: z
+      .string()
+      .regex(/^[A-Za-z0-9+/]+={0,2}$/, "base64")
+      .optional(),
+  })
+  .strict()
+  .refine((d) => (d.files === undefined) !== (d.descriptorSet === undefined), {
+    message: "give exactly one of files or descriptorSet",
+  });
+
+/** REST/JSON to gRPC: Envoy's transcoder calls the services' methods by their google.api.http rules. */
+export const GrpcTranscodeSchema = z
+  .object({
+    /** The protoDescriptors resource that describes the services. */
+    descriptors: Name,
+    /** Full names of the services this route serves (`acme.shop.v1.Shop`). */
+    services: z
+      .array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/, "a full service name"))
+      .min(1),
+    /** How answers are written as JSON. */
+    printOptions: z
+      .object({
+        addWhitespace: z.boolean().optional(),
+        alwaysPrintPrimitiveFields: z.boolean().optional(),
+        alwaysPrintEnumsAsInts: z.boolean().optional(),
+        preserveProtoFieldNames: z.boolean().optional(),
+      })
+      .strict()
+      .optional(),
+    /** Query parameters that name no field of the request are ignored; otherwise (default) a 400. */
+    ignoreUnknownQueryParameters: z.boolean().default(false),
+    /** Requests that map to no method get 404 (default), rather than reaching the gRPC upstream as they are. */
+    rejectUnknownMethods: z.boolean().default(true),
+    /**
+     * Keep the route the REST path matched (default). Off: the call is matched again on its gRPC path
+     * (`/acme.shop.v1.Shop/GetItem`), which then needs a route of its own.
+     */
+    matchIncomingRequestRoute: z.boolean().default(true),
+  })
+  .strict();
+
 export const RouteSchema = z
   .object({
     name: Name,
@@ -312,6 +395,7 @@ export const RouteSchema = z
       .optional(),
     authPolicy: Name.optional(),
     rateLimitPolicy: Name.optional(),
+    grpcTranscode: GrpcTranscodeSchema.optional(),
   })
   .strict()
   .refine(
@@ -319,6 +403,53 @@ export const RouteSchema = z
       [r.upstream, r.upstreams, r.redirect, r.directResponse].filter((v) => v !== undefined).length === 1,
     { message: "give exactly one of upstream, upstreams, redirect or directResponse" },
   );
+
+const CompositeTimeout = z
+  .number()
+  .int("must be a whole number of milliseconds")
+  .min(1)
+  .max(MAX_TIMEOUT_MS, `at most ${MAX_TIMEOUT_MS} ms`);
+
+export const CompositePartSchema = z
+  .object({
+    /** The part's key in the merged answer. */
+    key: PartKey,
+    upstream: Name,
+    /** The path called: `{param}` from the route's path, `{header.<name>}` from the request. */
+    path: z.string().startsWith("/", "must start with '/'"),
+    method: z.literal("GET").default("GET"),
+    /** The part's deadline; under the route's. */
+    timeoutMs: CompositeTimeout,
+    /** A required part that fails fails the call (502, or 504 on timeout); others are left out. */
+    required: z.boolean().default(false),
+    /** Retries by Envoy on the part's call; the part's timeoutMs includes them. */
+    retries: RetrySchema.optional(),
+    /** Serve the part's last good answer, at most this old, when it fails. */
+    staleFallback: StaleFallbackSchema.optional(),
+  })
+  .strict();
+
+/** One client call fanned out to several upstreams by the aggregator, the answers merged into one. */
+export const CompositeRouteSchema = z
+  .object({
+    name: Name,
+    gateway: Name,
+    /** One listener of the gateway; every listener of the gateway when omitted. */
+    listener: Name.optional(),
+    match: z
+      .object({
+        /** Literal segments and `{param}` segments, e.g. `/users/{id}/home`. */
+        path: z.string().startsWith("/", "must start with '/'"),
+        methods: z.array(CompositeMethod).min(1).default(["GET"]),
+      })
+      .strict(),
+    /** The deadline of the whole call. */
+    timeoutMs: CompositeTimeout,
+    parts: z.array(CompositePartSchema).min(1, "a composite route needs at least one part").max(32),
+    authPolicy: Name.optional(),
+    rateLimitPolicy: Name.optional(),
+  })
+  .strict();
 
 export const ConsumerSchema = z
   .object({
@@ -460,6 +591,7 @@ export const ConfigSchema = z
     gateways: z.array(GatewaySchema).default([]),
     upstreams: z.array(UpstreamSchema).default([]),
     routes: z.array(RouteSchema).default([]),
+    compositeRoutes: z.array(CompositeRouteSchema).default([]),
     jwtProviders: z.array(JwtProviderSchema).default([]),
     oauthProviders: z.array(OauthProviderSchema).default([]),
     consumers: z.array(ConsumerSchema).default([]),
@@ -467,6 +599,7 @@ export const ConfigSchema = z
     authPolicies: z.array(AuthPolicySchema).default([]),
     rateLimitPolicies: z.array(RateLimitPolicySchema).default([]),
     certificates: z.array(CertificateSchema).default([]),
+    protoDescriptors: z.array(ProtoDescriptorsSchema).default([]),
   })
   .strict();
 
@@ -476,6 +609,7 @@ export type Endpoint = z.infer<typeof EndpointSchema>;
 export type Upstream = z.infer<typeof UpstreamSchema>;
 export type RouteMatch = z.infer<typeof RouteMatchSchema>;
 export type Route = z.infer<typeof RouteSchema>;
+export type CompositeRoute = z.infer<typeof CompositeRouteSchema>;
 export type JwtProvider = z.infer<typeof JwtProviderSchema>;
 export type OauthProvider = z.infer<typeof OauthProviderSchema>;
 export type Consumer = z.infer<typeof ConsumerSchema>;
@@ -484,6 +618,7 @@ export type AuthPolicy = z.infer<typeof AuthPolicySchema>;
 export type RateLimit = z.infer<typeof RateLimitSchema>;
 export type RateLimitPolicy = z.infer<typeof RateLimitPolicySchema>;
 export type Certificate = z.infer<typeof CertificateSchema>;
+export type ProtoDescriptors = z.infer<typeof ProtoDescriptorsSchema>;
 export type Config = z.infer<typeof ConfigSchema>;
 /** A config as written by a person (defaults not yet filled in). */
 export type ConfigInput = z.input<typeof ConfigSchema>;
@@ -493,6 +628,7 @@ export const KINDS = {
   gateways: GatewaySchema,
   upstreams: UpstreamSchema,
   routes: RouteSchema,
+  compositeRoutes: CompositeRouteSchema,
   jwtProviders: JwtProviderSchema,
   oauthProviders: OauthProviderSchema,
   consumers: ConsumerSchema,
@@ -500,6 +636,7 @@ export const KINDS = {
   authPolicies: AuthPolicySchema,
   rateLimitPolicies: RateLimitPolicySchema,
   certificates: CertificateSchema,
+  protoDescriptors: ProtoDescriptorsSchema,
 } as const;
 export type Kind = keyof typeof KINDS;
 export const KIND_NAMES = Object.keys(KINDS) as Kind[];

@@ -1,7 +1,9 @@
 import { RE2JS } from "re2js";
 import { parseDocument } from "yaml";
 import { authPolicyProblems } from "./auth-document.js";
+import { compositeReferences, compositeRouteProblems } from "./composite.js";
 import { ConfigError, fromZod, type FieldProblem } from "./errors.js";
+import { grpcTranscodeProblems } from "./grpc-transcode.js";
 import { rateLimitPolicyProblems } from "./ratelimit.js";
 import { ConfigSchema, KIND_NAMES, type Config, type Kind } from "./schema.js";
 
@@ -104,7 +106,9 @@ export function references(config: Config): Reference[] {
     ref("routes", i, r.name, "authPolicy", "authPolicies", r.authPolicy);
     ref("routes", i, r.name, "rateLimitPolicy", "rateLimitPolicies", r.rateLimitPolicy);
     ref("routes", i, r.name, "fallback.upstream", "upstreams", r.fallback?.upstream);
+    ref("routes", i, r.name, "grpcTranscode.descriptors", "protoDescriptors", r.grpcTranscode?.descriptors);
   });
+  out.push(...compositeReferences(config));
   config.apiKeys.forEach((k, i) => ref("apiKeys", i, k.name, "consumer", "consumers", k.consumer));
   config.authPolicies.forEach((p, i) =>
     p.consumers?.forEach((c, ci) => ref("authPolicies", i, p.name, `consumers[${ci}]`, "consumers", c)),
@@ -127,6 +131,7 @@ const SINGULAR: Record<Kind, string> = {
   gateways: "gateway",
   upstreams: "upstream",
   routes: "route",
+  compositeRoutes: "composite route",
   jwtProviders: "JWT provider",
   oauthProviders: "OAuth provider",
   consumers: "consumer",
@@ -134,6 +139,7 @@ const SINGULAR: Record<Kind, string> = {
   authPolicies: "auth policy",
   rateLimitPolicies: "rate-limit policy",
   certificates: "certificate",
+  protoDescriptors: "proto descriptors",
 };
 
 export function singular(kind: Kind): string {
@@ -178,6 +184,8 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
   }
   problems.push(...providerProblems(config));
   problems.push(...rateLimitPolicyProblems(config, envoyChecks));
+  problems.push(...grpcTranscodeProblems(config));
+  problems.push(...compositeRouteProblems(config, envoyChecks));
 
   const certs = new Map(config.certificates.map((c) => [c.name, c]));
   config.gateways.forEach((g, gi) => {

@@ -12,6 +12,7 @@ import {
   rateLimitPerRoute,
   routeRateLimits,
 } from "./ratelimit.js";
+import { transcodeHttpFilters, transcodePerRoute } from "./transcode.js";
 
 const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER = "envoy.extensions.filters.http.router.v3.Router";
@@ -110,6 +111,7 @@ function listenerResource(ctx: GatewayContext, listener: Listener): object {
           ...localRateLimitHttpFilters(ctx, served),
           ...authHttpFilters(ctx, served),
           ...rateLimitHttpFilters(ctx, served),
+          ...transcodeHttpFilters(served),
           // Static fallbacks: acts only on routes that carry one.
           ...(fallbacks
             ? [
@@ -169,9 +171,13 @@ function listenerResource(ctx: GatewayContext, listener: Listener): object {
   };
 }
 
-/** Exact paths first, then prefixes longest first, then regexes; ties keep the order written. */
+/**
+ * Exact paths first (composite routes with parameters just after them), then prefixes longest
+ * first, then regexes; ties keep the order written.
+ */
 function specificity(r: Route): [number, number] {
   if (r.match.path !== undefined) return [0, 0];
+  if (isCompositeRoute(r)) return [0, 1];
   if (r.match.pathPrefix !== undefined) return [1, -r.match.pathPrefix.length];
   return [2, 0];
 }
@@ -330,6 +336,7 @@ function routeEntry(ctx: GatewayContext, r: Route, bodyLimited: boolean, listene
   const perFilter: Record<string, object> = {
     ...auth.perFilter,
     ...rateLimitPerRoute(ctx, r),
+    ...transcodePerRoute(ctx, r),
     ...(r.cors ? { [CORS_FILTER]: corsPolicy(r.cors) } : {}),
     ...(r.fallback?.status !== undefined ? { [CUSTOM_RESPONSE_FILTER]: staticFallback(r.fallback) } : {}),
     ...(bodyLimited
@@ -776,7 +783,8 @@ function upstreamsOf(r: Route): string[] {
  * which is what makes snapshot versions content hashes. A group gets only the clusters its routes
  * use and only the secrets its listeners and clusters use.
  */
-export function translate(config: Config): Map<string, ResourceInput[]> {
+export function translate(input: Config): Map<string, ResourceInput[]> {
+  const config = withCompositeRoutes(input);
   const upstreams = new Map(config.upstreams.map((u) => [u.name, u]));
   const certs = new Map(config.certificates.map((c) => [c.name, c]));
   const out = new Map<string, ResourceInput[]>();
@@ -799,9 +807,11 @@ export function translate(config: Config): Map<string, ResourceInput[]> {
       if (listener.certificate) secrets.add(listener.certificate);
       for (const sni of listener.sniCertificates ?? []) secrets.add(sni.certificate);
     }
+    resources.push(...aggregatorResources(ctx));
     const used = [
       ...new Set([
         ...config.routes.filter((r) => r.gateway === gateway.name).flatMap(upstreamsOf),
+        ...partUpstreams(ctx),
         // The policy services the gateway's filters call.
         ...[gateway.extAuthz?.upstream, gateway.rateLimit?.upstream].filter((u): u is string => !!u),
       ]),
