@@ -1,6 +1,6 @@
 // The whole gateway on one machine with embedded defaults: the control plane (file config,
-// no Redis), ext-authz and the rate limiter (memory backend) taking their policy from it over
-// xDS, one Envoy of the `edge` group bootstrapped over ADS, and two sample upstreams.
+// no Redis), ext-authz, the rate limiter (memory backend) and the aggregator taking their policy
+// from it over xDS, one Envoy of the `edge` group bootstrapped over ADS, and two sample upstreams.
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
@@ -67,6 +67,7 @@ const services = [
     "--metrics-listen",
     "127.0.0.1:6070",
   ]),
+  service("aggregator", "aggregator/src/main.ts", ["--xds", xds, "--listen", "127.0.0.1:8083"]),
 ];
 
 fs.mkdirSync(workDir, { recursive: true });
@@ -97,6 +98,7 @@ Portico demo is up.
   curl -i http://127.0.0.1:10000/echo/anything   # 401: /echo needs an API key
   for i in 1 2 3 4; do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:10000/hello; done
                                              # 429 after the first two in a second: anonymous callers get 2/s per IP (keys 5/s)
+  curl http://127.0.0.1:10000/home           # one call, both upstreams in parallel, one JSON answer
 
 Admin API (token shown once): export PORTICO_TOKEN=${adminToken}
   curl -H "Authorization: Bearer $PORTICO_TOKEN" http://127.0.0.1:${cp.adminPort}/api/v1/status   # Envoys, what they applied or refused
