@@ -90,7 +90,7 @@ const CONFIG: ConfigInput = {
       requiredClaims: { tenant: ["a", "b"] },
       stripCredentials: false,
     },
-    { name: "locked", accept: ["apiKey"], consumers: [] },
+    { name: "locked", accept: ["apiKey"], consumers: ["globex"] },
     { name: "public", allowAnonymous: true, accept: ["jwt"], consumers: ["acme"] },
   ],
 };
@@ -150,7 +150,7 @@ describe("auth resources: model → proto → ext-authz policy", () => {
     expect(idp.jwksRefetchCooldownSeconds).toBe(0);
     expect(idp.requireExp).toBe(false);
     expect(viaXds.oauthProviders.get("as")!.negativeCacheSeconds).toBe(0);
-    expect(viaXds.authPolicies.get("locked")!.consumers).toEqual(new Set());
+    expect(viaXds.authPolicies.get("locked")!.consumers).toEqual(new Set(["globex"]));
     expect(viaXds.authPolicies.get("orders")!.consumers).toBeUndefined();
     expect(viaXds.authPolicies.get("orders")!.stripCredentials).toBe(false);
   });
