@@ -52,6 +52,9 @@ describe("OAuth2 token introspection (RFC 7662)", () => {
       // Characters that must be form-encoded inside HTTP Basic (RFC 6749 §2.3.1).
       clientSecret: "s3cret/ ",
       planField: "tier",
+      // Production's 150 ms default is about Envoy's deadline; a loaded test machine needs more
+      // for the first connection. The timeout test sets its own.
+      timeoutMs: 2_000,
       ...over,
     });
     return new Introspector(provider, { clock: clock.now, consumers: () => new Map() });
