@@ -293,7 +293,8 @@ async function main(): Promise<void> {
     console.log(`# one descriptor per call: a token bucket and a calendar-month quota, ${KEYS} API keys\n`);
 
     console.log("## ceiling: redis-benchmark on the same redis-server");
-    for (const line of await ceiling(redis)) console.log(line);
+    const ceilingLines = await ceiling(redis);
+    for (const line of ceilingLines) console.log(line);
 
     console.log(
       "\n## ShouldRateLimit over gRPC (the service in its own process, this process as the client)",
@@ -348,6 +349,7 @@ async function main(): Promise<void> {
       await new Promise((r) => child.once("exit", r));
     }
 
+    const alonePoints: (Point & { degraded: number })[] = [];
     console.log("\n## the limiter alone, in this process (no gRPC)");
     const cs = checks();
     const limiters: [string, () => RateLimiter][] = [
@@ -379,6 +381,7 @@ async function main(): Promise<void> {
           c,
           SECONDS / 2,
         );
+        alonePoints.push({ backend: name, concurrency: c, ...r, degraded });
         console.log(
           `${fmt({ backend: name, concurrency: c, ...r })}${degraded ? `   (${degraded} decided without Redis)` : ""}`,
         );
@@ -397,8 +400,10 @@ async function main(): Promise<void> {
           [1_000, 1_000_000, 1_000],
           [100, 100, 10_000],
         ];
+    const overAdmitted: object[] = [];
     for (const [T, K, L] of runs) {
       const o = await overAdmission(redis, T, K, L);
+      overAdmitted.push({ syncPeriodMs: T, syncHits: K, limit: L, ...o });
       console.log(
         `T=${String(T).padEnd(5)} K=${String(K).padEnd(8)} L=${String(L).padEnd(6)} admitted ${o.admitted} (+${o.extra}, ${((100 * o.extra) / L).toFixed(1)}%)   worst-case bound +${o.bound}`,
       );
@@ -411,6 +416,24 @@ async function main(): Promise<void> {
         `local-first p99 at c=${CONCURRENCY.at(-1)}: ${at("redis local-first").at(-1)!.p99.toFixed(3)} ms`,
     );
     console.log(`total ${((performance.now() - started) / 1000).toFixed(0)} s`);
+    fs.mkdirSync(path.join(REPO, "bench", "results"), { recursive: true });
+    fs.writeFileSync(
+      path.join(REPO, "bench", "results", "ratelimit.json"),
+      JSON.stringify(
+        {
+          at: new Date().toISOString(),
+          quick: QUICK,
+          secondsPerPoint: SECONDS,
+          redisBenchmark: ceilingLines,
+          grpc: grpcPoints,
+          limiterAlone: alonePoints,
+          overAdmission: overAdmitted,
+          localFirstOverStrictGrpc: best("redis local-first") / best("redis strict"),
+        },
+        null,
+        2,
+      ),
+    );
   } finally {
     for (const c of children) c.kill("SIGKILL");
     await redis.stop();
