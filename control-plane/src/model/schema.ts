@@ -578,6 +578,21 @@ export const CertificateSchema = z
       .includes("-----BEGIN CERTIFICATE-----", { message: "not a PEM certificate" })
       .optional(),
     privateKeyPem: z.string().includes("PRIVATE KEY-----", { message: "not a PEM private key" }).optional(),
+    /**
+     * TLS session ticket keys (base64, 80 bytes each) for listeners presenting this certificate,
+     * delivered by SDS: the first encrypts new tickets, all decrypt. Every Envoy of a group shares
+     * them, so a session resumes on any of them; rotate by putting a new key first.
+     */
+    sessionTicketKeys: z
+      .array(
+        z
+          .string()
+          .regex(/^[A-Za-z0-9+/]+={0,2}$/, "base64")
+          .refine((k) => Buffer.from(k, "base64").length === 80, "a session ticket key is 80 bytes"),
+      )
+      .min(1)
+      .max(8)
+      .optional(),
     /** CA bundle, for verifying upstreams or clients. */
     caPem: z
       .string()

@@ -141,6 +141,10 @@ function listenerResource(ctx: GatewayContext, listener: Listener): object {
         tls_certificate_sds_secret_configs: [sdsSecret(secretName(certificate, "cert"))],
         alpn_protocols: ["h2", "http/1.1"],
       },
+      // Shared ticket keys let a client resume its session on any Envoy of the group.
+      ...(ctx.config.certificates.find((c) => c.name === certificate)?.sessionTicketKeys?.length
+        ? { session_ticket_keys_sds_secret_config: sdsSecret(secretName(certificate, "tickets")) }
+        : {}),
     },
   });
   // One filter chain per SNI certificate (chosen by the TLS inspector), then the default one.
@@ -643,7 +647,7 @@ export function usesEds(u: Upstream): boolean {
 }
 
 /** SDS secret names: certificates travel as secrets, never inline in listeners or clusters. */
-export function secretName(certificate: string, part: "cert" | "ca"): string {
+export function secretName(certificate: string, part: "cert" | "ca" | "tickets"): string {
   return `${certificate}/${part}`;
 }
 
@@ -757,6 +761,19 @@ function secretResources(cert: Certificate): ResourceInput[] {
         tls_certificate: {
           certificate_chain: { inline_string: cert.certificatePem },
           private_key: { inline_string: cert.privateKeyPem },
+        },
+      },
+    });
+  }
+  if (cert.sessionTicketKeys?.length) {
+    const name = secretName(cert.name, "tickets");
+    out.push({
+      typeUrl: TypeUrl.Secret,
+      name,
+      message: {
+        name,
+        session_ticket_keys: {
+          keys: cert.sessionTicketKeys.map((k) => ({ inline_bytes: Buffer.from(k, "base64") })),
         },
       },
     });
