@@ -191,18 +191,7 @@ export class Authorizer {
     const result = decision.allowed ? "allow" : decision.status >= 500 ? "error" : "deny";
     this.metrics.decisions.inc({ result, code: decision.code });
     this.metrics.checkDuration.observe({ result }, (performance.now() - started) / 1000);
-    if (!decision.allowed && this.logger?.isLevelEnabled("debug")) {
-      this.logger.debug(
-        // The path without its query, which may carry a credential.
-        {
-          status: decision.status,
-          code: decision.code,
-          reason: decision.reason,
-          path: req.path.split("?")[0],
-        },
-        "denied",
-      );
-    }
+    // The decision's log line is the gRPC server's: it also knows the caller's trace.
     return decision;
   }
 

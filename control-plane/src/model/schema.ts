@@ -109,6 +109,38 @@ export const GatewayAggregatorSchema = z
   })
   .strict();
 
+/** OpenTelemetry traces from a gateway's Envoys (Envoy's `envoy.tracers.opentelemetry`). */
+export const GatewayTracingSchema = z
+  .object({
+    /** The upstream (protocol `grpc`) of an OTLP collector; Envoy sends its spans there over OTLP/gRPC. */
+    upstream: Name,
+    /**
+     * Share of requests, 0-100, that start a trace. A request arriving with a `traceparent` follows
+     * its caller's decision instead, so a trace begun upstream of the gateway stays whole.
+     */
+    samplingPercent: z.number().min(0).max(100).default(100),
+    /** `service.name` of Envoy's spans; the gateway's name when omitted. */
+    serviceName: z
+      .string()
+      .min(1)
+      .max(128)
+      .regex(/^[^\r\n\0]*$/, "cannot contain CR, LF or NUL")
+      .optional(),
+  })
+  .strict();
+
+/** Where a gateway's Envoys write their JSON access log. */
+export const GatewayAccessLogSchema = z
+  .object({
+    /** A file (absolute path, on each Envoy's machine) instead of Envoy's stdout. */
+    path: z
+      .string()
+      .startsWith("/", "must be an absolute path")
+      .max(4096)
+      .regex(/^[^\r\n\0]*$/, "cannot contain CR, LF or NUL"),
+  })
+  .strict();
+
 export const GatewaySchema = z
   .object({
     /** The gateway group: Envoys whose `node.cluster` is this name receive this gateway's config. */
@@ -120,6 +152,10 @@ export const GatewaySchema = z
     rateLimit: GatewayRateLimitSchema.optional(),
     /** Needed by composite routes. */
     aggregator: GatewayAggregatorSchema.optional(),
+    /** OpenTelemetry traces; none when omitted. */
+    tracing: GatewayTracingSchema.optional(),
+    /** The JSON access log goes to Envoy's stdout unless a file is given. */
+    accessLog: GatewayAccessLogSchema.optional(),
   })
   .strict();
 

@@ -82,6 +82,7 @@ export function references(config: Config): Reference[] {
       if (li === 0) {
         ref("gateways", gi, g.name, "extAuthz.upstream", "upstreams", g.extAuthz?.upstream);
         ref("gateways", gi, g.name, "rateLimit.upstream", "upstreams", g.rateLimit?.upstream);
+        ref("gateways", gi, g.name, "tracing.upstream", "upstreams", g.tracing?.upstream);
       }
       l.sniCertificates?.forEach((sni, si) =>
         ref(
@@ -230,6 +231,7 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
     for (const [field, name] of [
       ["extAuthz", g.extAuthz?.upstream],
       ["rateLimit", g.rateLimit?.upstream],
+      ["tracing", g.tracing?.upstream],
     ] as const) {
       const u = name === undefined ? undefined : upstreamsByName.get(name);
       if (u && u.protocol !== "grpc") {

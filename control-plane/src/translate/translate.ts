@@ -1,11 +1,12 @@
 import { isIP } from "node:net";
-import { duration, struct, TYPE_PREFIX } from "../../../protos/src/envoy.js";
+import { duration, TYPE_PREFIX } from "../../../protos/src/envoy.js";
 import type { Certificate, Config, Gateway, Listener, Route, Upstream } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
 import { aggregatorResources, isCompositeRoute, partUpstreams, withCompositeRoutes } from "./aggregator.js";
 import type { GatewayContext } from "./context.js";
 import { authClusters, authHttpFilters, authRouteFields, identityHeaderStrip } from "./ext-authz.js";
+import { accessLog, hcmTracing, observabilityUpstreams } from "./observability.js";
 import {
   localRateLimitHttpFilters,
   rateLimitHttpFilters,
@@ -17,7 +18,6 @@ import { transcodeHttpFilters, transcodePerRoute } from "./transcode.js";
 const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER = "envoy.extensions.filters.http.router.v3.Router";
 const HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-const STDOUT_LOG = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
 const DOWNSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
 const CORS = "envoy.extensions.filters.http.cors.v3.Cors";
 const CORS_POLICY = "envoy.extensions.filters.http.cors.v3.CorsPolicy";
@@ -41,36 +41,6 @@ const ads = { ads: {}, resource_api_version: "V3" };
 /** Envoy resource names: listeners and their route tables are `<gateway>/<listener>`. */
 export function listenerName(gateway: string, listener: string): string {
   return `${gateway}/${listener}`;
-}
-
-/**
- * Access log fields (JSON): what an operator greps for when a request went wrong. The gateway
- * group is in the stat prefix and in each line.
- */
-function accessLog(gateway: string) {
-  return [
-    {
-      name: "envoy.access_loggers.stdout",
-      typed_config: {
-        "@type": TYPE_PREFIX + STDOUT_LOG,
-        log_format: {
-          json_format: struct({
-            time: "%START_TIME%",
-            gateway,
-            request_id: "%REQ(X-REQUEST-ID)%",
-            method: "%REQ(:METHOD)%",
-            path: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-            status: "%RESPONSE_CODE%",
-            flags: "%RESPONSE_FLAGS%",
-            route: "%ROUTE_NAME%",
-            upstream: "%UPSTREAM_CLUSTER%",
-            duration_ms: "%DURATION%",
-            bytes_sent: "%BYTES_SENT%",
-          }),
-        },
-      },
-    },
-  ];
 }
 
 function listenerResource(ctx: GatewayContext, listener: Listener): object {
@@ -124,7 +94,8 @@ function listenerResource(ctx: GatewayContext, listener: Listener): object {
           { name: "envoy.filters.http.router", typed_config: { "@type": TYPE_PREFIX + ROUTER } },
         ],
         early_header_mutation_extensions: [identityHeaderStrip()],
-        access_log: accessLog(gateway.name),
+        access_log: accessLog(gateway),
+        ...hcmTracing(gateway),
         generate_request_id: { value: true },
         preserve_external_request_id: listener.requestId === "keep",
         normalize_path: { value: true },
@@ -831,6 +802,7 @@ export function translate(input: Config): Map<string, ResourceInput[]> {
         ...partUpstreams(ctx),
         // The policy services the gateway's filters call.
         ...[gateway.extAuthz?.upstream, gateway.rateLimit?.upstream].filter((u): u is string => !!u),
+        ...observabilityUpstreams(gateway),
       ]),
     ].sort();
     for (const name of used) {

@@ -1,7 +1,9 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "../../../common/src/log.js";
+import { SpanStatusCode, traceIdOf, type RpcTracing, type Span } from "../../../common/src/tracing.js";
 import type { Authorizer } from "../authorizer.js";
 import { internalErrorDecision, type Decision } from "../decide/decide.js";
+import type { RequestAttributes } from "../decide/request.js";
 import { toRequestAttributes, type CheckRequestMessage } from "./check-request.js";
 import { toCheckResponse } from "./check-response.js";
 import { HealthService } from "../../../common/src/grpc-health.js";
@@ -14,6 +16,8 @@ export interface AuthzServerOptions {
   logger?: Logger;
   /** Called with the handler's time (request attributes in, response object out), in milliseconds. */
   onCheckDone?: (ms: number, decision: Decision) => void;
+  /** A span per Check, the child of Envoy's; none when undefined. */
+  tracing?: RpcTracing;
 }
 
 /**
@@ -53,11 +57,13 @@ export class AuthzServer {
     callback: grpc.sendUnaryData<Record<string, unknown>>,
   ): void => {
     const started = performance.now();
-    let attrs;
+    const span = this.opts.tracing?.serverSpan(AUTHORIZATION_SERVICE, "Check", call.metadata);
+    let attrs: RequestAttributes;
     try {
       attrs = toRequestAttributes(call.request);
     } catch (err) {
-      this.opts.logger?.error({ err }, "unreadable CheckRequest");
+      this.opts.logger?.error({ err, trace_id: traceIdOf(call.metadata) }, "unreadable CheckRequest");
+      span?.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message }).end();
       callback(null, toCheckResponse(internalErrorDecision((err as Error).message)));
       return;
     }
@@ -68,13 +74,38 @@ export class AuthzServer {
       .then((d) => {
         const response = toCheckResponse(d);
         this.opts.onCheckDone?.(performance.now() - started, d);
+        this.logDecision(d, attrs, call.metadata);
+        if (span) endSpan(span, d, attrs);
         callback(null, response);
       })
       .catch((err: Error) => {
-        this.opts.logger?.error({ err }, "check failed");
+        this.opts.logger?.error({ err, trace_id: traceIdOf(call.metadata) }, "check failed");
+        span?.setStatus({ code: SpanStatusCode.ERROR, message: err.message }).end();
         callback(null, toCheckResponse(internalErrorDecision(err.message)));
       });
   };
+
+  /**
+   * One line per refusal, at info, with what joins it to Envoy's access log (`request_id`) and to
+   * the trace (`trace_id`); admitted requests only at debug, as they are the bulk of the traffic.
+   */
+  private logDecision(d: Decision, attrs: RequestAttributes, metadata: grpc.Metadata): void {
+    const log = this.opts.logger;
+    if (!log || (d.allowed && !log.isLevelEnabled("debug"))) return;
+    const fields = {
+      request_id: attrs.headers.get("x-request-id"),
+      trace_id: traceIdOf(metadata),
+      status: d.status,
+      code: d.code,
+      // The path without its query, which may carry a credential.
+      path: attrs.path.split("?")[0],
+      method: attrs.method,
+      // The route's rules as Envoy sent them (accept, scopes, consumers…).
+      policy: attrs.contextExtensions,
+    };
+    if (d.allowed) log.debug({ ...fields, consumer: d.metadata?.consumer }, "allowed");
+    else log.info({ ...fields, reason: d.reason }, "denied");
+  }
 
   get port(): number {
     return this.boundPort;
@@ -106,4 +137,18 @@ export class AuthzServer {
       });
     });
   }
+}
+
+function endSpan(span: Span, d: Decision, attrs: RequestAttributes): void {
+  span.setAttributes({
+    "portico.auth.code": d.code,
+    "portico.auth.status": d.status,
+    ...(d.metadata ? { "portico.consumer": d.metadata.consumer } : {}),
+    ...(attrs.headers.has("x-request-id")
+      ? { "portico.request_id": attrs.headers.get("x-request-id")! }
+      : {}),
+  });
+  // A refusal is the service doing its job; only a failure to decide is an error.
+  if (d.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: d.code });
+  span.end();
 }

@@ -1,5 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { silentLogger, type Logger } from "../../../common/src/log.js";
+import { SpanStatusCode, traceIdOf, type RpcTracing } from "../../../common/src/tracing.js";
 import type { RateLimitConfig } from "../config/types.js";
 import type { RateLimiter } from "../limiter/types.js";
 import {
@@ -30,6 +31,8 @@ export interface RateLimitServiceOptions {
   nearLimitRatio?: number;
   retryAfter?: boolean;
   credentials?: grpc.ServerCredentials;
+  /** A span per ShouldRateLimit, the child of Envoy's; none when undefined. */
+  tracing?: RpcTracing;
 }
 
 export interface RateLimitServer {
@@ -73,7 +76,10 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
       call: grpc.ServerUnaryCall<RateLimitRequest, RateLimitResponse>,
       cb: grpc.sendUnaryData<RateLimitResponse>,
     ) => {
+      const span = opts.tracing?.serverSpan(RLS_SERVICE, "ShouldRateLimit", call.metadata);
+      span?.setAttribute("portico.ratelimit.domain", call.request.domain ?? "");
       if (!ready) {
+        span?.setStatus({ code: SpanStatusCode.ERROR, message: "no config" }).end();
         cb({ code: grpc.status.UNAVAILABLE, details: "no rate-limit config received yet" });
         return;
       }
@@ -81,16 +87,22 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
       handler.shouldRateLimit(call.request).then(
         (res) => {
           end();
+          if (overLimit(res)) logOverLimit(log, call.request, res, call.metadata);
+          span?.setAttribute("portico.ratelimit.code", res.overall_code).end();
           cb(null, res);
         },
         (err: Error) => {
           end();
+          span?.setStatus({ code: SpanStatusCode.ERROR, message: err.message }).end();
           if (err instanceof InvalidRequestError) {
             metrics.invalidRequests.inc();
             cb({ code: grpc.status.INVALID_ARGUMENT, details: err.message });
             return;
           }
-          log.error({ err: err.message, domain: call.request.domain }, "ShouldRateLimit failed");
+          log.error(
+            { err: err.message, domain: call.request.domain, trace_id: traceIdOf(call.metadata) },
+            "ShouldRateLimit failed",
+          );
           cb({ code: grpc.status.INTERNAL, details: err.message });
         },
       );
@@ -139,4 +151,37 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
       });
     },
   };
+}
+
+/** Whether a descriptor went over a limit (the overall code stays OK in shadow mode). */
+function overLimit(res: RateLimitResponse): boolean {
+  return res.overall_code === "OVER_LIMIT" || res.statuses.some((s) => s.code === "OVER_LIMIT");
+}
+
+/**
+ * One line per refused request. Envoy sends no request headers to the rate limiter, so the line
+ * carries what joins it to the rest: the trace id (Envoy's `traceparent` on the call, when tracing
+ * is on) and the descriptor keys. The values are left out: they are API-key owners and client
+ * addresses, and the access log line of the same request has them.
+ */
+function logOverLimit(
+  log: Logger,
+  req: RateLimitRequest,
+  res: RateLimitResponse,
+  metadata: grpc.Metadata,
+): void {
+  if (!log.isLevelEnabled("info")) return;
+  log.info(
+    {
+      domain: req.domain,
+      trace_id: traceIdOf(metadata),
+      code: res.overall_code,
+      descriptors: req.descriptors.map((d, i) => ({
+        keys: (d.entries ?? []).map((e) => e.key),
+        code: res.statuses[i]?.code,
+        limit: res.statuses[i]?.current_limit?.name,
+      })),
+    },
+    "over limit",
+  );
 }
