@@ -59,7 +59,15 @@ describe("request validation at the edge", () => {
     ];
     for (const r of routes)
       expect((await api.call("PUT", `/api/v1/routes/${r.name}`, { body: r })).status).toBe(201);
-    envoy = track(await startEnvoy({ nodeId: "edge-v", group: "edge", xdsPort: api.cp.xdsPort }));
+    envoy = track(
+      await startEnvoy({
+        nodeId: "edge-v",
+        group: "edge",
+        xdsPort: api.cp.xdsPort,
+        // Access log lines reach stdout within 100 ms, not Envoy's default 10 s.
+        extraArgs: ["--file-flush-interval-msec", "100"],
+      }),
+    );
     await envoy.waitReady({ timeoutMs: 20_000 });
   });
 
