@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { createLogger } from "../../common/src/log.js";
+import { xdsClientTls } from "../../common/src/xds-tls.js";
 import { fetchCaller } from "./compose/call.js";
 import { MemoryStaleStore, RedisStaleStore, type StaleStore } from "./compose/stale.js";
 import { loadConfigFile } from "./config/file.js";
@@ -17,6 +18,9 @@ const { values } = parseArgs({
     config: { type: "string", short: "c", default: env.PORTICO_AGGREGATOR_CONFIG },
     xds: { type: "string", default: env.PORTICO_AGGREGATOR_XDS },
     "xds-protocol": { type: "string", default: env.PORTICO_AGGREGATOR_XDS_PROTOCOL ?? "sotw" },
+    "xds-tls-ca": { type: "string", default: env.PORTICO_AGGREGATOR_XDS_TLS_CA },
+    "xds-tls-cert": { type: "string", default: env.PORTICO_AGGREGATOR_XDS_TLS_CERT },
+    "xds-tls-key": { type: "string", default: env.PORTICO_AGGREGATOR_XDS_TLS_KEY },
     "node-id": {
       type: "string",
       default: env.PORTICO_AGGREGATOR_NODE_ID ?? `aggregator-${os.hostname()}-${process.pid}`,
@@ -49,6 +53,9 @@ try {
   const protocol = values["xds-protocol"];
   if (protocol !== "sotw" && protocol !== "delta")
     throw new Error(`--xds-protocol must be sotw or delta, got '${protocol}'`);
+  const xdsTls = values.xds
+    ? xdsClientTls({ ca: values["xds-tls-ca"], cert: values["xds-tls-cert"], key: values["xds-tls-key"] })
+    : undefined;
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const metrics = new AggregatorMetrics(registry);
@@ -81,6 +88,7 @@ try {
       target: values.xds,
       nodeId: values["node-id"]!,
       protocol,
+      credentials: xdsTls?.credentials,
       partsHost: values["parts-host"],
       log,
       onConfig: (c) => {
@@ -97,7 +105,13 @@ try {
   }
   const bound = await server.start();
   log.info(
-    { listen: `${host}:${bound}`, xds: values.xds, node: values["node-id"], config: values.config },
+    {
+      listen: `${host}:${bound}`,
+      xds: values.xds,
+      xdsTransport: xdsTls?.transport,
+      node: values["node-id"],
+      config: values.config,
+    },
     "aggregator listening",
   );
 

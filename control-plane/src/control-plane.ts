@@ -2,6 +2,7 @@ import type http from "node:http";
 import express from "express";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { createLogger, type Logger } from "../../common/src/log.js";
+import { xdsServerTls, type XdsServerTlsFiles, type XdsTransport } from "../../common/src/xds-tls.js";
 import { apiRouter } from "./admin/api.js";
 import { requireToken, TokenRegistry } from "./admin/auth.js";
 import { ConfigService } from "./admin/config-service.js";
@@ -25,6 +26,8 @@ export interface ControlPlaneOptions {
   watchConfig?: boolean;
   xdsHost?: string;
   xdsPort?: number;
+  /** Serve xDS over TLS (PEM files); with `clientCa`, clients must present a certificate it signed. */
+  xdsTls?: XdsServerTlsFiles;
   adminHost?: string;
   adminPort?: number;
   /** Admin bearer tokens; default: the file `.portico/tokens.json`, created with a new admin token. */
@@ -56,6 +59,22 @@ export interface ControlPlane {
   stop(): Promise<void>;
 }
 
+/** Says which xDS transport is on, and warns when the fleet's config is readable off the host. */
+function logXdsTransport(log: Logger, transport: XdsTransport, host: string, clientCa?: string): void {
+  if (transport === "mtls") {
+    log.info({ transport, clientCa }, "xDS over mTLS: clients need a certificate the client CA signed");
+  } else if (transport === "tls") {
+    log.info({ transport }, "xDS over TLS, without client certificates: any client reaching it is served");
+  } else if (host === "127.0.0.1" || host === "::1" || host === "localhost") {
+    log.info({ transport }, "xDS in plaintext on loopback");
+  } else {
+    log.warn(
+      { transport, host },
+      "xDS in plaintext on a non-loopback address: anyone who reaches it can read the config; see --xds-tls-cert",
+    );
+  }
+}
+
 /**
  * Wires the control plane: store → (translate, snapshot) → xDS, and the admin HTTP API on top of
  * the store. Writes from this replica and from others (Redis) take the same path to the fleet.
@@ -65,7 +84,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
   const metrics = new XdsMetrics(registry);
-  const xds = new XdsServer({ log, metrics });
+  // Files are read before anything listens, so a bad path stops the start with its name.
+  const tls = opts.xdsTls ? xdsServerTls(opts.xdsTls) : undefined;
+  const xdsTransport: XdsTransport = tls?.transport ?? "plaintext";
+  const xds = new XdsServer({ log, metrics, credentials: tls?.credentials });
   const publisher = new Publisher(xds.cache, log, metrics);
   const store = typeof opts.store === "object" ? opts.store : await openStore(opts.store ?? "", log);
   const service = new ConfigService(store, publisher, xds.cache, xds.fleet, log, {
@@ -113,7 +135,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     createdToken = loaded.created;
   }
 
-  const xdsPort = await xds.listen(opts.xdsHost ?? "127.0.0.1", opts.xdsPort ?? 18000);
+  const xdsHost = opts.xdsHost ?? "127.0.0.1";
+  const xdsPort = await xds.listen(xdsHost, opts.xdsPort ?? 18000);
+  logXdsTransport(log, xdsTransport, xdsHost, opts.xdsTls?.clientCa);
   const app = express();
   app.disable("x-powered-by");
   app.get("/healthz", (_req, res) => {

@@ -11,6 +11,9 @@ const { values } = parseArgs({
     watch: { type: "boolean", default: env.PORTICO_WATCH_CONFIG === "true" },
     "xds-host": { type: "string", default: env.PORTICO_XDS_HOST ?? "127.0.0.1" },
     "xds-port": { type: "string", default: env.PORTICO_XDS_PORT ?? "18000" },
+    "xds-tls-cert": { type: "string", default: env.PORTICO_XDS_TLS_CERT },
+    "xds-tls-key": { type: "string", default: env.PORTICO_XDS_TLS_KEY },
+    "xds-tls-client-ca": { type: "string", default: env.PORTICO_XDS_TLS_CLIENT_CA },
     "admin-host": { type: "string", default: env.PORTICO_ADMIN_HOST ?? "127.0.0.1" },
     "admin-port": { type: "string", default: env.PORTICO_ADMIN_PORT ?? "9000" },
     "tokens-file": { type: "string", default: env.PORTICO_TOKENS_FILE ?? ".portico/tokens.json" },
@@ -29,12 +32,20 @@ if (env.PORTICO_ADMIN_TOKEN)
 if (env.PORTICO_READ_TOKEN)
   envTokens.push({ name: "read", role: "read", sha256: hashToken(env.PORTICO_READ_TOKEN) });
 try {
+  const cert = values["xds-tls-cert"];
+  const key = values["xds-tls-key"];
+  const clientCa = values["xds-tls-client-ca"];
+  if (Boolean(cert) !== Boolean(key))
+    throw new Error("--xds-tls-cert and --xds-tls-key go together: give both to serve xDS over TLS");
+  if (clientCa && !cert)
+    throw new Error("--xds-tls-client-ca (mTLS) needs --xds-tls-cert and --xds-tls-key, the server's own");
   const cp = await startControlPlane({
     store: values.store,
     configFile: values.config,
     watchConfig: values.watch,
     xdsHost: values["xds-host"],
     xdsPort: Number(values["xds-port"]),
+    xdsTls: cert && key ? { cert, key, clientCa } : undefined,
     adminHost: values["admin-host"],
     adminPort: Number(values["admin-port"]),
     tokensFile: values["tokens-file"],

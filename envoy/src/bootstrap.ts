@@ -18,9 +18,64 @@ export interface BootstrapOptions {
   adminAddress?: string;
   /** "sotw" → api_type GRPC, "delta" → DELTA_GRPC. Default "sotw". */
   protocol?: XdsProtocol;
+  /** TLS to the control plane; unset, the xDS connection is plaintext. */
+  xdsTls?: XdsTlsOptions;
+}
+
+/** Files are paths on the proxy's host, read by Envoy at start. */
+export interface XdsTlsOptions {
+  /** PEM CA bundle that signed the control plane's certificate. */
+  caFile: string;
+  /**
+   * The name the control plane's certificate must carry as a subject alternative name (an IP
+   * address or a DNS name), also sent as SNI when it is a DNS name. Default: `xdsHost`.
+   */
+  serverName?: string;
+  /** This proxy's certificate chain and key (PEM), for a control plane that requires mTLS. */
+  certFile?: string;
+  keyFile?: string;
 }
 
 let template: string | undefined;
+
+/**
+ * The xds_cluster's transport socket. Envoy checks only the chain against `trusted_ca` unless SANs
+ * are listed, so the server name is always matched. ALPN offers h2, which gRPC needs, so a
+ * TLS-terminating load balancer in front of the control plane keeps HTTP/2.
+ */
+function xdsTransportSocket(tls: XdsTlsOptions, xdsHost: string): object {
+  checkText("xdsTls.caFile", tls.caFile);
+  if (Boolean(tls.certFile) !== Boolean(tls.keyFile)) {
+    throw new Error("xdsTls.certFile and xdsTls.keyFile go together: give both for mTLS, or neither");
+  }
+  const serverName = tls.serverName ?? xdsHost;
+  checkText("xdsTls.serverName", serverName);
+  const ip = isIP(serverName) !== 0;
+  return {
+    name: "envoy.transport_sockets.tls",
+    typed_config: {
+      "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+      // SNI carries host names only (RFC 6066).
+      ...(ip ? {} : { sni: serverName }),
+      common_tls_context: {
+        alpn_protocols: ["h2"],
+        ...(tls.certFile && tls.keyFile
+          ? {
+              tls_certificates: [
+                { certificate_chain: { filename: tls.certFile }, private_key: { filename: tls.keyFile } },
+              ],
+            }
+          : {}),
+        validation_context: {
+          trusted_ca: { filename: tls.caFile },
+          match_typed_subject_alt_names: [
+            { san_type: ip ? "IP_ADDRESS" : "DNS", matcher: { exact: serverName } },
+          ],
+        },
+      },
+    },
+  };
+}
 
 export function bootstrapTemplate(): string {
   template ??= readFileSync(BOOTSTRAP_TEMPLATE_PATH, "utf8");
@@ -61,6 +116,8 @@ export function renderBootstrap(o: BootstrapOptions): string {
     XDS_PORT: String(o.xdsPort),
     // STATIC requires an IP literal; a name goes through DNS.
     XDS_CLUSTER_TYPE: isIP(o.xdsHost) ? "STATIC" : "STRICT_DNS",
+    // A JSON object is a YAML flow mapping.
+    XDS_TRANSPORT_SOCKET: o.xdsTls ? JSON.stringify(xdsTransportSocket(o.xdsTls, o.xdsHost)) : "null",
   };
 
   const rendered = bootstrapTemplate().replace(/\$\{([A-Z_]+)\}/g, (whole, name: string) => {

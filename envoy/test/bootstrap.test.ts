@@ -5,6 +5,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { makeTestPki, removeTestPki, type TestPki } from "../../test/harness/certs.js";
 import { renderBootstrap, type BootstrapOptions } from "../src/bootstrap.js";
 import { findEnvoy, type FoundEnvoy } from "../src/find-envoy.js";
 
@@ -63,7 +64,68 @@ describe("renderBootstrap", () => {
     expect(b.node).toEqual({ id: nodeId, cluster: "- [g]" });
   });
 
+  it("is plaintext to the control plane unless TLS is asked for", () => {
+    expect(parse(renderBootstrap(base)).static_resources.clusters[0].transport_socket).toBeNull();
+  });
+
+  const tlsContext = (o: Partial<BootstrapOptions>) => {
+    const socket = parse(renderBootstrap({ ...base, ...o })).static_resources.clusters[0].transport_socket;
+    expect(socket.name).toBe("envoy.transport_sockets.tls");
+    expect(socket.typed_config["@type"]).toBe(
+      "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+    );
+    return socket.typed_config;
+  };
+
+  it("TLS to an IP address: verifies the CA and the IP SAN, no SNI, offers h2", () => {
+    const ctx = tlsContext({ xdsTls: { caFile: "/etc/portico/ca.pem" } });
+    expect(ctx.sni).toBeUndefined();
+    expect(ctx.common_tls_context).toEqual({
+      alpn_protocols: ["h2"],
+      validation_context: {
+        trusted_ca: { filename: "/etc/portico/ca.pem" },
+        match_typed_subject_alt_names: [{ san_type: "IP_ADDRESS", matcher: { exact: "127.0.0.1" } }],
+      },
+    });
+  });
+
+  it("TLS to a host name: sends it as SNI and matches it as a DNS SAN; mTLS adds the client certificate", () => {
+    const ctx = tlsContext({
+      xdsHost: "cp.portico.internal",
+      xdsTls: { caFile: "/ca.pem", certFile: "/envoy.pem", keyFile: "/envoy-key.pem" },
+    });
+    expect(ctx.sni).toBe("cp.portico.internal");
+    expect(ctx.common_tls_context.validation_context.match_typed_subject_alt_names).toEqual([
+      { san_type: "DNS", matcher: { exact: "cp.portico.internal" } },
+    ]);
+    expect(ctx.common_tls_context.tls_certificates).toEqual([
+      { certificate_chain: { filename: "/envoy.pem" }, private_key: { filename: "/envoy-key.pem" } },
+    ]);
+  });
+
+  it("serverName overrides the name checked when the address is not the certificate's name", () => {
+    const ctx = tlsContext({
+      xdsHost: "10.0.0.7",
+      xdsTls: { caFile: "/ca.pem", serverName: "control-plane" },
+    });
+    expect(ctx.sni).toBe("control-plane");
+    expect(ctx.common_tls_context.validation_context.match_typed_subject_alt_names).toEqual([
+      { san_type: "DNS", matcher: { exact: "control-plane" } },
+    ]);
+  });
+
+  it("keeps awkward file names intact", () => {
+    const caFile = `/etc/a: b #c/"ca".pem`;
+    expect(tlsContext({ xdsTls: { caFile } }).common_tls_context.validation_context.trusted_ca).toEqual({
+      filename: caFile,
+    });
+  });
+
   it("rejects bad input", () => {
+    expect(() => renderBootstrap({ ...base, xdsTls: { caFile: "" } })).toThrow(/xdsTls.caFile/);
+    expect(() => renderBootstrap({ ...base, xdsTls: { caFile: "/ca.pem", certFile: "/c.pem" } })).toThrow(
+      /certFile and xdsTls.keyFile go together/,
+    );
     expect(() => renderBootstrap({ ...base, nodeId: "" })).toThrow(/nodeId/);
     expect(() => renderBootstrap({ ...base, xdsPort: 0 })).toThrow(/xdsPort/);
     expect(() => renderBootstrap({ ...base, adminPort: 70000 })).toThrow(/adminPort/);
@@ -75,13 +137,17 @@ describe("renderBootstrap", () => {
 describe("bootstrap accepted by Envoy (--mode validate)", () => {
   let envoy: FoundEnvoy;
   let dir: string;
+  // Envoy reads the TLS files while validating, so they must be real.
+  let pki: TestPki;
 
   beforeAll(async () => {
     envoy = await findEnvoy();
     dir = await mkdtemp(path.join(tmpdir(), "portico-bootstrap-"));
+    pki = makeTestPki();
   }, 300_000);
   afterAll(async () => {
     if (dir) await rm(dir, { recursive: true, force: true });
+    removeTestPki(pki);
   });
 
   async function validate(name: string, yaml: string): Promise<{ ok: boolean; output: string }> {
@@ -104,9 +170,24 @@ describe("bootstrap accepted by Envoy (--mode validate)", () => {
     ["dns-host", { xdsHost: "localhost" }],
     ["odd-node-id", { nodeId: `edge/1: "x" #y`, group: "g w" }],
   ];
+  cases.push(
+    ["tls", { xdsTls: { caFile: "<ca>" } }],
+    ["mtls-dns", { xdsHost: "localhost", xdsTls: { caFile: "<ca>", certFile: "<cert>", keyFile: "<key>" } }],
+  );
+  /** Fills the PKI's paths in, once beforeAll has made it. */
+  const withFiles = (o: Partial<BootstrapOptions>): Partial<BootstrapOptions> =>
+    o.xdsTls
+      ? {
+          ...o,
+          xdsTls: {
+            caFile: pki.ca.cert,
+            ...(o.xdsTls.certFile ? { certFile: pki.client.cert, keyFile: pki.client.key } : {}),
+          },
+        }
+      : o;
   for (const [name, overrides] of cases) {
     it(`validates the ${name} bootstrap`, async () => {
-      const res = await validate(name, renderBootstrap({ ...base, ...overrides }));
+      const res = await validate(name, renderBootstrap({ ...base, ...withFiles(overrides) }));
       expect(res.output).toContain("OK");
       expect(res.ok, res.output).toBe(true);
       // Deprecated or unknown fields show up as warnings even when validation passes.
@@ -119,5 +200,14 @@ describe("bootstrap accepted by Envoy (--mode validate)", () => {
     const res = await validate("broken", broken);
     expect(res.ok).toBe(false);
     expect(res.output).toMatch(/conect_timeout/);
+  });
+
+  it("refuses a TLS bootstrap whose CA file does not exist", async () => {
+    const res = await validate(
+      "missing-ca",
+      renderBootstrap({ ...base, xdsTls: { caFile: path.join(dir, "no-such-ca.pem") } }),
+    );
+    expect(res.ok).toBe(false);
+    expect(res.output).toMatch(/no-such-ca\.pem/);
   });
 });

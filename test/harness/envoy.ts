@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import { renderBootstrap, type XdsProtocol } from "../../envoy/src/bootstrap.js";
+import { renderBootstrap, type XdsProtocol, type XdsTlsOptions } from "../../envoy/src/bootstrap.js";
 import { findEnvoy, type FoundEnvoy } from "../../envoy/src/find-envoy.js";
 import { httpRequest, type HttpResponse } from "./http.js";
 import { waitFor } from "./wait.js";
@@ -16,6 +16,8 @@ export interface StartEnvoyOptions {
   /** Default 127.0.0.1. */
   xdsHost?: string;
   protocol?: XdsProtocol;
+  /** TLS (and mTLS) to the control plane; default plaintext. */
+  xdsTls?: XdsTlsOptions;
   /** `-l`; default "info". */
   logLevel?: string;
   /** `--component-log-level`; default "upstream:debug,config:debug" so xDS traffic shows in logs. */
@@ -175,6 +177,7 @@ export async function startEnvoy(o: StartEnvoyOptions): Promise<EnvoyProcess> {
       xdsPort: o.xdsPort,
       adminPort: 0,
       protocol: o.protocol,
+      xdsTls: o.xdsTls,
     }),
   );
 

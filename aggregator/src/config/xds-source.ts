@@ -4,6 +4,7 @@
  * whole; one that does not compile is refused (a NACK naming every problem) and the running
  * config stays.
  */
+import type * as grpc from "@grpc/grpc-js";
 import type protobuf from "protobufjs";
 import { silentLogger, type Logger } from "../../../common/src/log.js";
 import { XdsClient, type ClientResource, type ClientUpdate } from "../../../common/src/xds-client.js";
@@ -89,6 +90,8 @@ export interface XdsConfigSourceOptions {
   target: string;
   nodeId: string;
   protocol?: "sotw" | "delta";
+  /** TLS to the control plane (see common/src/xds-tls.ts); default plaintext. */
+  credentials?: grpc.ChannelCredentials;
   partsHost?: string;
   log?: Logger;
   /** Each accepted config, with its xDS version. */
@@ -109,6 +112,7 @@ export class XdsConfigSource {
       node: { id: opts.nodeId, cluster: POLICY_GROUP, user_agent_name: "portico-aggregator" },
       protocol,
       reconnect: true,
+      credentials: opts.credentials,
       validate: (u) => this.validate(u, protocol, opts.partsHost),
     });
     this.client.on("update", (u) => {

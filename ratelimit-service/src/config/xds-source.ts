@@ -5,6 +5,7 @@
  * values the YAML reader produces and checked by the same parser; a config that does not parse
  * is refused (a NACK carrying every problem) and the running one is kept.
  */
+import type * as grpc from "@grpc/grpc-js";
 import protobuf from "protobufjs";
 import { silentLogger, type Logger } from "../../../common/src/log.js";
 import { XdsClient, type ClientResource, type ClientUpdate } from "../../../common/src/xds-client.js";
@@ -159,6 +160,8 @@ export interface XdsConfigSourceOptions {
   target: string;
   nodeId: string;
   protocol?: "sotw" | "delta";
+  /** TLS to the control plane (see common/src/xds-tls.ts); default plaintext. */
+  credentials?: grpc.ChannelCredentials;
   log?: Logger;
   /** Each accepted config, with its xDS version. */
   onConfig: (config: RateLimitConfig, version: string) => void;
@@ -178,6 +181,7 @@ export class XdsConfigSource {
       node: { id: opts.nodeId, cluster: POLICY_GROUP, user_agent_name: "portico-ratelimit" },
       protocol,
       reconnect: true,
+      credentials: opts.credentials,
       validate: (u) => this.validate(u, protocol),
     });
     this.client.on("update", (u) => {
