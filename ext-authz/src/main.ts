@@ -1,7 +1,10 @@
 // ext-authz: Envoy's external authorization service for Portico. Wiring only; see README.md.
-import http from "node:http";
 import { parseArgs } from "node:util";
+import { collectDefaultMetrics } from "prom-client";
 import { createLogger } from "../../common/src/log.js";
+import { startOpsServer, type OpsServer } from "../../common/src/ops-server.js";
+import { tracingFromEnv, type RpcTracing } from "../../common/src/tracing.js";
+import { xdsClientTls } from "../../common/src/xds-tls.js";
 import { Authorizer } from "./authorizer.js";
 import { AuthzServer } from "./grpc/server.js";
 import { AuthzMetrics } from "./metrics.js";
@@ -16,6 +19,9 @@ const { values: flags } = parseArgs({
     xds: { type: "string", default: process.env.PORTICO_AUTHZ_XDS },
     "xds-protocol": { type: "string", default: process.env.PORTICO_AUTHZ_XDS_PROTOCOL ?? "delta" },
     "node-id": { type: "string", default: process.env.PORTICO_AUTHZ_NODE_ID },
+    "xds-tls-ca": { type: "string", default: process.env.PORTICO_AUTHZ_XDS_TLS_CA },
+    "xds-tls-cert": { type: "string", default: process.env.PORTICO_AUTHZ_XDS_TLS_CERT },
+    "xds-tls-key": { type: "string", default: process.env.PORTICO_AUTHZ_XDS_TLS_KEY },
     listen: { type: "string", default: process.env.PORTICO_AUTHZ_LISTEN ?? "127.0.0.1:9191" },
     metrics: { type: "string", default: process.env.PORTICO_AUTHZ_METRICS ?? "127.0.0.1:9192" },
     "log-level": { type: "string", default: process.env.LOG_LEVEL ?? "info" },
@@ -33,9 +39,16 @@ if (flags.help) {
   --xds-protocol  delta (default) or sotw (env PORTICO_AUTHZ_XDS_PROTOCOL)
   --node-id       node.id towards the control plane, unique per process
                   (env PORTICO_AUTHZ_NODE_ID, default ext-authz-<hostname>-<pid>)
+  --xds-tls-ca    PEM CA of the control plane's certificate: xDS over TLS (env PORTICO_AUTHZ_XDS_TLS_CA)
+  --xds-tls-cert  PEM client certificate and key, for a control plane that requires mTLS
+  --xds-tls-key   (env PORTICO_AUTHZ_XDS_TLS_CERT, PORTICO_AUTHZ_XDS_TLS_KEY)
   --listen     gRPC address for Check and health (env PORTICO_AUTHZ_LISTEN, default 127.0.0.1:9191)
-  --metrics    Prometheus /metrics address, or off (env PORTICO_AUTHZ_METRICS, default 127.0.0.1:9192)
+  --metrics    address of /metrics (Prometheus), /healthz and /readyz, or off
+               (env PORTICO_AUTHZ_METRICS, default 127.0.0.1:9192)
   --log-level  pino level (env LOG_LEVEL, default info)
+
+Tracing: set OTEL_EXPORTER_OTLP_ENDPOINT (OTLP over gRPC, e.g. http://collector:4317); each Check
+then gets a span, the child of Envoy's. Off when unset.
 
 SIGHUP reloads the policy file; a policy that does not validate is refused and the old one kept.`);
   process.exit(0);
@@ -51,6 +64,15 @@ if (flags["xds-protocol"] !== "delta" && flags["xds-protocol"] !== "sotw") {
 }
 
 const log = createLogger("ext-authz", flags["log-level"]);
+
+// Read before anything listens, so a bad file stops the start with its name.
+let xdsTls: ReturnType<typeof xdsClientTls>;
+try {
+  xdsTls = xdsClientTls({ ca: flags["xds-tls-ca"], cert: flags["xds-tls-cert"], key: flags["xds-tls-key"] });
+} catch (err) {
+  log.fatal({ err: (err as Error).message }, "cannot start: the xDS TLS settings are not usable");
+  process.exit(2);
+}
 
 async function readPolicy(): Promise<CompiledPolicy> {
   if (!flags.policy) {
@@ -83,6 +105,14 @@ if (!flags.xds) {
 }
 
 const metrics = new AuthzMetrics();
+collectDefaultMetrics({ register: metrics.registry });
+let tracing: RpcTracing | undefined;
+try {
+  tracing = tracingFromEnv("ext-authz", log);
+} catch (err) {
+  log.fatal({ err: (err as Error).message }, "cannot start: the tracing settings are not usable");
+  process.exit(2);
+}
 let authorizer: Authorizer;
 try {
   authorizer = new Authorizer({ policy, metrics, logger: log });
@@ -91,16 +121,24 @@ try {
   process.exit(1);
 }
 await authorizer.warm();
-const server = new AuthzServer({ authorizer, address: flags.listen!, logger: log });
+const server = new AuthzServer({ authorizer, address: flags.listen!, logger: log, tracing });
 const port = await server.start();
 log.info(
-  { listen: flags.listen, port, revision: policy?.revision, policy: flags.policy, xds: flags.xds },
+  {
+    listen: flags.listen,
+    port,
+    revision: policy?.revision,
+    policy: flags.policy,
+    xds: flags.xds,
+    xdsTransport: flags.xds ? xdsTls.transport : undefined,
+  },
   "ext-authz serving",
 );
 
 let source: XdsPolicySource | undefined;
 if (flags.xds) {
   source = new XdsPolicySource({
+    credentials: xdsTls.credentials,
     target: flags.xds,
     nodeId: flags["node-id"] ?? defaultNodeId(),
     protocol: flags["xds-protocol"],
@@ -112,18 +150,22 @@ if (flags.xds) {
   });
 }
 
-let metricsServer: http.Server | undefined;
+let ops: OpsServer | undefined;
 if (flags.metrics && flags.metrics !== "off") {
-  const { host, port: metricsPort } = splitHostPort(flags.metrics);
-  metricsServer = http.createServer((req, res) => {
-    if (req.url === "/metrics") {
-      metrics.registry.metrics().then(
-        (body) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(body),
-        (err: Error) => res.writeHead(500).end(err.message),
-      );
-    } else res.writeHead(404).end();
+  const { host, port: opsPort } = splitHostPort(flags.metrics);
+  ops = await startOpsServer({
+    host,
+    port: opsPort,
+    registry: metrics.registry,
+    // Ready: a policy to decide with, and the gRPC server answering (not stopping).
+    readiness: () =>
+      !authorizer.ready
+        ? "no policy yet"
+        : server.health.get() !== "SERVING"
+          ? "gRPC server not serving"
+          : true,
   });
-  metricsServer.listen(metricsPort, host, () => log.info({ metrics: flags.metrics }, "metrics at /metrics"));
+  log.info({ metrics: flags.metrics }, "/metrics, /healthz and /readyz serving");
 }
 
 process.on("SIGHUP", () => {
@@ -148,8 +190,10 @@ async function shutdown(signal: string): Promise<void> {
   stopping = true;
   log.info({ signal }, "stopping");
   source?.close();
-  metricsServer?.close();
   await server.stop();
+  await ops?.close();
+  // Spans still buffered are sent before the process goes.
+  await tracing?.shutdown().catch((err: Error) => log.warn({ err: err.message }, "tracing flush failed"));
   process.exit(0);
 }
 process.on("SIGTERM", () => void shutdown("SIGTERM"));

@@ -1,10 +1,12 @@
-import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { createLogger } from "../../common/src/log.js";
+import { startOpsServer, type OpsServer } from "../../common/src/ops-server.js";
+import { tracingFromEnv } from "../../common/src/tracing.js";
+import { xdsClientTls } from "../../common/src/xds-tls.js";
 import { createLimiter, type BackendOptions } from "./backend.js";
 import { loadConfig } from "./config/load.js";
 import { XdsConfigSource } from "./config/xds-source.js";
@@ -39,6 +41,9 @@ const { values } = parseArgs({
     "shadow-mode": { type: "boolean", default: env.PORTICO_RATELIMIT_SHADOW_MODE === "true" },
     xds: { type: "string", default: env.PORTICO_RATELIMIT_XDS },
     "xds-protocol": { type: "string", default: env.PORTICO_RATELIMIT_XDS_PROTOCOL ?? "sotw" },
+    "xds-tls-ca": { type: "string", default: env.PORTICO_RATELIMIT_XDS_TLS_CA },
+    "xds-tls-cert": { type: "string", default: env.PORTICO_RATELIMIT_XDS_TLS_CERT },
+    "xds-tls-key": { type: "string", default: env.PORTICO_RATELIMIT_XDS_TLS_KEY },
     "node-id": {
       type: "string",
       default: env.PORTICO_RATELIMIT_NODE_ID ?? `ratelimit-${os.hostname()}-${process.pid}`,
@@ -110,6 +115,10 @@ try {
   if (protocol !== "sotw" && protocol !== "delta")
     throw new Error(`--xds-protocol must be sotw or delta, got '${protocol}'`);
   const config = xds ? undefined : loadConfig(configPath);
+  const xdsTls = xds
+    ? xdsClientTls({ ca: values["xds-tls-ca"], cert: values["xds-tls-cert"], key: values["xds-tls-key"] })
+    : undefined;
+  const tracing = tracingFromEnv("ratelimit-service", log);
   const limiter = createLimiter(backendOptions(registry));
   const { host, port } = hostPort(values.listen!, "listen");
   const server = await startRateLimitService({
@@ -120,6 +129,7 @@ try {
     log,
     metrics: new RateLimitMetrics(registry),
     shadowMode: values["shadow-mode"],
+    tracing,
   });
   let source: XdsConfigSource | undefined;
   if (xds) {
@@ -128,6 +138,7 @@ try {
       target: xds,
       nodeId: values["node-id"]!,
       protocol,
+      credentials: xdsTls?.credentials,
       log,
       onConfig: (c) => {
         server.setConfig(c);
@@ -135,28 +146,29 @@ try {
       },
       onReject: () => server.metrics.configUpdates.inc({ result: "rejected" }),
     });
-    log.info({ xds, node: values["node-id"] }, "waiting for the rate-limit config from the control plane");
+    log.info(
+      { xds, node: values["node-id"], transport: xdsTls?.transport },
+      "waiting for the rate-limit config from the control plane",
+    );
   } else {
     log.info({ config: configPath, domains: [...config!.domains.keys()] }, "rate-limit config loaded");
   }
 
-  let metricsServer: http.Server | undefined;
+  let ops: OpsServer | undefined;
   if (values["metrics-listen"]) {
     const m = hostPort(values["metrics-listen"], "metrics-listen");
-    metricsServer = http.createServer((req, res) => {
-      if (req.url === "/metrics") {
-        registry.metrics().then(
-          (text) => res.writeHead(200, { "content-type": registry.contentType }).end(text),
-          (err: Error) => res.writeHead(500).end(err.message),
-        );
-      } else if (req.url === "/healthz") {
-        if (server.ready) res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
-        else res.writeHead(503, { "content-type": "text/plain" }).end("waiting for config\n");
-      } else {
-        res.writeHead(404).end();
-      }
+    ops = await startOpsServer({
+      host: m.host,
+      port: m.port,
+      registry,
+      // Ready: a config to decide with, and the gRPC server answering (not stopping).
+      readiness: () =>
+        !server.ready
+          ? "waiting for config"
+          : server.health.get() !== "SERVING"
+            ? "gRPC server not serving"
+            : true,
     });
-    metricsServer.listen(m.port, m.host);
   }
 
   // A reload that fails keeps the running config: a typo never drops every limit.
@@ -185,7 +197,10 @@ try {
     void server
       .stop()
       .then(() => limiter.close())
-      .then(() => metricsServer?.close())
+      .then(() => ops?.close())
+      // Spans still buffered are sent before the process goes.
+      .then(() => tracing?.shutdown())
+      .catch((err: Error) => log.warn({ err: err.message }, "shutdown step failed"))
       .finally(() => process.exit(0));
   };
   process.on("SIGTERM", () => stop("SIGTERM"));

@@ -204,7 +204,7 @@ describe("ratelimit-service --xds", () => {
     await api?.stop();
   });
 
-  it("reports itself unhealthy until the control plane, started later, has sent its config", async () => {
+  it("reports itself not ready (but alive) until the control plane, started later, has sent its config", async () => {
     const [xdsPort, grpcPort, metricsPort] = [await freePort(), await freePort(), await freePort()];
     child = spawn(
       path.join(REPO_ROOT, "node_modules", ".bin", "tsx"),
@@ -221,15 +221,16 @@ describe("ratelimit-service --xds", () => {
       ],
       { stdio: "ignore" },
     );
-    const healthz = () =>
-      fetch(`http://127.0.0.1:${metricsPort}/healthz`).then(
+    const statusOf = (p: string) =>
+      fetch(`http://127.0.0.1:${metricsPort}${p}`).then(
         (r) => r.status,
         () => 0,
       );
-    await waitFor(async () => ((await healthz()) === 503 ? true : undefined), {
+    await waitFor(async () => ((await statusOf("/readyz")) === 503 ? true : undefined), {
       what: "the service to start, waiting for its config",
       timeoutMs: 20_000,
     });
+    expect(await statusOf("/healthz")).toBe(200);
     expect(await healthOf(`127.0.0.1:${grpcPort}`)).toBe("NOT_SERVING");
 
     api = await startAdmin({ xdsPort });
@@ -246,8 +247,8 @@ describe("ratelimit-service --xds", () => {
       listeners: [{ name: "http", port: 10000 }],
       rateLimit: { upstream: "rls" },
     });
-    await waitFor(async () => ((await healthz()) === 200 ? true : undefined), {
-      what: "the service to become healthy",
+    await waitFor(async () => ((await statusOf("/readyz")) === 200 ? true : undefined), {
+      what: "the service to become ready",
       timeoutMs: 20_000,
     });
     expect(await healthOf(`127.0.0.1:${grpcPort}`)).toBe("SERVING");
