@@ -46,9 +46,37 @@ export interface AuthRouteFields {
   perFilter: Record<string, object>;
 }
 
+const policiesByConfig = new WeakMap<object, Map<string, AuthPolicy>>();
+
 function policyOf(ctx: GatewayContext, r: Route): AuthPolicy | undefined {
   if (r.authPolicy === undefined) return undefined;
-  return ctx.config.authPolicies.find((p) => p.name === r.authPolicy);
+  let byName = policiesByConfig.get(ctx.config);
+  if (!byName) {
+    byName = new Map(ctx.config.authPolicies.map((p) => [p.name, p]));
+    policiesByConfig.set(ctx.config, byName);
+  }
+  return byName.get(r.authPolicy);
+}
+
+/** Whether any route of the gateway uses ext_authz / jwt_authn: computed once per gateway, not per route. */
+const gatewayFacts = new WeakMap<object, WeakMap<object, { filterOn: boolean; nativeOn: boolean }>>();
+
+function factsOf(ctx: GatewayContext): { filterOn: boolean; nativeOn: boolean } {
+  let byGateway = gatewayFacts.get(ctx.config);
+  if (!byGateway) {
+    byGateway = new WeakMap();
+    gatewayFacts.set(ctx.config, byGateway);
+  }
+  let facts = byGateway.get(ctx.gateway);
+  if (!facts) {
+    const mine = ctx.config.routes.filter((x) => x.gateway === ctx.gateway.name);
+    facts = {
+      filterOn: mine.some((x) => policyOf(ctx, x) !== undefined),
+      nativeOn: mine.some((x) => nativeJwtProviders(ctx, x) !== undefined),
+    };
+    byGateway.set(ctx.gateway, facts);
+  }
+  return facts;
 }
 
 /** The HTTP filters that authenticate callers on this listener's routes, in order. */
@@ -244,9 +272,7 @@ export function contextExtensions(p: AuthPolicy): Record<string, string> {
 /** Routes with a policy send it to ext-authz; the rest skip the call (public routes cost nothing). */
 export function authRouteFields(ctx: GatewayContext, r: Route): AuthRouteFields {
   const policy = policyOf(ctx, r);
-  const mine = ctx.config.routes.filter((x) => x.gateway === ctx.gateway.name);
-  const filterOn = mine.some((x) => policyOf(ctx, x) !== undefined);
-  const nativeOn = mine.some((x) => nativeJwtProviders(ctx, x) !== undefined);
+  const { filterOn, nativeOn } = factsOf(ctx);
   const jwtOff: Record<string, object> = nativeOn
     ? { [JWT_AUTHN_FILTER]: { "@type": TYPE_PREFIX + JWT_AUTHN_PER_ROUTE, disabled: true } }
     : {};

@@ -539,9 +539,14 @@ function entries(
   listenerLimited: boolean,
 ): object[] {
   const lastOfPath = new Map<string, number>();
+  const byPath = new Map<string, Route[]>();
   sorted.forEach((r, i) => {
     const k = pathKey(r);
-    if (k) lastOfPath.set(k, i);
+    if (!k) return;
+    lastOfPath.set(k, i);
+    const same = byPath.get(k);
+    if (same) same.push(r);
+    else byPath.set(k, [r]);
   });
   const out: object[] = [];
   sorted.forEach((r, i) => {
@@ -551,7 +556,7 @@ function entries(
     out.push(...requiredHeaderGuards(r).map(guarded), routeEntry(ctx, r, bodyLimited, listenerLimited));
     const k = pathKey(r);
     if (k === undefined || lastOfPath.get(k) !== i) return;
-    const samePath = sorted.filter((x) => pathKey(x) === k);
+    const samePath = byPath.get(k)!;
     // Only when every route of the path is method-restricted (and has no other conditions).
     if (samePath.every((x) => x.match.methods && !x.match.headers?.length && !x.match.query?.length)) {
       out.push(guarded(methodGuard(r, [...new Set(samePath.flatMap((x) => x.match.methods!))])));
