@@ -96,6 +96,9 @@ else
   (cd "$ctx" && npm ci --omit=dev --prefer-offline --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null)
   docker build -q -f "$ctx/deploy/Dockerfile" --build-arg NODE_IMAGE="$NODE_IMAGE" --label "portico.source-hash=$hash" \
     -t "$PORTICO_IMAGE" "$ctx" >/dev/null
+  # Each rebuild leaves the previous image and the trimming stage untagged: drop only those.
+  docker image prune -f --filter label=portico.source-hash >/dev/null
+  docker image prune -f --filter label=portico.stage=build >/dev/null
 fi
 docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' |
   grep -E "^($BASE_IMAGE|$NODE_IMAGE|$ENVOY_IMAGE|$REDIS_IMAGE|$PORTICO_IMAGE) " || true
