@@ -58,7 +58,11 @@ describe(`the compose deployment (${choice.mode})`, () => {
     expect(wrong.status).toBe(401);
     const withKey = await get(`${stack.edgeUrl}/orders/1`, key);
     expect(withKey.status).toBe(200);
-    expect(withKey.json()).toMatchObject({ service: "orders" });
+    // Through the edge and the orders sidecar, which keeps the identity the edge authenticated.
+    expect(withKey.json()).toMatchObject({ service: "orders", consumer: "demo" });
+    // A forged identity is replaced by the authenticated one, sidecar or not.
+    const forged = await get(`${stack.edgeUrl}/orders/1`, { ...key, "x-portico-consumer": "admin" });
+    expect(forged.json()).toMatchObject({ service: "orders", consumer: "demo" });
   });
 
   it("answers a composite route through the aggregator", async () => {

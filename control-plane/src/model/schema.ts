@@ -58,6 +58,12 @@ export const ListenerSchema = z
     maxRequestHeadersKb: z.number().int().min(1).max(8192).optional(),
     /** Largest request body on this listener's routes, in bytes; larger requests get 413. */
     maxBodyBytes: z.number().int().min(1).max(1_073_741_824).optional(),
+    /**
+     * Keep the `x-portico-*` identity headers a request arrives with. Every other listener removes
+     * them on arrival; set this only on a listener that nothing but the gateway can reach (a
+     * service's sidecar behind the edge), so the identity the edge authenticated reaches the service.
+     */
+    trustIdentityHeaders: z.boolean().default(false),
   })
   .strict();
 

@@ -93,7 +93,9 @@ function listenerResource(ctx: GatewayContext, listener: Listener): object {
             : []),
           { name: "envoy.filters.http.router", typed_config: { "@type": TYPE_PREFIX + ROUTER } },
         ],
-        early_header_mutation_extensions: [identityHeaderStrip()],
+        ...(listener.trustIdentityHeaders
+          ? {}
+          : { early_header_mutation_extensions: [identityHeaderStrip()] }),
         access_log: accessLog(gateway),
         ...hcmTracing(gateway),
         generate_request_id: { value: true },
