@@ -41,6 +41,8 @@ const policy = policyOf({
   apiKeys: [{ name: "acme-live", consumer: "acme", sha256: sha256Hex(KEY) }],
 });
 const EXT = { accept: "jwt,apiKey", anonymous: "false" };
+/** PORTICO_HARDENING_SCALE multiplies the cases for the longer run in bench/hardening.ts. */
+const SCALE = Number(process.env.PORTICO_HARDENING_SCALE ?? 1);
 /** The attacker's own key, under the genuine key's kid. */
 const attacker = rsaKey("rsa-1");
 
@@ -126,7 +128,7 @@ describe("ext-authz under fuzzed input", () => {
       signJwt(ec, claims(Date.now())),
       signJwt(hs, claims(Date.now(), { iss: "https://hmac.test" })),
     ];
-    for (let i = 0; i < 4_000; i++) {
+    for (let i = 0; i < 4_000 * SCALE; i++) {
       const original = genuine[i % genuine.length]!;
       const token = mutate(original, rnd);
       const scheme = rnd() < 0.9 ? "Bearer " : ["bearer  ", "Basic ", "", "Bearer\t"][Math.floor(rnd() * 4)]!;
@@ -158,7 +160,7 @@ describe("ext-authz under fuzzed input", () => {
       `${KEY}\0`,
       "x".repeat(100_000),
       createHash("sha256").update(KEY).digest("hex"),
-      ...Array.from({ length: 2_000 }, () => mutate(KEY, rnd)),
+      ...Array.from({ length: 2_000 * SCALE }, () => mutate(KEY, rnd)),
     ];
     for (const key of cases) {
       const d = await authorizer.check(request({ "x-api-key": key }, { ext: EXT }));
@@ -176,7 +178,7 @@ describe("ext-authz under fuzzed input", () => {
     const rnd = prng(0xbad);
     const junk = (n: number) =>
       Array.from({ length: n }, () => ALPHABET[Math.floor(rnd() * ALPHABET.length)]).join("");
-    for (let i = 0; i < 2_000; i++) {
+    for (let i = 0; i < 2_000 * SCALE; i++) {
       const headers: Record<string, string> = {};
       for (let h = 0, n = Math.floor(rnd() * 20); h < n; h++)
         headers[junk(1 + Math.floor(rnd() * 20))] = junk(Math.floor(rnd() * 300));
