@@ -1,4 +1,4 @@
-import type http from "node:http";
+import http from "node:http";
 import express from "express";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { createLogger, type Logger } from "../../common/src/log.js";
@@ -30,6 +30,9 @@ export interface ControlPlaneOptions {
   xdsTls?: XdsServerTlsFiles;
   adminHost?: string;
   adminPort?: number;
+  /** Time a client has to send its request headers (default 10 s) and its whole request (30 s). */
+  adminHeadersTimeoutMs?: number;
+  adminRequestTimeoutMs?: number;
   /** Admin bearer tokens; default: the file `.portico/tokens.json`, created with a new admin token. */
   tokens?: TokenRegistry;
   tokensFile?: string;
@@ -175,13 +178,21 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   app.use((_req, _res, next) => next(new HttpError(404, "not_found", "no such endpoint")));
   app.use(errorHandler(log));
 
-  const server = await new Promise<http.Server>((resolve, reject) => {
-    const s = app.listen(opts.adminPort ?? 9000, opts.adminHost ?? "127.0.0.1", () => resolve(s));
-    s.once("error", reject);
+  // A client trickling its request slowly is cut off (408) rather than holding a socket forever;
+  // the deadlines are checked every second, not Node's default 30 s.
+  const headersTimeout = opts.adminHeadersTimeoutMs ?? 10_000;
+  const server = http.createServer(
+    {
+      headersTimeout,
+      requestTimeout: Math.max(opts.adminRequestTimeoutMs ?? 30_000, headersTimeout),
+      connectionsCheckingInterval: Math.min(1_000, headersTimeout),
+    },
+    app,
+  );
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.adminPort ?? 9000, opts.adminHost ?? "127.0.0.1", () => resolve());
   });
-  // A client trickling its request slowly is cut off rather than holding a socket forever.
-  server.requestTimeout = 30_000;
-  server.headersTimeout = 10_000;
   const address = server.address();
   const adminPort = typeof address === "object" && address ? address.port : 0;
   log.info({ adminPort, store: store.kind }, "admin API listening");

@@ -1,3 +1,4 @@
+import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { READ_TOKEN, startAdmin, type AdminHandle } from "../../test/harness/admin.js";
@@ -31,6 +32,29 @@ describe("admin API access", () => {
     const write = await api.call("PUT", "/api/v1/upstreams/x", { body: upstream("x"), token: READ_TOKEN });
     expect(write.status).toBe(403);
     expect(write.json.code).toBe("forbidden");
+  });
+
+  it("cuts off a client that trickles its request headers, and keeps serving others", async () => {
+    const slow = await startAdmin({ adminHeadersTimeoutMs: 1_000 });
+    try {
+      const socket = net.connect(slow.cp.adminPort, "127.0.0.1");
+      let answer = "";
+      socket.on("data", (b) => (answer += b.toString()));
+      const closed = new Promise<number>((resolve) => socket.once("close", () => resolve(Date.now())));
+      await new Promise((r) => socket.once("connect", r));
+      const started = Date.now();
+      socket.write("GET /api/v1/status HTTP/1.1\r\nHost: x\r\n");
+      // One header byte every 200 ms: the headers never end.
+      const trickle = setInterval(() => socket.writable && socket.write("x"), 200);
+      const at = await closed;
+      clearInterval(trickle);
+      expect(answer).toMatch(/^HTTP\/1\.1 408/);
+      // Cut off by the headers deadline (1 s here), long before the trickle could finish.
+      expect(at - started).toBeLessThan(10_000);
+      expect((await slow.call("GET", "/api/v1/status")).status).toBe(200);
+    } finally {
+      await slow.stop();
+    }
   });
 
   it("serves health, readiness, metrics and the OpenAPI document without a token", async () => {
