@@ -20,6 +20,7 @@ import type { CompositeRoute, Config, Route } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
 import type { GatewayContext } from "./context.js";
+import { retryPolicy } from "./retry.js";
 
 const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER = "envoy.extensions.filters.http.router.v3.Router";
@@ -97,25 +98,6 @@ function compositesOf(ctx: GatewayContext): CompositeRoute[] {
 /** The upstreams the gateway's parts listener routes to. */
 export function partUpstreams(ctx: GatewayContext): string[] {
   return compositesOf(ctx).flatMap((c) => c.parts.map((p) => p.upstream));
-}
-
-type Retries = NonNullable<CompositeRoute["parts"][number]["retries"]>;
-
-function retryPolicy(r: Retries): object {
-  return {
-    retry_on: r.on.join(","),
-    num_retries: { value: r.attempts },
-    ...(r.perTryTimeoutMs !== undefined ? { per_try_timeout: duration(r.perTryTimeoutMs) } : {}),
-    ...(r.statusCodes ? { retriable_status_codes: r.statusCodes } : {}),
-    ...(r.backoff
-      ? {
-          retry_back_off: {
-            base_interval: duration(r.backoff.baseMs),
-            ...(r.backoff.maxMs !== undefined ? { max_interval: duration(r.backoff.maxMs) } : {}),
-          },
-        }
-      : {}),
-  };
 }
 
 const jsonHeader = [

@@ -5,6 +5,7 @@ import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
 import { aggregatorResources, isCompositeRoute, partUpstreams, withCompositeRoutes } from "./aggregator.js";
 import type { GatewayContext } from "./context.js";
+import { retryPolicy } from "./retry.js";
 import { authClusters, authHttpFilters, authRouteFields, identityHeaderStrip } from "./ext-authz.js";
 import { accessLog, hcmTracing, observabilityUpstreams } from "./observability.js";
 import {
@@ -194,33 +195,6 @@ function headerEdits(edits: Route["requestHeaders"], prefix: "request" | "respon
         }
       : {}),
     ...(edits.remove ? { [`${prefix}_headers_to_remove`]: edits.remove } : {}),
-  };
-}
-
-const RETRY_ON: Record<string, string> = {
-  "5xx": "5xx",
-  "gateway-error": "gateway-error",
-  reset: "reset",
-  "connect-failure": "connect-failure",
-  "retriable-4xx": "retriable-4xx",
-  "refused-stream": "refused-stream",
-  "retriable-status-codes": "retriable-status-codes",
-};
-
-function retryPolicy(r: NonNullable<Route["retries"]>): object {
-  return {
-    retry_on: r.on.map((o) => RETRY_ON[o]).join(","),
-    num_retries: { value: r.attempts },
-    ...(r.perTryTimeoutMs !== undefined ? { per_try_timeout: duration(r.perTryTimeoutMs) } : {}),
-    ...(r.statusCodes ? { retriable_status_codes: r.statusCodes } : {}),
-    ...(r.backoff
-      ? {
-          retry_back_off: {
-            base_interval: duration(r.backoff.baseMs),
-            ...(r.backoff.maxMs !== undefined ? { max_interval: duration(r.backoff.maxMs) } : {}),
-          },
-        }
-      : {}),
   };
 }
 
