@@ -4,10 +4,13 @@
  * whole; one that does not compile is refused (a NACK naming every problem) and the running
  * config stays.
  */
-import type * as grpc from "@grpc/grpc-js";
+import type { ClientResource } from "../../../common/src/xds-client.js";
+import {
+  POLICY_GROUP,
+  XdsConfigSource as PolicyConfigSource,
+  type XdsConfigSourceOptions,
+} from "../../../common/src/xds-config-source.js";
 import type protobuf from "protobufjs";
-import { silentLogger, type Logger } from "../../../common/src/log.js";
-import { XdsClient, type ClientResource, type ClientUpdate } from "../../../common/src/xds-client.js";
 import { loadProtoRoot } from "../../../protos/src/loader.js";
 import {
   COMPOSITE_ROUTE_TYPE,
@@ -17,8 +20,7 @@ import {
 import { compileRoutes, type AggregatorConfig } from "./compile.js";
 import { formatProblems } from "./spec.js";
 
-/** The control plane's group for policy services (not a valid gateway name, so never a gateway's). */
-export const POLICY_GROUP = "portico:policy";
+export { POLICY_GROUP };
 
 let routeType: protobuf.Type | undefined;
 
@@ -85,66 +87,18 @@ export function configFromResources(
   return compiled.value;
 }
 
-export interface XdsConfigSourceOptions {
-  /** The control plane's xDS address, host:port. */
-  target: string;
-  nodeId: string;
-  protocol?: "sotw" | "delta";
-  /** TLS to the control plane (see common/src/xds-tls.ts); default plaintext. */
-  credentials?: grpc.ChannelCredentials;
-  partsHost?: string;
-  log?: Logger;
-  /** Each accepted config, with its xDS version. */
-  onConfig: (config: AggregatorConfig, version: string) => void;
-  /** Each refused one, with the reason sent back in the NACK. */
-  onReject?: (reason: string, version: string) => void;
-}
-
-export class XdsConfigSource {
-  private readonly client: XdsClient;
-  private pending?: { nonce: string; config: AggregatorConfig };
-
-  constructor(opts: XdsConfigSourceOptions) {
-    const log = opts.log ?? silentLogger();
-    const protocol = opts.protocol ?? "sotw";
-    this.client = new XdsClient({
-      target: opts.target,
-      node: { id: opts.nodeId, cluster: POLICY_GROUP, user_agent_name: "portico-aggregator" },
-      protocol,
-      reconnect: true,
-      credentials: opts.credentials,
-      validate: (u) => this.validate(u, protocol, opts.partsHost),
-    });
-    this.client.on("update", (u) => {
-      const p = this.pending;
-      if (u.typeUrl !== COMPOSITE_ROUTE_TYPE_URL || p?.nonce !== u.nonce) return;
-      this.pending = undefined;
-      log.info({ version: u.version, routes: [...p.config.routes.keys()] }, "composite routes received");
-      opts.onConfig(p.config, u.version);
-    });
-    this.client.on("nack", (u, reason) => {
-      log.error({ version: u.version, reason }, "composite routes refused; keeping the running config");
-      opts.onReject?.(reason, u.version);
-    });
-    // The stream reconnects by itself; the running config stays meanwhile.
-    this.client.on("error", (err) => log.warn({ err: err.message, target: opts.target }, "xDS stream error"));
-    this.client.subscribe(COMPOSITE_ROUTE_TYPE_URL);
-  }
-
-  /** Compiles the config a response would give; throwing refuses the response. */
-  private validate(u: ClientUpdate, protocol: "sotw" | "delta", partsHost: string | undefined): void {
-    if (u.typeUrl !== COMPOSITE_ROUTE_TYPE_URL) return;
-    let resources = u.resources;
-    if (protocol === "delta") {
-      const next = this.client.resources(COMPOSITE_ROUTE_TYPE_URL);
-      for (const r of u.resources) next.set(r.name, r);
-      for (const n of u.removed) next.delete(n);
-      resources = [...next.values()];
-    }
-    this.pending = { nonce: u.nonce, config: configFromResources(resources, partsHost) };
-  }
-
-  close(): void {
-    this.client.close();
+/** The aggregator's composite routes over xDS: one `portico.aggregator.v1.CompositeRoute` each. */
+export class XdsConfigSource extends PolicyConfigSource<AggregatorConfig> {
+  constructor(opts: XdsConfigSourceOptions<AggregatorConfig> & { partsHost?: string }) {
+    super(
+      {
+        typeUrl: COMPOSITE_ROUTE_TYPE_URL,
+        userAgent: "portico-aggregator",
+        what: "composite routes",
+        build: (resources) => configFromResources(resources, opts.partsHost),
+        describe: (c) => ({ routes: [...c.routes.keys()] }),
+      },
+      opts,
+    );
   }
 }

@@ -5,10 +5,13 @@
  * values the YAML reader produces and checked by the same parser; a config that does not parse
  * is refused (a NACK carrying every problem) and the running one is kept.
  */
-import type * as grpc from "@grpc/grpc-js";
+import type { ClientResource } from "../../../common/src/xds-client.js";
+import {
+  POLICY_GROUP,
+  XdsConfigSource as PolicyConfigSource,
+  type XdsConfigSourceOptions,
+} from "../../../common/src/xds-config-source.js";
 import protobuf from "protobufjs";
-import { silentLogger, type Logger } from "../../../common/src/log.js";
-import { XdsClient, type ClientResource, type ClientUpdate } from "../../../common/src/xds-client.js";
 import { loadProtoRoot } from "../../../protos/src/loader.js";
 import { ConfigError } from "./errors.js";
 import { buildConfig, type ConfigSource } from "./load.js";
@@ -17,8 +20,7 @@ import type { RateLimitConfig } from "./types.js";
 
 export const RATE_LIMIT_CONFIG_TYPE = "portico.ratelimit.v1.RateLimitConfig";
 export const RATE_LIMIT_CONFIG_TYPE_URL = `type.googleapis.com/${RATE_LIMIT_CONFIG_TYPE}`;
-/** The control plane's group for policy services (not a valid gateway name, so never a gateway's). */
-export const POLICY_GROUP = "portico:policy";
+export { POLICY_GROUP };
 
 interface ProtoLimit {
   name?: string;
@@ -155,65 +157,18 @@ export function configFromResources(resources: readonly ClientResource[]): RateL
   return buildConfig(sources);
 }
 
-export interface XdsConfigSourceOptions {
-  /** The control plane's xDS address, host:port. */
-  target: string;
-  nodeId: string;
-  protocol?: "sotw" | "delta";
-  /** TLS to the control plane (see common/src/xds-tls.ts); default plaintext. */
-  credentials?: grpc.ChannelCredentials;
-  log?: Logger;
-  /** Each accepted config, with its xDS version. */
-  onConfig: (config: RateLimitConfig, version: string) => void;
-  /** Each refused one, with the reason sent back in the NACK. */
-  onReject?: (reason: string, version: string) => void;
-}
-
-export class XdsConfigSource {
-  private readonly client: XdsClient;
-  private pending?: { nonce: string; config: RateLimitConfig };
-
-  constructor(private readonly opts: XdsConfigSourceOptions) {
-    const log = opts.log ?? silentLogger();
-    const protocol = opts.protocol ?? "sotw";
-    this.client = new XdsClient({
-      target: opts.target,
-      node: { id: opts.nodeId, cluster: POLICY_GROUP, user_agent_name: "portico-ratelimit" },
-      protocol,
-      reconnect: true,
-      credentials: opts.credentials,
-      validate: (u) => this.validate(u, protocol),
-    });
-    this.client.on("update", (u) => {
-      const p = this.pending;
-      if (u.typeUrl !== RATE_LIMIT_CONFIG_TYPE_URL || p?.nonce !== u.nonce) return;
-      this.pending = undefined;
-      log.info({ version: u.version, domains: [...p.config.domains.keys()] }, "rate-limit config received");
-      opts.onConfig(p.config, u.version);
-    });
-    this.client.on("nack", (u, reason) => {
-      log.error({ version: u.version, reason }, "rate-limit config refused; keeping the running config");
-      opts.onReject?.(reason, u.version);
-    });
-    // The stream reconnects by itself; the running config stays meanwhile.
-    this.client.on("error", (err) => log.warn({ err: err.message, target: opts.target }, "xDS stream error"));
-    this.client.subscribe(RATE_LIMIT_CONFIG_TYPE_URL);
-  }
-
-  /** Builds the config a response would give; throwing refuses the response. */
-  private validate(u: ClientUpdate, protocol: "sotw" | "delta"): void {
-    if (u.typeUrl !== RATE_LIMIT_CONFIG_TYPE_URL) return;
-    let resources = u.resources;
-    if (protocol === "delta") {
-      const next = this.client.resources(RATE_LIMIT_CONFIG_TYPE_URL);
-      for (const r of u.resources) next.set(r.name, r);
-      for (const n of u.removed) next.delete(n);
-      resources = [...next.values()];
-    }
-    this.pending = { nonce: u.nonce, config: configFromResources(resources) };
-  }
-
-  close(): void {
-    this.client.close();
+/** The rate-limit service's config over xDS: one `portico.ratelimit.v1.RateLimitConfig` per domain. */
+export class XdsConfigSource extends PolicyConfigSource<RateLimitConfig> {
+  constructor(opts: XdsConfigSourceOptions<RateLimitConfig>) {
+    super(
+      {
+        typeUrl: RATE_LIMIT_CONFIG_TYPE_URL,
+        userAgent: "portico-ratelimit",
+        what: "rate-limit config",
+        build: configFromResources,
+        describe: (c) => ({ domains: [...c.domains.keys()] }),
+      },
+      opts,
+    );
   }
 }
