@@ -59,22 +59,17 @@ function policyOf(ctx: GatewayContext, r: Route): AuthPolicy | undefined {
 }
 
 /** Whether any route of the gateway uses ext_authz / jwt_authn: computed once per gateway, not per route. */
-const gatewayFacts = new WeakMap<object, WeakMap<object, { filterOn: boolean; nativeOn: boolean }>>();
+const gatewayFacts = new WeakMap<GatewayContext, { filterOn: boolean; nativeOn: boolean }>();
 
 function factsOf(ctx: GatewayContext): { filterOn: boolean; nativeOn: boolean } {
-  let byGateway = gatewayFacts.get(ctx.config);
-  if (!byGateway) {
-    byGateway = new WeakMap();
-    gatewayFacts.set(ctx.config, byGateway);
-  }
-  let facts = byGateway.get(ctx.gateway);
+  let facts = gatewayFacts.get(ctx);
   if (!facts) {
     const mine = ctx.config.routes.filter((x) => x.gateway === ctx.gateway.name);
     facts = {
       filterOn: mine.some((x) => policyOf(ctx, x) !== undefined),
       nativeOn: mine.some((x) => nativeJwtProviders(ctx, x) !== undefined),
     };
-    byGateway.set(ctx.gateway, facts);
+    gatewayFacts.set(ctx, facts);
   }
   return facts;
 }
