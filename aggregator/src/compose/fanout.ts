@@ -87,8 +87,16 @@ async function callPart(
     const v = incoming.header(h);
     if (v !== undefined) headers[h] = v;
   }
-  const identity = IDENTITY_HEADERS.map((h) => incoming.header(h) ?? "");
-  const key = staleKey(route.name, part.key, rendered.path, identity);
+  // Only parts with a stale fallback need the key (a hash per call): the others skip it.
+  const key =
+    part.staleMaxAgeMs === undefined
+      ? ""
+      : staleKey(
+          route.name,
+          part.key,
+          rendered.path,
+          IDENTITY_HEADERS.map((h) => incoming.header(h) ?? ""),
+        );
   const deadline = AbortSignal.timeout(part.timeoutMs);
   const signal = AbortSignal.any([deadline, incoming.signal]);
 
