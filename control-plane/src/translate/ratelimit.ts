@@ -34,7 +34,6 @@ function usesService(ctx: GatewayContext, p: RateLimitPolicy | undefined): p is 
   return !!p && p.limits.length > 0 && ctx.gateway.rateLimit !== undefined;
 }
 
-/** The HTTP filters that limit callers on this listener's routes (after authentication), in order. */
 /**
  * Envoy's `local_ratelimit`, placed before authentication: a flood is cut off by a token bucket
  * in the proxy before it costs an ext-authz call or a call to the rate-limit service.
