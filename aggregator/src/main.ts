@@ -2,12 +2,12 @@ import os from "node:os";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import { createLogger } from "../../common/src/log.js";
-import { xdsClientTls } from "../../common/src/xds-tls.js";
+import { createLogger, stopOnSignals } from "@portico/common";
+import { xdsClientTls } from "@portico/common";
 import { fetchCaller } from "./compose/call.js";
 import { MemoryStaleStore, RedisStaleStore, type StaleStore } from "./compose/stale.js";
 import { loadConfigFile } from "./config/file.js";
-import { formatProblems } from "./config/spec.js";
+import { formatProblems } from "@portico/contract";
 import { XdsConfigSource } from "./config/xds-source.js";
 import { AggregatorServer } from "./http/server.js";
 import { AggregatorMetrics } from "./metrics.js";
@@ -115,19 +115,7 @@ try {
     "aggregator listening",
   );
 
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, "shutting down");
-    source?.close();
-    void server
-      .stop()
-      .then(() => stale.close())
-      .finally(() => process.exit(0));
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  stopOnSignals(log, [() => source?.close(), () => server.stop(), () => stale.close()]);
 } catch (err) {
   log.fatal((err as Error).message);
   process.exit(1);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { compileRoutes, findRoute } from "../src/config/compile.js";
 import { parseConfigText } from "../src/config/file.js";
-import { compositeProblems } from "../src/config/spec.js";
+import { compositeProblems } from "@portico/contract";
 import { partsUrl, specOf } from "../src/config/xds-source.js";
 
 const route = (extra: object = {}) => ({

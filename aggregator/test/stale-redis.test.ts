@@ -1,6 +1,6 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisServer } from "../../control-plane/test/store/redis-server.js";
+import { startRedis, type RedisServer } from "@portico/testing";
 import { RedisStaleStore } from "../src/compose/stale.js";
 
 /** Last good answers in a real redis-server, shared by replicas; an outage is a miss, never a wait. */

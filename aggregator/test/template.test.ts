@@ -5,7 +5,7 @@ import {
   parsePathPattern,
   pathPatternRegex,
   renderPartTemplate,
-} from "../src/compose/template.js";
+} from "@portico/contract";
 
 const pattern = (text: string) => {
   const p = parsePathPattern(text);

@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { REPO_ROOT } from "../../envoy/src/find-envoy.js";
-import { COMPOSITE_ROUTE_TYPE_URL } from "../../protos/src/portico-aggregator.js";
-import { freePort, startAdmin, waitFor, type AdminHandle } from "../../test/harness/index.js";
+import { REPO_ROOT } from "@portico/envoy";
+import { COMPOSITE_ROUTE_TYPE_URL } from "@portico/contract";
+import { freePort, startAdmin, waitFor, type AdminHandle } from "@portico/testing";
 import type { AggregatorConfig } from "../src/config/compile.js";
 import { XdsConfigSource } from "../src/config/xds-source.js";
 

@@ -9,7 +9,7 @@ import {
   type DeltaDiscoveryRequest,
   type DiscoveryRequest,
   type Node,
-} from "../../control-plane/src/xds/codec.js";
+} from "./xds-codec.js";
 
 export interface ClientResource {
   name: string;

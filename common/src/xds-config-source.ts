@@ -1,13 +1,8 @@
 import type * as grpc from "@grpc/grpc-js";
+import { POLICY_GROUP } from "@portico/contract";
 import { silentLogger, type Logger } from "./log.js";
 import { XdsClient, type ClientResource, type ClientUpdate } from "./xds-client.js";
 
-/**
- * The group Portico's policy services (ext-authz, the rate limiter, the aggregator) name as their
- * `node.cluster`. It is not a valid gateway name (gateway names have no ':'), so no gateway can
- * take it, and its nodes show in the fleet status beside the Envoys.
- */
-export const POLICY_GROUP = "portico:policy";
 
 export interface XdsConfigSourceOptions<T> {
   /** The control plane's xDS address, host:port. */

@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { makeTestPki, removeTestPki, type TestPki } from "../../test/harness/certs.js";
+import { makeTestPki, removeTestPki, type TestPki } from "@portico/testing";
 import { xdsClientTls, xdsServerTls } from "../src/xds-tls.js";
 
 describe("xDS TLS settings", () => {

@@ -1,8 +1,8 @@
 import http from "node:http";
 import express from "express";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import { createLogger, type Logger } from "../../common/src/log.js";
-import { xdsServerTls, type XdsServerTlsFiles, type XdsTransport } from "../../common/src/xds-tls.js";
+import { createLogger, type Logger } from "@portico/common";
+import { xdsServerTls, type XdsServerTlsFiles, type XdsTransport } from "@portico/common";
 import { apiRouter } from "./admin/api.js";
 import { requireToken, TokenRegistry } from "./admin/auth.js";
 import { ConfigService } from "./admin/config-service.js";

@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { createLogger } from "../../common/src/log.js";
+import { createLogger, stopOnSignals } from "@portico/common";
 import { hashToken, TokenRegistry, type TokenRecord } from "./admin/auth.js";
 import { startControlPlane } from "./control-plane.js";
 
@@ -60,15 +60,7 @@ try {
     // Shown once: only its hash is kept.
     log.warn({ tokensFile: values["tokens-file"] }, `created an admin token: ${cp.createdToken}`);
   }
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, "shutting down: ending xDS streams so Envoys reconnect elsewhere");
-    void cp.stop().then(() => process.exit(0));
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  stopOnSignals(log, [() => cp.stop()], "shutting down: ending xDS streams so Envoys reconnect elsewhere");
 } catch (err) {
   const e = err as Error & { details?: unknown };
   log.fatal({ details: e.details }, e.message);

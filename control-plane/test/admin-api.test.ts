@@ -1,7 +1,7 @@
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { READ_TOKEN, startAdmin, type AdminHandle } from "../../test/harness/admin.js";
+import { READ_TOKEN, startAdmin, type AdminHandle } from "@portico/testing";
 
 let api: AdminHandle;
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ecKey, rsaKey } from "../../ext-authz/test/helpers/keys.js";
+import { ecKey, rsaKey } from "@portico/testing";
 import { openApiDocument } from "../src/admin/openapi.js";
 import { ConfigError } from "../src/model/errors.js";
 import type { ConfigInput } from "../src/model/schema.js";

@@ -6,7 +6,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { EXIT, runCli } from "../src/cli/main.js";
-import { ADMIN_TOKEN, READ_TOKEN, startAdmin, type AdminHandle } from "../../test/harness/admin.js";
+import { ADMIN_TOKEN, READ_TOKEN, startAdmin, type AdminHandle } from "@portico/testing";
 
 let api: AdminHandle;
 let dir: string;

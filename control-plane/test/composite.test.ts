@@ -1,8 +1,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { decodeMessage, unpackAny, type PackedAny } from "../../protos/src/envoy.js";
-import { COMPOSITE_ROUTE_TYPE_URL } from "../../protos/src/portico-aggregator.js";
+import { decodeMessage, unpackAny, type PackedAny } from "@portico/contract";
+import { COMPOSITE_ROUTE_TYPE_URL } from "@portico/contract";
 import { ConfigError } from "../src/model/errors.js";
 import type { ConfigInput } from "../src/model/schema.js";
 import { parseConfigText, references, validateConfig } from "../src/model/validate.js";

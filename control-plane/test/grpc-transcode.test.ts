@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { porticoProtoDir } from "../../protos/src/loader.js";
+import { porticoProtoDir } from "@portico/contract";
 import { compileProtoFiles } from "../src/descriptors/compile.js";
 import { parseTemplate } from "../src/descriptors/http-template.js";
 import { inspectDescriptorSet } from "../src/descriptors/inspect.js";

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { XdsClient } from "../../common/src/xds-client.js";
+import { XdsClient } from "@portico/common";
 import type { XdsServer } from "../src/xds/server.js";
 import { TypeUrl } from "../src/xds/types.js";
 import { Recorder, sleep, snapshot, startServer } from "./xds-helpers.js";

@@ -1,5 +1,5 @@
-import { silentLogger } from "../../common/src/log.js";
-import { XdsClient, type ClientUpdate } from "../../common/src/xds-client.js";
+import { silentLogger } from "@portico/common";
+import { XdsClient, type ClientUpdate } from "@portico/common";
 import { buildSnapshot, type ResourceInput } from "../src/xds/snapshot.js";
 import { XdsServer } from "../src/xds/server.js";
 import { TypeUrl } from "../src/xds/types.js";

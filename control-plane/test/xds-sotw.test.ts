@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { XdsClient } from "../../common/src/xds-client.js";
+import { XdsClient } from "@portico/common";
 import { TypeUrl } from "../src/xds/types.js";
 import type { XdsServer } from "../src/xds/server.js";
 import { buildSnapshot } from "../src/xds/snapshot.js";
@@ -198,7 +198,7 @@ describe("SotW xDS", () => {
   it("serves the per-type services as well as ADS", async () => {
     server.cache.set(snapshot("edge", { clusters: ["a"] }));
     const grpc = await import("@grpc/grpc-js");
-    const { encodeDiscoveryRequest, decodeDiscoveryResponse } = await import("../src/xds/codec.js");
+    const { encodeDiscoveryRequest, decodeDiscoveryResponse } = await import("@portico/common");
     const client = new grpc.Client(target, grpc.credentials.createInsecure());
     const call = client.makeBidiStreamRequest<any, Buffer>(
       "/envoy.service.cluster.v3.ClusterDiscoveryService/StreamClusters",

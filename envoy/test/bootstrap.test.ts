@@ -5,7 +5,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { makeTestPki, removeTestPki, type TestPki } from "../../test/harness/certs.js";
+import { makeTestPki, removeTestPki, type TestPki } from "@portico/testing";
 import { renderBootstrap, type BootstrapOptions } from "../src/bootstrap.js";
 import { findEnvoy, type FoundEnvoy } from "../src/find-envoy.js";
 

@@ -1,4 +1,4 @@
-import type { Logger } from "../../common/src/log.js";
+import type { Logger } from "@portico/common";
 import { verifyApiKey } from "./apikey/verify.js";
 import { systemClock, type Clock } from "./clock.js";
 import {
@@ -19,8 +19,8 @@ import { JwtVerifier, peekIssuer, tokenCacheKey } from "./jwt/verifier.js";
 import { AuthzMetrics } from "./metrics.js";
 import { Introspector } from "./oauth/introspection.js";
 import type { CompiledPolicy, RoutePolicy } from "./policy/compile.js";
-import type { Result } from "./policy/errors.js";
-import type { JwtProvider, OauthProvider } from "./policy/schema.js";
+import type { Result } from "@portico/contract";
+import type { JwtProvider, OauthProvider } from "@portico/contract";
 
 export interface AuthorizerOptions {
   /** Without one (a policy delivered over xDS later), every check answers 503 until `setPolicy`. */

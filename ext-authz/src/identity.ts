@@ -1,5 +1,7 @@
-/** How a caller proved who they are. */
-export type CredentialKind = "jwt" | "oauth" | "apiKey";
+
+import type { CredentialKind } from "@portico/contract";
+
+export type { CredentialKind };
 
 /** An authenticated caller, whatever the credential; what the decision and the headers are built from. */
 export interface Identity {

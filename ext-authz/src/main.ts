@@ -1,15 +1,15 @@
 // ext-authz: Envoy's external authorization service for Portico. Wiring only; see README.md.
 import { parseArgs } from "node:util";
 import { collectDefaultMetrics } from "prom-client";
-import { createLogger } from "../../common/src/log.js";
-import { startOpsServer, type OpsServer } from "../../common/src/ops-server.js";
-import { tracingFromEnv, type RpcTracing } from "../../common/src/tracing.js";
-import { xdsClientTls } from "../../common/src/xds-tls.js";
+import { createLogger, stopOnSignals } from "@portico/common";
+import { startOpsServer, type OpsServer } from "@portico/common";
+import { tracingFromEnv, type RpcTracing } from "@portico/common";
+import { xdsClientTls } from "@portico/common";
 import { Authorizer } from "./authorizer.js";
 import { AuthzServer } from "./grpc/server.js";
 import { AuthzMetrics } from "./metrics.js";
 import { compilePolicy, type CompiledPolicy } from "./policy/compile.js";
-import { formatPolicyError } from "./policy/errors.js";
+import { formatPolicyError } from "@portico/contract";
 import { loadPolicyFile } from "./policy/load.js";
 import { defaultNodeId, XdsPolicySource } from "./xds/policy-source.js";
 
@@ -30,7 +30,7 @@ const { values: flags } = parseArgs({
 });
 
 if (flags.help) {
-  console.log(`usage: tsx ext-authz/src/main.ts [--policy FILE | --xds HOST:PORT] [--listen HOST:PORT] [--metrics HOST:PORT|off] [--log-level LEVEL]
+  console.log(`usage: node ext-authz/dist/main.js [--policy FILE | --xds HOST:PORT] [--listen HOST:PORT] [--metrics HOST:PORT|off] [--log-level LEVEL]
 
   --policy        static policy YAML (env PORTICO_AUTHZ_POLICY); without one (and without --xds)
                   every protected route answers 401
@@ -136,6 +136,14 @@ log.info(
 );
 
 let source: XdsPolicySource | undefined;
+let ops: OpsServer | undefined;
+const shutdown = stopOnSignals(log, [
+  () => source?.close(),
+  () => server.stop(),
+  () => ops?.close(),
+  // Spans still buffered are sent before the process goes.
+  () => tracing?.shutdown(),
+]);
 if (flags.xds) {
   source = new XdsPolicySource({
     credentials: xdsTls.credentials,
@@ -146,11 +154,10 @@ if (flags.xds) {
     logger: log,
   });
   source.on("ready", () => {
-    if (!stopping) server.health.set("SERVING");
+    if (!shutdown.stopping) server.health.set("SERVING");
   });
 }
 
-let ops: OpsServer | undefined;
 if (flags.metrics && flags.metrics !== "off") {
   const { host, port: opsPort } = splitHostPort(flags.metrics);
   ops = await startOpsServer({
@@ -183,18 +190,3 @@ process.on("SIGHUP", () => {
       log.error({ err: err.message }, "policy reload refused; the previous policy stays"),
     );
 });
-
-let stopping = false;
-async function shutdown(signal: string): Promise<void> {
-  if (stopping) return;
-  stopping = true;
-  log.info({ signal }, "stopping");
-  source?.close();
-  await server.stop();
-  await ops?.close();
-  // Spans still buffered are sent before the process goes.
-  await tracing?.shutdown().catch((err: Error) => log.warn({ err: err.message }, "tracing flush failed"));
-  process.exit(0);
-}
-process.on("SIGTERM", () => void shutdown("SIGTERM"));
-process.on("SIGINT", () => void shutdown("SIGINT"));

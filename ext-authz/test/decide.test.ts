@@ -1,12 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { decide, type AuthOutcome } from "../src/decide/decide.js";
 import { extractCredential } from "../src/decide/extract.js";
-import { ALL_IDENTITY_HEADERS, safeValue } from "../src/decide/headers.js";
+import { ALL_IDENTITY_HEADERS, safeValue } from "@portico/contract";
 import { routePolicyFrom } from "../src/decide/route.js";
 import type { Identity } from "../src/identity.js";
 import type { RoutePolicy } from "../src/policy/compile.js";
-import { policyOf, request } from "./helpers/fixtures.js";
-import { ISSUER, rsaKey } from "./helpers/keys.js";
+import { policyOf, request } from "@portico/testing";
+import { ISSUER, rsaKey } from "@portico/testing";
 
 const rsa = rsaKey("k");
 const policy = policyOf({

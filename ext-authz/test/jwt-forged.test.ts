@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InlineJwks, RemoteJwks } from "../src/jwt/jwks.js";
-import { keyFitsAlg } from "../src/jwt/keys.js";
+import { keyFitsAlg } from "@portico/contract";
 import { JwtVerifier } from "../src/jwt/verifier.js";
-import { JwtProviderSchema, type JwtProvider, type PolicyInput } from "../src/policy/schema.js";
+import { JwtProviderSchema, type JwtProvider, type PolicyInput } from "@portico/contract";
 import {
   AUDIENCE,
   b64url,
@@ -14,9 +14,9 @@ import {
   rsaKey,
   signJwt,
   type TestKey,
-} from "./helpers/keys.js";
-import { JwksServer, TestServer } from "./helpers/servers.js";
-import { manualClock } from "./helpers/fixtures.js";
+} from "@portico/testing";
+import { JwksServer, TestServer } from "@portico/testing";
+import { manualClock } from "@portico/testing";
 
 type ProviderInput = NonNullable<PolicyInput["jwtProviders"]>[number];
 

@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Authorizer } from "../src/authorizer.js";
 import { Introspector } from "../src/oauth/introspection.js";
-import { OauthProviderSchema, type PolicyInput } from "../src/policy/schema.js";
-import { manualClock, policyOf, request } from "./helpers/fixtures.js";
-import { json, TestServer } from "./helpers/servers.js";
+import { OauthProviderSchema, type PolicyInput } from "@portico/contract";
+import { manualClock, policyOf, request } from "@portico/testing";
+import { json, TestServer } from "@portico/testing";
 
 type OauthInput = NonNullable<PolicyInput["oauthProviders"]>[number];
 const NOW = Date.UTC(2025, 5, 1, 12);

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { sha256Hex } from "../src/apikey/verify.js";
 import { compilePolicy } from "../src/policy/compile.js";
 import { loadPolicyFile, parsePolicy } from "../src/policy/load.js";
-import { ecKey, hmacKey, ISSUER, rsaKey } from "./helpers/keys.js";
+import { ecKey, hmacKey, ISSUER, rsaKey } from "@portico/testing";
 
 const rsa = rsaKey("k1");
 

@@ -1,23 +1,23 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { silentLogger } from "../../common/src/log.js";
-import { buildSnapshots } from "../../control-plane/src/config/publish.js";
-import { authPolicyDocument } from "../../control-plane/src/model/auth-document.js";
-import type { ConfigInput } from "../../control-plane/src/model/schema.js";
-import { validateConfig } from "../../control-plane/src/model/validate.js";
-import { authPolicyResources } from "../../control-plane/src/translate/auth-policy.js";
-import { POLICY_GROUP } from "../../control-plane/src/translate/policy.js";
-import { XdsServer } from "../../control-plane/src/xds/server.js";
-import { encodeResource } from "../../control-plane/src/xds/snapshot.js";
-import { messageType, type PackedAny } from "../../protos/src/envoy.js";
-import { AuthTypeUrl } from "../../protos/src/portico-auth.js";
+import { silentLogger } from "@portico/common";
+import { buildSnapshots } from "@portico/control-plane";
+import { authPolicyDocument } from "@portico/control-plane";
+import type { ConfigInput } from "@portico/control-plane";
+import { validateConfig } from "@portico/control-plane";
+import { authPolicyResources } from "@portico/control-plane";
+import { POLICY_GROUP } from "@portico/contract";
+import { XdsServer } from "@portico/control-plane";
+import { encodeResource } from "@portico/control-plane";
+import { messageType, type PackedAny } from "@portico/contract";
+import { AuthTypeUrl } from "@portico/contract";
 import { sha256Hex } from "../src/apikey/verify.js";
 import { Authorizer } from "../src/authorizer.js";
 import { compilePolicy, type CompiledPolicy } from "../src/policy/compile.js";
-import type { PolicyInput } from "../src/policy/schema.js";
+import type { PolicyInput } from "@portico/contract";
 import { assembleDocument, decodeResource, partOf, type PolicyItem } from "../src/xds/resources.js";
 import { XdsPolicySource, type PolicyChange } from "../src/xds/policy-source.js";
-import { request } from "./helpers/fixtures.js";
-import { ecKey } from "./helpers/keys.js";
+import { request } from "@portico/testing";
+import { ecKey } from "@portico/testing";
 
 const ec = ecKey("k1");
 

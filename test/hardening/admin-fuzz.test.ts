@@ -8,10 +8,10 @@ import {
   freePort,
   startAdmin,
   startEnvoy,
-  useEnvoyLogs,
   type AdminHandle,
   type EnvoyProcess,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 import { schemathesis } from "./schemathesis.js";
 
 const SEED = 20240611;

@@ -1,11 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { sha256Hex } from "../../ext-authz/src/apikey/verify.js";
-import { Authorizer } from "../../ext-authz/src/authorizer.js";
-import { AuthzServer } from "../../ext-authz/src/grpc/server.js";
-import { AUTHORIZATION_SERVICE } from "../../ext-authz/src/grpc/protos.js";
-import { policyOf, request } from "../../ext-authz/test/helpers/fixtures.js";
+import { sha256Hex } from "@portico/ext-authz";
+import { Authorizer } from "@portico/ext-authz";
+import { AuthzServer } from "@portico/ext-authz";
+import { AUTHORIZATION_SERVICE } from "@portico/ext-authz";
+import { policyOf, request } from "../harness/ext-authz-fixtures.js";
 import {
   claims,
   ecKey,
@@ -14,7 +14,7 @@ import {
   AUDIENCE,
   rsaKey,
   signJwt,
-} from "../../ext-authz/test/helpers/keys.js";
+} from "../harness/jwt-keys.js";
 
 /**
  * ext-authz fed random and mutated credentials, headers and oversized inputs: it must answer every

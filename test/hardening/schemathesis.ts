@@ -7,7 +7,7 @@ import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
-import { REPO_ROOT } from "../../envoy/src/find-envoy.js";
+import { REPO_ROOT } from "@portico/envoy";
 
 const run = promisify(execFile);
 

@@ -1,13 +1,13 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { silentLogger } from "../../common/src/log.js";
-import { hashToken, TokenRegistry } from "../../control-plane/src/admin/auth.js";
+import { silentLogger } from "@portico/common";
+import { hashToken, TokenRegistry } from "@portico/control-plane";
 import {
   startControlPlane,
   type ControlPlane,
   type ControlPlaneOptions,
-} from "../../control-plane/src/control-plane.js";
+} from "@portico/control-plane";
 
 export const ADMIN_TOKEN = "test-admin-token";
 export const READ_TOKEN = "test-read-token";

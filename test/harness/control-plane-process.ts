@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
-import { REPO_ROOT } from "../../envoy/src/find-envoy.js";
+import { REPO_ROOT } from "@portico/envoy";
+import { RUN_FROM_SOURCE } from "./node-args.js";
 import { waitFor } from "./wait.js";
 
 /**
@@ -17,8 +18,7 @@ export async function spawnControlPlane(o: {
   const child = spawn(
     process.execPath,
     [
-      "--import",
-      "tsx",
+      ...RUN_FROM_SOURCE,
       path.join(REPO_ROOT, "control-plane/src/main.ts"),
       "--store",
       o.store,

@@ -2,11 +2,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { stringify } from "yaml";
-import { silentLogger } from "../../common/src/log.js";
-import { startControlPlane, type ControlPlane } from "../../control-plane/src/control-plane.js";
-import { configRevision } from "../../control-plane/src/config/publish.js";
-import type { ConfigInput } from "../../control-plane/src/model/schema.js";
-import { validateConfig } from "../../control-plane/src/model/validate.js";
+import { silentLogger } from "@portico/common";
+import { startControlPlane, type ControlPlane } from "@portico/control-plane";
+import { configRevision } from "@portico/control-plane";
+import type { ConfigInput } from "@portico/control-plane";
+import { validateConfig } from "@portico/control-plane";
 import { testTokens } from "./admin.js";
 import { waitFor } from "./wait.js";
 

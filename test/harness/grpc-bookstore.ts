@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import type protobuf from "protobufjs";
-import { loadProtoRoot } from "../../protos/src/loader.js";
+import { loadProtoRoot } from "@portico/contract";
 
 /** `protos/portico/sample/v1/bookstore.proto`, the sample service REST calls are transcoded to. */
 export const BOOKSTORE_PROTO = "portico/sample/v1/bookstore.proto";

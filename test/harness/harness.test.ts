@@ -14,11 +14,11 @@ import {
   runningEnvoyCount,
   startEnvoy,
   startHttpUpstream,
-  useEnvoyLogs,
   waitFor,
   type EnvoyProcess,
   type HttpUpstream,
 } from "./index.js";
+import { useEnvoyLogs } from "./logs.js";
 
 describe("waitFor", () => {
   it("returns the first value that is not undefined, null or false", async () => {

@@ -2,7 +2,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import type protobuf from "protobufjs";
-import { loadProtoRoot } from "../../protos/src/loader.js";
+import { loadProtoRoot } from "@portico/contract";
 import { waitFor } from "./wait.js";
 
 const require = createRequire(import.meta.url);

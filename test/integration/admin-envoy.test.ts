@@ -1,17 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TypeUrl } from "../../control-plane/src/xds/types.js";
+import { TypeUrl } from "@portico/control-plane";
 import {
   freePort,
   httpGet,
   startAdmin,
   startEnvoy,
   startHttpUpstream,
-  useEnvoyLogs,
   waitFor,
   type AdminHandle,
   type EnvoyProcess,
   type HttpUpstream,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 
 /**
  * The admin API driving a real Envoy: writes that wait until the fleet applied them, refused

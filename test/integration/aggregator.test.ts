@@ -1,29 +1,29 @@
 import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger } from "../../common/src/log.js";
-import { fetchCaller } from "../../aggregator/src/compose/call.js";
-import { MemoryStaleStore } from "../../aggregator/src/compose/stale.js";
-import { XdsConfigSource } from "../../aggregator/src/config/xds-source.js";
-import { AggregatorServer } from "../../aggregator/src/http/server.js";
-import { AggregatorMetrics } from "../../aggregator/src/metrics.js";
-import { sha256Hex } from "../../ext-authz/src/apikey/verify.js";
-import { Authorizer } from "../../ext-authz/src/authorizer.js";
-import { AuthzServer } from "../../ext-authz/src/grpc/server.js";
-import { policyOf } from "../../ext-authz/test/helpers/fixtures.js";
-import { COMPOSITE_ROUTE_TYPE_URL } from "../../protos/src/portico-aggregator.js";
+import { silentLogger } from "@portico/common";
+import { fetchCaller } from "@portico/aggregator";
+import { MemoryStaleStore } from "@portico/aggregator";
+import { XdsConfigSource } from "@portico/aggregator";
+import { AggregatorServer } from "@portico/aggregator";
+import { AggregatorMetrics } from "@portico/aggregator";
+import { sha256Hex } from "@portico/ext-authz";
+import { Authorizer } from "@portico/ext-authz";
+import { AuthzServer } from "@portico/ext-authz";
+import { policyOf } from "../harness/ext-authz-fixtures.js";
+import { COMPOSITE_ROUTE_TYPE_URL } from "@portico/contract";
 import {
   freePort,
   httpRequest,
   startAdmin,
   startEnvoy,
   startHttpUpstream,
-  useEnvoyLogs,
   waitFor,
   type AdminHandle,
   type EnvoyProcess,
   type HttpUpstream,
   type UpstreamReply,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 
 const KEY = "pk_test_acme_0123456789";
 const policy = policyOf({

@@ -3,7 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { hashToken } from "../../control-plane/src/admin/auth.js";
+import { hashToken } from "@portico/control-plane";
 import { spawnControlPlane } from "../harness/control-plane-process.js";
 import {
   ADMIN_TOKEN,
@@ -11,11 +11,11 @@ import {
   httpRequest,
   startEnvoy,
   startHttpUpstream,
-  useEnvoyLogs,
   waitFor,
   type EnvoyProcess,
   type HttpUpstream,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 
 /** Kill rounds; PORTICO_HARDENING_SCALE multiplies them for the longer run in bench/hardening.ts. */
 const ROUNDS = 5 * Number(process.env.PORTICO_HARDENING_SCALE ?? 1);

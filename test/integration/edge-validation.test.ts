@@ -5,11 +5,11 @@ import {
   startAdmin,
   startEnvoy,
   startHttpUpstream,
-  useEnvoyLogs,
   type AdminHandle,
   type EnvoyProcess,
   type HttpUpstream,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 
 /** Request validation at the edge, configured through the admin API and enforced by a real Envoy. */
 describe("request validation at the edge", () => {

@@ -1,22 +1,22 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger } from "../../common/src/log.js";
-import { sha256Hex } from "../../ext-authz/src/apikey/verify.js";
-import { Authorizer } from "../../ext-authz/src/authorizer.js";
-import { AuthzServer } from "../../ext-authz/src/grpc/server.js";
-import { policyOf } from "../../ext-authz/test/helpers/fixtures.js";
-import { AUDIENCE, b64url, claims, ISSUER, rsaKey, signJwt } from "../../ext-authz/test/helpers/keys.js";
+import { silentLogger } from "@portico/common";
+import { sha256Hex } from "@portico/ext-authz";
+import { Authorizer } from "@portico/ext-authz";
+import { AuthzServer } from "@portico/ext-authz";
+import { policyOf } from "../harness/ext-authz-fixtures.js";
+import { AUDIENCE, b64url, claims, ISSUER, rsaKey, signJwt } from "../harness/jwt-keys.js";
 import {
   freePort,
   httpRequest,
   startAdmin,
   startEnvoy,
   startHttpUpstream,
-  useEnvoyLogs,
   waitFor,
   type AdminHandle,
   type EnvoyProcess,
   type HttpUpstream,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 
 const KEY = "pk_test_acme_0123456789";
 const OTHER_KEY = "pk_test_globex_987654321";

@@ -1,17 +1,17 @@
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { POLICY_GROUP } from "../../control-plane/src/translate/policy.js";
-import { Authorizer } from "../../ext-authz/src/authorizer.js";
-import { AuthzServer } from "../../ext-authz/src/grpc/server.js";
+import { POLICY_GROUP } from "@portico/contract";
+import { Authorizer } from "@portico/ext-authz";
+import { AuthzServer } from "@portico/ext-authz";
 import {
   AUTHORIZATION_SERVICE,
   authTypes,
   HEALTH_SERVICE,
   healthTypes,
   method,
-} from "../../ext-authz/src/grpc/protos.js";
-import { XdsPolicySource } from "../../ext-authz/src/xds/policy-source.js";
-import { AuthTypeUrl } from "../../protos/src/portico-auth.js";
+} from "@portico/ext-authz";
+import { XdsPolicySource } from "@portico/ext-authz";
+import { AuthTypeUrl } from "@portico/contract";
 import { startAdmin, waitFor, type AdminHandle } from "../harness/index.js";
 
 type Obj = Record<string, any>;

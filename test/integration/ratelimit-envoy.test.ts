@@ -1,31 +1,31 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger } from "../../common/src/log.js";
-import { startRedis, type RedisServer } from "../../control-plane/test/store/redis-server.js";
-import { sha256Hex } from "../../ext-authz/src/apikey/verify.js";
-import { Authorizer } from "../../ext-authz/src/authorizer.js";
-import { AuthzServer } from "../../ext-authz/src/grpc/server.js";
-import { policyOf } from "../../ext-authz/test/helpers/fixtures.js";
-import { createLimiter } from "../../ratelimit-service/src/backend.js";
-import type { RateLimitConfig } from "../../ratelimit-service/src/config/types.js";
-import { XdsConfigSource } from "../../ratelimit-service/src/config/xds-source.js";
-import { MemoryLimiter } from "../../ratelimit-service/src/limiter/memory.js";
-import type { RateLimiter } from "../../ratelimit-service/src/limiter/types.js";
-import { parseRedisSpec } from "../../ratelimit-service/src/redis/connect.js";
-import type { StrictRedisLimiter } from "../../ratelimit-service/src/redis/strict.js";
-import { startRateLimitService, type RateLimitServer } from "../../ratelimit-service/src/service/server.js";
+import { silentLogger } from "@portico/common";
+import { startRedis, type RedisServer } from "../harness/redis-server.js";
+import { sha256Hex } from "@portico/ext-authz";
+import { Authorizer } from "@portico/ext-authz";
+import { AuthzServer } from "@portico/ext-authz";
+import { policyOf } from "../harness/ext-authz-fixtures.js";
+import { createLimiter } from "@portico/ratelimit-service";
+import type { RateLimitConfig } from "@portico/ratelimit-service";
+import { XdsConfigSource } from "@portico/ratelimit-service";
+import { MemoryLimiter } from "@portico/ratelimit-service";
+import type { RateLimiter } from "@portico/ratelimit-service";
+import { parseRedisSpec } from "@portico/ratelimit-service";
+import type { StrictRedisLimiter } from "@portico/ratelimit-service";
+import { startRateLimitService, type RateLimitServer } from "@portico/ratelimit-service";
 import {
   freePort,
   httpRequest,
   startAdmin,
   startEnvoy,
   startHttpUpstream,
-  useEnvoyLogs,
   waitFor,
   type AdminHandle,
   type EnvoyProcess,
   type HttpResponse,
   type HttpUpstream,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 
 const KEY_A = "pk_test_acme_0123456789";
 const KEY_B = "pk_test_globex_987654321";

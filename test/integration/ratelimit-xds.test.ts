@@ -2,16 +2,16 @@ import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { healthServiceDefinition } from "../../common/src/grpc-health.js";
-import { REPO_ROOT } from "../../envoy/src/find-envoy.js";
-import type { RateLimitConfig } from "../../ratelimit-service/src/config/types.js";
+import { healthServiceDefinition } from "@portico/common";
+import { REPO_ROOT } from "@portico/envoy";
+import type { RateLimitConfig } from "@portico/ratelimit-service";
 import {
   RATE_LIMIT_CONFIG_TYPE_URL,
   XdsConfigSource,
-} from "../../ratelimit-service/src/config/xds-source.js";
-import { MemoryLimiter } from "../../ratelimit-service/src/limiter/memory.js";
-import { createRateLimitClient, type RateLimitClient } from "../../ratelimit-service/src/service/codec.js";
-import { startRateLimitService, type RateLimitServer } from "../../ratelimit-service/src/service/server.js";
+} from "@portico/ratelimit-service";
+import { MemoryLimiter } from "@portico/ratelimit-service";
+import { createRateLimitClient, type RateLimitClient } from "@portico/ratelimit-service";
+import { startRateLimitService, type RateLimitServer } from "@portico/ratelimit-service";
 import { freePort, startAdmin, waitFor, type AdminHandle } from "../harness/index.js";
 
 /** The descriptor Envoy sends for an anonymous caller of a `by: ip` policy. */

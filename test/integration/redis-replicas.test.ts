@@ -1,17 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisServer } from "../../control-plane/test/store/redis-server.js";
+import { startRedis, type RedisServer } from "../harness/redis-server.js";
 import {
   freePort,
   httpGet,
   startAdmin,
   startEnvoy,
   startHttpUpstream,
-  useEnvoyLogs,
   waitFor,
   type AdminHandle,
   type EnvoyProcess,
   type HttpUpstream,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 
 /** Two control-plane replicas sharing a real Redis: a write on one is served by an Envoy on the other. */
 describe("control-plane replicas on the Redis store", () => {

@@ -6,11 +6,11 @@ import {
   httpGet,
   startAdmin,
   startEnvoy,
-  useEnvoyLogs,
   waitFor,
   type AdminHandle,
   type EnvoyProcess,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 
 /** A backend that succeeds on every `succeedEvery`-th request and answers 503 to the others (1 = never fails). */
 async function flakyUpstream(name: string, succeedEvery: number) {

@@ -5,10 +5,10 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { REPO_ROOT } from "../../envoy/src/find-envoy.js";
-import { sha256Hex } from "../../ext-authz/src/apikey/verify.js";
-import { AUTHORIZATION_SERVICE, authTypes, method } from "../../ext-authz/src/grpc/protos.js";
-import { rateLimitServiceDefinition } from "../../ratelimit-service/src/service/codec.js";
+import { REPO_ROOT } from "@portico/envoy";
+import { sha256Hex } from "@portico/ext-authz";
+import { AUTHORIZATION_SERVICE, authTypes, method } from "@portico/ext-authz";
+import { rateLimitServiceDefinition } from "@portico/ratelimit-service";
 import { freePort, waitFor } from "../harness/index.js";
 import { startOtlpReceiver, type OtlpReceiver } from "../harness/otlp.js";
 

@@ -11,11 +11,11 @@ import {
   startAdmin,
   startEnvoy,
   startHttpUpstream,
-  useEnvoyLogs,
   type AdminHandle,
   type EnvoyProcess,
   type HttpUpstream,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-tls-"));
 

@@ -1,27 +1,27 @@
 import { randomUUID } from "node:crypto";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTracing, type RpcTracing } from "../../common/src/tracing.js";
-import { sha256Hex } from "../../ext-authz/src/apikey/verify.js";
-import { Authorizer } from "../../ext-authz/src/authorizer.js";
-import { AuthzServer } from "../../ext-authz/src/grpc/server.js";
-import { policyOf } from "../../ext-authz/test/helpers/fixtures.js";
-import type { RateLimitConfig } from "../../ratelimit-service/src/config/types.js";
-import { XdsConfigSource } from "../../ratelimit-service/src/config/xds-source.js";
-import { MemoryLimiter } from "../../ratelimit-service/src/limiter/memory.js";
-import { startRateLimitService, type RateLimitServer } from "../../ratelimit-service/src/service/server.js";
+import { createTracing, type RpcTracing } from "@portico/common";
+import { sha256Hex } from "@portico/ext-authz";
+import { Authorizer } from "@portico/ext-authz";
+import { AuthzServer } from "@portico/ext-authz";
+import { policyOf } from "../harness/ext-authz-fixtures.js";
+import type { RateLimitConfig } from "@portico/ratelimit-service";
+import { XdsConfigSource } from "@portico/ratelimit-service";
+import { MemoryLimiter } from "@portico/ratelimit-service";
+import { startRateLimitService, type RateLimitServer } from "@portico/ratelimit-service";
 import {
   freePort,
   httpRequest,
   startAdmin,
   startEnvoy,
   startHttpUpstream,
-  useEnvoyLogs,
   waitFor,
   type AdminHandle,
   type EnvoyProcess,
   type HttpUpstream,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from "../harness/otlp.js";
 
 const KEY = "pk_test_acme_0123456789";

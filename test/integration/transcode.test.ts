@@ -1,18 +1,18 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { porticoProtoDir } from "../../protos/src/loader.js";
+import { porticoProtoDir } from "@portico/contract";
 import {
   freePort,
   httpRequest,
   startAdmin,
   startEnvoy,
   startHttpUpstream,
-  useEnvoyLogs,
   type AdminHandle,
   type EnvoyProcess,
   type HttpUpstream,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 import {
   BOOKSTORE_PROTO,
   BOOKSTORE_SERVICE,

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { ConfigInput } from "../../control-plane/src/model/schema.js";
-import { TypeUrl } from "../../control-plane/src/xds/types.js";
+import type { ConfigInput } from "@portico/control-plane";
+import { TypeUrl } from "@portico/control-plane";
 import { startTestControlPlane, type TestControlPlane } from "../harness/control-plane.js";
 import {
   ADMIN_TOKEN,
@@ -8,11 +8,11 @@ import {
   httpGet,
   startEnvoy,
   startHttpUpstream,
-  useEnvoyLogs,
   waitFor,
   type EnvoyProcess,
   type HttpUpstream,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 
 /**
  * A real Envoy, bootstrapped over ADS to a real control plane, serving real upstreams; once with

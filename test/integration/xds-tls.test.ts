@@ -4,13 +4,13 @@ import os from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { XdsClient, type ClientUpdate } from "../../common/src/xds-client.js";
-import { xdsClientTls } from "../../common/src/xds-tls.js";
-import { POLICY_GROUP } from "../../control-plane/src/translate/policy.js";
-import { REPO_ROOT } from "../../envoy/src/find-envoy.js";
-import type { CompiledPolicy } from "../../ext-authz/src/policy/compile.js";
-import { XdsPolicySource } from "../../ext-authz/src/xds/policy-source.js";
-import { AuthTypeUrl } from "../../protos/src/portico-auth.js";
+import { XdsClient, type ClientUpdate } from "@portico/common";
+import { xdsClientTls } from "@portico/common";
+import { POLICY_GROUP } from "@portico/contract";
+import { REPO_ROOT } from "@portico/envoy";
+import type { CompiledPolicy } from "@portico/ext-authz";
+import { XdsPolicySource } from "@portico/ext-authz";
+import { AuthTypeUrl } from "@portico/contract";
 import { makeTestPki, removeTestPki, type TestPki } from "../harness/certs.js";
 import { spawnControlPlane } from "../harness/control-plane-process.js";
 import {
@@ -20,11 +20,11 @@ import {
   startAdmin,
   startEnvoy,
   startHttpUpstream,
-  useEnvoyLogs,
   waitFor,
   type AdminHandle,
   type HttpUpstream,
 } from "../harness/index.js";
+import { useEnvoyLogs } from "../harness/logs.js";
 
 type Obj = Record<string, any>;
 

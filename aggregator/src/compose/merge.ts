@@ -1,4 +1,4 @@
-import { PARTIAL_HEADER, STALE_HEADER } from "../headers.js";
+import { PARTIAL_HEADER, STALE_HEADER } from "@portico/contract";
 import type { PartResult } from "./fanout.js";
 
 export interface Composed {

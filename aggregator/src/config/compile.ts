@@ -5,8 +5,8 @@ import {
   parsePathPattern,
   type PartTemplate,
   type PathPattern,
-} from "../compose/template.js";
-import { compositeProblems, RouteSpecSchema, type FieldProblem, type RouteSpec } from "./spec.js";
+} from "@portico/contract";
+import { compositeProblems, RouteSpecSchema, type FieldProblem, type RouteSpec } from "@portico/contract";
 
 export interface CompiledPart {
   readonly key: string;

@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import { parseDocument } from "yaml";
 import { compileRoutes, zodProblems, type Compiled } from "./compile.js";
-import { FileSpecSchema } from "./spec.js";
+import { FileSpecSchema } from "@portico/contract";
 
 /**
  * The static config, for running without a control plane: the same routes the control plane

@@ -4,21 +4,20 @@
  * whole; one that does not compile is refused (a NACK naming every problem) and the running
  * config stays.
  */
-import type { ClientResource } from "../../../common/src/xds-client.js";
+import type { ClientResource } from "@portico/common";
 import {
-  POLICY_GROUP,
   XdsConfigSource as PolicyConfigSource,
   type XdsConfigSourceOptions,
-} from "../../../common/src/xds-config-source.js";
+} from "@portico/common";
 import type protobuf from "protobufjs";
-import { loadProtoRoot } from "../../../protos/src/loader.js";
+import { loadProtoRoot, POLICY_GROUP } from "@portico/contract";
 import {
   COMPOSITE_ROUTE_TYPE,
   COMPOSITE_ROUTE_TYPE_URL,
   type CompositeRouteMessage,
-} from "../../../protos/src/portico-aggregator.js";
+} from "@portico/contract";
 import { compileRoutes, type AggregatorConfig } from "./compile.js";
-import { formatProblems } from "./spec.js";
+import { formatProblems } from "@portico/contract";
 
 export { POLICY_GROUP };
 

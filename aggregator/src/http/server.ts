@@ -2,12 +2,12 @@ import { randomUUID } from "node:crypto";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
-import type { Logger } from "../../../common/src/log.js";
+import type { Logger } from "@portico/common";
 import { EMPTY_CONFIG, findRoute, type AggregatorConfig } from "../config/compile.js";
 import type { PartCaller } from "../compose/call.js";
 import { fanOut } from "../compose/fanout.js";
 import { merge } from "../compose/merge.js";
-import { COMPOSITE_HEADER } from "../headers.js";
+import { COMPOSITE_HEADER } from "@portico/contract";
 import type { StaleStore } from "../compose/stale.js";
 import type { AggregatorMetrics } from "../metrics.js";
 

@@ -1,4 +1,4 @@
-import type { Logger } from "../../../common/src/log.js";
+import type { Logger } from "@portico/common";
 import { configRevision, type Publisher } from "../config/publish.js";
 import { ConfigError } from "../model/errors.js";
 import { ConfigSchema, type Config } from "../model/schema.js";

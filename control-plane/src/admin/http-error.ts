@@ -1,5 +1,5 @@
 import type { ErrorRequestHandler } from "express";
-import type { Logger } from "../../../common/src/log.js";
+import type { Logger } from "@portico/common";
 import { ConfigError, type FieldProblem } from "../model/errors.js";
 
 /** An error with the HTTP status it maps to; the body is always `{code, message, details}`. */

@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
-import type { Logger } from "../../../common/src/log.js";
+import type { Logger } from "@portico/common";
 import { ConfigError } from "../model/errors.js";
 import type { Config } from "../model/schema.js";
 import { parseYamlText, validateConfig } from "../model/validate.js";

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { Logger } from "../../../common/src/log.js";
+import type { Logger } from "@portico/common";
 import { ConfigError } from "../model/errors.js";
 import type { Config } from "../model/schema.js";
 import { translate } from "../translate/translate.js";

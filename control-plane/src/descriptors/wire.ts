@@ -4,7 +4,7 @@
  * the HTTP rules Envoy's transcoder reads are encoded and decoded like any other field.
  */
 import type protobuf from "protobufjs";
-import { loadProtoRoot } from "../../../protos/src/loader.js";
+import { loadProtoRoot } from "@portico/contract";
 
 /** The JSON-ish shape of `google.api.HttpRule` (snake_case, as in http.proto). */
 export interface HttpRuleProto {

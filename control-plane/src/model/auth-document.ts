@@ -1,5 +1,4 @@
-import { compilePolicy } from "../../../ext-authz/src/policy/compile.js";
-import type { PolicyInput } from "../../../ext-authz/src/policy/schema.js";
+import { checkPolicyDocument, type PolicyInput } from "@portico/contract";
 import type { FieldProblem } from "./errors.js";
 import type { Config } from "./schema.js";
 
@@ -21,6 +20,6 @@ export function authPolicyDocument(config: Config): PolicyInput {
 
 /** What ext-authz would refuse in this config (and so NACK), checked before the config is stored. */
 export function authPolicyProblems(config: Config): FieldProblem[] {
-  const compiled = compilePolicy(authPolicyDocument(config));
-  return compiled.ok ? [] : compiled.error.details;
+  const checked = checkPolicyDocument(authPolicyDocument(config));
+  return checked.ok ? [] : checked.error.details;
 }

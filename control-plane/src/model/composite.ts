@@ -1,5 +1,5 @@
-import { compositeProblems } from "../../../aggregator/src/config/spec.js";
-import { ALL_IDENTITY_HEADERS as IDENTITY_HEADERS } from "../../../ext-authz/src/decide/headers.js";
+import { compositeProblems } from "@portico/contract";
+import { ALL_IDENTITY_HEADERS as IDENTITY_HEADERS } from "@portico/contract";
 import type { FieldProblem } from "./errors.js";
 import type { Config } from "./schema.js";
 import type { Reference } from "./validate.js";

@@ -1,26 +1,34 @@
 import { z } from "zod";
-// One definition of a provider for the admin API and ext-authz, so the two cannot drift apart.
-import { JwtProviderSchema, OauthProviderSchema } from "../../../ext-authz/src/policy/schema.js";
-// One definition of a composite route's parts for the admin API and the aggregator.
+// The policy kinds (providers, consumers, API keys, auth and rate-limit policies, composite routes)
+// are the contract's schemas: ext-authz, the rate limiter and the aggregator read the same ones.
 import {
-  CompositeMethod,
-  MAX_TIMEOUT_MS,
-  PartKey,
-  StaleFallbackSchema,
-} from "../../../aggregator/src/config/spec.js";
+  ApiKeySchema,
+  AuthPolicySchema,
+  CompositeRouteSchema,
+  ConsumerSchema,
+  JwtProviderSchema,
+  Name,
+  OauthProviderSchema,
+  RateLimitPolicySchema,
+  RateLimitSchema,
+  RetrySchema,
+  Millis,
+} from "@portico/contract";
 
-export { JwtProviderSchema, OauthProviderSchema };
-
-/** Names become parts of Envoy resource names and stat prefixes, so they are kept plain. */
-export const Name = z
-  .string()
-  .regex(
-    /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/,
-    "use 1-63 lowercase letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
-  );
+export {
+  ApiKeySchema,
+  AuthPolicySchema,
+  CompositeRouteSchema,
+  ConsumerSchema,
+  JwtProviderSchema,
+  Name,
+  OauthProviderSchema,
+  RateLimitPolicySchema,
+  RateLimitSchema,
+  RetrySchema,
+};
 
 const Port = z.number().int("must be a whole number").min(1, "must be 1-65535").max(65535, "must be 1-65535");
-const Millis = (max: number) => z.number().int("must be a whole number of milliseconds").min(0).max(max);
 /** RFC 7230 token characters; Envoy refuses anything else in a header name. */
 export const HeaderName = z
   .string()
@@ -268,31 +276,6 @@ const HeaderEditsSchema = z
   })
   .strict();
 
-export const RetrySchema = z
-  .object({
-    attempts: z.number().int().min(1).max(10),
-    on: z
-      .array(
-        z.enum([
-          "5xx",
-          "gateway-error",
-          "reset",
-          "connect-failure",
-          "retriable-4xx",
-          "refused-stream",
-          "retriable-status-codes",
-        ]),
-      )
-      .default(["5xx", "reset", "connect-failure"]),
-    perTryTimeoutMs: Millis(600_000).optional(),
-    statusCodes: z.array(z.number().int().min(100).max(599)).optional(),
-    backoff: z
-      .object({ baseMs: Millis(60_000), maxMs: Millis(600_000).optional() })
-      .strict()
-      .optional(),
-  })
-  .strict();
-
 /** File names as imports name them: relative, with forward slashes. */
 const ProtoFileName = z
   .string()
@@ -445,172 +428,6 @@ export const RouteSchema = z
       [r.upstream, r.upstreams, r.redirect, r.directResponse].filter((v) => v !== undefined).length === 1,
     { message: "give exactly one of upstream, upstreams, redirect or directResponse" },
   );
-
-const CompositeTimeout = z
-  .number()
-  .int("must be a whole number of milliseconds")
-  .min(1)
-  .max(MAX_TIMEOUT_MS, `at most ${MAX_TIMEOUT_MS} ms`);
-
-export const CompositePartSchema = z
-  .object({
-    /** The part's key in the merged answer. */
-    key: PartKey,
-    upstream: Name,
-    /** The path called: `{param}` from the route's path, `{header.<name>}` from the request. */
-    path: z.string().startsWith("/", "must start with '/'"),
-    method: z.literal("GET").default("GET"),
-    /** The part's deadline; under the route's. */
-    timeoutMs: CompositeTimeout,
-    /** A required part that fails fails the call (502, or 504 on timeout); others are left out. */
-    required: z.boolean().default(false),
-    /** Retries by Envoy on the part's call; the part's timeoutMs includes them. */
-    retries: RetrySchema.optional(),
-    /** Serve the part's last good answer, at most this old, when it fails. */
-    staleFallback: StaleFallbackSchema.optional(),
-  })
-  .strict();
-
-/** One client call fanned out to several upstreams by the aggregator, the answers merged into one. */
-export const CompositeRouteSchema = z
-  .object({
-    name: Name,
-    gateway: Name,
-    /** One listener of the gateway; every listener of the gateway when omitted. */
-    listener: Name.optional(),
-    match: z
-      .object({
-        /** Literal segments and `{param}` segments, e.g. `/users/{id}/home`. */
-        path: z.string().startsWith("/", "must start with '/'"),
-        methods: z.array(CompositeMethod).min(1).default(["GET"]),
-      })
-      .strict(),
-    /** The deadline of the whole call. */
-    timeoutMs: CompositeTimeout,
-    parts: z.array(CompositePartSchema).min(1, "a composite route needs at least one part").max(32),
-    authPolicy: Name.optional(),
-    rateLimitPolicy: Name.optional(),
-  })
-  .strict();
-
-export const ConsumerSchema = z
-  .object({
-    name: Name,
-    /** The plan (tier) rate limits can key on. */
-    plan: z.string().min(1).max(64).optional(),
-    /** Scopes granted to every API key of this consumer. */
-    scopes: z.array(z.string().min(1)).optional(),
-    metadata: z.record(z.string(), z.string()).optional(),
-    /** A disabled consumer's keys are refused, without revoking them one by one. */
-    disabled: z.boolean().default(false),
-  })
-  .strict();
-
-export const ApiKeySchema = z
-  .object({
-    name: Name,
-    consumer: Name,
-    /** SHA-256 of the key, hex; the plaintext is never stored. */
-    sha256: z.string().regex(/^[0-9a-f]{64}$/, "a hex SHA-256"),
-    /** The first characters of the key, to tell keys apart in listings. */
-    prefix: z.string().max(12).optional(),
-    expiresAt: z.iso.datetime({ offset: true }).optional(),
-    revoked: z.boolean().default(false),
-    /** Scopes of this key, added to its consumer's. */
-    scopes: z.array(z.string().min(1)).optional(),
-  })
-  .strict();
-
-export const AuthPolicySchema = z
-  .object({
-    name: Name,
-    /** Callers without credentials pass as `anonymous` (identity headers removed, limits per IP). */
-    allowAnonymous: z.boolean().default(false),
-    /**
-     * Accepted credentials, tried in this order: a kind (`jwt`, `apiKey`, `oauth`: every provider of
-     * that kind) or the name of a JWT or OAuth provider.
-     */
-    accept: z
-      .array(z.union([z.enum(["jwt", "apiKey", "oauth"]), Name]))
-      .min(1)
-      .default(["apiKey"]),
-    requiredScopes: z
-      .array(
-        z
-          .string()
-          .min(1)
-          .regex(/^[^\s,]+$/, "one scope, without spaces or commas"),
-      )
-      .optional(),
-    /** `all` (default): every required scope; `any`: at least one. */
-    scopesMode: z.enum(["any", "all"]).default("all"),
-    /** Only these consumers pass (403 for others). */
-    consumers: z.array(Name).min(1, "list at least one consumer, or leave consumers out").optional(),
-    /** Claim name → accepted values; the token's claim (or one of its list items) must equal one. */
-    requiredClaims: z.record(z.string().min(1), z.array(z.string()).min(1)).optional(),
-    /** Remove the credential before the request goes upstream (default: yes). */
-    stripCredentials: z.boolean().default(true),
-  })
-  .strict();
-
-/** A global limit, counted by Portico's rate-limit service (see ratelimit-policy.ts for the keys). */
-export const RateLimitSchema = z
-  .object({
-    requests: z.number().int().min(1).max(4_294_967_295),
-    /**
-     * The period. `second`, `minute` and `hour` are windows; `day`, `week` (ISO, from Monday),
-     * `month` and `year` are calendar quotas in the policy's `timeZone` (with a fixed window).
-     */
-    per: z.enum(["second", "minute", "hour", "day", "week", "month", "year"]).optional(),
-    /** Any window instead of `per`: a whole number and s, m, h, d or w (`30s`, `5m`, `2h`). */
-    window: z
-      .string()
-      .regex(/^[1-9][0-9]{0,5}[smhdw]$/, "a whole number followed by s, m, h, d or w, e.g. 30s or 5m")
-      .optional(),
-    /** What is counted: each consumer (anonymous callers: each address), each IP, or the route. */
-    by: z.enum(["consumer", "ip", "route"]).default("consumer"),
-    /** Which callers the limit applies to. Every caller is one or the other, so none escapes. */
-    callers: z.enum(["all", "anonymous", "identified"]).default("all"),
-    /** Only consumers on this plan (with `by: consumer`); it replaces a limit of the same window. */
-    plan: z.string().min(1).max(64).optional(),
-    algorithm: z.enum(["fixed_window", "sliding_window", "token_bucket"]).default("fixed_window"),
-    /** Token bucket capacity (default `requests`). */
-    burst: z.number().int().min(1).max(4_294_967_295).optional(),
-    /** Count and report, never refuse. */
-    shadow: z.boolean().default(false),
-  })
-  .strict()
-  .refine((l) => (l.per === undefined) !== (l.window === undefined), {
-    message: "give exactly one of per or window",
-  });
-
-export const RateLimitPolicySchema = z
-  .object({
-    name: Name,
-    /** Global limits: every one must admit a request. */
-    limits: z.array(RateLimitSchema).default([]),
-    /**
-     * A token bucket in each Envoy for the route as a whole (all callers together), checked
-     * without calling out: the first line of defence against floods.
-     */
-    local: z
-      .object({
-        requests: z.number().int().min(1).max(4_294_967_295),
-        per: z.enum(["second", "minute", "hour"]),
-        /** Bucket capacity (default `requests`). */
-        burst: z.number().int().min(1).max(4_294_967_295).optional(),
-      })
-      .strict()
-      .optional(),
-    /** IANA time zone in which calendar quotas (per day, week, month, year) reset; UTC by default. */
-    timeZone: z.string().min(1).default("UTC"),
-    /** Every limit of the policy counts and reports but never refuses: to try a policy on live traffic. */
-    shadow: z.boolean().default(false),
-  })
-  .strict()
-  .refine((p) => p.limits.length > 0 || p.local !== undefined, {
-    message: "give limits, local, or both",
-  });
 
 export const CertificateSchema = z
   .object({

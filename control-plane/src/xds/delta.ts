@@ -1,4 +1,4 @@
-import { encodeDeltaResponse, type DeltaDiscoveryRequest } from "./codec.js";
+import { encodeDeltaResponse, type DeltaDiscoveryRequest } from "@portico/common";
 import type { EncodedResource } from "./snapshot.js";
 import { XdsStream, type Trigger } from "./stream.js";
 

@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import type { Node } from "./codec.js";
+import type { Node } from "@portico/common";
 
 export interface NackRecord {
   /** The version the node refused. */

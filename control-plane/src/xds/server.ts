@@ -1,12 +1,12 @@
 import * as grpc from "@grpc/grpc-js";
-import type { Logger } from "../../../common/src/log.js";
+import type { Logger } from "@portico/common";
 import { SnapshotCache } from "./cache.js";
 import {
   serviceDefinition,
   type DeltaDiscoveryRequest,
   type DiscoveryRequest,
   type XdsServiceSpec,
-} from "./codec.js";
+} from "@portico/common";
 import { DeltaStream } from "./delta.js";
 import { FleetState } from "./fleet.js";
 import { XdsMetrics } from "./metrics.js";

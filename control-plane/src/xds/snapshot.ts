@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import protobuf from "protobufjs";
-import { encodeAny, packAny } from "../../../protos/src/envoy.js";
+import { encodeAny, packAny } from "@portico/contract";
 import { isKnownType, pushOrder } from "./types.js";
 
 /** One resource, encoded once per change and shared by every stream that sends it. */

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { encodeSotwBody, withNonce, type DiscoveryRequest } from "./codec.js";
+import { encodeSotwBody, withNonce, type DiscoveryRequest } from "@portico/common";
 import type { EncodedResource, Snapshot } from "./snapshot.js";
 import { XdsStream, type Trigger } from "./stream.js";
 import { isFullStateType, TypeUrl } from "./types.js";

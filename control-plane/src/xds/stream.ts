@@ -1,7 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
-import type { Logger } from "../../../common/src/log.js";
+import type { Logger } from "@portico/common";
 import type { SnapshotCache } from "./cache.js";
-import type { Node, Status } from "./codec.js";
+import type { Node, Status } from "@portico/common";
 import type { FleetState, NodeStatus } from "./fleet.js";
 import type { XdsMetrics } from "./metrics.js";
 import type { SendBudget } from "./send-budget.js";

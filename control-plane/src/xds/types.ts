@@ -1,4 +1,4 @@
-import { TYPE_PREFIX } from "../../../protos/src/envoy.js";
+import { TYPE_PREFIX } from "@portico/contract";
 
 export const TypeUrl = {
   Cluster: TYPE_PREFIX + "envoy.config.cluster.v3.Cluster",

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { DEFAULT_PLAN, type Identity } from "../identity.js";
-import type { ApiKey, Consumer } from "../policy/schema.js";
+import type { ApiKey, Consumer } from "@portico/contract";
 
 /** Keys longer than this are refused before hashing; generated keys are far shorter. */
 export const MAX_API_KEY_BYTES = 512;

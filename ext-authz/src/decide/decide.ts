@@ -2,7 +2,7 @@ import { ANONYMOUS, type Identity } from "../identity.js";
 import type { RoutePolicy } from "../policy/compile.js";
 import { parseCookies, type RequestAttributes } from "./request.js";
 import type { FoundCredential } from "./extract.js";
-import { ALL_IDENTITY_HEADERS, IDENTITY_HEADERS, safeValue } from "./headers.js";
+import { ALL_IDENTITY_HEADERS, IDENTITY_HEADERS, safeValue } from "@portico/contract";
 
 /** The credential family a failure concerns; it picks the `WWW-Authenticate` scheme. */
 export type Scheme = "bearer" | "apiKey";

@@ -1,4 +1,4 @@
-import type { CredentialSource } from "../policy/schema.js";
+import type { CredentialSource } from "@portico/contract";
 import { parseCookies, queryValues, type RequestAttributes } from "./request.js";
 
 export interface FoundCredential {

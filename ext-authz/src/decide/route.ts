@@ -4,7 +4,7 @@ import {
   type CompiledPolicy,
   type RoutePolicy,
 } from "../policy/compile.js";
-import type { Result } from "../policy/errors.js";
+import type { Result } from "@portico/contract";
 
 /**
  * The per-route settings Envoy passes in `CheckRequest.attributes.context_extensions` (set on the

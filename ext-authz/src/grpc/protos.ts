@@ -1,13 +1,13 @@
 import protobuf from "protobufjs";
-import { loadProtoRoot } from "../../../protos/src/loader.js";
+import { loadProtoRoot } from "@portico/contract";
 
-export { HEALTH_SERVICE, healthTypes, method } from "../../../common/src/grpc-health.js";
+export { HEALTH_SERVICE, healthTypes, method } from "@portico/common";
 
 export const AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization";
 
 let authRoot: protobuf.Root | undefined;
 
-/** Envoy's ext_authz v3 messages, loaded once from the API protos shipped with @grpc/grpc-js-xds. */
+/** Envoy's ext_authz v3 messages, loaded once. */
 export function authTypes(): {
   CheckRequest: protobuf.Type;
   CheckResponse: protobuf.Type;

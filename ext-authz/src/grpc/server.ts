@@ -1,12 +1,12 @@
 import * as grpc from "@grpc/grpc-js";
-import type { Logger } from "../../../common/src/log.js";
-import { SpanStatusCode, traceIdOf, type RpcTracing, type Span } from "../../../common/src/tracing.js";
+import type { Logger } from "@portico/common";
+import { SpanStatusCode, traceIdOf, type RpcTracing, type Span } from "@portico/common";
 import type { Authorizer } from "../authorizer.js";
 import { internalErrorDecision, type Decision } from "../decide/decide.js";
 import type { RequestAttributes } from "../decide/request.js";
 import { toRequestAttributes, type CheckRequestMessage } from "./check-request.js";
 import { toCheckResponse } from "./check-response.js";
-import { HealthService } from "../../../common/src/grpc-health.js";
+import { HealthService } from "@portico/common";
 import { AUTHORIZATION_SERVICE, authTypes, method } from "./protos.js";
 
 export interface AuthzServerOptions {

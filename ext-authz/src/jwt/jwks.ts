@@ -1,8 +1,9 @@
 import { z } from "zod";
 import type { Clock } from "../clock.js";
-import { JwkSchema, type Jwk, type JwsAlgorithm } from "../policy/schema.js";
+import { JwkSchema, type Jwk, type JwsAlgorithm } from "@portico/contract";
 import { readCapped } from "../http-body.js";
-import { jwkProblem, KeySet, type KeyEntry } from "./keys.js";
+import { jwkProblem } from "@portico/contract";
+import { KeySet, type KeyEntry } from "./keys.js";
 
 export type KeyLookup =
   | { ok: true; keys: KeyEntry[]; keySet: KeySet }

@@ -3,7 +3,7 @@ import { jwtVerify, type JWTPayload, type JWTVerifyOptions } from "jose";
 import { TtlCache } from "../cache.js";
 import type { Clock } from "../clock.js";
 import { DEFAULT_PLAN, type Identity } from "../identity.js";
-import type { Consumer, JwsAlgorithm, JwtProvider } from "../policy/schema.js";
+import type { Consumer, JwsAlgorithm, JwtProvider } from "@portico/contract";
 import type { JwksSource } from "./jwks.js";
 import type { KeyEntry } from "./keys.js";
 

@@ -3,7 +3,7 @@ import { TtlCache } from "../cache.js";
 import type { Clock } from "../clock.js";
 import { readCapped } from "../http-body.js";
 import { DEFAULT_PLAN, type Identity } from "../identity.js";
-import type { Consumer, OauthProvider } from "../policy/schema.js";
+import type { Consumer, OauthProvider } from "@portico/contract";
 
 export type IntrospectionFailure =
   /** The server said `active: false`, or the answer failed a local check (expired, audience, issuer). */

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { parse as parseYaml } from "yaml";
 import { compilePolicy, type CompiledPolicy } from "./compile.js";
-import type { PolicyError, Result } from "./errors.js";
+import type { PolicyError, Result } from "@portico/contract";
 
 /** Parses and compiles a policy written as YAML (JSON is YAML too). */
 export function parsePolicy(text: string): Result<CompiledPolicy, PolicyError> {

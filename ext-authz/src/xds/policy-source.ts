@@ -1,10 +1,10 @@
 import { EventEmitter } from "node:events";
 import os from "node:os";
 import type * as grpc from "@grpc/grpc-js";
-import type { Logger } from "../../../common/src/log.js";
-import { XdsClient, type ClientUpdate } from "../../../common/src/xds-client.js";
-import { POLICY_GROUP } from "../../../control-plane/src/translate/policy.js";
-import { AUTH_TYPE_URLS } from "../../../protos/src/portico-auth.js";
+import type { Logger } from "@portico/common";
+import { XdsClient, type ClientUpdate } from "@portico/common";
+import { POLICY_GROUP } from "@portico/contract";
+import { AUTH_TYPE_URLS } from "@portico/contract";
 import { compilePolicy, type CompiledPolicy } from "../policy/compile.js";
 import {
   assembleDocument,

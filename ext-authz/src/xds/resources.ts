@@ -1,4 +1,4 @@
-import { decodeMessage, type PackedAny } from "../../../protos/src/envoy.js";
+import { decodeMessage, type PackedAny } from "@portico/contract";
 import {
   AUTH_PACKAGE,
   AuthTypeUrl,
@@ -9,8 +9,8 @@ import {
   type CredentialSourceMessage,
   type JwtProviderMessage,
   type OAuthProviderMessage,
-} from "../../../protos/src/portico-auth.js";
-import type { PolicyInput } from "../policy/schema.js";
+} from "@portico/contract";
+import type { PolicyInput } from "@portico/contract";
 
 /** The parts of the policy document that arrive over xDS, one list per resource type. */
 export type PolicyPart = "jwtProviders" | "oauthProviders" | "consumers" | "apiKeys" | "authPolicies";

@@ -46,15 +46,7 @@ export async function startRedisCluster(): Promise<RedisClusterHandle> {
     });
     // redis-cli returns once the nodes agree on the slots; clients need every node to say the
     // cluster is ok as well.
-    const deadline = Date.now() + 15_000;
-    for (const s of servers) {
-      for (;;) {
-        const { stdout } = await run("redis-cli", ["-p", String(s.port), "cluster", "info"]);
-        if (stdout.includes("cluster_state:ok")) break;
-        if (Date.now() > deadline) throw new Error(`the cluster on ${addrs.join(",")} did not become ok`);
-        await delay(50);
-      }
-    }
+    await untilClusterOk(servers);
     return {
       nodes: servers.map((s) => ({ host: "127.0.0.1", port: s.port })),
       servers,
@@ -63,11 +55,27 @@ export async function startRedisCluster(): Promise<RedisClusterHandle> {
       restart: async (i) => {
         const { port, dir } = servers[i]!;
         servers[i] = await startRedis({ port, dir, args: nodeArgs });
+        // Answering PING is not being back in the cluster: wait until every node says it is whole.
+        await untilClusterOk(servers);
       },
       stop,
     };
   } catch (err) {
     await stop();
     throw err;
+  }
+}
+
+async function untilClusterOk(servers: RedisServer[]): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (const s of servers) {
+    for (;;) {
+      const { stdout } = await run("redis-cli", ["-p", String(s.port), "cluster", "info"]);
+      if (stdout.includes("cluster_state:ok")) break;
+      if (Date.now() > deadline) {
+        throw new Error(`the cluster on ${servers.map((n) => n.port).join(",")} did not become ok`);
+      }
+      await delay(50);
+    }
   }
 }

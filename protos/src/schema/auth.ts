@@ -1,18 +1,12 @@
 import { z } from "zod";
+import { Name } from "./name.js";
+
 
 /**
- * The ext-authz policy document: who may call (providers, consumers, API keys) and what each
- * route requires (auth policies). The field names follow the control plane's model
- * (`consumers`, `apiKeys`, `authPolicies`) so the same resources can later arrive over xDS.
+ * Authentication policy, one schema per kind: JWT and OAuth providers, consumers, API keys and
+ * auth policies. The control plane validates writes with these; ext-authz checks what it receives
+ * over xDS (or reads from a static file) with the same ones, so the two cannot disagree.
  */
-
-/** Same rule as the control plane's resource names. */
-export const Name = z
-  .string()
-  .regex(
-    /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/,
-    "use 1-63 lowercase letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
-  );
 
 /** RFC 7230 token characters; Envoy refuses anything else in a header name. */
 const HeaderName = z
@@ -221,26 +215,44 @@ export const ApiKeySchema = z
   .strict();
 export type ApiKey = z.infer<typeof ApiKeySchema>;
 
-/** A scope list as written in YAML: a list, or one space-separated string. */
-const Scopes = z
-  .union([z.array(z.string().min(1)), z.string()])
-  .transform((v) => (Array.isArray(v) ? v : v.split(/[\s,]+/).filter((s) => s.length > 0)));
+/** One scope: no spaces or commas, which separate scopes in headers and tokens. */
+const Scope = z
+  .string()
+  .min(1)
+  .regex(/^[^\s,]+$/, "one scope, without spaces or commas");
+
+/** A scope list: a list, or one string of scopes separated by spaces or commas (as OAuth writes them). */
+const Scopes = z.union([
+  z.array(Scope),
+  z.string().transform((v) => v.split(/[\s,]+/).filter((s) => s.length > 0)),
+]);
+
+/** A claim's accepted values: one value or a list of them; always a list once parsed. */
+const ClaimValues = z
+  .union([z.string(), z.array(z.string()).min(1)])
+  .transform((v) => (typeof v === "string" ? [v] : v));
 
 export const AuthPolicySchema = z
   .object({
     name: Name,
-    /** Callers without credentials pass as `anonymous` (identity headers removed). */
+    /** Callers without credentials pass as `anonymous` (identity headers removed, limits per IP). */
     allowAnonymous: z.boolean().default(false),
-    /** Provider names, or a kind (`jwt`, `apiKey`, `oauth`) meaning every provider of that kind. */
-    accept: z.array(z.string().min(1)).min(1).default(["apiKey"]),
+    /**
+     * Accepted credentials, tried in this order: a kind (`jwt`, `apiKey`, `oauth`: every provider of
+     * that kind) or the name of a JWT or OAuth provider.
+     */
+    accept: z
+      .array(z.union([z.enum(CREDENTIAL_KINDS), Name]))
+      .min(1)
+      .default(["apiKey"]),
     requiredScopes: Scopes.optional(),
     /** `all` (default): every required scope; `any`: at least one. */
     scopesMode: z.enum(["any", "all"]).default("all"),
     /** Only these consumers pass (403 for others). */
-    consumers: z.array(z.string().min(1)).optional(),
+    consumers: z.array(Name).min(1, "list at least one consumer, or leave consumers out").optional(),
     /** Claim name → accepted values; the claim (or one of its list items) must equal one of them. */
-    requiredClaims: z.record(z.string().min(1), z.union([z.string(), z.array(z.string()).min(1)])).optional(),
-    /** Remove the credential before the request goes upstream; `settings.stripCredentials` when omitted. */
+    requiredClaims: z.record(z.string().min(1), ClaimValues).optional(),
+    /** Remove the credential before the request goes upstream; ext-authz's `settings.stripCredentials` (on by default) when omitted. */
     stripCredentials: z.boolean().optional(),
   })
   .strict();

@@ -1,6 +1,6 @@
 import type * as grpc from "@grpc/grpc-js";
 import protobuf from "protobufjs";
-import { messageType } from "../../../protos/src/envoy.js";
+import { messageType } from "@portico/contract";
 
 export interface Node {
   id: string;

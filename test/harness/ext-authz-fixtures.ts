@@ -1,7 +1,7 @@
-import { compilePolicy, type CompiledPolicy } from "../../src/policy/compile.js";
-import { formatPolicyError } from "../../src/policy/errors.js";
-import type { PolicyInput } from "../../src/policy/schema.js";
-import type { RequestAttributes } from "../../src/decide/request.js";
+import { compilePolicy, type CompiledPolicy } from "@portico/ext-authz";
+import { formatPolicyError } from "@portico/contract";
+import type { PolicyInput } from "@portico/contract";
+import type { RequestAttributes } from "@portico/ext-authz";
 
 /** Compiles a policy that the test expects to be valid. */
 export function policyOf(doc: PolicyInput): CompiledPolicy {

@@ -2,6 +2,7 @@
  * A throwaway redis-server for tests: a free loopback port, its own temp directory, no persistence
  * unless asked for. Reusable by any suite that needs a real Redis.
  */
+import { freePort } from "./ports.js";
 import { spawn, type ChildProcess } from "node:child_process";
 import { accessSync, constants, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
@@ -51,18 +52,6 @@ export function redisServerPath(): string {
   throw new Error(
     "redis-server was not found on PATH; install it (apt-get update && apt-get install -y redis-server) to run the Redis tests",
   );
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisServer> {

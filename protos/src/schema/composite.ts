@@ -1,11 +1,9 @@
 import { z } from "zod";
-import { parsePartTemplate, parsePathPattern } from "../compose/template.js";
+import type { FieldProblem } from "./problems.js";
+import { Name } from "./name.js";
+import { RetrySchema } from "./retry.js";
+import { parsePartTemplate, parsePathPattern } from "./composite-template.js";
 
-/** A problem with one field of a config; what a NACK, a 4xx or a startup error lists. */
-export interface FieldProblem {
-  field: string;
-  reason: string;
-}
 
 /**
  * A part's key is a key of the merged JSON object and an item of the `x-portico-partial` header:
@@ -116,7 +114,49 @@ export function compositeProblems(r: CompositeShape, at: string): FieldProblem[]
   return problems;
 }
 
-/** Problems as one line each: what a NACK or a startup error says. */
-export function formatProblems(problems: readonly FieldProblem[]): string {
-  return problems.map((p) => `${p.field}: ${p.reason}`).join("; ");
-}
+const CompositeTimeout = z
+  .number()
+  .int("must be a whole number of milliseconds")
+  .min(1)
+  .max(MAX_TIMEOUT_MS, `at most ${MAX_TIMEOUT_MS} ms`);
+
+export const CompositePartSchema = z
+  .object({
+    /** The part's key in the merged answer. */
+    key: PartKey,
+    upstream: Name,
+    /** The path called: `{param}` from the route's path, `{header.<name>}` from the request. */
+    path: z.string().startsWith("/", "must start with '/'"),
+    method: z.literal("GET").default("GET"),
+    /** The part's deadline; under the route's. */
+    timeoutMs: CompositeTimeout,
+    /** A required part that fails fails the call (502, or 504 on timeout); others are left out. */
+    required: z.boolean().default(false),
+    /** Retries by Envoy on the part's call; the part's timeoutMs includes them. */
+    retries: RetrySchema.optional(),
+    /** Serve the part's last good answer, at most this old, when it fails. */
+    staleFallback: StaleFallbackSchema.optional(),
+  })
+  .strict();
+
+/** One client call fanned out to several upstreams by the aggregator, the answers merged into one. */
+export const CompositeRouteSchema = z
+  .object({
+    name: Name,
+    gateway: Name,
+    /** One listener of the gateway; every listener of the gateway when omitted. */
+    listener: Name.optional(),
+    match: z
+      .object({
+        /** Literal segments and `{param}` segments, e.g. `/users/{id}/home`. */
+        path: z.string().startsWith("/", "must start with '/'"),
+        methods: z.array(CompositeMethod).min(1).default(["GET"]),
+      })
+      .strict(),
+    /** The deadline of the whole call. */
+    timeoutMs: CompositeTimeout,
+    parts: z.array(CompositePartSchema).min(1, "a composite route needs at least one part").max(32),
+    authPolicy: Name.optional(),
+    rateLimitPolicy: Name.optional(),
+  })
+  .strict();

@@ -1,16 +1,10 @@
 import type { ZodError } from "zod";
 
+/** A problem with one field of a document: what a NACK, a 4xx or a start-up error lists. */
 export interface FieldProblem {
-  /** Where, as a path into the document: `jwtProviders[0].algorithms`. */
+  /** Where, as a path into the document: `routes[2].match.pathPrefix`. */
   field: string;
   reason: string;
-}
-
-/** A policy that cannot be used, with each field and what is wrong with it. */
-export interface PolicyError {
-  code: "invalid_policy" | "unreadable_policy";
-  message: string;
-  details: FieldProblem[];
 }
 
 export type Result<T, E> = { ok: true; value: T } | { ok: false; error: E };
@@ -24,7 +18,8 @@ export function fieldPath(path: readonly PropertyKey[]): string {
   return out || "(root)";
 }
 
-export function fromZod(err: ZodError): FieldProblem[] {
+/** zod's issues as field problems; an unknown key is named by its own path. */
+export function zodProblems(err: ZodError): FieldProblem[] {
   return err.issues.map((i) => {
     const keys = (i as { keys?: string[] }).keys;
     if (i.code === "unrecognized_keys" && keys) {
@@ -34,9 +29,7 @@ export function fromZod(err: ZodError): FieldProblem[] {
   });
 }
 
-/** One line a person can act on. */
-export function formatPolicyError(e: PolicyError): string {
-  return e.details.length
-    ? `${e.message}: ${e.details.map((d) => `${d.field}: ${d.reason}`).join("; ")}`
-    : e.message;
+/** Problems as one line each: what a NACK or a startup error says. */
+export function formatProblems(problems: readonly FieldProblem[]): string {
+  return problems.map((p) => `${p.field}: ${p.reason}`).join("; ");
 }

@@ -1,5 +1,5 @@
 import { constants, createHmac, generateKeyPairSync, randomBytes, sign, type KeyObject } from "node:crypto";
-import type { Jwk, JwsAlgorithm } from "../../src/policy/schema.js";
+import type { Jwk, JwsAlgorithm } from "@portico/contract";
 
 /** A signing key made with node:crypto, independent of the jose library under test. */
 export interface TestKey {

@@ -1,0 +1,61 @@
+import { z } from "zod";
+import { Name } from "./name.js";
+
+/** A global limit, counted by Portico's rate-limit service (see ratelimit-policy.ts for the keys). */
+export const RateLimitSchema = z
+  .object({
+    requests: z.number().int().min(1).max(4_294_967_295),
+    /**
+     * The period. `second`, `minute` and `hour` are windows; `day`, `week` (ISO, from Monday),
+     * `month` and `year` are calendar quotas in the policy's `timeZone` (with a fixed window).
+     */
+    per: z.enum(["second", "minute", "hour", "day", "week", "month", "year"]).optional(),
+    /** Any window instead of `per`: a whole number and s, m, h, d or w (`30s`, `5m`, `2h`). */
+    window: z
+      .string()
+      .regex(/^[1-9][0-9]{0,5}[smhdw]$/, "a whole number followed by s, m, h, d or w, e.g. 30s or 5m")
+      .optional(),
+    /** What is counted: each consumer (anonymous callers: each address), each IP, or the route. */
+    by: z.enum(["consumer", "ip", "route"]).default("consumer"),
+    /** Which callers the limit applies to. Every caller is one or the other, so none escapes. */
+    callers: z.enum(["all", "anonymous", "identified"]).default("all"),
+    /** Only consumers on this plan (with `by: consumer`); it replaces a limit of the same window. */
+    plan: z.string().min(1).max(64).optional(),
+    algorithm: z.enum(["fixed_window", "sliding_window", "token_bucket"]).default("fixed_window"),
+    /** Token bucket capacity (default `requests`). */
+    burst: z.number().int().min(1).max(4_294_967_295).optional(),
+    /** Count and report, never refuse. */
+    shadow: z.boolean().default(false),
+  })
+  .strict()
+  .refine((l) => (l.per === undefined) !== (l.window === undefined), {
+    message: "give exactly one of per or window",
+  });
+
+export const RateLimitPolicySchema = z
+  .object({
+    name: Name,
+    /** Global limits: every one must admit a request. */
+    limits: z.array(RateLimitSchema).default([]),
+    /**
+     * A token bucket in each Envoy for the route as a whole (all callers together), checked
+     * without calling out: the first line of defence against floods.
+     */
+    local: z
+      .object({
+        requests: z.number().int().min(1).max(4_294_967_295),
+        per: z.enum(["second", "minute", "hour"]),
+        /** Bucket capacity (default `requests`). */
+        burst: z.number().int().min(1).max(4_294_967_295).optional(),
+      })
+      .strict()
+      .optional(),
+    /** IANA time zone in which calendar quotas (per day, week, month, year) reset; UTC by default. */
+    timeZone: z.string().min(1).default("UTC"),
+    /** Every limit of the policy counts and reports but never refuses: to try a policy on live traffic. */
+    shadow: z.boolean().default(false),
+  })
+  .strict()
+  .refine((p) => p.limits.length > 0 || p.local !== undefined, {
+    message: "give limits, local, or both",
+  });
