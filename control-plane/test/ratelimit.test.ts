@@ -1,12 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { encodeMessage } from "../../protos/src/envoy.js";
+import { encodeMessage } from "@portico/contract";
 import {
   configFromResources,
   RATE_LIMIT_CONFIG_TYPE_URL,
-} from "../../ratelimit-service/src/config/xds-source.js";
-import { ManualClock } from "../../ratelimit-service/src/limiter/clock.js";
-import { MemoryLimiter } from "../../ratelimit-service/src/limiter/memory.js";
-import { RateLimitHandler } from "../../ratelimit-service/src/service/rls.js";
+} from "@portico/ratelimit-service";
+import { ManualClock } from "@portico/ratelimit-service";
+import { MemoryLimiter } from "@portico/ratelimit-service";
+import { RateLimitHandler } from "@portico/ratelimit-service";
 import { ConfigError } from "../src/model/errors.js";
 import type { ConfigInput } from "../src/model/schema.js";
 import { validateConfig } from "../src/model/validate.js";
@@ -21,7 +21,7 @@ import {
   rateLimitHttpFilters,
   rateLimitPerRoute,
   routeRateLimits,
-} from "../src/translate/ratelimit.js";
+} from "../src/translate/features/rate-limits.js";
 import { isFullStateType } from "../src/xds/types.js";
 
 type Limit = NonNullable<NonNullable<ConfigInput["rateLimitPolicies"]>[number]["limits"]>[number];

@@ -5,16 +5,7 @@ import { parseConfigText } from "../src/model/validate.js";
 import { buildSnapshots } from "../src/config/publish.js";
 import { translate } from "../src/translate/translate.js";
 import { TypeUrl } from "../src/xds/types.js";
-
-const dir = path.join(path.dirname(new URL(import.meta.url).pathname), "golden");
-
-function golden(name: string, actual: unknown): void {
-  const file = path.join(dir, `${name}.json`);
-  const text = JSON.stringify(actual, null, 2) + "\n";
-  if (process.env.UPDATE_GOLDEN === "1") fs.writeFileSync(file, text);
-  if (!fs.existsSync(file)) throw new Error(`${file} is missing; run with UPDATE_GOLDEN=1 to write it`);
-  expect(text).toBe(fs.readFileSync(file, "utf8"));
-}
+import { expectGolden, GOLDEN_DIR as dir, shownResources } from "./translate/golden.js";
 
 describe("translator", () => {
   for (const input of fs.readdirSync(dir).filter((f) => f.endsWith(".yaml"))) {
@@ -22,12 +13,9 @@ describe("translator", () => {
     it(`matches the golden file for ${name}`, () => {
       const config = parseConfigText(fs.readFileSync(path.join(dir, input), "utf8"));
       const out = Object.fromEntries(
-        [...translate(config)].map(([group, resources]) => [
-          group,
-          resources.map((r) => ({ type: r.typeUrl.split("/")[1], name: r.name, message: r.message })),
-        ]),
+        [...translate(config)].map(([group, resources]) => [group, shownResources(resources)]),
       );
-      golden(name, out);
+      expectGolden(dir, name, out);
       // Every resource must also encode against Envoy's schema.
       expect(() => buildSnapshots(config)).not.toThrow();
     });

@@ -1,7 +1,4 @@
-import {
-  COMPOSITE_ROUTE_TYPE_URL,
-  type CompositeRouteMessage,
-} from "../../../protos/src/portico-aggregator.js";
+import { COMPOSITE_ROUTE_TYPE_URL, type CompositeRouteMessage } from "@portico/contract";
 import type { CompositeRoute, Config, Gateway } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { registerResourceType } from "../xds/types.js";

@@ -1,7 +1,14 @@
-import type { Config, Gateway } from "../model/schema.js";
+import type { Config, Gateway, Listener, Route } from "../model/schema.js";
 
 /** What the per-gateway parts of the translator read: the whole (validated) config and the gateway. */
 export interface GatewayContext {
   readonly config: Config;
   readonly gateway: Gateway;
+}
+
+/** The routes a listener serves: its gateway's, unless pinned to another of its listeners. */
+export function routesOf(gateway: Gateway, listener: Listener, routes: readonly Route[]): Route[] {
+  return routes.filter(
+    (r) => r.gateway === gateway.name && (r.listener === undefined || r.listener === listener.name),
+  );
 }

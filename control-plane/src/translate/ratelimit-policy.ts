@@ -43,7 +43,7 @@
  * limit replaces the plan-less limit of the same window for consumers on that plan. Every node
  * with limits has `count_refused: false`: a request one limit refuses uses up none of the others.
  */
-import { TYPE_PREFIX } from "../../../protos/src/envoy.js";
+import { TYPE_PREFIX } from "@portico/contract";
 import { ANONYMOUS, CALENDAR_PERIODS, counterIdentity } from "../model/ratelimit.js";
 import type { Config, Gateway, RateLimit, RateLimitPolicy } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";

@@ -13,14 +13,15 @@
  * aggregator passes on the identity ext-authz set on the client's call. It must therefore be
  * reachable by the aggregator only (loopback by default).
  */
-import { duration, struct, TYPE_PREFIX } from "../../../protos/src/envoy.js";
-import { parsePathPattern, pathPatternRegex } from "../../../aggregator/src/compose/template.js";
-import { COMPOSITE_HEADER, PART_HEADER } from "../../../aggregator/src/headers.js";
-import type { CompositeRoute, Config, Route } from "../model/schema.js";
-import type { ResourceInput } from "../xds/snapshot.js";
-import { TypeUrl } from "../xds/types.js";
-import type { GatewayContext } from "./context.js";
-import { retryPolicy } from "./retry.js";
+import { duration, struct, TYPE_PREFIX } from "@portico/contract";
+import { parsePathPattern, pathPatternRegex } from "@portico/contract";
+import { COMPOSITE_HEADER, PART_HEADER } from "@portico/contract";
+import type { CompositeRoute, Config, Route } from "../../model/schema.js";
+import type { ResourceInput } from "../../xds/snapshot.js";
+import { TypeUrl } from "../../xds/types.js";
+import type { GatewayContext } from "../context.js";
+import type { HttpFeature } from "../feature.js";
+import { retryPolicy } from "./retries.js";
 
 const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER = "envoy.extensions.filters.http.router.v3.Router";
@@ -38,16 +39,8 @@ export function partsListenerName(gateway: string): string {
   return `${gateway}/~aggregator-parts`;
 }
 
+/** The routes that stand for composite routes. */
 const compositeEntries = new WeakSet<Route>();
-
-/**
- * Whether a route stands for a composite route. Its path may have parameters (a regex match), yet
- * it is as specific as an exact path, so it is ordered among exact paths, before any prefix
- * that would otherwise take its calls.
- */
-export function isCompositeRoute(r: Route): boolean {
-  return compositeEntries.has(r);
-}
 
 function pathMatch(c: CompositeRoute): Route["match"] {
   const pattern = parsePathPattern(c.match.path);
@@ -96,7 +89,7 @@ function compositesOf(ctx: GatewayContext): CompositeRoute[] {
 }
 
 /** The upstreams the gateway's parts listener routes to. */
-export function partUpstreams(ctx: GatewayContext): string[] {
+function partUpstreams(ctx: GatewayContext): string[] {
   return compositesOf(ctx).flatMap((c) => c.parts.map((p) => p.upstream));
 }
 
@@ -209,7 +202,7 @@ function partsListener(ctx: GatewayContext, name: string): object {
 }
 
 /** The gateway's parts listener and route table; nothing for a gateway without composite routes. */
-export function aggregatorResources(ctx: GatewayContext): ResourceInput[] {
+function aggregatorResources(ctx: GatewayContext): ResourceInput[] {
   if (compositesOf(ctx).length === 0) return [];
   const name = partsListenerName(ctx.gateway.name);
   return [
@@ -217,3 +210,15 @@ export function aggregatorResources(ctx: GatewayContext): ResourceInput[] {
     { typeUrl: TypeUrl.Route, name, message: partsRouteConfiguration(ctx, name) },
   ];
 }
+
+export const composite: HttpFeature = {
+  name: "composite routes",
+  prepare: withCompositeRoutes,
+  listener: () => ({
+    // A composite route's path may have parameters (a regex match), yet it is as specific as an
+    // exact path: it ranks among exact paths, before any prefix that would otherwise take its calls.
+    route: (r) => (compositeEntries.has(r) ? { pathTemplate: true } : undefined),
+  }),
+  upstreams: partUpstreams,
+  listeners: aggregatorResources,
+};

@@ -1,5 +1,6 @@
-import { duration } from "../../../protos/src/envoy.js";
-import type { Route } from "../model/schema.js";
+import { duration } from "@portico/contract";
+import type { Route } from "../../model/schema.js";
+import type { HttpFeature } from "../feature.js";
 
 /** A route's (or a composite part's) retries as Envoy's `retry_policy`. */
 export function retryPolicy(r: NonNullable<Route["retries"]>): object {
@@ -18,3 +19,11 @@ export function retryPolicy(r: NonNullable<Route["retries"]>): object {
       : {}),
   };
 }
+
+/** Envoy retries a route's failed calls as the route says; no filter, only the route action. */
+export const retries: HttpFeature = {
+  name: "retries",
+  listener: () => ({
+    route: (r) => (r.retries ? { action: { retry_policy: retryPolicy(r.retries) } } : undefined),
+  }),
+};

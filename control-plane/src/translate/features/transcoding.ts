@@ -3,16 +3,17 @@
  * turned on by the routes that transcode, each with its own descriptors and services, so a REST
  * path served by another route is never taken for a gRPC method.
  */
-import { TYPE_PREFIX } from "../../../protos/src/envoy.js";
-import { buildDescriptors } from "../model/grpc-transcode.js";
-import type { Route } from "../model/schema.js";
-import type { GatewayContext } from "./context.js";
+import { TYPE_PREFIX } from "@portico/contract";
+import { buildDescriptors } from "../../model/grpc-transcode.js";
+import type { Route } from "../../model/schema.js";
+import type { GatewayContext } from "../context.js";
+import type { HttpFeature, HttpFilter, HttpFilterName } from "../feature.js";
 
 const TRANSCODER = "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder";
-export const TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder";
+export const TRANSCODER_FILTER: HttpFilterName = "envoy.filters.http.grpc_json_transcoder";
 
 /** The transcoder on listeners with transcoding routes. */
-export function transcodeHttpFilters(routes: Route[]): object[] {
+export function transcodeHttpFilters(routes: readonly Route[]): HttpFilter[] {
   if (!routes.some((r) => r.grpcTranscode)) return [];
   return [
     {
@@ -63,3 +64,11 @@ export function transcodePerRoute(ctx: GatewayContext, r: Route): Record<string,
     },
   };
 }
+
+export const transcoding: HttpFeature = {
+  name: "transcoding",
+  listener: (ctx, _listener, routes) => ({
+    httpFilters: transcodeHttpFilters(routes),
+    route: (r) => (r.grpcTranscode ? { perFilterConfig: transcodePerRoute(ctx, r) } : undefined),
+  }),
+};

@@ -1,6 +1,7 @@
-import { duration, struct, TYPE_PREFIX } from "../../../protos/src/envoy.js";
-import type { Gateway } from "../model/schema.js";
-import { EXT_AUTHZ_NAMESPACE } from "./ext-authz.js";
+import { duration, struct, TYPE_PREFIX } from "@portico/contract";
+import type { Gateway } from "../../model/schema.js";
+import type { HttpFeature } from "../feature.js";
+import { EXT_AUTHZ_NAMESPACE } from "./authentication.js";
 
 const STDOUT_LOG = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
 const FILE_LOG = "envoy.extensions.access_loggers.file.v3.FileAccessLog";
@@ -58,7 +59,7 @@ export function accessLog(gateway: Gateway): object[] {
  * cluster, and passes the context on in `traceparent` to upstreams and to the ext_authz and
  * ratelimit gRPC calls, whose services make their spans children of Envoy's.
  */
-export function hcmTracing(gateway: Gateway): object {
+export function hcmTracing(gateway: Gateway): { tracing?: object; request_id_extension?: object } {
   const t = gateway.tracing;
   if (!t) return {};
   return {
@@ -88,7 +89,11 @@ export function hcmTracing(gateway: Gateway): object {
   };
 }
 
-/** The upstreams the gateway's observability settings send to (the OTLP collector). */
-export function observabilityUpstreams(gateway: Gateway): string[] {
-  return gateway.tracing ? [gateway.tracing.upstream] : [];
-}
+/** Access logs and tracing on every connection manager, and the cluster of the collector spans go to. */
+export const observability: HttpFeature = {
+  name: "observability",
+  listener: (ctx) => ({
+    connectionManager: { access_log: accessLog(ctx.gateway), ...hcmTracing(ctx.gateway) },
+  }),
+  upstreams: (ctx) => (ctx.gateway.tracing ? [ctx.gateway.tracing.upstream] : []),
+};

@@ -3,22 +3,23 @@
  * call out) and the `ratelimit` filter, which asks Portico's rate-limit service with the
  * descriptors ratelimit-policy.ts describes.
  */
-import { duration, TYPE_PREFIX } from "../../../protos/src/envoy.js";
-import { ANONYMOUS } from "../model/ratelimit.js";
-import type { RateLimitPolicy, Route } from "../model/schema.js";
-import type { GatewayContext } from "./context.js";
-import { identityMetadataKey } from "./ext-authz.js";
+import { duration, TYPE_PREFIX } from "@portico/contract";
+import { ANONYMOUS } from "../../model/ratelimit.js";
+import type { RateLimitPolicy, Route } from "../../model/schema.js";
+import type { GatewayContext } from "../context.js";
+import type { HttpFeature, HttpFilter, HttpFilterName } from "../feature.js";
 import {
   DESCRIPTOR_KEY,
   descriptorShapes,
   rateLimitDomain,
   type DescriptorShape,
-} from "./ratelimit-policy.js";
+} from "../ratelimit-policy.js";
+import { identityMetadataKey } from "./authentication.js";
 
 const RATE_LIMIT = "envoy.extensions.filters.http.ratelimit.v3.RateLimit";
 const LOCAL_RATE_LIMIT = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
-export const RATE_LIMIT_FILTER = "envoy.filters.http.ratelimit";
-export const LOCAL_RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit";
+export const RATE_LIMIT_FILTER: HttpFilterName = "envoy.filters.http.ratelimit";
+export const LOCAL_RATE_LIMIT_FILTER: HttpFilterName = "envoy.filters.http.local_ratelimit";
 
 const PER_MS = { second: 1_000, minute: 60_000, hour: 3_600_000 } as const;
 const ALWAYS = { default_value: { numerator: 100, denominator: "HUNDRED" } };
@@ -38,7 +39,7 @@ function usesService(ctx: GatewayContext, p: RateLimitPolicy | undefined): p is 
  * Envoy's `local_ratelimit`, placed before authentication: a flood is cut off by a token bucket
  * in the proxy before it costs an ext-authz call or a call to the rate-limit service.
  */
-export function localRateLimitHttpFilters(ctx: GatewayContext, routes: Route[]): object[] {
+export function localRateLimitHttpFilters(ctx: GatewayContext, routes: readonly Route[]): HttpFilter[] {
   // Without a bucket here the filter acts only on routes that carry one.
   if (!routes.some((r) => policyOf(ctx, r)?.local)) return [];
   return [
@@ -50,9 +51,9 @@ export function localRateLimitHttpFilters(ctx: GatewayContext, routes: Route[]):
 }
 
 /** The global `ratelimit` filter, after authentication so descriptors carry the caller's identity. */
-export function rateLimitHttpFilters(ctx: GatewayContext, routes: Route[]): object[] {
+export function rateLimitHttpFilters(ctx: GatewayContext, routes: readonly Route[]): HttpFilter[] {
   const policies = routes.map((r) => policyOf(ctx, r));
-  const out: object[] = [];
+  const out: HttpFilter[] = [];
   const rl = ctx.gateway.rateLimit;
   if (rl && policies.some((p) => usesService(ctx, p))) {
     out.push({
@@ -136,3 +137,19 @@ export function routeRateLimits(ctx: GatewayContext, r: Route): object[] | undef
     actions: [policy, ...shape.map((e) => action(ctx, r, e))],
   }));
 }
+
+export const rateLimits: HttpFeature = {
+  name: "rate limits",
+  listener: (ctx, _listener, routes) => ({
+    httpFilters: [...localRateLimitHttpFilters(ctx, routes), ...rateLimitHttpFilters(ctx, routes)],
+    route: (r) => {
+      const limits = routeRateLimits(ctx, r);
+      return {
+        perFilterConfig: rateLimitPerRoute(ctx, r),
+        ...(limits?.length ? { action: { rate_limits: limits } } : {}),
+      };
+    },
+  }),
+  // The policy service the gateway's filter calls, whether or not a route uses it yet.
+  upstreams: (ctx) => (ctx.gateway.rateLimit ? [ctx.gateway.rateLimit.upstream] : []),
+};

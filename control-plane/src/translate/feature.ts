@@ -1,0 +1,110 @@
+/**
+ * The seam between the translator's walk (gateways, listeners, routes) and the HTTP features it
+ * translates: each feature says what it adds to a listener's connection manager, to each route
+ * the listener serves, and to the gateway's resources, and reads nothing the others produce.
+ */
+import type { Config, Listener, Route } from "../model/schema.js";
+import type { ResourceInput } from "../xds/snapshot.js";
+import type { GatewayContext } from "./context.js";
+
+/**
+ * The order of the HTTP filters in every connection manager, whichever features bring them.
+ * A local token bucket comes before authentication (floods cost no call out), authentication
+ * before the rate limiter (which reads the identity authentication found); the router is last.
+ */
+export const HTTP_FILTER_ORDER = [
+  "envoy.filters.http.cors",
+  "envoy.filters.http.buffer",
+  "envoy.filters.http.local_ratelimit",
+  "envoy.filters.http.jwt_authn",
+  "envoy.filters.http.ext_authz",
+  "envoy.filters.http.ratelimit",
+  "envoy.filters.http.grpc_json_transcoder",
+  "envoy.filters.http.custom_response",
+  "envoy.filters.http.router",
+] as const;
+
+export type HttpFilterName = (typeof HTTP_FILTER_ORDER)[number];
+
+/** One entry of a connection manager's `http_filters`. */
+export interface HttpFilter {
+  readonly name: HttpFilterName;
+  readonly typed_config: object;
+  readonly disabled?: boolean;
+}
+
+/** The connection manager fields a feature may set, beside the ones every listener has. */
+export type ConnectionManagerField =
+  | "max_request_headers_kb"
+  | "early_header_mutation_extensions"
+  | "access_log"
+  | "tracing"
+  | "request_id_extension";
+
+/** What a feature adds to one route it is asked about. */
+export interface RoutePatch {
+  /** `typed_per_filter_config` entries, by filter name. */
+  readonly perFilterConfig?: Readonly<Record<string, object>>;
+  /** Fields of the route's `route` action, over the ones the walk set (a feature may retarget it). */
+  readonly action?: Readonly<Record<string, unknown>>;
+  /** Methods the route also matches when it names some. */
+  readonly alsoMethods?: readonly string[];
+  /** Per-filter config the route's guards (400 and 405 answers) carry too, so they act like it. */
+  readonly guardPerFilterConfig?: Readonly<Record<string, object>>;
+  /** Header matchers of requests that go past the route's required-header guards to the route. */
+  readonly guardBypass?: readonly object[];
+  /** The route's regex stands for a path template: it ranks with exact paths, just after them. */
+  readonly pathTemplate?: boolean;
+}
+
+/** What a feature adds to one listener and the routes it serves. */
+export interface ListenerPatch {
+  /** Placed by HTTP_FILTER_ORDER, whatever the order of features. */
+  readonly httpFilters?: readonly HttpFilter[];
+  readonly connectionManager?: Partial<Readonly<Record<ConnectionManagerField, unknown>>>;
+  /** Asked once per route of the listener; undefined adds nothing. */
+  readonly route?: (r: Route) => RoutePatch | undefined;
+}
+
+/**
+ * One HTTP feature of the translator. Features are asked in registry order, which is also the
+ * order of their keys in a route's `typed_per_filter_config`, of their fields in a route action
+ * and of their resources; filter order is HTTP_FILTER_ORDER's alone.
+ */
+export interface HttpFeature {
+  readonly name: string;
+  /** The config with the routes the feature stands for added, before any gateway is translated. */
+  readonly prepare?: (config: Config) => Config;
+  readonly listener?: (ctx: GatewayContext, listener: Listener, routes: readonly Route[]) => ListenerPatch;
+  /** Upstreams the gateway needs clusters for on this feature's behalf (its services, its parts). */
+  readonly upstreams?: (ctx: GatewayContext) => readonly string[];
+  /** Listeners of the feature's own, each with its route table: after the gateway's listeners. */
+  readonly listeners?: (ctx: GatewayContext) => ResourceInput[];
+  /** Clusters that are no upstream's: after the upstreams' clusters. */
+  readonly clusters?: (ctx: GatewayContext) => ResourceInput[];
+}
+
+/** The config as the features see it: each one's `prepare` applied, in registry order. */
+export function prepareConfig(config: Config, features: readonly HttpFeature[]): Config {
+  return features.reduce((c, f) => f.prepare?.(c) ?? c, config);
+}
+
+/** What several features add to one route, in registry order; an undefined entry adds nothing. */
+export function combineRoutePatches(patches: readonly (RoutePatch | undefined)[]): RoutePatch {
+  const perFilterConfig: Record<string, object> = {};
+  const guardPerFilterConfig: Record<string, object> = {};
+  let action: Record<string, unknown> | undefined;
+  const alsoMethods: string[] = [];
+  const guardBypass: object[] = [];
+  let pathTemplate = false;
+  for (const p of patches) {
+    if (!p) continue;
+    Object.assign(perFilterConfig, p.perFilterConfig);
+    Object.assign(guardPerFilterConfig, p.guardPerFilterConfig);
+    if (p.action) action = Object.assign(action ?? {}, p.action);
+    alsoMethods.push(...(p.alsoMethods ?? []));
+    guardBypass.push(...(p.guardBypass ?? []));
+    pathTemplate ||= p.pathTemplate === true;
+  }
+  return { perFilterConfig, guardPerFilterConfig, action, alsoMethods, guardBypass, pathTemplate };
+}

@@ -1,0 +1,109 @@
+/**
+ * A gateway's listener as an Envoy listener: one HTTP connection manager, whose route table comes
+ * over RDS and whose filters and fields the features bring, behind TLS for https listeners.
+ */
+import { TYPE_PREFIX } from "@portico/contract";
+import type { Listener } from "../model/schema.js";
+import type { GatewayContext } from "./context.js";
+import {
+  HTTP_FILTER_ORDER,
+  type ConnectionManagerField,
+  type HttpFilter,
+  type HttpFilterName,
+  type ListenerPatch,
+} from "./feature.js";
+import { ads, downstreamTls } from "./tls.js";
+
+const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER = "envoy.extensions.filters.http.router.v3.Router";
+const TLS_INSPECTOR = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+
+/** Envoy resource names: listeners and their route tables are `<gateway>/<listener>`. */
+export function listenerName(gateway: string, listener: string): string {
+  return `${gateway}/${listener}`;
+}
+
+const FILTER_RANK = new Map<HttpFilterName, number>(HTTP_FILTER_ORDER.map((name, i) => [name, i]));
+
+/** The features' filters in HTTP_FILTER_ORDER, and the router last. */
+function httpFilters(patches: readonly ListenerPatch[]): HttpFilter[] {
+  const filters: HttpFilter[] = patches.flatMap((p) => p.httpFilters ?? []);
+  filters.push({ name: "envoy.filters.http.router", typed_config: { "@type": TYPE_PREFIX + ROUTER } });
+  return filters.sort((a, b) => FILTER_RANK.get(a.name)! - FILTER_RANK.get(b.name)!);
+}
+
+type Place = "before filters" | "after filters";
+
+/** Where each connection manager field a feature may set goes, in this order: around the filters. */
+const FIELD_PLACE: Record<ConnectionManagerField, Place> = {
+  max_request_headers_kb: "before filters",
+  early_header_mutation_extensions: "after filters",
+  access_log: "after filters",
+  tracing: "after filters",
+  request_id_extension: "after filters",
+};
+
+function featureFields(patches: readonly ListenerPatch[], place: Place): Record<string, unknown> {
+  const set: Record<string, unknown> = Object.assign({}, ...patches.map((p) => p.connectionManager));
+  const out: Record<string, unknown> = {};
+  for (const [field, at] of Object.entries(FIELD_PLACE)) {
+    if (at === place && set[field] !== undefined) out[field] = set[field];
+  }
+  return out;
+}
+
+/** The listener, with the filters and connection manager fields its features' patches bring. */
+export function listenerResource(
+  ctx: GatewayContext,
+  listener: Listener,
+  patches: readonly ListenerPatch[],
+): object {
+  const { gateway } = ctx;
+  const name = listenerName(gateway.name, listener.name);
+  const tls = listener.protocol === "https";
+  const filters = [
+    {
+      name: "envoy.filters.network.http_connection_manager",
+      typed_config: {
+        "@type": TYPE_PREFIX + HCM,
+        stat_prefix: `${gateway.name}_${listener.name}`,
+        codec_type: "AUTO",
+        rds: { route_config_name: name, config_source: ads },
+        ...featureFields(patches, "before filters"),
+        http_filters: httpFilters(patches),
+        ...featureFields(patches, "after filters"),
+        generate_request_id: { value: true },
+        preserve_external_request_id: listener.requestId === "keep",
+        normalize_path: { value: true },
+        merge_slashes: true,
+        use_remote_address: { value: true },
+      },
+    },
+  ];
+  // One filter chain per SNI certificate (chosen by the TLS inspector), then the default one.
+  const chains = tls
+    ? [
+        ...(listener.sniCertificates ?? []).map((s) => ({
+          filter_chain_match: { server_names: s.hostnames },
+          transport_socket: downstreamTls(ctx.config, s.certificate),
+          filters,
+        })),
+        { transport_socket: downstreamTls(ctx.config, listener.certificate!), filters },
+      ]
+    : [{ filters }];
+  return {
+    name,
+    address: { socket_address: { address: listener.address, port_value: listener.port } },
+    ...(tls
+      ? {
+          listener_filters: [
+            {
+              name: "envoy.filters.listener.tls_inspector",
+              typed_config: { "@type": TYPE_PREFIX + TLS_INSPECTOR },
+            },
+          ],
+        }
+      : {}),
+    filter_chains: chains,
+  };
+}

@@ -1,0 +1,118 @@
+/**
+ * One route table per listener. Routes with a host get a virtual host per host (and also carry the
+ * host-less routes, after their own); the rest go to the catch-all virtual host, restricted to the
+ * listener's hostnames when it has any.
+ */
+import type { Listener, Route } from "../model/schema.js";
+import type { GatewayContext } from "./context.js";
+import type { RoutePatch } from "./feature.js";
+import { methodGuard, requiredHeaderGuards } from "./guards.js";
+import { listenerName } from "./listener.js";
+import { routeEntry } from "./route.js";
+
+/** What the listener's features add to one of its routes, all of them combined. */
+export type PatchOf = (r: Route) => RoutePatch;
+
+/**
+ * Exact paths first (path templates just after them), then prefixes longest first, then regexes;
+ * ties keep the order written.
+ */
+function specificity(r: Route, patch: RoutePatch): [number, number] {
+  if (r.match.path !== undefined) return [0, 0];
+  if (patch.pathTemplate) return [0, 1];
+  if (r.match.pathPrefix !== undefined) return [1, -r.match.pathPrefix.length];
+  return [2, 0];
+}
+
+function sortRoutes(routes: Route[], patchOf: PatchOf): Route[] {
+  return routes
+    .map((r, i) => ({ r, i, k: specificity(r, patchOf(r)) }))
+    .sort((a, b) => a.k[0] - b.k[0] || a.k[1] - b.k[1] || a.i - b.i)
+    .map(({ r }) => r);
+}
+
+/** `*.example.com` and `example.com` match with or without a port in the Host header. */
+function domainsFor(host: string): string[] {
+  return host.includes(":") || host === "*" ? [host] : [host, `${host}:*`];
+}
+
+/** Path match as a key: routes with equal keys serve the same paths. */
+function pathKey(r: Route): string | undefined {
+  if (r.match.path !== undefined) return `=${r.match.path}`;
+  if (r.match.pathPrefix !== undefined) return `^${r.match.pathPrefix}`;
+  return undefined;
+}
+
+/**
+ * Route entries in match order, with their guards: required-header checks before a route, and a
+ * 405 after the last route of a path that is served only for some methods.
+ */
+function entries(sorted: Route[], patchOf: PatchOf): object[] {
+  const lastOfPath = new Map<string, number>();
+  const byPath = new Map<string, Route[]>();
+  sorted.forEach((r, i) => {
+    const k = pathKey(r);
+    if (!k) return;
+    lastOfPath.set(k, i);
+    const same = byPath.get(k);
+    if (same) same.push(r);
+    else byPath.set(k, [r]);
+  });
+  const out: object[] = [];
+  sorted.forEach((r, i) => {
+    const patch = patchOf(r);
+    const onGuards = patch.guardPerFilterConfig ?? {};
+    const guarded = (g: object) =>
+      Object.keys(onGuards).length ? { ...g, typed_per_filter_config: onGuards } : g;
+    out.push(...requiredHeaderGuards(r, patch).map(guarded), routeEntry(r, patch));
+    const k = pathKey(r);
+    if (k === undefined || lastOfPath.get(k) !== i) return;
+    const samePath = byPath.get(k)!;
+    // Only when every route of the path is method-restricted (and has no other conditions).
+    if (samePath.every((x) => x.match.methods && !x.match.headers?.length && !x.match.query?.length)) {
+      out.push(guarded(methodGuard(r, [...new Set(samePath.flatMap((x) => x.match.methods!))])));
+    }
+  });
+  return out;
+}
+
+/** The listener's route table, from the routes it serves. */
+export function routeConfiguration(
+  ctx: GatewayContext,
+  listener: Listener,
+  routes: readonly Route[],
+  patchOf: PatchOf,
+): object {
+  const { gateway } = ctx;
+  const hostless = routes.filter((r) => r.match.host === undefined);
+  const hosts = [
+    ...new Set(routes.map((r) => r.match.host).filter((h): h is string => h !== undefined)),
+  ].sort();
+  const vhosts = hosts.map((host) => ({
+    name: `${gateway.name}_${listener.name}_${host.replace(/[^a-zA-Z0-9]/g, "_")}`,
+    domains: domainsFor(host),
+    routes: entries(
+      [
+        ...sortRoutes(
+          routes.filter((r) => r.match.host === host),
+          patchOf,
+        ),
+        ...sortRoutes(hostless, patchOf),
+      ],
+      patchOf,
+    ),
+  }));
+  // Envoy refuses a domain listed in two virtual hosts.
+  const taken = new Set(vhosts.flatMap((v) => v.domains));
+  const catchAll = (listener.hostnames?.length ? listener.hostnames.flatMap(domainsFor) : ["*"]).filter(
+    (d) => !taken.has(d),
+  );
+  if (catchAll.length > 0) {
+    vhosts.push({
+      name: `${gateway.name}_${listener.name}`,
+      domains: catchAll,
+      routes: entries(sortRoutes(hostless, patchOf), patchOf),
+    });
+  }
+  return { name: listenerName(gateway.name, listener.name), virtual_hosts: vhosts };
+}
