@@ -15,7 +15,7 @@ import { randomBytes } from "node:crypto";
 import { link, mkdir, open, readFile, readdir, realpath, rename, unlink } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
-import type { Logger } from "../../../common/src/log.js";
+import type { Logger } from "@portico/common";
 import type { Config } from "../model/schema.js";
 import {
   checkExpected,
@@ -34,6 +34,7 @@ import {
   type Revision,
   type RevisionSummary,
 } from "./types.js";
+import { notifyWatchers } from "./watchers.js";
 
 export interface FileStoreOptions {
   dir: string;
@@ -267,13 +268,7 @@ export class FileStore implements ConfigStore {
     if (this.state !== "open" && this.state !== "closing") return;
     if (number <= this.delivered) return;
     this.delivered = number;
-    for (const listener of [...this.listeners]) {
-      try {
-        listener(JSON.parse(text) as Revision);
-      } catch (err) {
-        this.log.error({ revision: number, err: (err as Error).message }, "a store watcher failed");
-      }
-    }
+    notifyWatchers(this.listeners, number, text, this.log);
   }
 
   private async load(): Promise<void> {

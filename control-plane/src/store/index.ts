@@ -1,6 +1,6 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Logger } from "../../../common/src/log.js";
+import type { Logger } from "@portico/common";
 import { FileStore } from "./file-store.js";
 import { RedisStore, type RedisStoreOptions } from "./redis-store.js";
 import type { ConfigStore } from "./types.js";

@@ -3,7 +3,7 @@
  * printing each revision number once commit() has resolved (that is, once it is acknowledged as
  * durable). The test kills it with SIGKILL at an arbitrary moment.
  */
-import { silentLogger } from "../../../common/src/log.js";
+import { silentLogger } from "@portico/common";
 import { FileStore } from "../../src/store/file-store.js";
 import { sampleConfig } from "./fixtures.js";
 

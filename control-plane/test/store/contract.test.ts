@@ -3,14 +3,14 @@ import os from "node:os";
 import path from "node:path";
 import { randomUUID } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger } from "../../../common/src/log.js";
+import { silentLogger } from "@portico/common";
 import { configRevision } from "../../src/config/publish.js";
 import { FileStore } from "../../src/store/file-store.js";
 import { RedisStore } from "../../src/store/redis-store.js";
 import { StoreConflictError, type ConfigStore, type Revision } from "../../src/store/types.js";
 import { recordWatch, sampleConfig, waitFor } from "./fixtures.js";
-import { startRedisCluster, type RedisClusterHandle } from "./redis-cluster.js";
-import { startRedis, type RedisServer } from "./redis-server.js";
+import { startRedisCluster, type RedisClusterHandle } from "@portico/testing";
+import { startRedis, type RedisServer } from "@portico/testing";
 
 let redis: RedisServer;
 let cluster: RedisClusterHandle;

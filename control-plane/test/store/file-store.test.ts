@@ -12,7 +12,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { silentLogger } from "../../../common/src/log.js";
+import { silentLogger } from "@portico/common";
 import { configRevision } from "../../src/config/publish.js";
 import { FileStore, StoreLockedError, revisionFileName } from "../../src/store/file-store.js";
 import { captureLogger, sampleConfig, waitFor } from "./fixtures.js";

@@ -5,10 +5,10 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger } from "../../../common/src/log.js";
+import { silentLogger } from "@portico/common";
 import { createStore, DEFAULT_STORE_DIR, FileStore, openStore, RedisStore } from "../../src/store/index.js";
 import { sampleConfig } from "./fixtures.js";
-import { startRedis, type RedisServer } from "./redis-server.js";
+import { startRedis, type RedisServer } from "@portico/testing";
 
 let redis: RedisServer;
 let tmp: string;

@@ -1,14 +1,15 @@
 import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger, type Logger } from "../../../common/src/log.js";
+import { silentLogger, type Logger } from "@portico/common";
 import { createStore } from "../../src/store/index.js";
 import { RedisStore, type RedisStoreOptions } from "../../src/store/redis-store.js";
+import { clusterSlot } from "../../src/store/redis/keys.js";
 import { StoreConflictError, StoreUnavailableError, type ConfigStore } from "../../src/store/types.js";
-import { captureLogger, recordWatch, sampleConfig, waitFor } from "./fixtures.js";
-import { startRedisCluster, type RedisClusterHandle } from "./redis-cluster.js";
-import { freePort } from "./redis-server.js";
-import { startAdmin } from "../../../test/harness/admin.js";
+import { captureLogger, recordWatch, sampleConfig, waitFor, type CapturedLog } from "./fixtures.js";
+import { startRedisCluster, type RedisClusterHandle } from "@portico/testing";
+import { freePort } from "@portico/testing";
+import { startAdmin } from "@portico/testing";
 
 /** The Redis store on a real three-node Redis Cluster: every key in one slot, pub/sub across nodes. */
 describe("Redis store on Redis Cluster", () => {
@@ -38,6 +39,13 @@ describe("Redis store on Redis Cluster", () => {
         await new Promise((r) => setTimeout(r, 50));
       }
     }
+  };
+
+  /** The watch connection's loss and return were each logged. */
+  const expectWatchOutageLogged = (cap: CapturedLog) => {
+    const msgs = cap.lines().map((l) => `${l.msg} ${String(l.connection)}`);
+    expect(msgs).toContain("lost the connection to the Redis store watch");
+    expect(msgs).toContain("reconnected to the Redis store watch");
   };
 
   /** Index of the node that serves a key: the others answer MOVED. */
@@ -89,6 +97,20 @@ describe("Redis store on Redis Cluster", () => {
         expect(keys).toEqual([]);
       }
     });
+  });
+
+  it("computes the slot of a key as Redis Cluster does", async () => {
+    const keys = [
+      "{portico}:head",
+      "{a}b",
+      "x{}{y}",
+      "{}",
+      "a{b",
+      "no-tag",
+      "héllo ✓",
+      `{${randomUUID()}}:revs`,
+    ];
+    for (const key of keys) expect(clusterSlot(key)).toBe(await raws[0]!.cluster("KEYSLOT", key));
   });
 
   it("tells a second RedisStore of each commit through the cluster's pub/sub, both ways", async () => {
@@ -165,9 +187,7 @@ describe("Redis store on Redis Cluster", () => {
       await Promise.all(raws.map((r) => r.acl("SETUSER", "watcher", "on")));
       await waitFor(() => seenB.seen.length === 2, 10_000, "b to catch up on revision 2");
       expect(seenB.seen[1]).toEqual(r2);
-      const msgs = capB.lines().map((l) => `${l.msg} ${String(l.connection)}`);
-      expect(msgs).toContain("lost the connection to the Redis store watch");
-      expect(msgs).toContain("reconnected to the Redis store watch");
+      expectWatchOutageLogged(capB);
     } finally {
       await Promise.all(raws.map((r) => r.acl("DELUSER", "watcher")));
     }
@@ -209,6 +229,45 @@ describe("Redis store on Redis Cluster", () => {
     await waitFor(() => seenB.seen.at(-1)?.config.upstreams[0]?.name === "svc-3", 10_000, "b to follow");
     expect(seenB.seen.at(-1)).toEqual(again);
   }, 30_000);
+
+  it("moves its watch connection to another node when its node is lost", async () => {
+    const watchers = async (prefix: string, i: number) =>
+      String(await raws[i]!.call("CLIENT", "LIST", "TYPE", "pubsub"))
+        .split("\n")
+        .filter((line) => line.includes(`name=portico-store-${prefix}-watch `)).length;
+    // The node to lose must not be the one holding the store, which has to stay up for the commit.
+    const watchingAway = async () => {
+      for (;;) {
+        const prefix = `roam-${randomUUID()}`;
+        const cap = captureLogger();
+        const store = await direct(prefix, { log: cap.log });
+        const counts = await Promise.all(raws.map((_, i) => watchers(prefix, i)));
+        const watched = counts.indexOf(1);
+        if (watched !== (await ownerOf(`{${prefix}}:head`))) return { prefix, cap, store, watched };
+        await store.close();
+      }
+    };
+    const { prefix, cap: capB, store: b, watched } = await watchingAway();
+    const seenB = recordWatch(b);
+    const a = await direct(prefix);
+    const others = [0, 1, 2].filter((i) => i !== watched);
+
+    await cluster.crash(watched);
+    try {
+      // a's watch connection may have been there too.
+      await waitFor(
+        async () => (await Promise.all(others.map((i) => watchers(prefix, i)))).reduce((x, y) => x + y) === 2,
+        5_000,
+        "both to watch from the other nodes",
+      );
+      const r1 = await a.commit(0, sampleConfig(1));
+      await waitFor(() => seenB.seen.length === 1, 5_000, "b to see revision 1");
+      expect(seenB.seen[0]).toEqual(r1);
+      expectWatchOutageLogged(capB);
+    } finally {
+      await cluster.restart(watched);
+    }
+  }, 20_000);
 
   it("opens through a seed that is down, and fails quickly when none answers", async () => {
     const dead = { host: "127.0.0.1", port: await freePort() };

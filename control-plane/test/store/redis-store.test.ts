@@ -2,11 +2,11 @@ import { randomUUID } from "node:crypto";
 import { rmSync } from "node:fs";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger, type Logger } from "../../../common/src/log.js";
+import { silentLogger, type Logger } from "@portico/common";
 import { RedisStore, type RedisStoreOptions } from "../../src/store/redis-store.js";
 import { StoreConflictError, StoreUnavailableError, type Revision } from "../../src/store/types.js";
 import { captureLogger, recordWatch, sampleConfig, waitFor } from "./fixtures.js";
-import { freePort, startRedis, type RedisServer } from "./redis-server.js";
+import { freePort, startRedis, type RedisServer } from "@portico/testing";
 
 let shared: RedisServer;
 const servers: RedisServer[] = [];
