@@ -6,14 +6,15 @@ import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { hashToken } from "../control-plane/src/admin/auth.js";
-import { startRedis } from "../control-plane/test/store/redis-server.js";
-import { findEnvoy, REPO_ROOT } from "../envoy/src/find-envoy.js";
-import { spawnControlPlane } from "../test/harness/control-plane-process.js";
-import { startEnvoy } from "../test/harness/envoy.js";
-import { httpGet } from "../test/harness/http.js";
-import { freePorts } from "../test/harness/ports.js";
-import { startHttpUpstream } from "../test/harness/upstream.js";
+import { hashToken } from "@portico/control-plane";
+import { startRedis } from "@portico/testing";
+import { findEnvoy, REPO_ROOT } from "@portico/envoy";
+import { spawnControlPlane } from "@portico/testing";
+import { startEnvoy } from "@portico/testing";
+import { httpGet } from "@portico/testing";
+import { freePorts } from "@portico/testing";
+import { startHttpUpstream } from "@portico/testing";
+import { processMemory } from "./lib/proc.js";
 
 const quick = process.argv.includes("--quick");
 const TOKEN = "bench-token";
@@ -29,10 +30,7 @@ function pct(xs: number[], p: number): number {
 }
 const ms = (n: number) => `${n.toFixed(2)} ms`;
 
-function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
+const rssMiB = (pid: number) => processMemory(pid).rssKiB / 1024;
 
 async function startCp(store: string, adminPort: number, xdsPort: number): Promise<ChildProcess> {
   const child = await spawnControlPlane({ store, tokensFile, adminPort, xdsPort });

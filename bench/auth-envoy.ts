@@ -9,15 +9,16 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { hashToken, TokenRegistry } from "../control-plane/src/admin/auth.js";
-import { startControlPlane } from "../control-plane/src/control-plane.js";
-import { silentLogger } from "../common/src/log.js";
-import { REPO_ROOT } from "../envoy/src/find-envoy.js";
-import { startEnvoy, type EnvoyProcess } from "../test/harness/envoy.js";
-import { httpRequest } from "../test/harness/http.js";
-import { freePorts } from "../test/harness/ports.js";
-import { startHttpUpstream } from "../test/harness/upstream.js";
-import { waitFor } from "../test/harness/wait.js";
+import { hashToken, TokenRegistry } from "@portico/control-plane";
+import { startControlPlane } from "@portico/control-plane";
+import { silentLogger } from "@portico/common";
+import { REPO_ROOT } from "@portico/envoy";
+import { startEnvoy, type EnvoyProcess } from "@portico/testing";
+import { httpRequest } from "@portico/testing";
+import { freePorts } from "@portico/testing";
+import { startHttpUpstream } from "@portico/testing";
+import { waitFor } from "@portico/testing";
+import { RUN_FROM_SOURCE } from "@portico/testing";
 
 const { values } = parseArgs({
   options: {
@@ -112,8 +113,7 @@ async function main(): Promise<void> {
     [
       // BENCH_PROFILE=DIR writes a CPU profile of ext-authz there.
       ...(process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
-      "--import",
-      "tsx",
+      ...RUN_FROM_SOURCE,
       path.join(REPO_ROOT, "ext-authz/src/main.ts"),
       "--policy",
       policyFile,
@@ -132,8 +132,7 @@ async function main(): Promise<void> {
   const ratelimit = spawn(
     process.execPath,
     [
-      "--import",
-      "tsx",
+      ...RUN_FROM_SOURCE,
       path.join(REPO_ROOT, "ratelimit-service/src/main.ts"),
       "--xds",
       `127.0.0.1:${xdsPort}`,

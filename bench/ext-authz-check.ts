@@ -9,15 +9,15 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { sha256Hex } from "../ext-authz/src/apikey/verify.js";
-import { Authorizer } from "../ext-authz/src/authorizer.js";
-import { AuthzServer } from "../ext-authz/src/grpc/server.js";
-import { toRequestAttributes } from "../ext-authz/src/grpc/check-request.js";
-import { AUTHORIZATION_SERVICE, authTypes, method } from "../ext-authz/src/grpc/protos.js";
-import { loadPolicyFile } from "../ext-authz/src/policy/load.js";
-import { claims, ISSUER, AUDIENCE, rsaKey, signJwt } from "../ext-authz/test/helpers/keys.js";
-import { REPO_ROOT } from "../envoy/src/find-envoy.js";
-import { freePort } from "../test/harness/ports.js";
+import { sha256Hex } from "@portico/ext-authz";
+import { Authorizer } from "@portico/ext-authz";
+import { AuthzServer } from "@portico/ext-authz";
+import { toRequestAttributes } from "@portico/ext-authz";
+import { AUTHORIZATION_SERVICE, authTypes, method } from "@portico/ext-authz";
+import { loadPolicyFile } from "@portico/ext-authz";
+import { claims, ISSUER, AUDIENCE, rsaKey, signJwt } from "@portico/testing";
+import { REPO_ROOT } from "@portico/envoy";
+import { freePort } from "@portico/testing";
 
 type Obj = Record<string, unknown>;
 

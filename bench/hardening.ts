@@ -5,7 +5,7 @@
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { REPO_ROOT } from "../envoy/src/find-envoy.js";
+import { REPO_ROOT } from "@portico/envoy";
 
 const { values } = parseArgs({ options: { scale: { type: "string", default: "5" } } });
 const scale = Number(values.scale);

@@ -12,21 +12,18 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
-import { startRedis, freePort, type RedisServer } from "../control-plane/test/store/redis-server.js";
-import { buildConfig } from "../ratelimit-service/src/config/load.js";
-import { matchDescriptor } from "../ratelimit-service/src/config/match.js";
-import { ManualClock } from "../ratelimit-service/src/limiter/clock.js";
-import { MemoryLimiter } from "../ratelimit-service/src/limiter/memory.js";
-import type { LimitCheck, RateLimiter } from "../ratelimit-service/src/limiter/types.js";
-import { parseRedisSpec } from "../ratelimit-service/src/redis/connect.js";
-import { LocalFirstRedisLimiter } from "../ratelimit-service/src/redis/local-first.js";
-import { DECIDE } from "../ratelimit-service/src/redis/scripts.js";
-import { StrictRedisLimiter } from "../ratelimit-service/src/redis/strict.js";
-import {
-  createRateLimitClient,
-  messageTypes,
-  type RateLimitClient,
-} from "../ratelimit-service/src/service/codec.js";
+import { startRedis, freePort, type RedisServer } from "@portico/testing";
+import { buildConfig } from "@portico/ratelimit-service";
+import { matchDescriptor } from "@portico/ratelimit-service";
+import { ManualClock } from "@portico/ratelimit-service";
+import { MemoryLimiter } from "@portico/ratelimit-service";
+import type { LimitCheck, RateLimiter } from "@portico/ratelimit-service";
+import { parseRedisSpec } from "@portico/ratelimit-service";
+import { LocalFirstRedisLimiter } from "@portico/ratelimit-service";
+import { DECIDE } from "@portico/ratelimit-service";
+import { StrictRedisLimiter } from "@portico/ratelimit-service";
+import { createRateLimitClient, messageTypes, type RateLimitClient } from "@portico/ratelimit-service";
+import { RUN_FROM_SOURCE } from "@portico/testing";
 
 const run = promisify(execFile);
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -92,8 +89,7 @@ function startService(args: string[], port: number): ChildProcess {
   return spawn(
     process.execPath,
     [
-      "--import",
-      "tsx",
+      ...RUN_FROM_SOURCE,
       "ratelimit-service/src/main.ts",
       "--listen",
       `127.0.0.1:${port}`,

@@ -7,7 +7,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { REPO_ROOT } from "../envoy/src/find-envoy.js";
+import { REPO_ROOT } from "@portico/envoy";
+import { RUN_FROM_SOURCE } from "@portico/testing";
 
 const { values } = parseArgs({ options: { quick: { type: "boolean", default: false } } });
 const QUICK = values.quick;
@@ -26,7 +27,7 @@ const STEPS: { name: string; script: string; args: string[] }[] = [
 
 function runStep(script: string, args: string[]): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--import", "tsx", path.join(REPO_ROOT, script), ...args], {
+    const child = spawn(process.execPath, [...RUN_FROM_SOURCE, path.join(REPO_ROOT, script), ...args], {
       stdio: "inherit",
     });
     child.on("exit", (code) => resolve(code ?? 1));

@@ -1,0 +1,17 @@
+import type { Cleanups } from "./cleanups.js";
+import type { XdsBenchParams } from "./options.js";
+import type { Report } from "./report.js";
+
+/** What every section of the run shares. */
+export interface BenchContext {
+  params: XdsBenchParams;
+  /** The `--long` runs are wanted. */
+  long: boolean;
+  /** The checkout the control plane under test runs from, and its entry point there. */
+  cpRoot: string;
+  cpMain: string;
+  /** Per-run scratch directory, removed on the way out. */
+  tmpRoot: string;
+  cleanups: Cleanups;
+  report: Report;
+}

@@ -1,0 +1,60 @@
+import path from "node:path";
+import { parseArgs } from "node:util";
+
+/** What the command line asked for. */
+export interface XdsBenchOptions {
+  /** 20 changes, 100 clients: well under a minute. */
+  quick: boolean;
+  /** Adds the runs that are informative but push the total past five minutes. */
+  long: boolean;
+  sections: ReadonlySet<number>;
+  /** The checkout the control plane under test is run from. */
+  cpRoot: string;
+  cpMain: string;
+  out: string;
+}
+
+export function parseOptions(args: string[], repo: string): XdsBenchOptions {
+  const { values } = parseArgs({
+    args,
+    options: {
+      quick: { type: "boolean", default: false },
+      long: { type: "boolean", default: false },
+      sections: { type: "string", default: "1,2,3,4,5" },
+      "cp-root": { type: "string", default: repo },
+      out: { type: "string", default: path.join(repo, "bench", "results", "xds.json") },
+    },
+  });
+  const cpRoot = path.resolve(values["cp-root"]);
+  return {
+    quick: values.quick,
+    long: values.long && !values.quick,
+    sections: new Set(values.sections.split(",").map((s) => Number(s.trim()))),
+    cpRoot,
+    cpMain: path.join(cpRoot, "control-plane", "src", "main.ts"),
+    out: values.out,
+  };
+}
+
+/** How many changes, clients, routes and runs each section uses. */
+export type XdsBenchParams = ReturnType<typeof benchParams>;
+
+export function benchParams(quick: boolean) {
+  return {
+    changes: quick ? 20 : 100,
+    warmupChanges: 3,
+    baselineRequests: quick ? 200 : 1000,
+    s1Protocols: ["sotw", "delta"] as const,
+    fleetSizes: quick ? [100] : [100, 1000],
+    fleetProtocols: ["delta", "sotw"] as const,
+    fleetReps: (clients: number) => (quick || clients >= 1000 ? 3 : 5),
+    fleetRoutes: 100,
+    fleetUpstreams: 20,
+    bigRoutes: 10_000,
+    bigUpstreams: 2_000,
+    buildRuns: quick ? 1 : 3,
+    coldRuns: quick ? 1 : 3,
+    rssClients: quick ? 100 : 1000,
+    connectBatch: 100,
+  };
+}
