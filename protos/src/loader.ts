@@ -2,24 +2,16 @@ import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
 import protobuf from "protobufjs";
+import descriptor from "protobufjs/ext/descriptor/index.js";
 
 const require = createRequire(import.meta.url);
 
-/** Where Envoy's API protos and their dependencies live: the `deps/` tree of `@grpc/grpc-js-xds`. */
-export function envoyProtoIncludeDirs(): string[] {
-  const xdsPkg = path.dirname(require.resolve("@grpc/grpc-js-xds/package.json"));
-  const protobufjsPkg = path.dirname(require.resolve("protobufjs/package.json"));
-  return [
-    path.join(xdsPkg, "deps", "envoy-api"),
-    path.join(xdsPkg, "deps", "xds"),
-    path.join(xdsPkg, "deps", "googleapis"),
-    path.join(xdsPkg, "deps", "protoc-gen-validate"),
-    // google/protobuf/descriptor.proto and friends that protobufjs does not keep in memory.
-    protobufjsPkg,
-    // Portico's own .proto files.
-    porticoProtoDir(),
-  ];
-}
+/** What protobufjs' descriptor extension adds to Root at run time (its typings leave it out). */
+const DescriptorRoot = protobuf.Root as unknown as {
+  fromDescriptor(set: { file: readonly descriptor.IFileDescriptorProto[] }): protobuf.Root;
+};
+const toDescriptor = (root: protobuf.Root, syntax: string) =>
+  (root as unknown as { toDescriptor(syntax: string): { file: FileProto[] } }).toDescriptor(syntax);
 
 /** Portico's own `.proto` files (policy resource types, sample services). */
 export function porticoProtoDir(): string {
@@ -27,26 +19,183 @@ export function porticoProtoDir(): string {
 }
 
 /**
- * Loads `.proto` files by their import path (e.g. `envoy/config/listener/v3/listener.proto`)
- * into one protobufjs Root, keeping field names as written in the `.proto` (snake_case), so
- * that objects look like Envoy's own YAML and docs.
+ * Envoy's data-plane API and everything it imports (xds, udpa, validate, googleapis), compiled:
+ * one FileDescriptorSet built at install time from the `xds-protos` release that
+ * `scripts/build-envoy-api.mjs` pins.
+ */
+export function envoyApiDescriptorFile(): string {
+  return path.join(porticoProtoDir(), "generated", "envoy-api.binpb");
+}
+
+type FileProto = protobuf.Message<descriptor.IFileDescriptorProto> & descriptor.IFileDescriptorProto;
+
+let apiFiles: Map<string, FileProto> | undefined;
+
+/** The API's files by import path, decoded once per process. */
+function apiFileIndex(): Map<string, FileProto> {
+  if (!apiFiles) {
+    const file = envoyApiDescriptorFile();
+    if (!fs.existsSync(file)) {
+      throw new Error(
+        `${file} is missing: Envoy's API descriptors are built at install time (npm run build, or node protos/scripts/build-envoy-api.mjs)`,
+      );
+    }
+    const set = descriptor.FileDescriptorSet.decode(fs.readFileSync(file)) as unknown as {
+      file: FileProto[];
+    };
+    apiFiles = new Map(set.file.map((f) => [f.name!, f]));
+  }
+  return apiFiles;
+}
+
+const WELL_KNOWN = [
+  "any",
+  "descriptor",
+  "duration",
+  "empty",
+  "field_mask",
+  "struct",
+  "timestamp",
+  "wrappers",
+].map((n) => `google/protobuf/${n}.proto`);
+
+let wellKnown: FileProto[] | undefined;
+
+/**
+ * protobuf's well-known types and descriptor.proto (which the API's annotations extend), as
+ * protobufjs itself defines them, so every Root agrees on them with the rest of the code
+ * (protobufjs holds the well-known types with camelCase field names: `Value.stringValue`).
+ */
+function wellKnownFiles(): FileProto[] {
+  if (!wellKnown) {
+    const root = new protobuf.Root();
+    const protobufjs = path.dirname(require.resolve("protobufjs/package.json"));
+    root.loadSync(
+      [
+        path.join(protobufjs, "google", "protobuf", "descriptor.proto"),
+        ...WELL_KNOWN.filter((f) => f !== "google/protobuf/descriptor.proto"),
+      ],
+      { keepCase: true },
+    );
+    wellKnown = toDescriptor(root, "proto3").file;
+  }
+  return wellKnown;
+}
+
+/**
+ * protobufjs builds a map field from a descriptor as the repeated `XxxEntry` message the
+ * descriptor spells it with; this turns each back into a map, as the `.proto` declares it, so
+ * that `{headers: {a: "b"}}` encodes and decodes as it would from source.
+ */
+function restoreMaps(ns: protobuf.NamespaceBase): void {
+  for (const nested of ns.nestedArray) {
+    if (nested instanceof protobuf.Type) {
+      let changed = false;
+      for (const field of [...nested.fieldsArray]) {
+        const entry = field.repeated ? field.resolve().resolvedType : null;
+        // protobufjs also marks the parent of a map entry `map_entry`, so an entry is told by its
+        // place and shape as well: a nested message of exactly `key = 1` and `value = 2`.
+        const isEntry =
+          entry instanceof protobuf.Type &&
+          entry.parent === nested &&
+          entry.options?.["map_entry"] === true &&
+          entry.fieldsArray.length === 2 &&
+          entry.fields["key"]?.id === 1 &&
+          entry.fields["value"]?.id === 2;
+        if (!isEntry) continue;
+        nested.remove(field);
+        nested.add(
+          new protobuf.MapField(
+            field.name,
+            field.id,
+            entry.fields["key"]!.type,
+            entry.fields["value"]!.type,
+            field.options,
+          ),
+        );
+        nested.remove(entry);
+        changed = true;
+      }
+      if (changed) {
+        // The message constructor protobufjs already generated still builds the old fields.
+        nested.ctor = protobuf.Type.generateConstructor(nested)() as protobuf.Constructor<object>;
+        const prototype = nested.ctor.prototype as Record<string, unknown>;
+        for (const f of nested.fieldsArray) prototype[f.name] = f.resolve().defaultValue;
+      }
+    }
+    if (nested instanceof protobuf.Namespace || nested instanceof protobuf.Type) restoreMaps(nested);
+  }
+}
+
+const isWellKnown = (name: string) => name.startsWith("google/protobuf/");
+
+/** The API files `names` need, dependencies first, each once. */
+function apiClosure(names: readonly string[]): FileProto[] {
+  const index = apiFileIndex();
+  const seen = new Set<string>();
+  const ordered: FileProto[] = [];
+  const visit = (name: string) => {
+    if (seen.has(name) || isWellKnown(name)) return;
+    seen.add(name);
+    const file = index.get(name);
+    if (!file) throw new Error(`${name} is not a file of Envoy's API (${envoyApiDescriptorFile()})`);
+    for (const dep of file.dependency ?? []) visit(dep);
+    ordered.push(file);
+  };
+  names.forEach(visit);
+  return ordered;
+}
+
+/** Where a source file is: the first of `dirs` that has it. */
+function findSource(name: string, dirs: readonly string[]): string {
+  for (const dir of dirs) {
+    const candidate = path.join(dir, name);
+    if (fs.existsSync(candidate)) return candidate;
+  }
+  throw new Error(`${name} is neither a file of Envoy's API nor in ${dirs.join(", ")}`);
+}
+
+/**
+ * Loads `.proto` files by their import path into one protobufjs Root, field names as written in
+ * the `.proto` (snake_case), so objects look like Envoy's own YAML and docs. Files of Envoy's API
+ * (e.g. `envoy/config/listener/v3/listener.proto`) come from the compiled descriptors; any other
+ * file (Portico's own `portico/...`, or one in `sourceDirs`) is parsed from its source, and what it
+ * imports from the API is taken from the descriptors.
  */
 export function loadProtoRoot(
   files: string[],
-  includeDirs: string[] = envoyProtoIncludeDirs(),
+  sourceDirs: readonly string[] = [porticoProtoDir()],
 ): protobuf.Root {
-  const root = new protobuf.Root();
-  root.resolvePath = (origin: string, target: string): string | null => {
-    // Well-known types that protobufjs already holds in memory.
-    if (target.startsWith("google/protobuf/") && protobuf.common.get(target)) return target;
-    if (path.isAbsolute(target) && fs.existsSync(target)) return target;
-    for (const dir of includeDirs) {
-      const candidate = path.join(dir, target);
-      if (fs.existsSync(candidate)) return candidate;
+  const index = apiFileIndex();
+  const fromApi = (f: string) => index.has(f) || isWellKnown(f);
+  // Source files and, through their imports, every API file they need.
+  const sources = new Map<string, string>();
+  const apiNeeded = files.filter((f) => index.has(f));
+  const pending = files.filter((f) => !fromApi(f));
+  while (pending.length > 0) {
+    const name = pending.pop()!;
+    if (sources.has(name)) continue;
+    const file = findSource(name, sourceDirs);
+    sources.set(name, file);
+    const parsed = protobuf.parse(fs.readFileSync(file, "utf8"), { keepCase: true });
+    for (const imported of [...(parsed.imports ?? []), ...(parsed.weakImports ?? [])]) {
+      if (index.has(imported)) apiNeeded.push(imported);
+      else if (!isWellKnown(imported)) pending.push(imported);
     }
-    return protobuf.util.path.resolve(origin, target);
-  };
-  root.loadSync(files, { keepCase: true });
+  }
+  const api = apiClosure(apiNeeded);
+  const root = DescriptorRoot.fromDescriptor({ file: [...wellKnownFiles(), ...api] });
+  restoreMaps(root);
+  // What is already defined is not loaded again from source.
+  root.files.push(...WELL_KNOWN, ...api.map((f) => f.name!));
+  if (sources.size > 0) {
+    root.resolvePath = (_origin: string, target: string) =>
+      fromApi(target) ? null : (sources.get(target) ?? null);
+    root.loadSync(
+      files.filter((f) => sources.has(f)),
+      { keepCase: true },
+    );
+  }
   root.resolveAll();
   return root;
 }
