@@ -1,5 +1,5 @@
 import type { Registry } from "prom-client";
-import type { Logger } from "../../common/src/log.js";
+import type { Logger } from "@portico/common";
 import type { Clock } from "./limiter/clock.js";
 import { MemoryLimiter } from "./limiter/memory.js";
 import type { FailureMode, RateLimiter } from "./limiter/types.js";

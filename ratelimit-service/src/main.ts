@@ -1,12 +1,14 @@
+import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import * as grpc from "@grpc/grpc-js";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import { createLogger } from "../../common/src/log.js";
-import { startOpsServer, type OpsServer } from "../../common/src/ops-server.js";
-import { tracingFromEnv } from "../../common/src/tracing.js";
-import { xdsClientTls } from "../../common/src/xds-tls.js";
+import { createLogger, stopOnSignals } from "@portico/common";
+import { startOpsServer, type OpsServer } from "@portico/common";
+import { tracingFromEnv } from "@portico/common";
+import { xdsClientTls } from "@portico/common";
 import { createLimiter, type BackendOptions } from "./backend.js";
 import { loadConfig } from "./config/load.js";
 import { XdsConfigSource } from "./config/xds-source.js";
@@ -14,6 +16,7 @@ import type { FailureMode } from "./limiter/types.js";
 import { parseRedisSpec } from "./redis/connect.js";
 import { RateLimitMetrics } from "./service/metrics.js";
 import { startRateLimitService } from "./service/server.js";
+import { DEFAULT_LIMIT_HEADERS, type LimitHeaderNames } from "./service/verdict.js";
 
 const env = process.env;
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -39,6 +42,35 @@ const { values } = parseArgs({
     "redis-tls-key": { type: "string", default: env.PORTICO_RATELIMIT_REDIS_TLS_KEY },
     "redis-tls-insecure": { type: "boolean", default: env.PORTICO_RATELIMIT_REDIS_TLS_INSECURE === "true" },
     "shadow-mode": { type: "boolean", default: env.PORTICO_RATELIMIT_SHADOW_MODE === "true" },
+    "merge-domain-config": {
+      type: "boolean",
+      default: env.PORTICO_RATELIMIT_MERGE_DOMAIN_CONFIG === "true",
+    },
+    "near-limit-ratio": { type: "string", default: env.PORTICO_RATELIMIT_NEAR_LIMIT_RATIO ?? "0.8" },
+    "limit-response-headers": {
+      type: "boolean",
+      default: env.PORTICO_RATELIMIT_LIMIT_RESPONSE_HEADERS === "true",
+    },
+    "limit-limit-header": {
+      type: "string",
+      default: env.PORTICO_RATELIMIT_LIMIT_LIMIT_HEADER ?? DEFAULT_LIMIT_HEADERS.limit,
+    },
+    "limit-remaining-header": {
+      type: "string",
+      default: env.PORTICO_RATELIMIT_LIMIT_REMAINING_HEADER ?? DEFAULT_LIMIT_HEADERS.remaining,
+    },
+    "limit-reset-header": {
+      type: "string",
+      default: env.PORTICO_RATELIMIT_LIMIT_RESET_HEADER ?? DEFAULT_LIMIT_HEADERS.reset,
+    },
+    "max-connection-age-ms": { type: "string", default: env.PORTICO_RATELIMIT_MAX_CONNECTION_AGE_MS },
+    "max-connection-age-grace-ms": {
+      type: "string",
+      default: env.PORTICO_RATELIMIT_MAX_CONNECTION_AGE_GRACE_MS,
+    },
+    "tls-cert": { type: "string", default: env.PORTICO_RATELIMIT_TLS_CERT },
+    "tls-key": { type: "string", default: env.PORTICO_RATELIMIT_TLS_KEY },
+    "tls-client-ca": { type: "string", default: env.PORTICO_RATELIMIT_TLS_CLIENT_CA },
     xds: { type: "string", default: env.PORTICO_RATELIMIT_XDS },
     "xds-protocol": { type: "string", default: env.PORTICO_RATELIMIT_XDS_PROTOCOL ?? "sotw" },
     "xds-tls-ca": { type: "string", default: env.PORTICO_RATELIMIT_XDS_TLS_CA },
@@ -63,6 +95,41 @@ function positive(text: string, what: string): number {
   const n = Number(text);
   if (!Number.isFinite(n) || n <= 0) throw new Error(`--${what} must be a positive number, got '${text}'`);
   return n;
+}
+
+function optionalPositive(what: "max-connection-age-ms" | "max-connection-age-grace-ms"): number | undefined {
+  const text = values[what];
+  return text === undefined || text === "" ? undefined : positive(text, what);
+}
+
+function ratio(text: string, what: string): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new Error(`--${what} must be from 0 to 1, got '${text}'`);
+  return n;
+}
+
+/** The gRPC server's TLS (and mTLS with a client CA), or plain text when no certificate is given. */
+function serverCredentials(): grpc.ServerCredentials {
+  const { "tls-cert": cert, "tls-key": key, "tls-client-ca": clientCa } = values;
+  if (!cert && !key) {
+    if (clientCa) throw new Error("--tls-client-ca needs --tls-cert and --tls-key");
+    return grpc.ServerCredentials.createInsecure();
+  }
+  if (!cert || !key) throw new Error("--tls-cert and --tls-key go together");
+  return grpc.ServerCredentials.createSsl(
+    clientCa ? fs.readFileSync(clientCa) : null,
+    [{ cert_chain: fs.readFileSync(cert), private_key: fs.readFileSync(key) }],
+    clientCa !== undefined,
+  );
+}
+
+function limitHeaderNames(): LimitHeaderNames | undefined {
+  if (!values["limit-response-headers"]) return undefined;
+  return {
+    limit: values["limit-limit-header"]!,
+    remaining: values["limit-remaining-header"]!,
+    reset: values["limit-reset-header"]!,
+  };
 }
 
 function backendOptions(registry: Registry): BackendOptions {
@@ -114,7 +181,8 @@ try {
   const protocol = values["xds-protocol"];
   if (protocol !== "sotw" && protocol !== "delta")
     throw new Error(`--xds-protocol must be sotw or delta, got '${protocol}'`);
-  const config = xds ? undefined : loadConfig(configPath);
+  const loadOptions = { mergeDomains: values["merge-domain-config"] };
+  const config = xds ? undefined : loadConfig(configPath, loadOptions);
   const xdsTls = xds
     ? xdsClientTls({ ca: values["xds-tls-ca"], cert: values["xds-tls-cert"], key: values["xds-tls-key"] })
     : undefined;
@@ -129,6 +197,11 @@ try {
     log,
     metrics: new RateLimitMetrics(registry),
     shadowMode: values["shadow-mode"],
+    nearLimitRatio: ratio(values["near-limit-ratio"]!, "near-limit-ratio"),
+    limitHeaders: limitHeaderNames(),
+    credentials: serverCredentials(),
+    maxConnectionAgeMs: optionalPositive("max-connection-age-ms"),
+    maxConnectionAgeGraceMs: optionalPositive("max-connection-age-grace-ms"),
     tracing,
   });
   let source: XdsConfigSource | undefined;
@@ -178,7 +251,7 @@ try {
       return;
     }
     try {
-      const next = loadConfig(configPath);
+      const next = loadConfig(configPath, loadOptions);
       server.setConfig(next);
       log.info({ config: configPath, domains: [...next.domains.keys()] }, "rate-limit config reloaded");
     } catch (err) {
@@ -188,23 +261,14 @@ try {
       );
     }
   });
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, "shutting down");
-    source?.close();
-    void server
-      .stop()
-      .then(() => limiter.close())
-      .then(() => ops?.close())
-      // Spans still buffered are sent before the process goes.
-      .then(() => tracing?.shutdown())
-      .catch((err: Error) => log.warn({ err: err.message }, "shutdown step failed"))
-      .finally(() => process.exit(0));
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  stopOnSignals(log, [
+    () => source?.close(),
+    () => server.stop(),
+    () => limiter.close(),
+    () => ops?.close(),
+    // Spans still buffered are sent before the process goes.
+    () => tracing?.shutdown(),
+  ]);
 } catch (err) {
   log.fatal({ details: (err as { issues?: unknown }).issues }, (err as Error).message);
   process.exit(1);

@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { ConfigError } from "../src/config/errors.js";
 import { loadConfig } from "../src/config/load.js";
 import { matchDescriptor } from "../src/config/match.js";
+import { matchesWildcard, wildcardPattern } from "../src/config/wildcard.js";
 import { yamlConfig } from "./helpers.js";
 
 function issuesOf(text: string): { path: string; line?: number; reason: string; file: string }[] {
@@ -250,5 +251,30 @@ descriptors:
     const k2 = matchDescriptor(config, "m", entries("sep=a"))!.counterKey;
     expect(k1).not.toBe(k2);
     expect(k1).not.toContain("|b=c");
+  });
+});
+
+describe("wildcard values", () => {
+  const matches = (pattern: string, value: string) => matchesWildcard(wildcardPattern(pattern)!, value);
+
+  it("match a prefix, a prefix and a suffix, and middle parts in order; each * may be empty", () => {
+    expect(matches("files/*", "files/")).toBe(true);
+    expect(matches("*", "")).toBe(true);
+    expect(matches("*.example.com", "a.example.com")).toBe(true);
+    expect(matches("svc*ep*rpc", "svceprpc")).toBe(true);
+    expect(matches("svc*ep*rpc", "svcepXrpcYeprpc")).toBe(true);
+    expect(matches("a**b", "ab")).toBe(true);
+    expect(matches("svc*ep*rpc", "svcrpcep")).toBe(false);
+  });
+
+  it("never let the prefix and the suffix overlap, nor a middle part reach into the suffix", () => {
+    expect(matches("ab*ba", "aba")).toBe(false);
+    expect(matches("ab*ba", "abba")).toBe(true);
+    expect(matches("a*bc*c", "abc")).toBe(false);
+    expect(matches("a*bc*c", "abcc")).toBe(true);
+  });
+
+  it("are only values with a *", () => {
+    expect(wildcardPattern("plain")).toBeUndefined();
   });
 });

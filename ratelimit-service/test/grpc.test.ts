@@ -5,7 +5,7 @@ import { ManualClock } from "../src/limiter/clock.js";
 import { MemoryLimiter } from "../src/limiter/memory.js";
 import { createRateLimitClient, type RateLimitClient } from "../src/service/codec.js";
 import { matchDescriptor } from "../src/config/match.js";
-import { healthServiceDefinition } from "../../common/src/grpc-health.js";
+import { healthServiceDefinition } from "@portico/common";
 import { RateLimitMetrics } from "../src/service/metrics.js";
 import { startRateLimitService, type RateLimitServer } from "../src/service/server.js";
 import { d, req, yamlConfig } from "./helpers.js";

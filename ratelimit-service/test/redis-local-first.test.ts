@@ -3,7 +3,7 @@
  * README states: L + (N−1)·⌈L/N⌉ in the worst case.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisServer } from "../../control-plane/test/store/redis-server.js";
+import { startRedis, type RedisServer } from "@portico/testing";
 import { matchDescriptor } from "../src/config/match.js";
 import { ManualClock } from "../src/limiter/clock.js";
 import type { LimitCheck } from "../src/limiter/types.js";

@@ -7,7 +7,7 @@ import { Writable } from "node:stream";
 import { Redis } from "ioredis";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { startRedis, type RedisServer } from "../../control-plane/test/store/redis-server.js";
+import { startRedis, type RedisServer } from "@portico/testing";
 import { matchDescriptor } from "../src/config/match.js";
 import { ManualClock } from "../src/limiter/clock.js";
 import type { FailureMode, LimitCheck } from "../src/limiter/types.js";

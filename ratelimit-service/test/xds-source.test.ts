@@ -1,6 +1,6 @@
 /** The xDS config type read through the YAML parser: the same config, the same errors. */
 import { describe, expect, it } from "vitest";
-import { encodeMessage } from "../../protos/src/envoy.js";
+import { encodeMessage } from "@portico/contract";
 import { ConfigError } from "../src/config/errors.js";
 import { matchDescriptor } from "../src/config/match.js";
 import type { RateLimitConfig } from "../src/config/types.js";

@@ -1,5 +1,6 @@
 import type { DescriptorLevel, DescriptorNode, DomainConfig, LimitSet, RateLimitConfig } from "./types.js";
-import { levelIsEmpty } from "./types.js";
+import { exactKey, levelIsEmpty } from "./types.js";
+import { matchesWildcard } from "./wildcard.js";
 
 export interface DescriptorEntry {
   readonly key: string;
@@ -18,8 +19,9 @@ export interface Match {
 
 /**
  * The most specific rule for a descriptor, matched level by level as envoyproxy/ratelimit does:
- * at each level an exact key/value beats a prefix wildcard beats a key-only rule, there is no
- * backtracking, and a limit applies only at the level of the request's last entry.
+ * at each level an exact key/value beats a wildcard value (the first of the level, in config
+ * order, that matches) beats a key-only rule, there is no backtracking, and a limit applies only
+ * at the level of the request's last entry.
  *
  * Portico's `plans`: when a matched node has plans and the next entry is its plan key, that entry
  * picks the plan's limits (an unknown plan falls back to the node's own) and is consumed.
@@ -58,10 +60,10 @@ export function matchInDomain(d: DomainConfig, entries: readonly DescriptorEntry
 }
 
 function lookup(level: DescriptorLevel, e: DescriptorEntry): DescriptorNode | undefined {
-  const exact = level.exact.get(`${e.key}\u0000${e.value}`);
+  const exact = level.exact.get(exactKey(e.key, e.value));
   if (exact) return exact;
   for (const w of level.wildcards) {
-    if (w.key === e.key && e.value.startsWith(w.wildcardPrefix!)) return w;
+    if (w.key === e.key && matchesWildcard(w.wildcard!, e.value)) return w;
   }
   return level.keyOnly.get(e.key);
 }

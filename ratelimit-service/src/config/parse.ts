@@ -6,6 +6,8 @@
 import { LineCounter, parseDocument, type Document } from "yaml";
 import type { ConfigIssue } from "./errors.js";
 import {
+  compositeKey,
+  levelOf,
   type Algorithm,
   type DescriptorLevel,
   type DescriptorNode,
@@ -16,6 +18,7 @@ import {
   type Unit,
 } from "./types.js";
 import { CALENDAR_UNITS, parseUnit, parseWindow, UNIT_MS, UNITS } from "./units.js";
+import { wildcardPattern } from "./wildcard.js";
 
 type Path = (string | number)[];
 /** A config value as the YAML reader gives it: every scalar a string, as written. */
@@ -34,6 +37,7 @@ const DESCRIPTOR_KEYS = new Set([
   "detailed_metric",
   "value_to_metric",
   "share_threshold",
+  "quota_mode",
   // Portico
   "rate_limits",
   "count_refused",
@@ -141,30 +145,25 @@ function parseDomain(top: Plain, ctx: Ctx): DomainConfig | undefined {
 }
 
 function parseLevel(list: Plain | undefined, path: Path, parentPath: string, ctx: Ctx): DescriptorLevel {
-  const exact = new Map<string, DescriptorNode>();
-  const keyOnly = new Map<string, DescriptorNode>();
-  const wildcards: DescriptorNode[] = [];
-  if (list === undefined || list === null || list === "") return { exact, wildcards, keyOnly };
+  if (list === undefined || list === null || list === "") return levelOf([]);
   if (!Array.isArray(list)) {
     ctx.issue(path, "must be a list of descriptors");
-    return { exact, wildcards, keyOnly };
+    return levelOf([]);
   }
   const seen = new Set<string>();
+  const nodes: DescriptorNode[] = [];
   list.forEach((item, i) => {
     const node = parseDescriptor(item, [...path, i], parentPath, ctx);
     if (!node) return;
-    // Upstream names a rule by "key_value" and refuses duplicates at one level.
-    const composite = `${node.key}_${node.value ?? ""}`;
+    const composite = compositeKey(node);
     if (seen.has(composite)) {
       ctx.issue([...path, i], `duplicate descriptor composite key '${ctx.domain}.${composite}'`);
       return;
     }
     seen.add(composite);
-    if (node.value === undefined) keyOnly.set(node.key, node);
-    else if (node.wildcardPrefix !== undefined) wildcards.push(node);
-    else exact.set(`${node.key}\u0000${node.value}`, node);
+    nodes.push(node);
   });
-  return { exact, wildcards, keyOnly };
+  return levelOf(nodes);
 }
 
 function parseDescriptor(item: Plain, path: Path, parentPath: string, ctx: Ctx): DescriptorNode | undefined {
@@ -179,19 +178,20 @@ function parseDescriptor(item: Plain, path: Path, parentPath: string, ctx: Ctx):
     return undefined;
   }
   const value = scalar(item.value, [...path, "value"], ctx) || undefined;
-  const wildcardPrefix = value?.endsWith("*") ? value.slice(0, -1) : undefined;
+  const wildcard = value === undefined ? undefined : wildcardPattern(value);
   const nodePath = (parentPath ? `${parentPath}.` : "") + (value === undefined ? key : `${key}=${value}`);
   const shadowMode = bool(item.shadow_mode, [...path, "shadow_mode"], ctx) ?? false;
   const detailedMetric =
     (bool(item.detailed_metric, [...path, "detailed_metric"], ctx) ?? false) ||
     (bool(item.value_to_metric, [...path, "value_to_metric"], ctx) ?? false);
   const shareThreshold = bool(item.share_threshold, [...path, "share_threshold"], ctx) ?? false;
-  if (shareThreshold && wildcardPrefix === undefined) {
+  if (shareThreshold && !wildcard) {
     ctx.issue(
       [...path, "share_threshold"],
-      "share_threshold can only be used with a wildcard value (ending in '*')",
+      "share_threshold can only be used with a wildcard value (one with a '*')",
     );
   }
+  const quotaMode = bool(item.quota_mode, [...path, "quota_mode"], ctx) ?? false;
   const countRefused = bool(item.count_refused, [...path, "count_refused"], ctx) ?? true;
   const set = parseLimitSet(item, path, nodePath, shadowMode, ctx);
 
@@ -205,10 +205,11 @@ function parseDescriptor(item: Plain, path: Path, parentPath: string, ctx: Ctx):
   return {
     key,
     value,
-    wildcardPrefix,
+    wildcard,
     ...set,
     detailedMetric,
     shareThreshold,
+    quotaMode,
     countRefused,
     plans,
     path: nodePath,
@@ -318,6 +319,9 @@ function parseLimit(
   const at = (k: string): Path => [...path, k];
   const name = scalar(raw.name, at("name"), ctx) || undefined;
   const replaces = parseReplaces(raw.replaces, at("replaces"), ctx);
+  if (name !== undefined && replaces.includes(name)) {
+    ctx.issue(at("replaces"), `replaces should not contain the rule's own name '${name}'`);
+  }
   const unlimited = bool(raw.unlimited, at("unlimited"), ctx) ?? false;
   if (unlimited) {
     for (const k of Object.keys(raw)) {

@@ -1,4 +1,5 @@
 /** The rate-limit configuration after loading: what the matcher and the limiters read. */
+import type { WildcardPattern } from "./wildcard.js";
 
 export type Unit = "second" | "minute" | "hour" | "day" | "week" | "month" | "year";
 
@@ -54,11 +55,16 @@ export interface DescriptorNode extends LimitSet {
   readonly key: string;
   /** The value as written; undefined for a key-only rule. */
   readonly value?: string;
-  /** Set when the value ends with `*`: the prefix it matches. */
-  readonly wildcardPrefix?: string;
+  /** Set when the value has a `*` (anywhere, several allowed): what it matches. */
+  readonly wildcard?: WildcardPattern;
   readonly detailedMetric: boolean;
   /** Upstream's share_threshold: every value a wildcard matches shares one counter. */
   readonly shareThreshold: boolean;
+  /**
+   * Upstream's quota_mode: over its limit, this descriptor reports OVER_LIMIT but refuses the
+   * request only if every quota-mode descriptor of the request is over too.
+   */
+  readonly quotaMode: boolean;
   /** Whether refused hits still count (upstream behaviour, the default). */
   readonly countRefused: boolean;
   readonly plans?: PlanSelector;
@@ -69,9 +75,9 @@ export interface DescriptorNode extends LimitSet {
 
 /** One level of nested descriptors, indexed the way the matcher looks them up. */
 export interface DescriptorLevel {
-  /** `key` + NUL + `value` → node. */
+  /** `exactKey(key, value)` → node. */
   readonly exact: ReadonlyMap<string, DescriptorNode>;
-  /** Prefix wildcards in config order: the first that matches wins, as upstream. */
+  /** Wildcard values in config order: the first that matches wins, as upstream. */
   readonly wildcards: readonly DescriptorNode[];
   readonly keyOnly: ReadonlyMap<string, DescriptorNode>;
 }
@@ -92,4 +98,32 @@ export const EMPTY_LEVEL: DescriptorLevel = { exact: new Map(), wildcards: [], k
 
 export function levelIsEmpty(level: DescriptorLevel): boolean {
   return level.exact.size === 0 && level.wildcards.length === 0 && level.keyOnly.size === 0;
+}
+
+/** Where an exact rule is in `DescriptorLevel.exact`. */
+export function exactKey(key: string, value: string): string {
+  return `${key}\u0000${value}`;
+}
+
+/** The level that holds these rules (wildcards keep their order). */
+export function levelOf(nodes: readonly DescriptorNode[]): DescriptorLevel {
+  const exact = new Map<string, DescriptorNode>();
+  const keyOnly = new Map<string, DescriptorNode>();
+  const wildcards: DescriptorNode[] = [];
+  for (const node of nodes) {
+    if (node.value === undefined) keyOnly.set(node.key, node);
+    else if (node.wildcard) wildcards.push(node);
+    else exact.set(exactKey(node.key, node.value), node);
+  }
+  return { exact, wildcards, keyOnly };
+}
+
+/** Upstream's name of a rule within its level, `key` or `key_value`: no two rules of a level share one. */
+export function compositeKey(node: DescriptorNode): string {
+  return node.value === undefined ? node.key : `${node.key}_${node.value}`;
+}
+
+/** A level's rules; wildcards in config order. */
+export function levelNodes(level: DescriptorLevel): DescriptorNode[] {
+  return [...level.exact.values(), ...level.wildcards, ...level.keyOnly.values()];
 }

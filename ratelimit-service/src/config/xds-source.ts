@@ -5,14 +5,10 @@
  * values the YAML reader produces and checked by the same parser; a config that does not parse
  * is refused (a NACK carrying every problem) and the running one is kept.
  */
-import type { ClientResource } from "../../../common/src/xds-client.js";
-import {
-  POLICY_GROUP,
-  XdsConfigSource as PolicyConfigSource,
-  type XdsConfigSourceOptions,
-} from "../../../common/src/xds-config-source.js";
+import type { ClientResource } from "@portico/common";
+import { XdsConfigSource as PolicyConfigSource, type XdsConfigSourceOptions } from "@portico/common";
 import protobuf from "protobufjs";
-import { loadProtoRoot } from "../../../protos/src/loader.js";
+import { loadProtoRoot, POLICY_GROUP } from "@portico/contract";
 import { ConfigError } from "./errors.js";
 import { buildConfig, type ConfigSource } from "./load.js";
 import type { Plain } from "./parse.js";

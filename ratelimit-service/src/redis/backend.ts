@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import os from "node:os";
 import type { Registry } from "prom-client";
-import { silentLogger, type Logger } from "../../../common/src/log.js";
+import { silentLogger, type Logger } from "@portico/common";
 import { Planner, type KeyBuilder, type LimitPlan } from "../limiter/algorithms.js";
 import { systemClock, type Clock } from "../limiter/clock.js";
 import type { CheckResult, FailureMode, LimitCheck, RateLimiter } from "../limiter/types.js";

@@ -1,16 +1,17 @@
 import * as grpc from "@grpc/grpc-js";
 import protobuf from "protobufjs";
-import { loadProtoRoot } from "../../../protos/src/loader.js";
+import { loadProtoRoot } from "@portico/contract";
 
 export const RLS_SERVICE = "envoy.service.ratelimit.v3.RateLimitService";
 export const SHOULD_RATE_LIMIT_PATH = `/${RLS_SERVICE}/ShouldRateLimit`;
 
 export type Code = "UNKNOWN" | "OK" | "OVER_LIMIT";
-export type ProtoUnit = "UNKNOWN" | "SECOND" | "MINUTE" | "HOUR" | "DAY" | "MONTH" | "YEAR";
+export type ProtoUnit = "UNKNOWN" | "SECOND" | "MINUTE" | "HOUR" | "DAY" | "WEEK" | "MONTH" | "YEAR";
 
 export interface RateLimitDescriptor {
   entries: { key: string; value: string }[];
   limit?: { requests_per_unit: number; unit: ProtoUnit } | null;
+  /** Overrides the request's hits_addend for this descriptor; 0 asks without counting. */
   hits_addend?: { value: number } | null;
 }
 
@@ -36,17 +37,8 @@ export interface RateLimitResponse {
 let root: protobuf.Root | undefined;
 
 function rlsRoot(): protobuf.Root {
-  if (root) return root;
-  const r = loadProtoRoot(["envoy/service/ratelimit/v3/rls.proto"]);
-  // The vendored Envoy API predates RateLimitDescriptor.hits_addend (field 3); Envoy sends it
-  // to override the request's hits_addend for one descriptor.
-  const desc = r.lookupType("envoy.extensions.common.ratelimit.v3.RateLimitDescriptor");
-  if (!desc.fields.hits_addend) {
-    desc.add(new protobuf.Field("hits_addend", 3, "google.protobuf.UInt64Value"));
-    r.resolveAll();
-  }
-  root = r;
-  return r;
+  root ??= loadProtoRoot(["envoy/service/ratelimit/v3/rls.proto"]);
+  return root;
 }
 
 const DECODE = { longs: Number, enums: String, defaults: true, arrays: true } as const;

@@ -16,6 +16,8 @@ export class RateLimitMetrics {
   readonly shadowMode: Counter<RuleLabels>;
   readonly responses: Counter<"code">;
   readonly invalidRequests: Counter;
+  /** Refusals that the service-wide shadow mode turned into OK (upstream's global_shadow_mode). */
+  readonly globalShadowMode: Counter;
   readonly degradedDecisions: Counter<"mode">;
   readonly decisionSeconds: Histogram;
   /** Configs from the control plane, accepted or refused (NACKed). */
@@ -56,6 +58,11 @@ export class RateLimitMetrics {
     this.invalidRequests = new Counter({
       name: "portico_ratelimit_invalid_requests_total",
       help: "ShouldRateLimit calls refused as INVALID_ARGUMENT",
+      registers: [registry],
+    });
+    this.globalShadowMode = new Counter({
+      name: "portico_ratelimit_global_shadow_mode_total",
+      help: "Answers that would have been OVER_LIMIT, turned into OK by --shadow-mode",
       registers: [registry],
     });
     this.degradedDecisions = counter(

@@ -15,6 +15,14 @@ import type {
   RateLimitResponse,
 } from "./codec.js";
 import { RateLimitMetrics } from "./metrics.js";
+import {
+  headlineStatus,
+  limitHeaders,
+  overallCode,
+  retryAfterSeconds,
+  type Judged,
+  type LimitHeaderNames,
+} from "./verdict.js";
 
 export const UNLIMITED_REMAINING = 4_294_967_295;
 
@@ -31,6 +39,11 @@ export interface RateLimitHandlerOptions {
   nearLimitRatio?: number;
   /** Add `retry-after` to refused answers (Envoy copies it onto the 429). Default on. */
   retryAfter?: boolean;
+  /**
+   * Add RateLimit-Limit, -Remaining and -Reset (these names, or others) to every answer, for the
+   * descriptor closest to its limit (upstream's LIMIT_RESPONSE_HEADERS_ENABLED). Default off.
+   */
+  limitHeaders?: LimitHeaderNames;
 }
 
 const PROTO_UNIT: Record<Unit, ProtoUnit> = {
@@ -38,8 +51,7 @@ const PROTO_UNIT: Record<Unit, ProtoUnit> = {
   minute: "MINUTE",
   hour: "HOUR",
   day: "DAY",
-  // The Envoy API Portico speaks has no WEEK: the limit is reported per day (see the README).
-  week: "DAY",
+  week: "WEEK",
   month: "MONTH",
   year: "YEAR",
 };
@@ -50,6 +62,8 @@ interface Item {
   key?: string;
   set?: LimitSet;
   countRefused: boolean;
+  /** Its rule has quota_mode. */
+  quotaMode: boolean;
   /** The descriptor's values, for rules with detailed_metric. */
   detailed?: string;
 }
@@ -82,7 +96,7 @@ export class RateLimitHandler {
 
     const items: Item[] = req.descriptors.map((d) => {
       const hits = d.hits_addend != null ? Number(d.hits_addend.value ?? 0) : requestHits;
-      if (!domain) return { hits, countRefused: true };
+      if (!domain) return { hits, countRefused: true, quotaMode: false };
       const entries = d.entries ?? [];
       const match = matchInDomain(domain, entries);
       const override = d.limit ? this.override(req.domain, d.limit) : undefined;
@@ -94,14 +108,17 @@ export class RateLimitHandler {
           key: match?.counterKey ?? overrideKey(req.domain, entries),
           set: { limits: [override], unlimited: false, replaces: [] },
           countRefused: match?.node.countRefused ?? true,
+          // As upstream, a limit sent by Envoy is never in quota mode.
+          quotaMode: false,
         };
       }
-      if (!match) return { hits, countRefused: true };
+      if (!match) return { hits, countRefused: true, quotaMode: false };
       return {
         hits,
         key: match.counterKey,
         set: match.set,
         countRefused: match.node.countRefused,
+        quotaMode: match.node.quotaMode,
         detailed: match.node.detailedMetric ? entryLabel(d) : undefined,
       };
     });
@@ -123,27 +140,27 @@ export class RateLimitHandler {
     });
 
     const results = checks.length > 0 ? await this.opts.limiter.check(checks) : [];
-    let overall = "OK" as Code;
-    let retryAfter = 0;
-    const statuses: DescriptorStatus[] = items.map((it, i) => {
-      if (unlimited[i]) return { code: "OK", limit_remaining: UNLIMITED_REMAINING };
+    const judged: Judged[] = items.map((it, i): Judged => {
+      if (unlimited[i])
+        return { status: { code: "OK", limit_remaining: UNLIMITED_REMAINING }, quotaMode: false };
       const c = checkOf[i];
-      if (c === undefined) return { code: "OK", limit_remaining: 0 };
+      if (c === undefined) return { status: { code: "OK", limit_remaining: 0 }, quotaMode: false };
       const result = results[c]!;
       this.record(result, it);
-      const status = toStatus(result);
-      if (status.code === "OVER_LIMIT") {
-        overall = "OVER_LIMIT";
-        retryAfter = Math.max(retryAfter, status.duration_until_reset?.seconds ?? 0);
-      }
-      return status;
+      return { status: toStatus(result), quotaMode: it.quotaMode };
     });
-    if (overall === "OVER_LIMIT" && this.opts.shadowMode) overall = "OK";
+    const refused = overallCode(judged) === "OVER_LIMIT";
+    if (refused && this.opts.shadowMode) this.metrics.globalShadowMode.inc();
+    const overall: Code = refused && !this.opts.shadowMode ? "OVER_LIMIT" : "OK";
     this.metrics.responses.inc({ code: overall });
-    const response: RateLimitResponse = { overall_code: overall, statuses };
+    const response: RateLimitResponse = { overall_code: overall, statuses: judged.map((j) => j.status) };
+    const headers: { key: string; value: string }[] = [];
+    const headline = this.opts.limitHeaders ? headlineStatus(judged) : undefined;
+    if (headline) headers.push(...limitHeaders(headline, this.opts.limitHeaders!));
     if (overall === "OVER_LIMIT" && this.opts.retryAfter !== false) {
-      response.response_headers_to_add = [{ key: "retry-after", value: String(Math.max(1, retryAfter)) }];
+      headers.push({ key: "retry-after", value: String(retryAfterSeconds(judged)) });
     }
+    if (headers.length > 0) response.response_headers_to_add = headers;
     return response;
   }
 
@@ -165,9 +182,7 @@ export class RateLimitHandler {
   }
 
   private override(domain: string, limit: NonNullable<RateLimitDescriptor["limit"]>): LimitRule | undefined {
-    const unit = (Object.keys(PROTO_UNIT) as Unit[]).find(
-      (u) => u !== "week" && PROTO_UNIT[u] === limit.unit,
-    );
+    const unit = (Object.keys(PROTO_UNIT) as Unit[]).find((u) => PROTO_UNIT[u] === limit.unit);
     if (!unit) return undefined;
     const id = `${domain}\u0000${unit}\u0000${limit.requests_per_unit}`;
     let rule = this.overrides.get(id);

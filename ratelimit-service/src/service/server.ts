@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
-import { silentLogger, type Logger } from "../../../common/src/log.js";
-import { SpanStatusCode, traceIdOf, type RpcTracing } from "../../../common/src/tracing.js";
+import { silentLogger, type Logger } from "@portico/common";
+import { SpanStatusCode, traceIdOf, type RpcTracing } from "@portico/common";
 import type { RateLimitConfig } from "../config/types.js";
 import type { RateLimiter } from "../limiter/types.js";
 import {
@@ -9,9 +9,10 @@ import {
   type RateLimitRequest,
   type RateLimitResponse,
 } from "./codec.js";
-import { HealthService } from "../../../common/src/grpc-health.js";
+import { HealthService } from "@portico/common";
 import { RateLimitMetrics } from "./metrics.js";
 import { InvalidRequestError, RateLimitHandler } from "./rls.js";
+import type { LimitHeaderNames } from "./verdict.js";
 
 export interface RateLimitServiceOptions {
   /**
@@ -30,7 +31,16 @@ export interface RateLimitServiceOptions {
   shadowMode?: boolean;
   nearLimitRatio?: number;
   retryAfter?: boolean;
+  /** RateLimit-Limit, -Remaining and -Reset on every answer, under these names; none when undefined. */
+  limitHeaders?: LimitHeaderNames;
   credentials?: grpc.ServerCredentials;
+  /**
+   * Close connections after this long (GOAWAY, ±10 % jitter), so that clients resolve the
+   * service's address again and spread over new instances (upstream's GRPC_MAX_CONNECTION_AGE).
+   */
+  maxConnectionAgeMs?: number;
+  /** How long a closing connection may finish its calls (upstream's GRPC_MAX_CONNECTION_AGE_GRACE). */
+  maxConnectionAgeGraceMs?: number;
   /** A span per ShouldRateLimit, the child of Envoy's; none when undefined. */
   tracing?: RpcTracing;
 }
@@ -61,6 +71,7 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
     shadowMode: opts.shadowMode,
     nearLimitRatio: opts.nearLimitRatio,
     retryAfter: opts.retryAfter,
+    limitHeaders: opts.limitHeaders,
   });
   const health = new HealthService([RLS_SERVICE]);
   const server = new grpc.Server({
@@ -70,6 +81,10 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
     // Channelz bookkeeping costs a few percent of every call on the hot path; Prometheus metrics
     // cover what operators need.
     "grpc.enable_channelz": 0,
+    ...(opts.maxConnectionAgeMs ? { "grpc.max_connection_age_ms": opts.maxConnectionAgeMs } : {}),
+    ...(opts.maxConnectionAgeGraceMs
+      ? { "grpc.max_connection_age_grace_ms": opts.maxConnectionAgeGraceMs }
+      : {}),
   });
   server.addService(rateLimitServiceDefinition(), {
     ShouldRateLimit: (
