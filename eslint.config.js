@@ -3,7 +3,8 @@ import tseslint from "typescript-eslint";
 import globals from "globals";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", ".venv/**", "bench/results/**", ".portico/**"] },
+  // Each package compiles into its own dist/.
+  { ignores: ["**/dist/**", "node_modules/**", ".venv/**", "bench/results/**", ".portico/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

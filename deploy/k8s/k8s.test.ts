@@ -5,8 +5,8 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
-import { parseConfigText } from "../../control-plane/src/model/validate.js";
-import { findEnvoy } from "../../envoy/src/find-envoy.js";
+import { parseConfigText } from "@portico/control-plane";
+import { findEnvoy } from "@portico/envoy";
 import { edgeBootstrapConfigMap } from "./render-bootstrap.js";
 import { validateManifests } from "./validate-manifests.js";
 

@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { stringify } from "yaml";
-import { renderBootstrap } from "../../envoy/src/bootstrap.js";
+import { renderBootstrap } from "@portico/envoy";
 
 export function edgeBootstrapConfigMap(): string {
   const bootstrap = renderBootstrap({

@@ -5,7 +5,7 @@ import { execFile } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
-import { REPO_ROOT } from "../../envoy/src/find-envoy.js";
+import { REPO_ROOT } from "@portico/envoy";
 
 const run = promisify(execFile);
 export const KUBERNETES_VALIDATE_PIN = "kubernetes-validate==1.37.0";

@@ -8,7 +8,7 @@ import { execFile, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { promisify } from "node:util";
-import { REPO_ROOT } from "../../envoy/src/find-envoy.js";
+import { REPO_ROOT } from "@portico/envoy";
 import type { GatewayStack } from "./containers.js";
 import { freePorts } from "./ports.js";
 import { waitFor } from "./wait.js";

@@ -1,0 +1,2 @@
+export * from "./compose/render-bootstraps.js";
+export * from "./demo/sample-upstream.js";
