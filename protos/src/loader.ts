@@ -29,10 +29,21 @@ export function envoyApiDescriptorFile(): string {
 
 type FileProto = protobuf.Message<descriptor.IFileDescriptorProto> & descriptor.IFileDescriptorProto;
 
-let apiFiles: Map<string, FileProto> | undefined;
+/** One file of the API: its name and imports, read up front; the rest decoded when first needed. */
+interface ApiFile {
+  readonly name: string;
+  readonly dependencies: readonly string[];
+  readonly bytes: Uint8Array;
+  decoded?: FileProto;
+}
 
-/** The API's files by import path, decoded once per process. */
-function apiFileIndex(): Map<string, FileProto> {
+let apiFiles: Map<string, ApiFile> | undefined;
+
+/**
+ * The API's files by import path. Only each file's name and imports are read here; a service
+ * that needs a few dozen of the API's ~800 files decodes just those, and holds just those.
+ */
+function apiFileIndex(): Map<string, ApiFile> {
   if (!apiFiles) {
     const file = envoyApiDescriptorFile();
     if (!fs.existsSync(file)) {
@@ -40,10 +51,24 @@ function apiFileIndex(): Map<string, FileProto> {
         `${file} is missing: Envoy's API descriptors are built at install time (npm run build, or node protos/scripts/build-envoy-api.mjs)`,
       );
     }
-    const set = descriptor.FileDescriptorSet.decode(fs.readFileSync(file)) as unknown as {
-      file: FileProto[];
-    };
-    apiFiles = new Map(set.file.map((f) => [f.name!, f]));
+    apiFiles = new Map();
+    // FileDescriptorSet { repeated FileDescriptorProto file = 1; }
+    const set = protobuf.Reader.create(fs.readFileSync(file));
+    while (set.pos < set.len) {
+      if (set.uint32() >>> 3 !== 1) throw new Error(`${file} is not a FileDescriptorSet`);
+      const bytes = set.bytes();
+      // FileDescriptorProto { string name = 1; repeated string dependency = 3; ... }
+      const head = protobuf.Reader.create(bytes);
+      let name = "";
+      const dependencies: string[] = [];
+      while (head.pos < head.len) {
+        const tag = head.uint32();
+        if (tag === ((1 << 3) | 2)) name = head.string();
+        else if (tag === ((3 << 3) | 2)) dependencies.push(head.string());
+        else head.skipType(tag & 7);
+      }
+      apiFiles.set(name, { name, dependencies, bytes });
+    }
   }
   return apiFiles;
 }
@@ -139,49 +164,51 @@ function apiClosure(names: readonly string[]): FileProto[] {
     seen.add(name);
     const file = index.get(name);
     if (!file) throw new Error(`${name} is not a file of Envoy's API (${envoyApiDescriptorFile()})`);
-    for (const dep of file.dependency ?? []) visit(dep);
-    ordered.push(file);
+    for (const dep of file.dependencies) visit(dep);
+    file.decoded ??= descriptor.FileDescriptorProto.decode(file.bytes) as FileProto;
+    ordered.push(file.decoded);
   };
   names.forEach(visit);
   return ordered;
 }
 
 /** Where a source file is: the first of `dirs` that has it. */
-function findSource(name: string, dirs: readonly string[]): string {
+function findSource(name: string, dirs: readonly string[]): string | undefined {
   for (const dir of dirs) {
     const candidate = path.join(dir, name);
     if (fs.existsSync(candidate)) return candidate;
   }
-  throw new Error(`${name} is neither a file of Envoy's API nor in ${dirs.join(", ")}`);
+  return undefined;
 }
 
 /**
  * Loads `.proto` files by their import path into one protobufjs Root, field names as written in
- * the `.proto` (snake_case), so objects look like Envoy's own YAML and docs. Files of Envoy's API
- * (e.g. `envoy/config/listener/v3/listener.proto`) come from the compiled descriptors; any other
- * file (Portico's own `portico/...`, or one in `sourceDirs`) is parsed from its source, and what it
- * imports from the API is taken from the descriptors.
+ * the `.proto` (snake_case), so objects look like Envoy's own YAML and docs. A file found in
+ * `sourceDirs` (Portico's own `portico/...` by default) is parsed from its source; any other comes
+ * from the compiled descriptors of Envoy's API (e.g. `envoy/config/listener/v3/listener.proto`),
+ * and so do the API files a source file imports.
  */
 export function loadProtoRoot(
   files: string[],
   sourceDirs: readonly string[] = [porticoProtoDir()],
 ): protobuf.Root {
   const index = apiFileIndex();
-  const fromApi = (f: string) => index.has(f) || isWellKnown(f);
-  // Source files and, through their imports, every API file they need.
   const sources = new Map<string, string>();
-  const apiNeeded = files.filter((f) => index.has(f));
-  const pending = files.filter((f) => !fromApi(f));
+  const apiNeeded: string[] = [];
+  const pending = [...files];
   while (pending.length > 0) {
     const name = pending.pop()!;
-    if (sources.has(name)) continue;
+    if (sources.has(name) || isWellKnown(name)) continue;
     const file = findSource(name, sourceDirs);
+    if (!file) {
+      if (!index.has(name))
+        throw new Error(`${name} is neither in ${sourceDirs.join(", ")} nor a file of Envoy's API`);
+      apiNeeded.push(name);
+      continue;
+    }
     sources.set(name, file);
     const parsed = protobuf.parse(fs.readFileSync(file, "utf8"), { keepCase: true });
-    for (const imported of [...(parsed.imports ?? []), ...(parsed.weakImports ?? [])]) {
-      if (index.has(imported)) apiNeeded.push(imported);
-      else if (!isWellKnown(imported)) pending.push(imported);
-    }
+    pending.push(...(parsed.imports ?? []), ...(parsed.weakImports ?? []));
   }
   const api = apiClosure(apiNeeded);
   const root = DescriptorRoot.fromDescriptor({ file: [...wellKnownFiles(), ...api] });
@@ -189,8 +216,7 @@ export function loadProtoRoot(
   // What is already defined is not loaded again from source.
   root.files.push(...WELL_KNOWN, ...api.map((f) => f.name!));
   if (sources.size > 0) {
-    root.resolvePath = (_origin: string, target: string) =>
-      fromApi(target) ? null : (sources.get(target) ?? null);
+    root.resolvePath = (_origin: string, target: string) => sources.get(target) ?? null;
     root.loadSync(
       files.filter((f) => sources.has(f)),
       { keepCase: true },

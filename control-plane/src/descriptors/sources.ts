@@ -90,10 +90,8 @@ function providers(): { dir: string; prefixes: string[] }[] {
   return [
     // descriptor.proto (which annotations.proto imports), type.proto, api.proto, source_context.proto.
     { dir: packageDir("protobufjs"), prefixes: ["google/protobuf/"] },
-    {
-      dir: path.join(packageDir("@grpc/grpc-js-xds"), "deps", "googleapis"),
-      prefixes: ["google/api/", "google/rpc/"],
-    },
+    // googleapis' own files as Google publishes them for Node.
+    { dir: packageDir("google-proto-files"), prefixes: ["google/api/", "google/rpc/"] },
   ];
 }
 
