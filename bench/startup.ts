@@ -4,11 +4,15 @@
 // runtime once, interleaved, from static config (no control plane, no Redis):
 //   start-up: spawn → first 200 from its /readyz (or the control plane's /healthz)
 //   RSS:      VmRSS one second after it became ready, idle
-//   npx tsx --conditions=source bench/startup.ts [--rounds 5] [--old-node PATH] [--out FILE]
+//   node scripts/node.mjs --conditions=source --import tsx bench/startup.ts [--rounds 5]
+//       [--old-node PATH] [--before-root DIR] [--out FILE]
+// --before-root names a checkout of an earlier revision (with its node_modules installed), whose
+// services then run as that revision ran them: TypeScript through its own tsx, on the old Node.
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { hashToken } from "@portico/control-plane";
 import { REPO_ROOT } from "@portico/envoy";
@@ -20,6 +24,7 @@ const { values } = parseArgs({
   options: {
     rounds: { type: "string", default: "5" },
     "old-node": { type: "string" },
+    "before-root": { type: "string" },
     out: { type: "string" },
   },
 });
@@ -47,12 +52,23 @@ function machineNode(): string | undefined {
 }
 
 const oldNode = values["old-node"] ?? machineNode() ?? process.execPath;
+const beforeRoot = values["before-root"] && path.resolve(values["before-root"]);
 const runtimes: Runtime[] = [
-  {
-    label: `tsx, ${nodeVersion(oldNode)}`,
-    node: oldNode,
-    argv: (pkg) => [...RUN_FROM_SOURCE, path.join(REPO_ROOT, pkg, "src", "main.ts")],
-  },
+  beforeRoot
+    ? {
+        label: `before: tsx, ${nodeVersion(oldNode)}`,
+        node: oldNode,
+        argv: (pkg) => [
+          "--import",
+          pathToFileURL(path.join(beforeRoot, "node_modules", "tsx", "dist", "loader.mjs")).href,
+          path.join(beforeRoot, pkg, "src", "main.ts"),
+        ],
+      }
+    : {
+        label: `tsx, ${nodeVersion(oldNode)}`,
+        node: oldNode,
+        argv: (pkg) => [...RUN_FROM_SOURCE, path.join(REPO_ROOT, pkg, "src", "main.ts")],
+      },
   {
     label: `compiled, ${process.version}`,
     node: process.execPath,
@@ -75,6 +91,7 @@ interface Service {
   pkg: string;
   /** Arguments, and the URL that answers 200 once the service can do its job. */
   start(ports: number[], run: number): { args: string[]; ready: string };
+  env?: Record<string, string>;
 }
 
 const services: Service[] = [
@@ -100,6 +117,8 @@ const services: Service[] = [
   {
     name: "ext-authz",
     pkg: "ext-authz",
+    // The example policy's OAuth provider names its client secret by environment variable.
+    env: { PARTNER_AS_CLIENT_SECRET: "bench-secret" },
     start: ([grpc, metrics]) => ({
       args: [
         "--policy",
@@ -150,13 +169,14 @@ async function measure(svc: Service, rt: Runtime, run: number): Promise<{ startM
   const t0 = performance.now();
   const child = spawn(rt.node, [...rt.argv(svc.pkg), ...args], {
     cwd: dir,
-    stdio: ["ignore", "ignore", "pipe"],
-    env: { ...process.env, LOG_LEVEL: "warn", NODE_OPTIONS: "" },
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...svc.env, LOG_LEVEL: "warn", NODE_OPTIONS: "" },
   });
-  let stderr = "";
-  child.stderr!.on("data", (b: Buffer) => (stderr += b.toString()));
+  let output = "";
+  child.stderr!.on("data", (b: Buffer) => (output += b.toString()));
+  child.stdout!.on("data", (b: Buffer) => (output += b.toString()));
   const exited = new Promise<never>((_, reject) =>
-    child.once("exit", (code) => reject(new Error(`${svc.name} (${rt.label}) exited ${code}: ${stderr}`))),
+    child.once("exit", (code) => reject(new Error(`${svc.name} (${rt.label}) exited ${code}: ${output}`))),
   );
   try {
     for (;;) {

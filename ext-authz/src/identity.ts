@@ -1,4 +1,3 @@
-
 import type { CredentialKind } from "@portico/contract";
 
 export type { CredentialKind };

@@ -6,15 +6,7 @@ import { Authorizer } from "@portico/ext-authz";
 import { AuthzServer } from "@portico/ext-authz";
 import { AUTHORIZATION_SERVICE } from "@portico/ext-authz";
 import { policyOf, request } from "../harness/ext-authz-fixtures.js";
-import {
-  claims,
-  ecKey,
-  hmacKey,
-  ISSUER,
-  AUDIENCE,
-  rsaKey,
-  signJwt,
-} from "../harness/jwt-keys.js";
+import { claims, ecKey, hmacKey, ISSUER, AUDIENCE, rsaKey, signJwt } from "../harness/jwt-keys.js";
 
 /**
  * ext-authz fed random and mutated credentials, headers and oversized inputs: it must answer every

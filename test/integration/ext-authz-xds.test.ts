@@ -3,13 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { POLICY_GROUP } from "@portico/contract";
 import { Authorizer } from "@portico/ext-authz";
 import { AuthzServer } from "@portico/ext-authz";
-import {
-  AUTHORIZATION_SERVICE,
-  authTypes,
-  HEALTH_SERVICE,
-  healthTypes,
-  method,
-} from "@portico/ext-authz";
+import { AUTHORIZATION_SERVICE, authTypes, HEALTH_SERVICE, healthTypes, method } from "@portico/ext-authz";
 import { XdsPolicySource } from "@portico/ext-authz";
 import { AuthTypeUrl } from "@portico/contract";
 import { startAdmin, waitFor, type AdminHandle } from "../harness/index.js";

@@ -5,10 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { healthServiceDefinition } from "@portico/common";
 import { REPO_ROOT } from "@portico/envoy";
 import type { RateLimitConfig } from "@portico/ratelimit-service";
-import {
-  RATE_LIMIT_CONFIG_TYPE_URL,
-  XdsConfigSource,
-} from "@portico/ratelimit-service";
+import { RATE_LIMIT_CONFIG_TYPE_URL, XdsConfigSource } from "@portico/ratelimit-service";
 import { MemoryLimiter } from "@portico/ratelimit-service";
 import { createRateLimitClient, type RateLimitClient } from "@portico/ratelimit-service";
 import { startRateLimitService, type RateLimitServer } from "@portico/ratelimit-service";

@@ -22,9 +22,5 @@ export class ConfigError extends Error {
 }
 
 export function fromZod(err: ZodError, message = "the configuration is not valid"): ConfigError {
-  return new ConfigError(
-    "invalid_config",
-    message,
-    zodProblems(err),
-  );
+  return new ConfigError("invalid_config", message, zodProblems(err));
 }

@@ -146,7 +146,11 @@ export function checkPolicyDocument(input: unknown): Result<CheckedPolicy, Polic
   });
 
   const fallback = doc.settings.defaultPolicy;
-  if (fallback !== undefined && !accept.has(fallback) && !problems.some((p) => p.field.startsWith("authPolicies"))) {
+  if (
+    fallback !== undefined &&
+    !accept.has(fallback) &&
+    !problems.some((p) => p.field.startsWith("authPolicies"))
+  ) {
     problems.push({ field: "settings.defaultPolicy", reason: `no auth policy named ${fallback}` });
   }
 

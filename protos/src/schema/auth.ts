@@ -1,7 +1,6 @@
 import { z } from "zod";
 import { Name } from "./name.js";
 
-
 /**
  * Authentication policy, one schema per kind: JWT and OAuth providers, consumers, API keys and
  * auth policies. The control plane validates writes with these; ext-authz checks what it receives

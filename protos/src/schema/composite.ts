@@ -4,7 +4,6 @@ import { Name } from "./name.js";
 import { RetrySchema } from "./retry.js";
 import { parsePartTemplate, parsePathPattern } from "./composite-template.js";
 
-
 /**
  * A part's key is a key of the merged JSON object and an item of the `x-portico-partial` header:
  * no commas, no spaces, and no leading `_` (the aggregator's own `_missing` and `_stale`).

@@ -97,4 +97,3 @@ export function keyFitsAlg(jwk: Jwk, alg: JwsAlgorithm): boolean {
   if (req.minSecretBytes !== undefined && base64urlBytes(jwk.k ?? "") < req.minSecretBytes) return false;
   return true;
 }
-

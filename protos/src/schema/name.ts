@@ -9,4 +9,5 @@ export const Name = z
   );
 
 /** A whole number of milliseconds from 0 to `max`. */
-export const Millis = (max: number) => z.number().int("must be a whole number of milliseconds").min(0).max(max);
+export const Millis = (max: number) =>
+  z.number().int("must be a whole number of milliseconds").min(0).max(max);
