@@ -51,7 +51,12 @@ const json = JSON.parse(fs.readFileSync(report, "utf8")) as {
 const failedFiles = json.testResults.filter(
   (f) => f.status === "failed" && !f.assertionResults.some((t) => t.status === "failed"),
 ).length;
-const failed = json.numFailedTests + failedFiles;
+// vitest also fails a run for an error no test caught (an unhandled rejection, a socket error
+// event nobody listened to), which the report does not count: one failure more, so the line
+// never reads "0 failed" for a run that failed.
+const unhandled = result.status !== 0 && json.numFailedTests + failedFiles === 0 ? 1 : 0;
+if (unhandled) console.error("the run failed outside any test (see vitest's 'Unhandled Errors' above)");
+const failed = json.numFailedTests + failedFiles + unhandled;
 const skipped = json.numPendingTests + json.numTodoTests;
 console.log(`${json.numPassedTests} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
 process.exit(result.status ?? (failed > 0 ? 1 : 0));
