@@ -2,10 +2,12 @@
 // simulated fleet, what a cold push of a large config costs, delta vs SotW bytes, and the control
 // plane's memory with a large fleet. Prints figures; never fails on a time.
 //
-//   npx tsx --conditions=source bench/xds.ts [--quick | --long] [--sections 1,2,3,4,5] [--cp-root DIR] [--out FILE]
+//   npx tsx --conditions=source bench/xds.ts [--quick | --long] [--sections 1,2,3,4,5,6,7] [--cp-root DIR]
+//     [--cp-prof DIR] [--out FILE]
 //
 // `--quick`: 20 changes, 100 clients, well under a minute. `--long` adds the memory run with
-// delta clients and the 1,000-client run on one shared connection.
+// delta clients, the 1,000-client run on one shared connection and the 3,000-client delta fleet.
+// `--cp-prof DIR`: every control plane started as a child writes a CPU profile there on exit.
 // `--cp-root` runs the control plane from another checkout (same layout), e.g. a `git archive`
 // of a known-good commit while the working tree is mid-change.
 import fs from "node:fs";
@@ -20,7 +22,9 @@ import type { BenchContext } from "./xds/context.js";
 import { fanOut } from "./xds/fan-out.js";
 import { round } from "./xds/format.js";
 import { benchParams, parseOptions } from "./xds/options.js";
+import { replicasSection } from "./xds/replicas.js";
 import { Report } from "./xds/report.js";
+import { scaleSection } from "./xds/scale.js";
 
 const opts = parseOptions(process.argv.slice(2), REPO_ROOT);
 const cleanups = new Cleanups();
@@ -32,6 +36,7 @@ const ctx: BenchContext = {
   long: opts.long,
   cpRoot: opts.cpRoot,
   cpMain: opts.cpMain,
+  cpProfileDir: opts.cpProfileDir,
   tmpRoot,
   cleanups,
   report: new Report(),
@@ -62,7 +67,7 @@ async function main(): Promise<void> {
   );
 
   report.note(
-    "simulated clients (sections 2, 4, 5) are XdsClient with decode:false in this process, so they share the 2 cores with the control plane; SotW ones ask for CDS/LDS by wildcard and for EDS/RDS by name, as Envoy does",
+    "simulated clients (sections 2, 4-7) are XdsClient with decode:false in this process, so they share the 2 cores with the control plane; SotW and delta ones ask for CDS/LDS by wildcard and for EDS/RDS by name, as Envoy does",
   );
   report.note(
     "each simulated client gets its own TCP connection (grpc-js would otherwise multiplex them all onto one, see the 'shared pool' run); the connection count is read from /proc/net/tcp",
@@ -73,6 +78,8 @@ async function main(): Promise<void> {
     if (has(1)) await report.timed("1", () => changeToServed(ctx));
     if (has(2)) await report.timed("2", () => fanOut(ctx));
     if (has(3) || has(4) || has(5)) await report.timed("3-5", () => bigConfigSections(ctx, has(5)));
+    if (has(6)) await report.timed("6", () => scaleSection(ctx));
+    if (has(7)) await report.timed("7", () => replicasSection(ctx));
   } catch (err) {
     failed = err as Error;
   } finally {

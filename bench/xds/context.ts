@@ -13,5 +13,7 @@ export interface BenchContext {
   /** Per-run scratch directory, removed on the way out. */
   tmpRoot: string;
   cleanups: Cleanups;
+  /** Where the control plane writes a CPU profile (`--cpu-prof`) when it exits; none when unset. */
+  cpProfileDir?: string;
   report: Report;
 }

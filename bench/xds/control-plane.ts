@@ -49,7 +49,7 @@ export function heapFromMetrics(text: string): HeapReading {
   };
 }
 
-type Launch = Pick<BenchContext, "tmpRoot" | "cpRoot" | "cpMain" | "cleanups">;
+type Launch = Pick<BenchContext, "tmpRoot" | "cpRoot" | "cpMain" | "cleanups" | "cpProfileDir">;
 
 export class ControlPlaneProcess {
   private ring: string[] = [];
@@ -102,6 +102,7 @@ export class ControlPlaneProcess {
       process.execPath,
       [
         "--expose-gc",
+        ...(run.cpProfileDir ? ["--cpu-prof", "--cpu-prof-dir", run.cpProfileDir] : []),
         "--import",
         GC_ON_SIGNAL,
         ...RUN_FROM_SOURCE,
@@ -162,6 +163,26 @@ export class ControlPlaneProcess {
 
   memory(): { rssKiB: number; hwmKiB: number } {
     return processMemory(this.pid);
+  }
+
+  /** Samples RSS every 50 ms; `take` returns the highest reading since the previous `take`. */
+  peakSampler(): { take(): number; stop(): void } {
+    let peak = 0;
+    const timer = setInterval(() => {
+      try {
+        peak = Math.max(peak, this.memory().rssKiB);
+      } catch {
+        // The process is gone; the run reports that elsewhere.
+      }
+    }, 50);
+    return {
+      take: () => {
+        const p = peak;
+        peak = 0;
+        return p;
+      },
+      stop: () => clearInterval(timer),
+    };
   }
 
   /** Full GC in the child; resolves once it reports back. */

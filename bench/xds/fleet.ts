@@ -22,7 +22,7 @@ function useSharedConnection(shared: boolean): void {
 /** What an Envoy subscribes to over ADS: a node is synced once it has all four. */
 export const FOUR_TYPES = [TypeUrl.Cluster, TypeUrl.Endpoint, TypeUrl.Listener, TypeUrl.Route];
 
-/** SotW asks for EDS and RDS by name, as Envoy does (an empty list there means none). */
+/** EDS and RDS are asked for by name, as Envoy does (on SotW an empty list there means none). */
 export interface SubscribedNames {
   eds: string[];
   rds: string[];
@@ -100,8 +100,8 @@ export class Fleet {
     return i;
   }
 
+  /** Both protocols ask for CDS/LDS by wildcard and for EDS/RDS by name, as Envoy does. */
   private namesFor(typeUrl: string): string[] {
-    if (this.protocol === "delta") return [];
     if (typeUrl === TypeUrl.Endpoint) return this.names.eds;
     if (typeUrl === TypeUrl.Route) return this.names.rds;
     return [];

@@ -48,26 +48,19 @@ export async function memoryWithFleet(ctx: BenchContext, protocol: XdsProtocol, 
   await sleep(3000);
   const rssNone = await cp.rss();
   const heapNone = await cp.heap();
-  let peak = 0;
-  const sampler = setInterval(() => {
-    try {
-      peak = Math.max(peak, cp.memory().rssKiB);
-    } catch {
-      // The process is gone; the run reports that elsewhere.
-    }
-  }, 50);
-  cleanups.push(() => clearInterval(sampler));
+  const peaks = cp.peakSampler();
+  cleanups.push(() => peaks.stop());
   const fleet = new Fleet(cp.target, "big", protocol, bigNames(P), false);
   cleanups.push(() => fleet.close());
   try {
     const syncMs = await fleet.grow(P.rssClients, 50, 300_000);
     const connections = connectionsTo(cp.xdsPort);
-    const rampPeak = peak;
+    const rampPeak = peaks.take();
     await sleep(3000);
     const rssWith = await cp.rss();
     const heapWith = await cp.heap();
     // A one-route change on the 10k table, fanned out to the whole fleet.
-    peak = 0;
+    peaks.take();
     const config = JSON.parse(text) as ConfigInput;
     const r = config.routes!.find((x) => x.name === "r-05000")!;
     r.match = { pathPrefix: "/svc-5000-mem/" };
@@ -77,7 +70,7 @@ export async function memoryWithFleet(ctx: BenchContext, protocol: XdsProtocol, 
     cp.write(config);
     await w.done;
     const fanMs = percentile(w.arrivals, 100);
-    const fanPeak = peak;
+    const fanPeak = peaks.take();
     await sleep(2000);
     const rssAfterChange = await cp.rss();
     fleet.close();
@@ -139,7 +132,7 @@ export async function memoryWithFleet(ctx: BenchContext, protocol: XdsProtocol, 
       clientErrors: fleet.errors,
     };
   } finally {
-    clearInterval(sampler);
+    peaks.stop();
     fleet.close();
     await cp.stop();
   }

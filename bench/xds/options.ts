@@ -12,6 +12,8 @@ export interface XdsBenchOptions {
   cpRoot: string;
   cpMain: string;
   out: string;
+  /** The control plane writes a CPU profile here when it exits (`--cpu-prof`). */
+  cpProfileDir?: string;
 }
 
 export function parseOptions(args: string[], repo: string): XdsBenchOptions {
@@ -20,7 +22,8 @@ export function parseOptions(args: string[], repo: string): XdsBenchOptions {
     options: {
       quick: { type: "boolean", default: false },
       long: { type: "boolean", default: false },
-      sections: { type: "string", default: "1,2,3,4,5" },
+      sections: { type: "string", default: "1,2,3,4,5,6,7" },
+      "cp-prof": { type: "string" },
       "cp-root": { type: "string", default: repo },
       out: { type: "string", default: path.join(repo, "bench", "results", "xds.json") },
     },
@@ -33,6 +36,7 @@ export function parseOptions(args: string[], repo: string): XdsBenchOptions {
     cpRoot,
     cpMain: path.join(cpRoot, "control-plane", "src", "main.ts"),
     out: values.out,
+    cpProfileDir: values["cp-prof"] ? path.resolve(values["cp-prof"]) : undefined,
   };
 }
 
@@ -56,5 +60,10 @@ export function benchParams(quick: boolean) {
     coldRuns: quick ? 1 : 3,
     rssClients: quick ? 100 : 1000,
     connectBatch: 100,
+    scaleClients: quick ? 100 : 1000,
+    scaleRounds: quick ? 2 : 5,
+    scaleLongClients: 3000,
+    replicaClients: quick ? 10 : 50,
+    replicaRounds: quick ? 2 : 5,
   };
 }

@@ -89,26 +89,28 @@ export function withNonce(body: Uint8Array, nonceField: number, nonce: string): 
   return Buffer.concat([body, tail]);
 }
 
-/** A `DeltaDiscoveryResponse`: system_version_info = 1, resources = 2, type_url = 4, nonce = 5, removed_resources = 6. */
-export function encodeDeltaResponse(
+/**
+ * A `DeltaDiscoveryResponse` without its nonce (system_version_info = 1, resources = 2,
+ * type_url = 4, removed_resources = 6, control_plane = 7): one body serves every stream that
+ * sends the same change, each appending its own nonce (field 5) with `withNonce`.
+ */
+export function encodeDeltaBody(
   systemVersion: string,
   typeUrl: string,
-  resources: Uint8Array[],
-  removed: string[],
-  nonce: string,
-): Buffer {
+  resources: readonly Uint8Array[],
+  removed: readonly string[],
+): Uint8Array {
   const w = protobuf.Writer.create();
   w.uint32((1 << 3) | 2).string(systemVersion);
   for (const r of resources) w.uint32((2 << 3) | 2).bytes(r);
   w.uint32((4 << 3) | 2).string(typeUrl);
-  w.uint32((5 << 3) | 2).string(nonce);
   for (const name of removed) w.uint32((6 << 3) | 2).string(name);
   w.uint32((7 << 3) | 2)
     .fork()
     .uint32((1 << 3) | 2)
     .string(CONTROL_PLANE_ID)
     .ldelim();
-  return Buffer.from(w.finish());
+  return w.finish();
 }
 
 export function decodeDiscoveryResponse(buf: Uint8Array): {

@@ -11,7 +11,8 @@ import { openApiDocument } from "./admin/openapi.js";
 import { FileConfigSource } from "./config/file-source.js";
 import { Publisher } from "./config/publish.js";
 import type { ConfigError } from "./model/errors.js";
-import { openStore } from "./store/index.js";
+import { FleetSharing } from "./fleet/sharing.js";
+import { openStore, RedisStore } from "./store/index.js";
 import type { ConfigStore } from "./store/types.js";
 import { envoyValidator } from "./config/envoy-validate.js";
 import { XdsMetrics } from "./xds/metrics.js";
@@ -120,6 +121,13 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   }
 
   // Watch before reading the head, so a commit by another replica in between is not missed.
+  // Replicas on the shared store answer for the whole fleet; the file store has one replica.
+  const sharing =
+    store instanceof RedisStore
+      ? new FleetSharing({ board: store.fleetBoard(), fleet: xds.fleet, log })
+      : undefined;
+  await sharing?.start();
+
   const unwatch = store.watch((rev) => service.publish(rev));
   const head = await store.head();
   if (head) service.publish(head);
@@ -168,6 +176,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
           store: store.kind,
           ...(lastRejected ? { lastRejectedFile: lastRejected.toJSON() } : {}),
         },
+        ...(sharing ? { replica: sharing.replica, replicas: xds.fleet.replicas() } : {}),
         nodes: xds.fleet.list(),
       });
     } catch (err) {
@@ -211,6 +220,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       source?.close();
       unwatch();
       await xds.close(2_000);
+      await sharing?.stop();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

@@ -38,6 +38,29 @@ export class Recorder {
     this.client.on("nack", (update, error) => this.nacks.push({ update, error }));
   }
 
+  /**
+   * Subscribes the way Envoy does on ADS: CDS and LDS by wildcard; then the endpoints of every
+   * cluster it receives and the route table of every listener it receives (here both carry the
+   * same name), asked for once the response that named them was accepted.
+   */
+  followLikeEnvoy(): void {
+    const follow = (from: string, to: string) => {
+      const asked = new Set<string>();
+      this.client.on("update", (u) => {
+        if (u.typeUrl !== from) return;
+        const fresh = [...this.client.resources(from).keys()].filter((n) => !asked.has(n));
+        if (fresh.length === 0) return;
+        for (const n of fresh) asked.add(n);
+        // After the ACK this update triggers, as Envoy asks only once it applied the response.
+        setImmediate(() => this.client.subscribe(to, fresh));
+      });
+    };
+    follow(TypeUrl.Cluster, TypeUrl.Endpoint);
+    follow(TypeUrl.Listener, TypeUrl.Route);
+    this.client.subscribe(TypeUrl.Cluster);
+    this.client.subscribe(TypeUrl.Listener);
+  }
+
   ofType(typeUrl: string): ClientUpdate[] {
     return this.updates.filter((u) => u.typeUrl === typeUrl);
   }

@@ -49,7 +49,7 @@ describe("SotW xDS", () => {
   it("pushes a change in make-before-break order: CDS, EDS, LDS, RDS", async () => {
     server.cache.set(snapshot("edge", { clusters: ["a"] }));
     const r = rec(target);
-    subscribeAll(r);
+    r.followLikeEnvoy();
     await r.waitCount(TypeUrl.Route, 1);
     await sleep(50);
     const before = r.updates.length;

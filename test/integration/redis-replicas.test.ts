@@ -12,6 +12,7 @@ import {
   type HttpUpstream,
 } from "../harness/index.js";
 import { useEnvoyLogs } from "../harness/logs.js";
+import { startDelayingProxy } from "./delaying-proxy.js";
 
 /** Two control-plane replicas sharing a real Redis: a write on one is served by an Envoy on the other. */
 describe("control-plane replicas on the Redis store", () => {
@@ -101,5 +102,60 @@ describe("control-plane replicas on the Redis store", () => {
     expect(names).toEqual(
       expect.arrayContaining(["svc", "last", ...Array.from({ length: 10 }, (_, i) => `r${i}`)]),
     );
+  });
+
+  it("?wait=applied on A answers only once the Envoy on B, behind a slow link, applied too", async () => {
+    // An Envoy on each replica; B's receives its config 300 ms late.
+    const proxy = await startDelayingProxy(b.cp.xdsPort, 300);
+    const onA = track(await startEnvoy({ nodeId: "edge-on-a", group: "edge", xdsPort: a.cp.xdsPort }));
+    const slowOnB = track(await startEnvoy({ nodeId: "edge-slow-on-b", group: "edge", xdsPort: proxy.port }));
+    try {
+      await onA.waitReady({ timeoutMs: 20_000 });
+      await slowOnB.waitReady({ timeoutMs: 20_000 });
+      // Every replica lists every node, whichever it is connected to.
+      for (const replica of [a, b]) {
+        await waitFor(
+          async () => {
+            const ids = (await replica.call("GET", "/api/v1/fleet")).json.nodes.map(
+              (n: { id: string }) => n.id,
+            );
+            return ["edge-on-a", "edge-on-b", "edge-slow-on-b"].every((id) => ids.includes(id)) || undefined;
+          },
+          { what: "both replicas to list all three nodes" },
+        );
+      }
+      const res = await a.call("PUT", "/api/v1/routes/fleet-wide?wait=applied&timeout=20s", {
+        body: { name: "fleet-wide", gateway: "edge", match: { path: "/fleet-wide" }, upstream: "svc" },
+      });
+      expect(res.status).toBe(201);
+      expect(res.json.rollout.applied).toBe(true);
+      expect(res.json.rollout.nodes.map((n: { id: string }) => n.id).sort()).toEqual([
+        "edge-on-a",
+        "edge-on-b",
+        "edge-slow-on-b",
+      ]);
+      // Answered only once every Envoy held the route, the slow one on B included.
+      for (const each of [onA, slowOnB, envoy]) {
+        const dump = JSON.stringify(await each.routeConfigs());
+        expect(dump).toContain("/fleet-wide");
+      }
+      const status = (await a.call("GET", "/api/v1/status")).json;
+      expect(status.nodes.find((n: { id: string }) => n.id === "edge-slow-on-b").replica).toBe(
+        (await b.call("GET", "/api/v1/fleet")).json.replica,
+      );
+      expect((await b.call("GET", "/api/v1/fleet/edge-on-a")).json.replica).toBe(status.replica);
+    } finally {
+      await slowOnB.stop();
+      await onA.stop();
+      await proxy.close();
+    }
+    // Nodes that left are gone from both replicas' views.
+    for (const replica of [a, b]) {
+      await waitFor(
+        async () =>
+          (await replica.call("GET", "/api/v1/fleet/edge-on-a")).status === 404 ? true : undefined,
+        { what: "the node that left to drop out of the fleet view" },
+      );
+    }
   });
 });

@@ -13,6 +13,7 @@ import {
   type HttpUpstream,
 } from "../harness/index.js";
 import { useEnvoyLogs } from "../harness/logs.js";
+import { startDelayingProxy } from "./delaying-proxy.js";
 
 /**
  * A real Envoy, bootstrapped over ADS to a real control plane, serving real upstreams; once with
@@ -230,6 +231,48 @@ describe.each(["sotw", "delta"] as const)("Envoy over ADS (%s)", (protocol) => {
     );
     expect((await expectServed("/b/x", (s) => s === 200)).upstream).toBe("svc-b");
     await cp.update(config(base));
+  });
+
+  it("adds an upstream and a route to it without a 503, over an xDS connection with latency", async () => {
+    const fresh = await startHttpUpstream("svc-new");
+    const proxy = await startDelayingProxy(cp.xdsPort, 150);
+    try {
+      const slow = track(
+        await startEnvoy({ nodeId: `web-slow-${protocol}`, group: "bff-web", xdsPort: proxy.port, protocol }),
+      );
+      extra.push(slow);
+      await slow.waitReady({ timeoutMs: 20_000 });
+      await expectServed("/new/x", (s, u) => s === 200 && u === "svc-b", webPort);
+
+      const statuses = new Map<number, number>();
+      let moved = 0;
+      let stop = false;
+      const loop = (async () => {
+        const deadline = Date.now() + 15_000;
+        while (!stop && Date.now() < deadline) {
+          const res = await get("/new/x", webPort).catch(() => undefined);
+          if (!res) continue;
+          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+          if (res.headers["x-upstream"] === "svc-new" && ++moved >= 50) return;
+        }
+      })();
+      const next = config([
+        ...base,
+        { name: "new", gateway: "bff-web", match: { pathPrefix: "/new" }, upstream: "svc-new" },
+      ]);
+      next.upstreams!.push({ name: "svc-new", endpoints: [{ host: "127.0.0.1", port: fresh.port }] });
+      await cp.update(next);
+      await loop;
+      stop = true;
+      expect(moved).toBeGreaterThanOrEqual(50);
+      // Envoy got the new cluster's endpoints before the route to it: never "no healthy upstream".
+      expect(statuses.get(503) ?? 0).toBe(0);
+      expect([...statuses.keys()]).toEqual([200]);
+    } finally {
+      await cp.update(config(base));
+      await proxy.close();
+      await fresh.close();
+    }
   });
 
   it("serves two gateway groups different routes from one control plane", async () => {

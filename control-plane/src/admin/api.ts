@@ -3,7 +3,7 @@ import express, { type NextFunction, type Request, type Response } from "express
 import { stringify } from "yaml";
 import { ConfigError, fromZod, type FieldProblem } from "../model/errors.js";
 import { KIND_NAMES, KINDS, type Config, type Kind } from "../model/schema.js";
-import { parseYamlText, references, singular } from "../model/validate.js";
+import { configWarnings, parseYamlText, references, singular } from "../model/validate.js";
 import type { ConfigStore } from "../store/types.js";
 import type { FleetState } from "../xds/fleet.js";
 import type { ConfigService, Rollout, WriteResult } from "./config-service.js";
@@ -223,10 +223,12 @@ export function apiRouter(deps: ApiDeps): express.Router {
       const rollout = await rolloutFor(deps, req, result);
       writeHeaders(res, result, rollout);
       res.setHeader("ETag", revisionEtag(result.revision.number));
+      const warnings = configWarnings(result.revision.config).map(({ field, reason }) => ({ field, reason }));
       res.json({
         revision: result.revision.number,
         changed: result.changed,
         changes: diffConfigs(before, result.revision.config),
+        ...(warnings.length ? { warnings } : {}),
         ...(rollout ? { rollout } : {}),
       });
     }),
@@ -276,6 +278,23 @@ export function apiRouter(deps: ApiDeps): express.Router {
   );
 
   r.all("/revisions/:n/rollback", methodNotAllowed("POST"));
+
+  r.get("/fleet", (_req, res) => {
+    res.json({
+      ...(deps.fleet.replica ? { replica: deps.fleet.replica } : {}),
+      replicas: deps.fleet.replicas(),
+      nodes: deps.fleet.list(),
+    });
+  });
+
+  r.get("/fleet/:node", (req, res) => {
+    const node = deps.fleet.get(req.params.node!);
+    if (!node) throw notFound(`node '${req.params.node}'`);
+    res.json(node);
+  });
+
+  r.all("/fleet", methodNotAllowed("GET"));
+  r.all("/fleet/:node", methodNotAllowed("GET"));
 
   r.get(
     "/:kind",
@@ -362,9 +381,14 @@ export function apiRouter(deps: ApiDeps): express.Router {
     writeHeaders(res, result, rollout);
     res.setHeader("ETag", etagOf(stored));
     if (!existed) res.setHeader("Location", `${req.baseUrl}/${kind}/${encodeURIComponent(name)}`);
+    // What the write did that its author may not expect (a route another one takes requests from).
+    const warnings = configWarnings(result.revision.config)
+      .filter((w) => w.about.some((a) => a.kind === kind && a.name === name))
+      .map(({ field, reason }) => ({ field, reason }));
     res.status(existed ? 200 : 201).json({
       ...stored,
       ...(plaintextKey ? { key: plaintextKey } : {}),
+      ...(warnings.length ? { warnings } : {}),
       ...(rollout ? { rollout } : {}),
     });
   };

@@ -31,8 +31,10 @@ import { createLink, whenReady, type Link } from "./redis/link.js";
 import { storeSettings, type RedisStoreOptions, type StoreSettings } from "./redis/options.js";
 import { logOutages } from "./redis/outages.js";
 import { commitRevision, readHead } from "./redis/scripts.js";
+import { redisFleetBoard, type FleetBoard } from "./redis/fleet-board.js";
 
 export type { RedisStoreOptions } from "./redis/options.js";
+export type { FleetBoard } from "./redis/fleet-board.js";
 
 export class RedisStore implements ConfigStore {
   readonly kind = "redis" as const;
@@ -45,6 +47,7 @@ export class RedisStore implements ConfigStore {
   private state: "new" | "opening" | "open" | "closed" = "new";
   private closing?: Promise<void>;
   private readonly inflight = new Set<Promise<unknown>>();
+  private readonly boardListeners = new Set<(replica: string) => void>();
 
   constructor(opts: RedisStoreOptions) {
     this.s = storeSettings(opts);
@@ -89,9 +92,11 @@ export class RedisStore implements ConfigStore {
       sub.on("message", (channel, message) => {
         const n = Number(message);
         if (channel === this.keys.channel && Number.isSafeInteger(n) && n > 0) this.feed.catchUp(n);
+        else if (channel === this.keys.fleet.channel) for (const l of this.boardListeners) l(message);
       });
       // Subscribe before reading the head, so nothing committed in between goes unnoticed.
       await sub.subscribe(this.keys.channel);
+      await sub.subscribe(this.keys.fleet.channel);
       const text = await cmd.get(this.keys.head);
       head = text === null ? 0 : Number(text);
     } catch (err) {
@@ -104,6 +109,7 @@ export class RedisStore implements ConfigStore {
     sub.on("ready", () => {
       sub
         .subscribe(this.keys.channel)
+        .then(() => sub.subscribe(this.keys.fleet.channel))
         .then(() => this.feed.catchUp("head"))
         .catch((err: Error) => this.log.warn({ err: err.message }, "could not resubscribe to store changes"));
     });
@@ -153,6 +159,15 @@ export class RedisStore implements ConfigStore {
 
   watch(listener: (rev: Revision) => void): () => void {
     return this.feed.watch(listener);
+  }
+
+  /** Where the replicas sharing this store publish the state of the nodes connected to them. */
+  fleetBoard(): FleetBoard {
+    return redisFleetBoard(
+      this.keys.fleet,
+      (what, fn) => this.run(`${what}`, () => fn(this.link.cmd)),
+      this.boardListeners,
+    );
   }
 
   close(): Promise<void> {

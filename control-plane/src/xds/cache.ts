@@ -23,6 +23,7 @@ export class SnapshotCache {
   set(snapshot: Snapshot): boolean {
     const current = this.snapshots.get(snapshot.group);
     if (current && current.revision === snapshot.revision) return false;
+    if (current) snapshot.inherit(current);
     this.snapshots.set(snapshot.group, snapshot);
     for (const l of this.listeners.get(snapshot.group) ?? []) l(snapshot);
     return true;

@@ -1,19 +1,44 @@
-import { encodeDeltaResponse, type DeltaDiscoveryRequest } from "@portico/common";
-import type { EncodedResource } from "./snapshot.js";
+import { encodeDeltaBody, withNonce, type DeltaDiscoveryRequest } from "@portico/common";
+import type { EncodedResource, Snapshot } from "./snapshot.js";
 import { XdsStream, type Trigger } from "./stream.js";
+import { TypeUrl } from "./types.js";
+import {
+  changeBetween,
+  NO_CHANGE,
+  subscription,
+  viewOf,
+  WILDCARD,
+  type Change,
+  type Subscription,
+  type View,
+} from "./views.js";
+
+/** The node holds nothing under this name and was told nothing about it. */
+const NOT_HELD = Symbol("not held");
+/** A version held, null for "told it does not exist", or nothing. */
+type Held = string | null | typeof NOT_HELD;
+
+/**
+ * What a node holds of one type: the view it was last brought to (shared with every stream that
+ * holds the same), and the few names where it differs from that view. A stream in step with its
+ * group holds no per-stream copy of anything.
+ */
+interface Holding {
+  base?: View;
+  diverged: Map<string, Held>;
+}
 
 interface DeltaTypeState {
-  wildcard: boolean;
-  subscribed: Set<string>;
-  /** name → version the node holds (as far as this stream knows). */
-  known: Map<string, string>;
-  /** Explicitly subscribed names already answered with "does not exist". */
-  reportedMissing: Set<string>;
+  typeUrl: string;
+  sub: Subscription;
+  holding: Holding;
   lastNonce?: string;
   lastVersion?: string;
   /** The latest response of this type was refused. */
   nacked: boolean;
 }
+
+const NONCE_FIELD = 5;
 
 /**
  * Incremental xDS on one stream. Unlike SotW, subscription changes are applied whatever the nonce
@@ -29,9 +54,15 @@ export class DeltaStream extends XdsStream<DeltaDiscoveryRequest> {
 
   protected isInSync(typeUrl: string): boolean {
     const st = this.types.get(typeUrl);
+    if (!st || st.nacked || !this.snapshot) return false;
+    const change = this.changeFor(this.snapshot, st);
+    return change.send.length === 0 && change.remove.length === 0;
+  }
+
+  protected holdsEndpoints(names: readonly string[]): boolean {
+    const st = this.types.get(TypeUrl.Endpoint);
     if (!st || st.nacked) return false;
-    const diff = this.diff(typeUrl, st);
-    return diff.send.length === 0 && diff.remove.length === 0;
+    return names.every((n) => typeof heldVersion(st.holding, n) === "string");
   }
 
   protected onRequest(req: DeltaDiscoveryRequest): void {
@@ -40,42 +71,40 @@ export class DeltaStream extends XdsStream<DeltaDiscoveryRequest> {
     let st = this.types.get(typeUrl);
     const first = !st;
     if (!st) {
+      // Only the first request of a type after (re)connecting says what the node already holds.
+      const diverged = new Map<string, Held>(Object.entries(req.initial_resource_versions ?? {}));
+      // An empty first subscription is the legacy wildcard.
+      const wildcard = req.resource_names_subscribe.length === 0;
       st = {
-        wildcard: false,
-        subscribed: new Set(),
-        known: new Map(),
-        reportedMissing: new Set(),
+        typeUrl,
+        sub: wildcard ? WILDCARD : subscription(false, []),
+        holding: { diverged },
         nacked: false,
       };
       this.types.set(typeUrl, st);
-      // Only the first request of a type after (re)connecting says what the node already holds.
-      for (const [name, version] of Object.entries(req.initial_resource_versions ?? {}))
-        st.known.set(name, version);
-      // An empty first subscription is the legacy wildcard.
-      if (req.resource_names_subscribe.length === 0) st.wildcard = true;
     }
 
-    let subscriptionChanged = first;
-    for (const name of req.resource_names_subscribe) {
-      subscriptionChanged = true;
-      if (name === "*") {
-        st.wildcard = true;
-        continue;
+    const subscribe = req.resource_names_subscribe;
+    const unsubscribe = req.resource_names_unsubscribe;
+    if (subscribe.length > 0 || unsubscribe.length > 0) {
+      let wildcard = st.sub.wildcard;
+      const names = new Set(st.sub.names);
+      for (const name of subscribe) {
+        if (name === "*") wildcard = true;
+        else {
+          names.add(name);
+          // A name subscribed again must be sent again, even if the node is thought to hold it.
+          if (!first) st.holding.diverged.set(name, NOT_HELD);
+        }
       }
-      st.subscribed.add(name);
-      st.reportedMissing.delete(name);
-      // A name subscribed again must be sent again, even if the node is thought to hold it.
-      if (!first) st.known.delete(name);
-    }
-    for (const name of req.resource_names_unsubscribe) {
-      subscriptionChanged = true;
-      if (name === "*") {
-        st.wildcard = false;
-        continue;
+      for (const name of unsubscribe) {
+        if (name === "*") wildcard = false;
+        else {
+          names.delete(name);
+          if (!wildcard) st.holding.diverged.set(name, NOT_HELD);
+        }
       }
-      st.subscribed.delete(name);
-      st.reportedMissing.delete(name);
-      if (!st.wildcard) st.known.delete(name);
+      st.sub = subscription(wildcard, names);
     }
 
     const nonce = req.response_nonce;
@@ -90,77 +119,96 @@ export class DeltaStream extends XdsStream<DeltaDiscoveryRequest> {
         this.recordAck(typeUrl, st.lastVersion ?? "");
       }
     }
-    if (subscriptionChanged) this.respond(typeUrl, "request");
+    if (first || subscribe.length > 0 || unsubscribe.length > 0) this.respond(typeUrl, "request");
   }
 
-  protected respond(typeUrl: string, trigger: Trigger): boolean {
+  protected answer(typeUrl: string, trigger: Trigger): boolean {
     const st = this.types.get(typeUrl);
-    if (!st || !this.snapshot) return false;
-    const diff = this.diff(typeUrl, st);
-    let remove = diff.remove;
-    let heldBack = false;
-    // Make-before-break: a push sends additions first and removals once they were answered.
+    const snapshot = this.snapshot;
+    if (!st || !snapshot) return false;
+    const target = viewOf(snapshot, typeUrl, st.sub);
+    const change = this.changeFor(snapshot, st, target);
+    let remove = change.remove;
+    // Make-before-break: a push sends additions first and removals of what the node holds once
+    // they were answered; "does not exist" for what it never held goes at once.
+    const heldBack = new Map<string, Held>();
     if (trigger === "push" && remove.length > 0) {
-      const missing = remove.filter((n) => !st.known.has(n));
-      heldBack = missing.length < remove.length;
-      if (heldBack) this.removalPending.add(typeUrl);
-      remove = missing;
+      for (const name of remove) {
+        const held = heldVersion(st.holding, name);
+        if (typeof held === "string") heldBack.set(name, held);
+      }
+      if (heldBack.size > 0) {
+        this.removalPending.add(typeUrl);
+        remove = remove.filter((n) => !heldBack.has(n));
+      }
     }
     // The first answer to a wildcard subscription goes out even when empty (also when it waited
     // for the group's first snapshot), so a node that holds nothing learns that there is nothing
     // and can finish initialising, as go-control-plane does.
-    const firstEmptyWildcard = st.wildcard && st.lastNonce === undefined && st.known.size === 0;
-    if (diff.send.length === 0 && remove.length === 0 && !firstEmptyWildcard) return heldBack;
+    const before = st.holding;
+    const firstEmptyWildcard =
+      st.sub.wildcard &&
+      st.lastNonce === undefined &&
+      before.base === undefined &&
+      before.diverged.size === 0;
+    // The node now holds the target view, but for removals still to come.
+    st.holding = { base: target, diverged: heldBack };
+    if (change.send.length === 0 && remove.length === 0 && !firstEmptyWildcard) return heldBack.size > 0;
 
-    for (const r of diff.send) st.known.set(r.name, r.version);
-    for (const name of remove) {
-      if (st.known.delete(name)) continue;
-      st.reportedMissing.add(name);
-    }
+    if (typeUrl === TypeUrl.Cluster)
+      this.clustersAdded(change.send.filter((r) => typeof heldVersion(before, r.name) !== "string"));
     const nonce = this.nextNonce();
-    const version = this.snapshot.get(typeUrl).version;
+    const version = snapshot.get(typeUrl).version;
     st.lastNonce = nonce;
     st.lastVersion = version;
-    const send = diff.send;
-    const size =
-      send.reduce((n, r) => n + r.delta.length + 4, 0) + remove.reduce((n, r) => n + r.length + 2, 0) + 128;
+    // A node in step with its view gets the body every such node gets (removals held back or not).
+    const body =
+      before.diverged.size === 0
+        ? snapshot.memoType(
+            typeUrl,
+            `delta\0${before.base?.id ?? 0}\0${target.id}\0${heldBack.size > 0}`,
+            () => encodeDeltaBody(version, typeUrl, change.send.map((r) => r.delta), remove),
+          )
+        : encodeDeltaBody(version, typeUrl, change.send.map((r) => r.delta), remove);
     this.write(
       typeUrl,
-      size,
-      () =>
-        encodeDeltaResponse(
-          version,
-          typeUrl,
-          send.map((r) => r.delta),
-          remove,
-          nonce,
-        ),
+      body.length + nonce.length + 2,
+      () => withNonce(body, NONCE_FIELD, nonce),
       nonce,
       version,
     );
-    return heldBack;
+    return heldBack.size > 0;
   }
 
-  /** What the node lacks or holds in an older version, and what it holds that is gone. */
-  private diff(typeUrl: string, st: DeltaTypeState): { send: EncodedResource[]; remove: string[] } {
-    const all = this.snapshot!.get(typeUrl).resources;
-    const send: EncodedResource[] = [];
-    const remove: string[] = [];
-    const consider = (r: EncodedResource) => {
-      if (st.known.get(r.name) !== r.version) send.push(r);
-    };
-    if (st.wildcard) for (const r of all.values()) consider(r);
-    for (const name of st.subscribed) {
-      const r = all.get(name);
-      if (r) {
-        if (!st.wildcard) consider(r);
-      } else if (!st.known.has(name) && !st.reportedMissing.has(name)) {
-        remove.push(name); // "does not exist"
-      }
+  /**
+   * What the node lacks or holds in another version, and what it holds that is gone: the shared
+   * change between views, corrected for the names where this stream's node differs.
+   */
+  private changeFor(
+    snapshot: Snapshot,
+    st: DeltaTypeState,
+    target = viewOf(snapshot, st.typeUrl, st.sub),
+  ): Change {
+    const { base, diverged } = st.holding;
+    const shared = changeBetween(snapshot, base, target);
+    if (diverged.size === 0) return shared;
+    const send = shared.send.filter((r) => !diverged.has(r.name));
+    const remove = shared.remove.filter((n) => !diverged.has(n));
+    for (const [name, held] of diverged) {
+      const wanted = target.entries.get(name);
+      if (wanted) {
+        if (held !== wanted.version) send.push(wanted);
+      } else if (wanted === null) {
+        if (held !== null) remove.push(name);
+      } else if (typeof held === "string") remove.push(name);
     }
-    for (const name of st.known.keys()) {
-      if (!all.has(name) && (st.wildcard || st.subscribed.has(name))) remove.push(name);
-    }
-    return { send, remove };
+    return send.length === 0 && remove.length === 0 ? NO_CHANGE : { send, remove };
   }
 }
+
+function heldVersion(holding: Holding, name: string): Held {
+  if (holding.diverged.has(name)) return holding.diverged.get(name)!;
+  const r = holding.base?.entries.get(name);
+  return r === undefined ? NOT_HELD : r === null ? null : r.version;
+}
+

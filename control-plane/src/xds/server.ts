@@ -61,7 +61,7 @@ export interface XdsServerOptions {
   /** Largest response; a 10,000-route config is a few MiB, so the default leaves ample room. */
   maxSendBytes?: number;
   keepaliveMs?: number;
-  /** Response bytes in flight across all streams before further responses wait; default 32 MiB. */
+  /** Response bytes in flight across all streams before further responses wait; default 8 MiB. */
   maxBytesInFlight?: number;
   credentials?: grpc.ServerCredentials;
 }

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import protobuf from "protobufjs";
 import { encodeAny, packAny } from "@portico/contract";
-import { isKnownType, pushOrder } from "./types.js";
+import { isKnownType, pushOrder, TypeUrl } from "./types.js";
 
 /** One resource, encoded once per change and shared by every stream that sends it. */
 export interface EncodedResource {
@@ -12,6 +12,11 @@ export interface EncodedResource {
   readonly any: Uint8Array;
   /** The `envoy.service.discovery.v3.Resource` message, as it goes into a `DeltaDiscoveryResponse`. */
   readonly delta: Uint8Array;
+  /**
+   * For an EDS cluster: the ClusterLoadAssignment it warms on. Envoy keeps a new cluster out of
+   * service until those endpoints arrived, so nothing that routes to it may go before them.
+   */
+  readonly warmsOn?: string;
 }
 
 export interface TypeResources {
@@ -49,11 +54,26 @@ function encodeDeltaResource(name: string, version: string, any: Uint8Array): Ui
     .finish();
 }
 
+/** The endpoints an EDS cluster (as a plain object) is served from: its service_name, else its name. */
+function edsServiceOf(typeUrl: string, name: string, message: object): string | undefined {
+  if (typeUrl !== TypeUrl.Cluster) return undefined;
+  const c = message as { type?: unknown; eds_cluster_config?: { service_name?: string } };
+  if (c.type !== "EDS" && c.type !== 3) return undefined;
+  return c.eds_cluster_config?.service_name || name;
+}
+
 export function encodeResource(typeUrl: string, name: string, message: object): EncodedResource {
   const typeName = typeUrl.slice(typeUrl.lastIndexOf("/") + 1);
   const any = encodeAny(packAny(typeName, message));
   const version = hashHex(any);
-  return { name, version, any, delta: encodeDeltaResource(name, version, any) };
+  const warmsOn = edsServiceOf(typeUrl, name, message);
+  return {
+    name,
+    version,
+    any,
+    delta: encodeDeltaResource(name, version, any),
+    ...(warmsOn ? { warmsOn } : {}),
+  };
 }
 
 function typeVersion(resources: ReadonlyMap<string, EncodedResource>): string {
@@ -71,8 +91,8 @@ export class Snapshot {
   /** Hash of every type's version: the same config yields the same revision anywhere. */
   readonly revision: string;
   private readonly byType: Map<string, TypeResources>;
-  private readonly sotwBodies = new Map<string, Uint8Array>();
-  private readonly views = new Map<string, unknown>();
+  /** Per type: what streams derive from its resources (views, diffs, response bodies). */
+  private readonly memos = new Map<string, Map<string, unknown>>();
 
   constructor(
     readonly group: string,
@@ -100,24 +120,32 @@ export class Snapshot {
   }
 
   /**
-   * A memo for pre-assembled response bodies, keyed by whatever the caller chooses. Lives and dies
-   * with the snapshot, so a change never serves a stale body.
+   * Takes over what the previous snapshot of the group holds for every type whose version did not
+   * change: the same resources and the same derived views, so streams holding them see no change
+   * and a change of one type touches only the streams of that type.
    */
-  memo(key: string, build: () => Uint8Array): Uint8Array {
-    let body = this.sotwBodies.get(key);
-    if (!body) {
-      body = build();
-      this.sotwBodies.set(key, body);
+  inherit(previous: Snapshot): void {
+    for (const [typeUrl, mine] of this.byType) {
+      const theirs = previous.byType.get(typeUrl);
+      if (!theirs || theirs.version !== mine.version) continue;
+      this.byType.set(typeUrl, theirs);
+      const memo = previous.memos.get(typeUrl);
+      if (memo) this.memos.set(typeUrl, memo);
     }
-    return body;
   }
 
-  /** Like `memo`, for derived objects (per-subscription views) that every stream can share. */
-  memoView<T>(key: string, build: () => T): T {
-    let v = this.views.get(key) as T | undefined;
+  /**
+   * A memo for what is derived from one type's resources (views, diffs, response bodies), keyed by
+   * whatever the caller chooses. It follows the type: carried over while the type is unchanged,
+   * dropped with it when it changes, so a change never serves a stale result.
+   */
+  memoType<T>(typeUrl: string, key: string, build: () => T): T {
+    let memo = this.memos.get(typeUrl);
+    if (!memo) this.memos.set(typeUrl, (memo = new Map()));
+    let v = memo.get(key) as T | undefined;
     if (v === undefined) {
       v = build();
-      this.views.set(key, v);
+      memo.set(key, v);
     }
     return v;
   }

@@ -1,22 +1,28 @@
 import { createHash } from "node:crypto";
 import { encodeSotwBody, withNonce, type DiscoveryRequest } from "@portico/common";
 import type { EncodedResource, Snapshot } from "./snapshot.js";
+import {
+  changeBetween,
+  sameNames,
+  subscription,
+  viewOf,
+  WILDCARD,
+  type Subscription,
+  type View,
+} from "./views.js";
 import { XdsStream, type Trigger } from "./stream.js";
 import { isFullStateType, TypeUrl } from "./types.js";
 
 interface SotwTypeState {
-  /** Requested names; null is "everything" (wildcard on LDS/CDS). Interned: streams asking for the same names share one set. */
-  names: ReadonlySet<string> | null;
-  namesKey: string;
+  /** The names asked for (interned: streams asking for the same names share one). */
+  sub: Subscription;
+  /** The view of the latest response, and the removed resources it still carried (held back). */
+  sent?: View;
+  heldBack: readonly EncodedResource[];
   /** The version of the latest response, and the nonce it went with. */
   sentVersion?: string;
   lastNonce?: string;
   ackedVersion?: string;
-  /**
-   * For LDS/CDS: what the node holds, so removed resources can be kept until the second phase.
-   * A snapshot's shared array, not a per-stream copy: memory per stream stays constant.
-   */
-  held: readonly EncodedResource[];
   /** Answer the next request even if nothing changed (a cluster or listener is warming). */
   forceNext: boolean;
 }
@@ -39,7 +45,13 @@ export class SotwStream extends XdsStream<DiscoveryRequest> {
   protected isInSync(typeUrl: string): boolean {
     const st = this.types.get(typeUrl);
     if (!st || !this.snapshot) return false;
-    return st.ackedVersion === this.view(this.snapshot, typeUrl, st).version;
+    return st.ackedVersion === viewOf(this.snapshot, typeUrl, st.sub).version;
+  }
+
+  protected holdsEndpoints(names: readonly string[]): boolean {
+    const st = this.types.get(TypeUrl.Endpoint);
+    if (!st?.sent || st.ackedVersion !== st.sentVersion) return false;
+    return names.every((n) => !!st.sent!.entries.get(n));
   }
 
   protected onRequest(req: DiscoveryRequest): void {
@@ -48,7 +60,7 @@ export class SotwStream extends XdsStream<DiscoveryRequest> {
     let st = this.types.get(typeUrl);
     const fresh = !st;
     if (!st) {
-      st = { names: null, namesKey: "*", held: [], forceNext: true };
+      st = { sub: WILDCARD, heldBack: [], forceNext: true };
       this.types.set(typeUrl, st);
     }
 
@@ -69,53 +81,55 @@ export class SotwStream extends XdsStream<DiscoveryRequest> {
       }
     }
 
-    let namesChanged = false;
     // Envoy repeats every name on every ACK; only a real change is worth sorting and interning.
-    if (!sameNames(st.names, req.resource_names, isFullStateType(typeUrl))) {
-      const next =
-        req.resource_names.length === 0 && isFullStateType(typeUrl) ? null : internNames(req.resource_names);
-      const key = next ? next.key : "*";
-      namesChanged = key !== st.namesKey;
-      st.names = next ? next.set : null;
-      st.namesKey = key;
+    let namesChanged = false;
+    const wildcard = req.resource_names.length === 0 && isFullStateType(typeUrl);
+    const same = wildcard ? st.sub === WILDCARD : !st.sub.wildcard && sameNames(st.sub, req.resource_names);
+    if (!same) {
+      const next = wildcard ? WILDCARD : subscription(false, req.resource_names);
+      namesChanged = next !== st.sub;
+      st.sub = next;
     }
 
     if (!answersLatest || namesChanged || st.forceNext) this.respond(typeUrl, "request", namesChanged);
   }
 
-  protected respond(typeUrl: string, trigger: Trigger, namesChanged = false): boolean {
+  protected answer(typeUrl: string, trigger: Trigger, namesChanged = false): boolean {
     const st = this.types.get(typeUrl);
     const snapshot = this.snapshot;
     if (!st || !snapshot) return false;
-    const view = this.view(snapshot, typeUrl, st);
+    const view = viewOf(snapshot, typeUrl, st.sub);
     const force = st.forceNext && trigger === "request";
     if (view.version === st.sentVersion && !namesChanged && !force) return false;
 
     let version = view.version;
-    let resources = view.resources;
-    let heldBack = false;
+    let heldBack: readonly EncodedResource[] = [];
     if (isFullStateType(typeUrl)) {
       // Make-before-break: on a push, resources the node holds but the snapshot dropped stay in
       // this response and go in a second one, after everything else of the push was answered.
-      const removed = st.held.filter((r) => !view.names.has(r.name));
+      const removed = this.removedFrom(snapshot, st, view);
       if (trigger === "push" && removed.length > 0) {
-        heldBack = true;
+        heldBack = removed;
         this.removalPending.add(typeUrl);
-        resources = [...resources, ...removed];
         version = `${view.version}+${hashNames(removed.map((r) => r.name))}`;
       }
-      st.held = resources;
+      if (typeUrl === TypeUrl.Cluster) {
+        const held = (name: string) =>
+          !!st.sent?.entries.get(name) || st.heldBack.some((r) => r.name === name);
+        this.clustersAdded(changeBetween(snapshot, st.sent, view).send.filter((r) => !held(r.name)));
+      }
     }
 
-    const key = `sotw\0${typeUrl}\0${st.namesKey}\0${version}`;
-    const body = snapshot.memo(key, () =>
+    const body = snapshot.memoType(typeUrl, `sotw\0${st.sub.key}\0${version}`, () =>
       encodeSotwBody(
         version,
         typeUrl,
-        resources.map((r) => r.any),
+        [...view.resources, ...heldBack].map((r) => r.any),
       ),
     );
     const nonce = this.nextNonce();
+    st.sent = view;
+    st.heldBack = heldBack;
     st.sentVersion = version;
     st.lastNonce = nonce;
     st.forceNext = false;
@@ -130,72 +144,26 @@ export class SotwStream extends XdsStream<DiscoveryRequest> {
     // even when those did not change: the next EDS/RDS request must get an answer.
     if (typeUrl === TypeUrl.Cluster) this.forceNext(TypeUrl.Endpoint);
     if (typeUrl === TypeUrl.Listener) this.forceNext(TypeUrl.Route);
-    return heldBack;
+    return heldBack.length > 0;
+  }
+
+  /** What the node holds (last response, and what it still carried) that `view` no longer has. */
+  private removedFrom(snapshot: Snapshot, st: SotwTypeState, view: View): EncodedResource[] {
+    const removed: EncodedResource[] = [];
+    for (const name of changeBetween(snapshot, st.sent, view).remove) {
+      const r = st.sent?.entries.get(name);
+      if (r) removed.push(r);
+    }
+    for (const r of st.heldBack) {
+      if (!view.entries.has(r.name) && !removed.some((x) => x.name === r.name)) removed.push(r);
+    }
+    return removed;
   }
 
   private forceNext(typeUrl: string): void {
     const st = this.types.get(typeUrl);
     if (st) st.forceNext = true;
   }
-
-  /**
-   * The resources of a type this stream asked for, and a version that covers exactly those.
-   * Memoised on the snapshot: every stream with the same subscription shares one view.
-   */
-  private view(snapshot: Snapshot, typeUrl: string, st: SotwTypeState): View {
-    return snapshot.memoView(`view\0${typeUrl}\0${st.namesKey}`, () =>
-      buildView(snapshot, typeUrl, st.names),
-    );
-  }
-}
-
-interface View {
-  version: string;
-  resources: EncodedResource[];
-  names: ReadonlySet<string>;
-}
-
-function buildView(snapshot: Snapshot, typeUrl: string, names: ReadonlySet<string> | null): View {
-  const all = snapshot.get(typeUrl);
-  if (names === null) {
-    return {
-      version: all.version,
-      resources: [...all.resources.values()],
-      names: new Set(all.resources.keys()),
-    };
-  }
-  const resources: EncodedResource[] = [];
-  for (const name of names) {
-    const r = all.resources.get(name);
-    if (r) resources.push(r);
-  }
-  resources.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const h = createHash("sha256");
-  for (const r of resources) h.update(r.name).update("\0").update(r.version).update("\n");
-  return { version: h.digest("hex").slice(0, 20), resources, names: new Set(resources.map((r) => r.name)) };
-}
-
-function sameNames(current: ReadonlySet<string> | null, requested: string[], fullState: boolean): boolean {
-  if (current === null) return requested.length === 0 && fullState;
-  if (current.size !== requested.length) return false;
-  for (const n of requested) if (!current.has(n)) return false;
-  return true;
-}
-
-/** Streams of one group ask for the same names; they share one set (bounded: least recently made go first). */
-const interned = new Map<string, { key: string; set: ReadonlySet<string> }>();
-const INTERN_LIMIT = 256;
-
-function internNames(names: string[]): { key: string; set: ReadonlySet<string> } {
-  const set = new Set(names);
-  const key = [...set].sort().join("\n");
-  let entry = interned.get(key);
-  if (!entry) {
-    entry = { key, set };
-    interned.set(key, entry);
-    if (interned.size > INTERN_LIMIT) interned.delete(interned.keys().next().value!);
-  }
-  return entry;
 }
 
 function hashNames(names: string[]): string {

@@ -6,7 +6,8 @@ import type { FleetState, NodeStatus } from "./fleet.js";
 import type { XdsMetrics } from "./metrics.js";
 import type { SendBudget } from "./send-budget.js";
 import type { Snapshot } from "./snapshot.js";
-import { isKnownType, pushOrder, removalOrder, shortType } from "./types.js";
+import type { EncodedResource } from "./snapshot.js";
+import { isKnownType, pushOrder, removalOrder, shortType, TypeUrl } from "./types.js";
 
 export interface StreamDeps {
   budget: SendBudget;
@@ -21,13 +22,24 @@ export type Protocol = "sotw" | "delta";
 /** Why a response is being considered: a change of snapshot, or a request from the node. */
 export type Trigger = "push" | "request";
 
+/** The types whose resources route to clusters: they wait while a new cluster warms. */
+const REFERRERS: ReadonlySet<string> = new Set([TypeUrl.Listener, TypeUrl.Route]);
+
+/**
+ * How long referrers wait for a node to ask for and accept a new cluster's endpoints; Envoy's own
+ * initial_fetch_timeout, after which it stops warming the cluster anyway.
+ */
+const WARMING_TIMEOUT_MS = 15_000;
+
 let streamCounter = 0;
 
 /**
  * What SotW and delta streams share: the node (sent only on the first request, so remembered
- * here), the group's snapshot watch, nonces, fleet bookkeeping, and the two-phase push that keeps
- * make-before-break order (additions in CDS → EDS → LDS → RDS → SDS order first; removals only
- * after the node has answered every response of the first phase, referrers before referees).
+ * here), the group's snapshot watch, nonces, fleet bookkeeping, and make-before-break order:
+ * additions go in CDS → EDS → LDS → RDS → SDS order; on ADS, listeners and routes wait while a
+ * cluster new to the node warms, until the node asked for and accepted its endpoints (as Envoy
+ * itself waits at start-up); removals go only after the node has answered every response before
+ * them, referrers before referees.
  */
 export abstract class XdsStream<Req extends { node?: Node; type_url: string; response_nonce: string }> {
   protected readonly id = ++streamCounter;
@@ -43,6 +55,11 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
   protected readonly removalPending = new Set<string>();
   private closed = false;
   private readonly unknownTypesSeen = new Set<string>();
+  /** Endpoints (ClusterLoadAssignment names) of new clusters the node has yet to accept. */
+  private readonly warming = new Set<string>();
+  /** Referrer types held back while `warming` is not empty. */
+  private readonly deferred = new Set<string>();
+  private warmingTimer?: NodeJS.Timeout;
 
   constructor(
     protected readonly call: grpc.ServerDuplexStream<Req, Buffer>,
@@ -100,6 +117,7 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
     if (this.closed) return;
     this.closed = true;
     this.outbox.length = 0;
+    clearTimeout(this.warmingTimer);
     this.releaseCurrent?.();
     this.unwatch?.();
     this.onClosed?.();
@@ -208,6 +226,59 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
     );
     if (this.status)
       this.deps.fleet.nack(this.status, typeUrl, { version, nonce, message, code: detail.code ?? 0 });
+    // A refused cluster or endpoint never finishes warming: what waited for it goes now.
+    if (typeUrl === TypeUrl.Cluster || typeUrl === TypeUrl.Endpoint) this.endWarming();
+  }
+
+  /**
+   * Sends what the node should get for this type now, unless it routes to a cluster that is still
+   * warming on the node; then it goes once the cluster's endpoints were accepted.
+   */
+  protected respond(typeUrl: string, trigger: Trigger, namesChanged = false): boolean {
+    if (this.warming.size > 0 && REFERRERS.has(typeUrl)) {
+      this.deferred.add(typeUrl);
+      return false;
+    }
+    return this.answer(typeUrl, trigger, namesChanged);
+  }
+
+  /**
+   * Called with the clusters a response gives the node that it did not hold: on ADS, once the node
+   * asks for endpoints at all, the referrers wait for theirs.
+   */
+  protected clustersAdded(added: Iterable<EncodedResource>): void {
+    if (this.fixedType || !this.snapshot || !this.isRequested(TypeUrl.Endpoint)) return;
+    const endpoints = this.snapshot.get(TypeUrl.Endpoint).resources;
+    for (const c of added) if (c.warmsOn && endpoints.has(c.warmsOn)) this.warming.add(c.warmsOn);
+    if (this.warming.size > 0 && !this.warmingTimer) {
+      this.warmingTimer = setTimeout(() => {
+        this.log.warn(
+          { endpoints: [...this.warming].slice(0, 5) },
+          "node did not accept the endpoints of new clusters in time; sending the routes anyway",
+        );
+        this.endWarming();
+        this.settle();
+      }, WARMING_TIMEOUT_MS);
+      this.warmingTimer.unref();
+    }
+  }
+
+  /** Whether the new clusters' endpoints have arrived: still in the snapshot and accepted, or gone. */
+  private warmed(): boolean {
+    const endpoints = this.snapshot?.get(TypeUrl.Endpoint).resources;
+    const pending = [...this.warming].filter((n) => endpoints?.has(n));
+    return pending.length === 0 || (!this.inFlight.has(TypeUrl.Endpoint) && this.holdsEndpoints(pending));
+  }
+
+  /** Lets the held-back referrers go, in push order. */
+  private endWarming(): void {
+    clearTimeout(this.warmingTimer);
+    this.warmingTimer = undefined;
+    this.warming.clear();
+    const types = pushOrder().filter((t) => this.deferred.has(t));
+    this.deferred.clear();
+    let heldBack = false;
+    for (const t of types) heldBack = this.answer(t, "push") || heldBack;
   }
 
   private onSnapshot(snapshot: Snapshot): void {
@@ -226,6 +297,10 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
    * the removals go out, in push order.
    */
   protected settle(): void {
+    if (this.warming.size > 0) {
+      if (!this.warmed()) return;
+      this.endWarming();
+    }
     if (this.inFlight.size > 0) return;
     if (this.removalPending.size > 0) {
       const types = removalOrder().filter((t) => this.removalPending.has(t));
@@ -238,6 +313,7 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
 
   private checkApplied(): void {
     if (!this.snapshot || !this.status || this.inFlight.size > 0 || this.removalPending.size > 0) return;
+    if (this.warming.size > 0 || this.deferred.size > 0) return;
     for (const typeUrl of pushOrder()) {
       if (this.isRequested(typeUrl) && !this.isInSync(typeUrl)) return;
     }
@@ -252,6 +328,8 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
    * Sends what the node should get for this type now, if anything. On a push, removals are held
    * back (into `removalPending`); returns true when it did that.
    */
-  protected abstract respond(typeUrl: string, trigger: Trigger): boolean;
+  protected abstract answer(typeUrl: string, trigger: Trigger, namesChanged?: boolean): boolean;
+  /** Whether the node holds and has accepted these endpoints (ClusterLoadAssignment names). */
+  protected abstract holdsEndpoints(names: readonly string[]): boolean;
   protected abstract onRequest(req: Req): void;
 }

@@ -1,3 +1,5 @@
+import type { FleetBoardKeys } from "./fleet-board.js";
+
 /**
  * The store's keys. All carry the hash tag {prefix}, so that they share one Redis Cluster slot and
  * one Lua script can touch them together.
@@ -11,11 +13,19 @@ export interface StoreKeys {
   revPrefix: string;
   /** Pub/sub channel carrying each new head number. */
   channel: string;
+  /** The replicas' shared fleet state (see fleet-board.ts). */
+  fleet: FleetBoardKeys;
 }
 
 export function storeKeys(prefix: string): StoreKeys {
   const tag = `{${prefix}}`;
-  return { head: `${tag}:head`, revs: `${tag}:revs`, revPrefix: `${tag}:rev:`, channel: `${tag}:changes` };
+  return {
+    head: `${tag}:head`,
+    revs: `${tag}:revs`,
+    revPrefix: `${tag}:rev:`,
+    channel: `${tag}:changes`,
+    fleet: { index: `${tag}:fleet`, entryPrefix: `${tag}:fleet:`, channel: `${tag}:fleet-changes` },
+  };
 }
 
 export function revisionKey(keys: StoreKeys, n: number): string {
