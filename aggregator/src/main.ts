@@ -2,7 +2,7 @@ import os from "node:os";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import { createLogger, stopOnSignals } from "@portico/common";
+import { createLogger, hostPortFlag, positiveFlag, stopOnSignals } from "@portico/common";
 import { xdsClientTls } from "@portico/common";
 import { fetchCaller } from "./compose/call.js";
 import { MemoryStaleStore, RedisStaleStore, type StaleStore } from "./compose/stale.js";
@@ -35,19 +35,6 @@ const { values } = parseArgs({
 
 const log = createLogger("aggregator");
 
-function hostPort(text: string, what: string): { host: string; port: number } {
-  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(text);
-  if (!m) throw new Error(`--${what} must be host:port, got '${text}'`);
-  return { host: m[1] || "127.0.0.1", port: Number(m[2]) };
-}
-
-function positive(text: string, what: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n <= 0)
-    throw new Error(`--${what} must be a positive whole number, got '${text}'`);
-  return n;
-}
-
 try {
   if (!values.config === !values.xds) throw new Error("give either --config <file> or --xds <host:port>");
   const protocol = values["xds-protocol"];
@@ -62,14 +49,14 @@ try {
   const stale: StaleStore = values.redis
     ? new RedisStaleStore({
         redis: new Redis(values.redis, { maxRetriesPerRequest: 1, enableOfflineQueue: false }),
-        timeoutMs: positive(values["redis-timeout-ms"]!, "redis-timeout-ms"),
+        timeoutMs: positiveFlag(values["redis-timeout-ms"]!, "redis-timeout-ms", true),
         onError: (op, err) => {
           metrics.staleStoreErrors.inc({ op });
           log.warn({ op, err: err.message }, "stale store call failed; answering without it");
         },
       })
     : new MemoryStaleStore();
-  const { host, port } = hostPort(values.listen!, "listen");
+  const { host, port } = hostPortFlag(values.listen!, "listen");
   const server = new AggregatorServer({
     host,
     port,
@@ -77,12 +64,12 @@ try {
     registry,
     metrics,
     stale,
-    caller: fetchCaller(positive(values["max-part-bytes"]!, "max-part-bytes")),
+    caller: fetchCaller(positiveFlag(values["max-part-bytes"]!, "max-part-bytes", true)),
   });
 
   let source: XdsConfigSource | undefined;
   if (values.xds) {
-    hostPort(values.xds, "xds");
+    hostPortFlag(values.xds, "xds");
     // Until the first config arrives, /readyz says 503 and composite calls get 404.
     source = new XdsConfigSource({
       target: values.xds,

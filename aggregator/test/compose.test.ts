@@ -117,6 +117,7 @@ describe("fan-out", () => {
     const answer = merge(results);
     expect(answer.status).toBe(200);
     expect(answer.headers["x-portico-partial"]).toBe("orders");
+    expect(answer.headers["x-portico-degraded"]).toBe("partial");
     expect(answer.headers["cache-control"]).toBe("no-store");
     expect(answer.body._missing).toEqual(["orders"]);
     expect(Object.keys(answer.body).sort()).toEqual(["_missing", "profile", "recs"]);
@@ -148,6 +149,28 @@ describe("fan-out", () => {
     const anonymous = merge(await fanOut(routeOf(required), incoming({}), { caller: fakeEnvoy({}), stale }));
     expect(anonymous.status).toBe(400);
     expect(anonymous.body).toMatchObject({ code: "missing_input", part: "recs" });
+  });
+
+  it("answers as soon as a required part fails, cancelling the parts still running", async () => {
+    const seen: PartRequest[] = [];
+    const started = performance.now();
+    const results = await fanOut(routeOf(PARTS), incoming(WHO), {
+      caller: fakeEnvoy({ profile: { delayMs: 20, status: 503 }, orders: { delayMs: 5_000 } }, seen),
+      stale: new MemoryStaleStore(),
+    });
+    const took = performance.now() - started;
+    // The optional part's deadline is 300 ms: the answer does not wait for it.
+    expect(took).toBeLessThan(200);
+    expect(results.map((r) => [r.key, r.state, r.state === "ok" ? undefined : r.reason])).toEqual([
+      ["profile", "failed", "upstream_status"],
+      ["orders", "failed", "cancelled"],
+      ["recs", "ok", undefined],
+    ]);
+    expect(seen.find((r) => r.headers["x-portico-part"] === "home/orders")!.signal.aborted).toBe(true);
+    const answer = merge(results, "req-2");
+    expect(answer.status).toBe(502);
+    // A part stopped because the answer was decided did not fail.
+    expect(answer.body).toMatchObject({ code: "part_failed", part: "profile", failed: ["profile"] });
   });
 
   it("treats an answer that is not JSON, or not 2xx, as a failure of that part", async () => {
@@ -212,6 +235,7 @@ describe("stale fallback", () => {
     expect(degraded.body._stale).toEqual(["orders"]);
     expect(degraded.body._missing).toBeUndefined();
     expect(degraded.headers["x-portico-stale"]).toBe("orders");
+    expect(degraded.headers["x-portico-degraded"]).toBe("stale");
 
     // Another consumer never sees acme's orders.
     const other = merge(

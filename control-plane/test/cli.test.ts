@@ -70,14 +70,53 @@ describe("portico CLI", () => {
   });
 
   it("get lists as a table and shows one resource as YAML; export round-trips", async () => {
-    const list = await cli(["get", "routes"]);
-    expect(list.out.split("\n")[0]).toMatch(/^NAME\s+GATEWAY\s+UPSTREAM/);
-    expect(list.out).toMatch(/users\s+edge\s+users/);
+    const list = await cli(["get", "upstreams"]);
+    expect(list.out.split("\n")[0]).toMatch(/^NAME$/);
+    expect(list.out).toMatch(/^users$/m);
     const one = await cli(["get", "upstreams", "users"]);
     expect(one.out).toMatch(/name: users/);
     const exported = path.join(dir, "export.yaml");
     expect((await cli(["export", "-o", exported])).code).toBe(EXIT.ok);
     expect((await cli(["diff", "-f", exported])).code).toBe(EXIT.ok);
+  });
+
+  it("lists routes in the order Envoy tries them, and prints a write's warnings", async () => {
+    const file = path.join(dir, "order.yaml");
+    const upstream = { upstream: "users", gateway: "edge" };
+    fs.writeFileSync(
+      file,
+      stringify({
+        ...config,
+        routes: [
+          { ...upstream, name: "hv", match: { pathPrefix: "/hv" } },
+          {
+            ...upstream,
+            name: "hv-v2",
+            match: { pathPrefix: "/hv", headers: [{ name: "x-version", exact: "v2" }] },
+          },
+          {
+            ...upstream,
+            name: "hv-beta",
+            match: { pathPrefix: "/hv", headers: [{ name: "x-beta", present: true }] },
+          },
+          { ...upstream, name: "health", match: { path: "/health" } },
+        ],
+      }),
+    );
+    const applied = await cli(["apply", "-f", file]);
+    expect(applied.code).toBe(EXIT.ok);
+    expect(applied.err).toMatch(
+      /warning: routes\[2\]\.match: requests that match both route 'hv-v2' and route 'hv-beta' go to 'hv-v2'/,
+    );
+    const list = await cli(["get", "routes"]);
+    expect(list.out.split("\n")[0]).toMatch(/^ORDER\s+NAME\s+GATEWAY\s+MATCH\s+UPSTREAM$/);
+    expect(
+      list.out
+        .split("\n")
+        .slice(1)
+        .map((l) => l.split(/\s+/).slice(0, 2).join(" ")),
+    ).toEqual(["1 health", "2 hv-v2", "3 hv-beta", "4 hv"]);
+    expect(list.out).toMatch(/2\s+hv-v2\s+edge\s+\/hv\*\s+x-version: v2\s+users/);
   });
 
   it("status, revisions and rollback", async () => {

@@ -14,3 +14,9 @@ export const PARTIAL_HEADER = "x-portico-partial";
 
 /** Names the parts answered from their last good answer; also listed in the body's `_stale`. */
 export const STALE_HEADER = "x-portico-stale";
+
+/**
+ * Marks every degraded answer of the gateway's: a route's fallback (`fallback`, set by Envoy) and
+ * the aggregator's partial and stale answers (`partial`, `stale`, or both).
+ */
+export const DEGRADED_HEADER = "x-portico-degraded";

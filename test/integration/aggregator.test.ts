@@ -177,8 +177,10 @@ describe("aggregator through Envoy", () => {
       expect(part.headers["x-portico-consumer"]).toBe("acme");
       expect(part.headers["x-portico-plan"]).toBe("gold");
       expect(part.headers["x-request-id"]).toBe("req-full-1");
-      // Through Envoy's parts listener (it adds its deadline), which drops the part marker.
-      expect(part.headers["x-envoy-expected-rq-timeout-ms"]).toBeDefined();
+      // Through Envoy's parts listener (it adds x-forwarded-proto), which drops the part marker and
+      // keeps its own headers to itself.
+      expect(part.headers["x-forwarded-proto"]).toBe("http");
+      expect(part.headers["x-envoy-expected-rq-timeout-ms"]).toBeUndefined();
       expect(part.headers["x-portico-part"]).toBeUndefined();
       expect(part.headers["x-api-key"]).toBeUndefined();
     }
@@ -199,6 +201,8 @@ describe("aggregator through Envoy", () => {
     const res = await call("/users/7/home");
     expect(res.status).toBe(200);
     expect(res.headers["x-portico-partial"]).toBe("recs");
+    // The same marker as every other degraded answer of the gateway's.
+    expect(res.headers["x-portico-degraded"]).toBe("partial");
     const body = res.json<Record<string, unknown>>();
     expect(body._missing).toEqual(["recs"]);
     expect(body.recs).toBeUndefined();
@@ -262,6 +266,19 @@ describe("aggregator through Envoy", () => {
     );
     expect(text).toMatch(/portico_aggregator_requests_total\{route="home",status="502"\} 1/);
     expect((await fetch(`http://127.0.0.1:${aggregatorPort}/readyz`)).status).toBe(200);
+  });
+
+  it("answers as soon as a required part fails, without waiting for a slow optional part", async () => {
+    users.setStatus(500);
+    recs.setDelay(4000);
+    const started = performance.now();
+    const res = await call("/users/10/home", { "x-request-id": "req-early" });
+    const took = performance.now() - started;
+    expect(res.status).toBe(502);
+    expect(res.json()).toMatchObject({ code: "part_failed", part: "profile", request_id: "req-early" });
+    expect(res.headers["x-request-id"]).toBe("req-early");
+    // recs' deadline is 1000 ms: the answer did not wait for it.
+    expect(took).toBeLessThan(500);
   });
 
   it("takes a change made through the admin API over xDS, and the fleet status shows its ACK", async () => {

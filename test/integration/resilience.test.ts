@@ -62,6 +62,23 @@ describe("resilience through a real Envoy", () => {
     for (const c of closers) await c();
   });
 
+  /** A route on `/<name>` from `primary` (at `port`) failing over to `fallback`, applied by Envoy. */
+  async function failoverRoute(name: string, primary: { name: string; port: number }, fallback: string) {
+    await api.call("PUT", `/api/v1/upstreams/${primary.name}`, {
+      body: { name: primary.name, endpoints: [{ host: "127.0.0.1", port: primary.port }] },
+    });
+    const put = await api.call("PUT", `/api/v1/routes/${name}?wait=applied`, {
+      body: {
+        name,
+        gateway: "edge",
+        match: { pathPrefix: `/${name}` },
+        upstream: primary.name,
+        fallback: { upstream: fallback },
+      },
+    });
+    expect(put.json.rollout.applied).toBe(true);
+  }
+
   it("retries a flaky upstream into success", async () => {
     // Two of every three requests fail; three attempts always find the good one.
     const flaky = await flakyUpstream("flaky", 3);
@@ -195,5 +212,52 @@ describe("resilience through a real Envoy", () => {
       after.push(`${res.status} ${res.headers["x-upstream"]}`);
     }
     expect(after).toEqual(Array(10).fill("200 backup"));
+  });
+
+  it("fails over from a dead primary without health checks on the first request, marked degraded", async () => {
+    const dead = await freePort(); // nothing listens there
+    const spare = await flakyUpstream("spare", 1);
+    closers.push(spare.close);
+    await api.call("PUT", "/api/v1/upstreams/spare", {
+      body: { name: "spare", endpoints: [{ host: "127.0.0.1", port: spare.port }] },
+    });
+    await failoverRoute("cold", { name: "gone-primary", port: dead }, "spare");
+    await waitFor(async () => (await envoy.endpoints("spare~fallback")).length === 1 || undefined, {
+      what: "the fallback's endpoints",
+    });
+    // No request has failed before this one: the refused connection is retried on the fallback.
+    const first = await httpGet(`http://127.0.0.1:${port}/cold/1`);
+    expect(first.status).toBe(200);
+    expect(first.headers["x-upstream"]).toBe("spare");
+    expect(first.headers["x-portico-degraded"]).toBe("fallback");
+    // The primary's endpoint is ejected: the next requests go straight to the fallback.
+    await envoy.waitForStat(
+      "cluster.gone-primary~primary.outlier_detection.ejections_active",
+      (n) => n === 1,
+      "the dead endpoint to be ejected",
+    );
+    for (let i = 0; i < 5; i++) {
+      const res = await httpGet(`http://127.0.0.1:${port}/cold/${i}`);
+      expect(`${res.status} ${res.headers["x-upstream"]} ${res.headers["x-portico-degraded"]}`).toBe(
+        "200 spare fallback",
+      );
+    }
+    // One retry in all: once ejected, the primary is not tried again.
+    expect(await envoy.stat("cluster.gone-primary~or~spare.upstream_rq_retry")).toBe(1);
+  });
+
+  it("marks only the fallback's answers degraded: a healthy primary's are not", async () => {
+    const primary = await flakyUpstream("live-primary", 1);
+    closers.push(primary.close);
+    await failoverRoute("warm", { name: "live-primary", port: primary.port }, "spare");
+    const res = await waitFor(
+      async () => {
+        const r = await httpGet(`http://127.0.0.1:${port}/warm/1`);
+        return r.status === 200 ? r : undefined;
+      },
+      { what: "the warm failover route" },
+    );
+    expect(res.headers["x-upstream"]).toBe("live-primary");
+    expect(res.headers["x-portico-degraded"]).toBeUndefined();
   });
 });

@@ -59,6 +59,14 @@ describe("REST to gRPC transcoding", () => {
       upstream: "bookstore",
       grpcTranscode: { descriptors: "bookstore", services: [BOOKSTORE_SERVICE] },
     });
+    // The same service for callers that ask for it, letting unknown fields through as the
+    // transcoder does; its condition puts it before the route above.
+    await put("/api/v1/routes/books-lenient", {
+      gateway: "edge",
+      match: { pathPrefix: "/v1/books", headers: [{ name: "x-lenient", present: true }] },
+      upstream: "bookstore",
+      grpcTranscode: { descriptors: "bookstore", services: [BOOKSTORE_SERVICE], allowUnknownFields: true },
+    });
     await put("/api/v1/routes/site", { gateway: "edge", match: { pathPrefix: "/" }, upstream: "web" });
     envoy = track(await startEnvoy({ nodeId: "edge-t", group: "edge", xdsPort: api.cp.xdsPort }));
     await envoy.waitReady({ timeoutMs: 20_000 });
@@ -131,7 +139,61 @@ describe("REST to gRPC transcoding", () => {
     const before = bookstore.calls.length;
     const res = await httpRequest(url("/v1/books?colour=red"));
     expect(res.status).toBe(400);
+    // In the JSON shape of the gateway's other errors, with the transcoder's reason.
+    expect(res.headers["content-type"]).toBe("application/json");
+    expect(res.json()).toEqual({
+      code: "invalid_request",
+      message: "the request is not valid",
+      detail: 'Could not find field "colour" in the type "portico.sample.v1.ListBooksRequest".',
+      request_id: res.headers["x-request-id"],
+    });
     expect(bookstore.calls.length).toBe(before);
+  });
+
+  it("refuses a JSON body naming a field the message does not have, with a JSON error, before the service", async () => {
+    const before = bookstore.calls.length;
+    const res = await httpRequest(url("/v1/books"), {
+      method: "POST",
+      headers: json,
+      body: JSON.stringify({ title: "Kindred", nope: 1 }),
+    });
+    expect(res.status).toBe(400);
+    expect(res.headers["content-type"]).toBe("application/json");
+    expect(res.json()).toEqual({
+      code: "invalid_request",
+      message: "the request is not valid",
+      detail:
+        'unknown field "nope" in portico.sample.v1.Book: the request body names a field the message does not have',
+      request_id: res.headers["x-request-id"],
+    });
+    expect(bookstore.calls.length).toBe(before);
+    // Both spellings of a field are the field's.
+    const spelled = await httpRequest(url("/v1/books"), {
+      method: "POST",
+      headers: json,
+      body: JSON.stringify({ title: "Dawn", published_year: 1987, tags: ["sf"] }),
+    });
+    expect(spelled.status, spelled.body).toBe(200);
+  });
+
+  it("lets unknown fields through on a route that allows them, as the transcoder does", async () => {
+    const res = await httpRequest(url("/v1/books"), {
+      method: "POST",
+      headers: { ...json, "x-lenient": "1" },
+      body: JSON.stringify({ title: "Imago", nope: 1 }),
+    });
+    expect(res.status, res.body).toBe(200);
+    expect(bookstore.calls.at(-1)!.request).toMatchObject({ book: { title: "Imago" } });
+  });
+
+  it("answers REST clients without gRPC's own headers", async () => {
+    for (const p of ["/v1/books/1", "/v1/books/999"]) {
+      const res = await httpRequest(url(p));
+      expect(
+        Object.keys(res.headers).filter((h) => h.startsWith("grpc-")),
+        p,
+      ).toEqual([]);
+    }
   });
 
   it("answers a REST call no method takes with 404 rather than passing it to the gRPC upstream", async () => {

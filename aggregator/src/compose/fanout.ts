@@ -55,6 +55,9 @@ export interface Incoming {
   signal: AbortSignal;
 }
 
+/** Why a part still running was stopped: the client left, or the answer no longer needs it. */
+type Cancelled = { client: AbortSignal; decided: AbortSignal };
+
 function describe(err: unknown): string {
   const e = err as Error & { cause?: { code?: string; message?: string } };
   return e.cause?.code ?? e.cause?.message ?? e.message ?? String(err);
@@ -64,6 +67,7 @@ async function callPart(
   route: CompiledRoute,
   part: CompiledPart,
   incoming: Incoming,
+  cancelled: Cancelled,
   deps: FanOutDeps,
 ): Promise<PartResult> {
   const now = deps.now ?? performance.now.bind(performance);
@@ -98,7 +102,7 @@ async function callPart(
           IDENTITY_HEADERS.map((h) => incoming.header(h) ?? ""),
         );
   const deadline = AbortSignal.timeout(part.timeoutMs);
-  const signal = AbortSignal.any([deadline, incoming.signal]);
+  const signal = AbortSignal.any([deadline, cancelled.client, cancelled.decided]);
 
   let failure: { reason: FailureReason; detail: string };
   try {
@@ -116,7 +120,9 @@ async function callPart(
     }
   } catch (err) {
     if (deadline.aborted) failure = { reason: "timeout", detail: `no answer in ${part.timeoutMs} ms` };
-    else if (incoming.signal.aborted) failure = { reason: "cancelled", detail: "the client went away" };
+    else if (cancelled.client.aborted) failure = { reason: "cancelled", detail: "the client went away" };
+    else if (cancelled.decided.aborted)
+      failure = { reason: "cancelled", detail: "the answer was decided without it" };
     else if (err instanceof BodyTooLargeError) failure = { reason: "too_large", detail: err.message };
     else failure = { reason: "unreachable", detail: describe(err) };
   }
@@ -137,20 +143,52 @@ async function callPart(
 }
 
 /**
- * Calls every part at once, each with its own deadline, and waits for all of them: the whole
- * takes as long as the slowest part (at most its deadline), never the sum. A part never throws;
- * its failure is a result, so one part cannot take the others down.
+ * Whether a result alone fails the call: a required part failed with nothing to stand in for it
+ * (not one stopped because the answer was already decided, or the client left).
  */
-export async function fanOut(
-  route: CompiledRoute,
-  incoming: Incoming,
-  deps: FanOutDeps,
-): Promise<PartResult[]> {
-  return Promise.all(
-    route.parts.map(async (part) => {
-      const result = await callPart(route, part, incoming, deps);
-      deps.observer?.part(route.name, result);
-      return result;
-    }),
-  );
+export function failsTheCall(r: PartResult): boolean {
+  return r.required && r.state === "failed" && r.reason !== "cancelled";
+}
+
+/**
+ * Calls every part at once, each with its own deadline: the whole takes as long as the slowest
+ * part (at most its deadline), never the sum. It ends as soon as the answer is decided: when a
+ * required part fails with nothing to stand in for it, the parts still running are cancelled and
+ * their results are `cancelled`. A part never throws; its failure is a result, so one part cannot
+ * take the others down. Results are in the route's order of parts.
+ */
+export function fanOut(route: CompiledRoute, incoming: Incoming, deps: FanOutDeps): Promise<PartResult[]> {
+  const decided = new AbortController();
+  const cancelled = { client: incoming.signal, decided: decided.signal };
+  const results: (PartResult | undefined)[] = route.parts.map(() => undefined);
+  return new Promise((resolve) => {
+    let pending = route.parts.length;
+    const settle = () => {
+      resolve(
+        results.map(
+          (r, i): PartResult =>
+            r ?? {
+              key: route.parts[i]!.key,
+              required: route.parts[i]!.required,
+              state: "failed",
+              reason: "cancelled",
+              detail: "the answer was decided without it",
+              ms: 0,
+            },
+        ),
+      );
+    };
+    route.parts.forEach((part, i) => {
+      void callPart(route, part, incoming, cancelled, deps).then((result) => {
+        deps.observer?.part(route.name, result);
+        if (decided.signal.aborted) return;
+        results[i] = result;
+        pending--;
+        if (failsTheCall(result)) {
+          decided.abort();
+          settle();
+        } else if (pending === 0) settle();
+      });
+    });
+  });
 }

@@ -1,5 +1,6 @@
-import { PARTIAL_HEADER, STALE_HEADER } from "@portico/contract";
-import type { PartResult } from "./fanout.js";
+import { DEGRADED_HEADER, PARTIAL_HEADER, STALE_HEADER } from "@portico/contract";
+import { failsTheCall, type PartResult } from "./fanout.js";
+
 
 export interface Composed {
   status: number;
@@ -27,7 +28,8 @@ function failedAnswer(
       code,
       message: `required part '${failed.key}' failed: ${failed.detail}`,
       part: failed.key,
-      failed: all.filter((r) => r.state === "failed").map((r) => r.key),
+      // The parts stopped once the answer was decided did not fail: they are left out.
+      failed: all.filter((r) => r.state === "failed" && r.reason !== "cancelled").map((r) => r.key),
       ...(requestId ? { request_id: requestId } : {}),
     },
   };
@@ -35,13 +37,13 @@ function failedAnswer(
 
 /**
  * The parts' results → one answer. Every required part answered (fresh or stale): 200 with
- * `{ <key>: <answer> }`, and the optional parts that failed left out and named. A required part
+ * `{ <key>: <answer> }`, and the optional parts that failed left out and named (marked degraded). A required part
  * that failed with nothing to stand in for it fails the call: 504 when its deadline passed, 400
  * when the request lacks a header its path needs, 502 otherwise. Pure, so the answer's shape is
  * tested without a network.
  */
 export function merge(results: PartResult[], requestId?: string): Composed {
-  const required = results.find((r) => r.required && r.state === "failed");
+  const required = results.find(failsTheCall);
   if (required?.state === "failed") return failedAnswer(required, results, requestId);
   const body: Record<string, unknown> = {};
   const missing: string[] = [];
@@ -61,6 +63,12 @@ export function merge(results: PartResult[], requestId?: string): Composed {
     headers[STALE_HEADER] = stale.join(",");
   }
   // A degraded answer is for this moment only: no cache should keep it.
-  if (missing.length || stale.length) headers["cache-control"] = "no-store";
+  if (missing.length || stale.length) {
+    headers["cache-control"] = "no-store";
+    headers[DEGRADED_HEADER] = [
+      ...(missing.length ? ["partial"] : []),
+      ...(stale.length ? ["stale"] : []),
+    ].join(",");
+  }
   return { status: 200, headers, body };
 }

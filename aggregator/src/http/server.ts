@@ -22,13 +22,28 @@ export interface AggregatorServerOptions {
   stale: StaleStore;
 }
 
+/** The request's id: Envoy's (kept or made by it), or the aggregator's own for a direct call. */
+const REQUEST_ID = "x-request-id";
+
 function send(res: ServerResponse, status: number, headers: Record<string, string>, body: string): void {
   res.writeHead(status, { ...headers, "content-length": Buffer.byteLength(body) });
   res.end(body);
 }
 
-function sendJson(res: ServerResponse, status: number, body: object): void {
-  send(res, status, { "content-type": "application/json" }, JSON.stringify(body));
+/** A JSON answer that names the request it answers, in its body and in `x-request-id`. */
+function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: object,
+  requestId: string,
+  headers: Record<string, string> = {},
+): void {
+  send(
+    res,
+    status,
+    { "content-type": "application/json", [REQUEST_ID]: requestId, ...headers },
+    JSON.stringify({ ...body, request_id: requestId }),
+  );
 }
 
 function headerOf(req: IncomingMessage): (name: string) => string | undefined {
@@ -49,9 +64,11 @@ export class AggregatorServer {
 
   constructor(private readonly opts: AggregatorServerOptions) {
     this.server = http.createServer((req, res) => {
-      this.handle(req, res).catch((err: Error) => {
-        opts.log.error({ err: err.message }, "request failed");
-        if (!res.headersSent) sendJson(res, 500, { code: "internal", message: "the aggregator failed" });
+      const requestId = headerOf(req)(REQUEST_ID) ?? randomUUID();
+      this.handle(req, res, requestId).catch((err: Error) => {
+        opts.log.error({ err: err.message, request_id: requestId }, "request failed");
+        if (!res.headersSent)
+          sendJson(res, 500, { code: "internal", message: "the aggregator failed" }, requestId);
         else res.destroy();
       });
     });
@@ -87,30 +104,20 @@ export class AggregatorServer {
     });
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async handle(req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
     const url = new URL(req.url ?? "/", "http://aggregator");
     const named = headerOf(req)(COMPOSITE_HEADER);
     if (named === undefined && this.admin(url.pathname, res)) return;
-    const requestId = headerOf(req)("x-request-id") ?? randomUUID();
     const log = this.opts.log.child({ request_id: requestId });
     const found = findRoute(this.config, named, url.pathname);
     if (!found) {
-      sendJson(res, 404, {
-        code: "no_route",
-        message: `no composite route for ${url.pathname}`,
-        request_id: requestId,
-      });
+      sendJson(res, 404, { code: "no_route", message: `no composite route for ${url.pathname}` }, requestId);
       return;
     }
     const { route, params } = found;
     if (!route.methods.has(req.method ?? "")) {
       const allow = [...route.methods].join(", ");
-      send(
-        res,
-        405,
-        { "content-type": "application/json", allow },
-        JSON.stringify({ code: "method_not_allowed", message: `use ${allow}`, request_id: requestId }),
-      );
+      sendJson(res, 405, { code: "method_not_allowed", message: `use ${allow}` }, requestId, { allow });
       return;
     }
     // The parts are worth nothing once the client has gone.
@@ -121,7 +128,7 @@ export class AggregatorServer {
     const header = headerOf(req);
     const incoming = {
       params,
-      header: (name: string) => (name === "x-request-id" ? requestId : header(name)),
+      header: (name: string) => (name === REQUEST_ID ? requestId : header(name)),
       signal: gone.signal,
     };
     const results = await fanOut(route, incoming, {
@@ -150,7 +157,7 @@ export class AggregatorServer {
       log.debug({ route: route.name, status: answer.status }, "composite answered");
     }
     if (res.destroyed) return;
-    send(res, answer.status, answer.headers, JSON.stringify(answer.body));
+    send(res, answer.status, { ...answer.headers, [REQUEST_ID]: requestId }, JSON.stringify(answer.body));
   }
 
   /** /healthz, /readyz and /metrics; false for any other path. */

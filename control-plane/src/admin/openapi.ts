@@ -35,6 +35,12 @@ const waitParams = [
 ];
 const nameParam = { name: "name", in: "path", required: true, schema: { type: "string" } };
 
+/** What a write's answer may add: the routes the written config leaves some requests of to another. */
+const WARNINGS =
+  "; with `warnings` ([{field, reason}]) when a route is left only some of its requests by another " +
+  "route (on a listener or host, or for requests both match where only the order of creation decides). " +
+  "A route left no request at all is refused with 422 naming both routes.";
+
 /** The OpenAPI 3.1 document, generated from the same zod schemas that validate requests. */
 export function openApiDocument(): Record<string, unknown> {
   const schemas: Record<string, unknown> = {
@@ -89,7 +95,7 @@ export function openApiDocument(): Record<string, unknown> {
         summary: `Create a ${one}`,
         parameters: waitParams,
         requestBody: { required: true, content: { "application/json": { schema: ref(schemaName) } } },
-        responses: { "201": { description: "Created" }, ...writeErrors },
+        responses: { "201": { description: `Created: the ${one}${WARNINGS}` }, ...writeErrors },
       },
     };
     paths[`/api/v1/${kind}/{name}`] = {
@@ -113,7 +119,11 @@ export function openApiDocument(): Record<string, unknown> {
           { name: "If-Match", in: "header", required: false, schema: { type: "string" } },
         ],
         requestBody: { required: true, content: { "application/json": { schema: ref(schemaName) } } },
-        responses: { "200": { description: "Replaced" }, "201": { description: "Created" }, ...writeErrors },
+        responses: {
+          "200": { description: `Replaced: the ${one}${WARNINGS}` },
+          "201": { description: `Created: the ${one}${WARNINGS}` },
+          ...writeErrors,
+        },
       },
       delete: {
         summary: `Delete a ${one}`,
@@ -148,7 +158,7 @@ export function openApiDocument(): Record<string, unknown> {
           "application/json": { schema: ref("Config") },
         },
       },
-      responses: { "200": { description: "Applied, or the diff" }, ...writeErrors },
+      responses: { "200": { description: `Applied, or the diff${WARNINGS}` }, ...writeErrors },
     },
   };
   paths["/api/v1/revisions"] = {

@@ -1,6 +1,8 @@
 import fs from "node:fs";
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
+import { inMatchOrder, rankOf } from "../model/route-order.js";
+import type { Route } from "../model/schema.js";
 
 /**
  * Exit codes: 0 done (for diff: no differences), 1 diff found differences, 2 usage error,
@@ -13,7 +15,7 @@ const USAGE = `portico — the Portico admin CLI
 
   portico apply -f FILE [--wait] [--timeout 30s]   apply a whole config (YAML or JSON)
   portico diff -f FILE                             what apply would change (exit 1 if anything)
-  portico get KIND [NAME] [-o json|yaml]           list resources, or show one
+  portico get KIND [NAME] [-o json|yaml]           list resources, or show one (routes in match order)
   portico status                                   every connected node and what it applied
   portico rollback REVISION [--wait]               commit an earlier revision again
   portico export [-o FILE]                         the whole config as YAML
@@ -103,6 +105,70 @@ function table(rows: string[][]): string {
         .trimEnd(),
     )
     .join("\n");
+}
+
+/** A route's match in a few words: `= /path`, `/prefix*`, `~ regex`, then its other conditions. */
+function matchSummary(r: Route): string {
+  const m = r.match;
+  const path =
+    m.path !== undefined
+      ? `= ${m.path}`
+      : m.pathPrefix !== undefined
+        ? `${m.pathPrefix}*`
+        : `~ ${m.pathRegex}`;
+  const cond = (c: NonNullable<Route["match"]["headers"]>[number], sep: string) =>
+    `${c.invert ? "!" : ""}${c.name}${
+      c.exact !== undefined
+        ? `${sep}${c.exact}`
+        : c.prefix !== undefined
+          ? `${sep}${c.prefix}*`
+          : c.regex !== undefined
+            ? `~${c.regex}`
+            : c.present
+              ? ""
+              : " absent"
+    }`;
+  return [
+    path,
+    ...(m.methods ? [m.methods.join(",")] : []),
+    ...(m.host ? [`host ${m.host}`] : []),
+    ...(m.headers ?? []).map((h) => cond(h, ": ")),
+    ...(m.query ?? []).map((q) => `?${cond(q, "=")}`),
+    ...(r.listener ? [`listener ${r.listener}`] : []),
+    ...(r.priority ? [`priority ${r.priority}`] : []),
+  ].join("  ");
+}
+
+/**
+ * Routes as Envoy tries them: per gateway, in match order (the host's own routes before those for
+ * every host, then the model's order); ORDER counts within the gateway.
+ */
+function routeTable(items: Route[]): string[][] {
+  const gateways = [...new Set(items.map((r) => r.gateway))].sort();
+  const rows = [["ORDER", "NAME", "GATEWAY", "MATCH", "UPSTREAM"]];
+  for (const g of gateways) {
+    const ordered = inMatchOrder(
+      items.filter((r) => r.gateway === g),
+      (r) => rankOf({ ...r, kind: "routes", index: 0, template: false, priority: r.priority ?? 0 }),
+    );
+    ordered.forEach((r, i) =>
+      rows.push([
+        String(i + 1),
+        r.name,
+        g,
+        matchSummary(r),
+        r.upstream ??
+          r.upstreams?.map((w) => `${w.name}:${w.weight}`).join(",") ??
+          (r.redirect ? "(redirect)" : "(direct)"),
+      ]),
+    );
+  }
+  return rows;
+}
+
+/** Warnings a write was answered with (a route another one takes some requests from). */
+function printWarnings(io: Io, body: { warnings?: { field: string; reason: string }[] }): void {
+  for (const w of body.warnings ?? []) io.err(`warning: ${w.field}: ${w.reason}`);
 }
 
 function contentTypeOf(file: string, text: string): string {
@@ -201,6 +267,7 @@ export async function runCli(
         const body = res.json();
         for (const c of body.changes as { kind: string; name: string; op: string }[])
           io.out(`${c.op.padEnd(6)} ${c.kind}/${c.name}`);
+        printWarnings(io, body);
         io.out(body.changed ? `revision ${body.revision}` : `unchanged (revision ${body.revision})`);
         return body.rollout ? printRollout(io, body.rollout) : EXIT.ok;
       }
@@ -230,6 +297,7 @@ export async function runCli(
         const body = res.json();
         if (values.output === "json") io.out(JSON.stringify(body, null, 2));
         else if (values.output === "yaml" || name) io.out(stringify(name ? body : body.items).trimEnd());
+        else if (kind === "routes") io.out(table(routeTable(body.items as Route[])));
         else {
           const items = body.items as Record<string, unknown>[];
           const cols = [

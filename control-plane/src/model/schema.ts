@@ -4,29 +4,93 @@ import { z } from "zod";
 import {
   ApiKeySchema,
   AuthPolicySchema,
-  CompositeRouteSchema,
+  CompositePartSchema as ContractCompositePartSchema,
+  CompositeRouteSchema as ContractCompositeRouteSchema,
   ConsumerSchema,
   JwtProviderSchema,
   Name,
   OauthProviderSchema,
   RateLimitPolicySchema,
   RateLimitSchema,
-  RetrySchema,
+  RetrySchema as ContractRetrySchema,
   Millis,
 } from "@portico/contract";
 
 export {
   ApiKeySchema,
   AuthPolicySchema,
-  CompositeRouteSchema,
   ConsumerSchema,
   JwtProviderSchema,
   Name,
   OauthProviderSchema,
   RateLimitPolicySchema,
   RateLimitSchema,
-  RetrySchema,
 };
+
+const retryFields = ContractRetrySchema.shape;
+
+/**
+ * Retries by Envoy (a route's `retry_policy`, a composite part's too): the contract's fields, each
+ * saying what Envoy does with it, and the count named for what it counts. `attempts` is the old
+ * name of `maxRetries`, with the same meaning; a stored config carries `maxRetries`.
+ */
+export const RetrySchema = ContractRetrySchema.extend({
+  maxRetries: z
+    .number()
+    .int()
+    .min(1)
+    .max(10)
+    .optional()
+    .meta({
+      description:
+        "Retries after the first try (Envoy's `num_retries`): 2 means at most 3 calls to the upstream. " +
+        "Each retry goes to another endpoint when there is one, and counts against the upstream's " +
+        "circuitBreaker.maxConcurrentRetries.",
+      examples: [2],
+    }),
+  attempts: retryFields.attempts.optional().meta({
+    deprecated: true,
+    description: "The old name of maxRetries, with the same meaning (retries after the first try).",
+  }),
+  on: retryFields.on.meta({
+    description:
+      "What makes Envoy retry (`retry_on`): 5xx (any 5xx answer, a reset, a refused connection), " +
+      "gateway-error (502, 503, 504), reset, connect-failure, retriable-4xx (409), refused-stream, " +
+      "retriable-status-codes (the statusCodes listed).",
+    examples: [["5xx", "reset", "connect-failure"]],
+  }),
+  perTryTimeoutMs: retryFields.perTryTimeoutMs.meta({
+    description:
+      "Deadline of each try (`per_try_timeout`); a try that passes it is retried. Without it a try may " +
+      "take the whole route timeoutMs, which also bounds all tries together.",
+    examples: [500],
+  }),
+  statusCodes: retryFields.statusCodes.meta({
+    description: "The answers retried with `retriable-status-codes` (`retriable_status_codes`).",
+    examples: [[503, 429]],
+  }),
+  backoff: retryFields.backoff.meta({
+    description:
+      "Pause before each retry (`retry_back_off`): random, up to baseMs doubled at each retry, at most " +
+      "maxMs (default 10 × baseMs). Envoy's default is a 25 ms base.",
+    examples: [{ baseMs: 25, maxMs: 250 }],
+  }),
+})
+  .refine((r) => (r.maxRetries === undefined) !== (r.attempts === undefined), {
+    message:
+      "give maxRetries, the number of retries after the first try (attempts is its old name; not both)",
+  })
+  .transform(({ attempts, maxRetries, ...rest }) => ({ ...rest, maxRetries: (maxRetries ?? attempts)! }));
+
+/** A composite part, with retries as routes take them. */
+export const CompositePartSchema = ContractCompositePartSchema.extend({
+  retries: RetrySchema.optional(),
+});
+
+/** One client call fanned out to several upstreams by the aggregator, the answers merged into one. */
+export const CompositeRouteSchema = ContractCompositeRouteSchema.extend({
+  parts: z.array(CompositePartSchema).min(1, "a composite route needs at least one part").max(32),
+});
 
 const Port = z.number().int("must be a whole number").min(1, "must be 1-65535").max(65535, "must be 1-65535");
 /** RFC 7230 token characters; Envoy refuses anything else in a header name. */
@@ -62,6 +126,17 @@ export const ListenerSchema = z
      * facing clients whose ids should not reach upstream logs). A missing id is always generated.
      */
     requestId: z.enum(["keep", "regenerate"]).default("keep"),
+    /** The response header that hands the request's id back to the client; `false` for none. */
+    returnRequestId: z
+      .union([HeaderName, z.literal(false)])
+      .default("x-request-id")
+      .meta({
+        description:
+          "The response header that carries the request's id back to the client, on every answer: the " +
+          "upstream's, and the gateway's own errors (whose JSON bodies also carry it as request_id). " +
+          "false: the id is not returned.",
+        examples: ["x-request-id", "x-correlation-id", false],
+      }),
     /** Largest request header block, in KiB; larger requests get 431. Envoy's default is 60. */
     maxRequestHeadersKb: z.number().int().min(1).max(8192).optional(),
     /** Largest request body on this listener's routes, in bytes; larger requests get 413. */
@@ -181,31 +256,177 @@ export const EndpointSchema = z
   })
   .strict();
 
+/** Active health checks (Envoy's `health_checks`): every Envoy asks every endpoint on its own. */
 export const HealthCheckSchema = z
   .object({
-    path: z.string().startsWith("/", "must start with '/'").default("/healthz"),
-    intervalMs: Millis(3_600_000).default(5_000),
-    timeoutMs: Millis(60_000).default(1_000),
-    unhealthyThreshold: z.number().int().min(1).max(100).default(3),
-    healthyThreshold: z.number().int().min(1).max(100).default(2),
+    path: z
+      .string()
+      .startsWith("/", "must start with '/'")
+      .default("/healthz")
+      .meta({ description: "Asked with GET; any 2xx is healthy.", examples: ["/healthz"] }),
+    intervalMs: Millis(3_600_000)
+      .default(5_000)
+      .meta({ description: "Time between two checks of one endpoint.", examples: [5000] }),
+    timeoutMs: Millis(60_000)
+      .default(1_000)
+      .meta({ description: "A check not answered in this time failed.", examples: [1000] }),
+    unhealthyThreshold: z
+      .number()
+      .int()
+      .min(1)
+      .max(100)
+      .default(3)
+      .meta({
+        description:
+          "Failed checks in a row that take an endpoint out of the load balancing; with 3 and a 5 s interval, " +
+          "a dead endpoint still gets traffic for up to 15 s.",
+        examples: [3],
+      }),
+    healthyThreshold: z
+      .number()
+      .int()
+      .min(1)
+      .max(100)
+      .default(2)
+      .meta({ description: "Passed checks in a row that bring it back.", examples: [2] }),
   })
-  .strict();
+  .strict()
+  .meta({
+    description:
+      "Active health checks. Until an endpoint's first check passes it takes traffic as usual; an endpoint that " +
+      "fails is skipped until it passes again. Passive detection is outlierDetection.",
+  });
 
+const Count = (max = 1_000_000) => z.number().int().min(1).max(max);
+
+/**
+ * Concurrency limits of an upstream (Envoy's `circuit_breakers`), each per Envoy process and per
+ * upstream, across its endpoints. The fields are named for what Envoy counts; the old names
+ * (`maxRequests`, `maxPendingRequests`, `maxRetries`) still work and are stored under the new ones.
+ */
 export const CircuitBreakerSchema = z
   .object({
-    maxConnections: z.number().int().min(1).optional(),
-    maxPendingRequests: z.number().int().min(1).optional(),
-    maxRequests: z.number().int().min(1).optional(),
-    maxRetries: z.number().int().min(0).optional(),
+    maxConnections: Count()
+      .optional()
+      .meta({
+        description:
+          "Open connections to the upstream at once (`max_connections`, default 1024). Over it, an HTTP/1.1 " +
+          "request waits for a free connection (see maxRequestsWaitingForConnection).",
+        examples: [100],
+      }),
+    maxConcurrentRequests: Count()
+      .optional()
+      .meta({
+        description:
+          "Requests in flight to the upstream at once (`max_requests`, default 1024). The next one is refused " +
+          "at once with 503 (flag UO); it does not wait. With 1, one of 10 parallel requests goes through.",
+        examples: [200],
+      }),
+    maxRequestsWaitingForConnection: Count()
+      .optional()
+      .meta({
+        description:
+          "Requests waiting for a connection when maxConnections are all busy (`max_pending_requests`, default " +
+          "1024); the next one is refused with 503. It is no queue for maxConcurrentRequests: a request over " +
+          "that limit never waits.",
+        examples: [50],
+      }),
+    maxConcurrentRetries: z
+      .number()
+      .int()
+      .min(0)
+      .max(1_000_000)
+      .optional()
+      .meta({
+        description:
+          "Retries in flight to the upstream at once (`max_retries`, default 3), whatever the routes' " +
+          "retries.maxRetries; a retry over it is not made and the failed answer goes to the client.",
+        examples: [3],
+      }),
+    maxRequests: Count()
+      .optional()
+      .meta({ deprecated: true, description: "The old name of maxConcurrentRequests." }),
+    maxPendingRequests: Count()
+      .optional()
+      .meta({ deprecated: true, description: "The old name of maxRequestsWaitingForConnection." }),
+    maxRetries: z
+      .number()
+      .int()
+      .min(0)
+      .max(1_000_000)
+      .optional()
+      .meta({ deprecated: true, description: "The old name of maxConcurrentRetries." }),
   })
-  .strict();
+  .strict()
+  .superRefine((cb, ctx) => {
+    for (const [now, old] of CIRCUIT_BREAKER_RENAMES) {
+      if (cb[now] !== undefined && cb[old] !== undefined)
+        ctx.addIssue({ code: "custom", path: [old], message: `the old name of ${now}; give only ${now}` });
+    }
+  })
+  .transform((cb) => {
+    const out: CircuitBreakerFields = {};
+    if (cb.maxConnections !== undefined) out.maxConnections = cb.maxConnections;
+    for (const [now, old] of CIRCUIT_BREAKER_RENAMES) {
+      const value = cb[now] ?? cb[old];
+      if (value !== undefined) out[now] = value;
+    }
+    return out;
+  });
 
+type CircuitBreakerFields = {
+  maxConnections?: number;
+  maxConcurrentRequests?: number;
+  maxRequestsWaitingForConnection?: number;
+  maxConcurrentRetries?: number;
+};
+
+const CIRCUIT_BREAKER_RENAMES = [
+  ["maxConcurrentRequests", "maxRequests"],
+  ["maxRequestsWaitingForConnection", "maxPendingRequests"],
+  ["maxConcurrentRetries", "maxRetries"],
+] as const;
+
+/** Passive detection (Envoy's `outlier_detection`): endpoints that fail the calls they get are ejected. */
 export const OutlierDetectionSchema = z
   .object({
-    consecutive5xx: z.number().int().min(1).default(5),
-    intervalMs: Millis(3_600_000).default(10_000),
-    baseEjectionMs: Millis(3_600_000).default(30_000),
-    maxEjectionPercent: z.number().int().min(0).max(100).default(50),
+    consecutive5xx: z
+      .number()
+      .int()
+      .min(1)
+      .default(5)
+      .meta({
+        description:
+          "Failed calls in a row that eject an endpoint at once (`consecutive_5xx`): a 5xx answer, a refused " +
+          "or reset connection, a timeout.",
+        examples: [5],
+      }),
+    intervalMs: Millis(3_600_000)
+      .default(10_000)
+      .meta({
+        description: "How often ejected endpoints are looked at to return (`interval`).",
+        examples: [10000],
+      }),
+    baseEjectionMs: Millis(3_600_000)
+      .default(30_000)
+      .meta({
+        description:
+          "How long an ejection lasts (`base_ejection_time`), times the number of times the endpoint was " +
+          "ejected before.",
+        examples: [30000],
+      }),
+    maxEjectionPercent: z
+      .number()
+      .int()
+      .min(0)
+      .max(100)
+      .default(50)
+      .meta({
+        description:
+          "Share of the endpoints that may be ejected at once (`max_ejection_percent`); with one endpoint, " +
+          "below 100 means it is never ejected.",
+        examples: [50],
+      }),
   })
   .strict();
 
@@ -228,7 +449,18 @@ export const UpstreamSchema = z
     loadBalancing: z
       .enum(["round_robin", "least_request", "random", "ring_hash", "maglev"])
       .default("round_robin"),
-    connectTimeoutMs: z.number().int().min(1).max(60_000).default(1_000),
+    connectTimeoutMs: z
+      .number()
+      .int()
+      .min(1)
+      .max(60_000)
+      .default(1_000)
+      .meta({
+        description:
+          "Deadline to open a connection (`connect_timeout`); past it the try fails as a connect failure " +
+          "(503, retried by retries.on connect-failure or 5xx).",
+        examples: [1000],
+      }),
     healthCheck: HealthCheckSchema.optional(),
     circuitBreaker: CircuitBreakerSchema.optional(),
     outlierDetection: OutlierDetectionSchema.optional(),
@@ -326,6 +558,11 @@ export const GrpcTranscodeSchema = z
       .optional(),
     /** Query parameters that name no field of the request are ignored; otherwise (default) a 400. */
     ignoreUnknownQueryParameters: z.boolean().default(false),
+    /**
+     * JSON body fields that name no field of the message are dropped (Envoy's transcoder alone);
+     * otherwise (default) the request is refused with 400 before it reaches the upstream.
+     */
+    allowUnknownFields: z.boolean().default(false),
     /** Requests that map to no method get 404 (default), rather than reaching the gRPC upstream as they are. */
     rejectUnknownMethods: z.boolean().default(true),
     /**
@@ -381,7 +618,31 @@ export const RouteSchema = z
       })
       .strict()
       .optional(),
-    timeoutMs: Millis(3_600_000).optional(),
+    /**
+     * Where the route goes among its listener's routes when specificity does not decide: higher
+     * first (default 0). Specificity comes first: exact paths, then longer prefixes, then regexes,
+     * and routes with more conditions (methods, headers, query) before those with fewer.
+     */
+    priority: z
+      .number()
+      .int()
+      .min(-1000)
+      .max(1000)
+      .optional()
+      .meta({
+        description:
+          "Order among routes of the same specificity (same kind of path match, same prefix length, same " +
+          "number of conditions): higher first, default 0; then the order of creation.",
+        examples: [10],
+      }),
+    timeoutMs: Millis(3_600_000)
+      .optional()
+      .meta({
+        description:
+          "Deadline of the whole call to the upstream, retries included (the route's `timeout`; Envoy's " +
+          "default is 15 s); past it the client gets 504.",
+        examples: [3000],
+      }),
     retries: RetrySchema.optional(),
     requestHeaders: HeaderEditsSchema.optional(),
     responseHeaders: HeaderEditsSchema.optional(),
@@ -392,10 +653,38 @@ export const RouteSchema = z
      */
     fallback: z
       .object({
-        upstream: Name.optional(),
-        status: z.number().int().min(200).max(599).optional(),
-        body: z.string().max(65_536).optional(),
-        contentType: z.string().min(1).optional(),
+        upstream: Name.optional().meta({
+          description:
+            "Another upstream that takes the route's calls while this route's upstream has no healthy endpoint " +
+            "(an aggregate cluster). Without a healthCheck on the route's upstream, failing endpoints are " +
+            "detected passively for this route (a refused connection ejects an endpoint at once, 3 5xx answers " +
+            "in a row too), and a call whose connection is refused is retried on the fallback, so the first " +
+            "call after the upstream dies is already answered. Answers from the fallback carry " +
+            "x-portico-degraded: fallback.",
+          examples: ["catalog-cache"],
+        }),
+        status: z
+          .number()
+          .int()
+          .min(200)
+          .max(599)
+          .optional()
+          .meta({
+            description:
+              "A static answer in place of any 5xx of the route (Envoy's own, such as no healthy upstream, or the " +
+              "upstream's), marked x-portico-degraded: fallback.",
+            examples: [200],
+          }),
+        body: z
+          .string()
+          .max(65_536)
+          .optional()
+          .meta({ description: "The static answer's body.", examples: ['{"items":[]}'] }),
+        contentType: z
+          .string()
+          .min(1)
+          .optional()
+          .meta({ description: "The static answer's content-type.", examples: ["application/json"] }),
       })
       .strict()
       .refine((f) => (f.upstream === undefined) !== (f.status === undefined), {

@@ -5,6 +5,7 @@ import { compositeReferences, compositeRouteProblems } from "./composite.js";
 import { ConfigError, fromZod, type FieldProblem } from "./errors.js";
 import { grpcTranscodeProblems } from "./grpc-transcode.js";
 import { rateLimitPolicyProblems } from "./ratelimit.js";
+import { shadows } from "./route-order.js";
 import { ConfigSchema, KIND_NAMES, type Config, type Kind } from "./schema.js";
 
 /** Parses YAML (or JSON, which is YAML) text into a plain value, or throws a ConfigError naming the line. */
@@ -187,6 +188,12 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
   problems.push(...rateLimitPolicyProblems(config, envoyChecks));
   problems.push(...grpcTranscodeProblems(config));
   problems.push(...compositeRouteProblems(config, envoyChecks));
+  // A route no request can reach is a mistake, whatever else is right.
+  if (envoyChecks) {
+    for (const s of shadows(config)) {
+      if (s.full) problems.push({ field: `${s.shadowed.kind}[${s.shadowed.index}].match`, reason: s.reason });
+    }
+  }
 
   const certs = new Map(config.certificates.map((c) => [c.name, c]));
   config.gateways.forEach((g, gi) => {
@@ -331,6 +338,26 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
   // Only a config that is otherwise valid is worth compiling, and its problems are not repeated.
   if (envoyChecks && problems.length === 0) problems.push(...authPolicyProblems(config));
   return problems;
+}
+
+/** Something a valid config does that its author may not expect, about the resources it names. */
+export interface ConfigWarning extends FieldProblem {
+  about: { kind: Kind; name: string }[];
+}
+
+/**
+ * What a write is answered with beside its result: routes that another route takes some requests
+ * from (on one listener or host only, or for requests that match both when only the order of
+ * creation decides).
+ */
+export function configWarnings(config: Config): ConfigWarning[] {
+  return shadows(config)
+    .filter((s) => !s.full)
+    .map((s) => ({
+      field: `${s.shadowed.kind}[${s.shadowed.index}].match`,
+      reason: s.reason,
+      about: [s.shadowed, s.by].map((r) => ({ kind: r.kind, name: r.name })),
+    }));
 }
 
 /** Provider names are what `accept` lists name, so they must say which provider they mean. */

@@ -1,9 +1,10 @@
 /** Upstreams as Envoy clusters: EDS for upstreams given by IP, STRICT_DNS for hostnames. */
 import { isIP } from "node:net";
-import { duration, TYPE_PREFIX } from "@portico/contract";
+import { duration, struct, TYPE_PREFIX } from "@portico/contract";
 import type { Upstream } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
+import type { UpstreamVariant } from "./feature.js";
 import { ads, upstreamTls } from "./tls.js";
 
 const HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -16,18 +17,26 @@ const LB_POLICY: Record<Upstream["loadBalancing"], string> = {
   maglev: "MAGLEV",
 };
 
-function loadAssignment(u: Upstream): object {
+/** What a cluster of an upstream changes from the upstream's own: see UpstreamVariant. */
+type Variant = Omit<UpstreamVariant, "upstream">;
+
+function loadAssignment(u: Upstream, v?: Variant): object {
   return {
-    cluster_name: u.name,
+    cluster_name: v?.name ?? u.name,
     endpoints: [
       {
         lb_endpoints: u.endpoints.map((e) => ({
           endpoint: { address: { socket_address: { address: e.host, port_value: e.port } } },
           ...(e.weight !== undefined ? { load_balancing_weight: { value: e.weight } } : {}),
+          ...(v?.endpointMetadata ? { metadata: { filter_metadata: structs(v.endpointMetadata) } } : {}),
         })),
       },
     ],
   };
+}
+
+function structs(m: Readonly<Record<string, Readonly<Record<string, string>>>>): Record<string, object> {
+  return Object.fromEntries(Object.entries(m).map(([ns, fields]) => [ns, struct(fields)]));
 }
 
 /** Upstreams given by IP get their endpoints over EDS; any hostname makes it a STRICT_DNS cluster. */
@@ -35,18 +44,18 @@ export function usesEds(u: Upstream): boolean {
   return u.endpoints.every((e) => isIP(e.host) !== 0);
 }
 
-function clusterResource(u: Upstream): object {
+function clusterResource(u: Upstream, v?: Variant): object {
   const http2 = u.protocol === "http2" || u.protocol === "grpc";
   const hc = u.healthCheck;
   const cb = u.circuitBreaker;
   const od = u.outlierDetection;
   return {
-    name: u.name,
+    name: v?.name ?? u.name,
     connect_timeout: duration(u.connectTimeoutMs),
     lb_policy: LB_POLICY[u.loadBalancing],
     ...(usesEds(u)
       ? { type: "EDS", eds_cluster_config: { eds_config: ads } }
-      : { type: "STRICT_DNS", load_assignment: loadAssignment(u), dns_lookup_family: "V4_PREFERRED" }),
+      : { type: "STRICT_DNS", load_assignment: loadAssignment(u, v), dns_lookup_family: "V4_PREFERRED" }),
     ...(http2
       ? {
           typed_extension_protocol_options: {
@@ -77,35 +86,42 @@ function clusterResource(u: Upstream): object {
               {
                 priority: "DEFAULT",
                 ...(cb.maxConnections !== undefined ? { max_connections: { value: cb.maxConnections } } : {}),
-                ...(cb.maxPendingRequests !== undefined
-                  ? { max_pending_requests: { value: cb.maxPendingRequests } }
+                ...(cb.maxRequestsWaitingForConnection !== undefined
+                  ? { max_pending_requests: { value: cb.maxRequestsWaitingForConnection } }
                   : {}),
-                ...(cb.maxRequests !== undefined ? { max_requests: { value: cb.maxRequests } } : {}),
-                ...(cb.maxRetries !== undefined ? { max_retries: { value: cb.maxRetries } } : {}),
+                ...(cb.maxConcurrentRequests !== undefined
+                  ? { max_requests: { value: cb.maxConcurrentRequests } }
+                  : {}),
+                ...(cb.maxConcurrentRetries !== undefined
+                  ? { max_retries: { value: cb.maxConcurrentRetries } }
+                  : {}),
               },
             ],
           },
         }
       : {}),
-    ...(od
-      ? {
-          outlier_detection: {
-            consecutive_5xx: { value: od.consecutive5xx },
-            interval: duration(od.intervalMs),
-            base_ejection_time: duration(od.baseEjectionMs),
-            max_ejection_percent: { value: od.maxEjectionPercent },
-          },
-        }
-      : {}),
+    ...(v?.outlierDetection
+      ? { outlier_detection: v.outlierDetection }
+      : od
+        ? {
+            outlier_detection: {
+              consecutive_5xx: { value: od.consecutive5xx },
+              interval: duration(od.intervalMs),
+              base_ejection_time: duration(od.baseEjectionMs),
+              max_ejection_percent: { value: od.maxEjectionPercent },
+            },
+          }
+        : {}),
     ...(u.tls ? { transport_socket: upstreamTls(u) } : {}),
   };
 }
 
-/** An upstream's cluster, and its endpoints when they go over EDS. */
-export function upstreamResources(u: Upstream): ResourceInput[] {
-  const cluster = { typeUrl: TypeUrl.Cluster, name: u.name, message: clusterResource(u) };
+/** An upstream's cluster (or a feature's variant of it), and its endpoints when they go over EDS. */
+export function upstreamResources(u: Upstream, v?: Variant): ResourceInput[] {
+  const name = v?.name ?? u.name;
+  const cluster = { typeUrl: TypeUrl.Cluster, name, message: clusterResource(u, v) };
   return usesEds(u)
-    ? [cluster, { typeUrl: TypeUrl.Endpoint, name: u.name, message: loadAssignment(u) }]
+    ? [cluster, { typeUrl: TypeUrl.Endpoint, name, message: loadAssignment(u, v) }]
     : [cluster];
 }
 

@@ -11,6 +11,8 @@ import type { GatewayContext } from "./context.js";
  * The order of the HTTP filters in every connection manager, whichever features bring them.
  * A local token bucket comes before authentication (floods cost no call out), authentication
  * before the rate limiter (which reads the identity authentication found); the router is last.
+ * Answers pass the filters in the reverse order, so the header mutation sees the transcoder's
+ * answer, and the body check (lua) sees the JSON before the transcoder turns it into gRPC.
  */
 export const HTTP_FILTER_ORDER = [
   "envoy.filters.http.cors",
@@ -19,6 +21,8 @@ export const HTTP_FILTER_ORDER = [
   "envoy.filters.http.jwt_authn",
   "envoy.filters.http.ext_authz",
   "envoy.filters.http.ratelimit",
+  "envoy.filters.http.header_mutation",
+  "envoy.filters.http.lua",
   "envoy.filters.http.grpc_json_transcoder",
   "envoy.filters.http.custom_response",
   "envoy.filters.http.router",
@@ -39,7 +43,39 @@ export type ConnectionManagerField =
   | "early_header_mutation_extensions"
   | "access_log"
   | "tracing"
-  | "request_id_extension";
+  | "request_id_extension"
+  | "always_set_request_id_in_response"
+  | "local_reply_config";
+
+/** The router filter's fields a feature may set. */
+export type RouterField = "suppress_envoy_headers";
+
+/** The route table fields a feature may set, for every route of the listener. */
+export type RouteTableField = "request_headers_to_remove" | "response_headers_to_add";
+
+/**
+ * An answer the gateway gives in a route's place, before the route: to the requests of the
+ * route's match that also match `headers`. Its body is JSON, like Portico's other errors.
+ */
+export interface RouteGuard {
+  /** The entry is named `<route>/<name>`. */
+  readonly name: string;
+  readonly headers: readonly object[];
+  readonly status: number;
+  readonly body: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * An upstream's cluster under another name, for one feature's use, with what the feature changes:
+ * metadata on every endpoint (read back in headers with `%UPSTREAM_METADATA%`), or Envoy's
+ * `outlier_detection` in place of the upstream's own.
+ */
+export interface UpstreamVariant {
+  readonly upstream: string;
+  readonly name: string;
+  readonly endpointMetadata?: Readonly<Record<string, Readonly<Record<string, string>>>>;
+  readonly outlierDetection?: object;
+}
 
 /** What a feature adds to one route it is asked about. */
 export interface RoutePatch {
@@ -55,6 +91,12 @@ export interface RoutePatch {
   readonly guardBypass?: readonly object[];
   /** The route's regex stands for a path template: it ranks with exact paths, just after them. */
   readonly pathTemplate?: boolean;
+  /** `request_headers_to_add` entries of the route, after its own. */
+  readonly requestHeadersToAdd?: readonly object[];
+  /** `response_headers_to_add` entries of the route, after its own. */
+  readonly responseHeadersToAdd?: readonly object[];
+  /** Answers in the route's place, placed before it. */
+  readonly guards?: readonly RouteGuard[];
 }
 
 /** What a feature adds to one listener and the routes it serves. */
@@ -62,6 +104,10 @@ export interface ListenerPatch {
   /** Placed by HTTP_FILTER_ORDER, whatever the order of features. */
   readonly httpFilters?: readonly HttpFilter[];
   readonly connectionManager?: Partial<Readonly<Record<ConnectionManagerField, unknown>>>;
+  /** Fields of the router filter (always the last filter). */
+  readonly router?: Partial<Readonly<Record<RouterField, unknown>>>;
+  /** Route table fields; lists from several features are joined in registry order. */
+  readonly routeTable?: Partial<Readonly<Record<RouteTableField, readonly unknown[]>>>;
   /** Asked once per route of the listener; undefined adds nothing. */
   readonly route?: (r: Route) => RoutePatch | undefined;
 }
@@ -80,7 +126,9 @@ export interface HttpFeature {
   readonly upstreams?: (ctx: GatewayContext) => readonly string[];
   /** Listeners of the feature's own, each with its route table: after the gateway's listeners. */
   readonly listeners?: (ctx: GatewayContext) => ResourceInput[];
-  /** Clusters that are no upstream's: after the upstreams' clusters. */
+  /** Upstreams' clusters under other names, for the feature's own use: after the upstreams' clusters. */
+  readonly upstreamVariants?: (ctx: GatewayContext) => readonly UpstreamVariant[];
+  /** Clusters that are no upstream's: after the upstreams' clusters and the feature's variants. */
   readonly clusters?: (ctx: GatewayContext) => ResourceInput[];
 }
 
@@ -96,6 +144,9 @@ export function combineRoutePatches(patches: readonly (RoutePatch | undefined)[]
   let action: Record<string, unknown> | undefined;
   const alsoMethods: string[] = [];
   const guardBypass: object[] = [];
+  const requestHeadersToAdd: object[] = [];
+  const responseHeadersToAdd: object[] = [];
+  const guards: RouteGuard[] = [];
   let pathTemplate = false;
   for (const p of patches) {
     if (!p) continue;
@@ -104,7 +155,31 @@ export function combineRoutePatches(patches: readonly (RoutePatch | undefined)[]
     if (p.action) action = Object.assign(action ?? {}, p.action);
     alsoMethods.push(...(p.alsoMethods ?? []));
     guardBypass.push(...(p.guardBypass ?? []));
+    requestHeadersToAdd.push(...(p.requestHeadersToAdd ?? []));
+    responseHeadersToAdd.push(...(p.responseHeadersToAdd ?? []));
+    guards.push(...(p.guards ?? []));
     pathTemplate ||= p.pathTemplate === true;
   }
-  return { perFilterConfig, guardPerFilterConfig, action, alsoMethods, guardBypass, pathTemplate };
+  return {
+    perFilterConfig,
+    guardPerFilterConfig,
+    action,
+    alsoMethods,
+    guardBypass,
+    pathTemplate,
+    requestHeadersToAdd,
+    responseHeadersToAdd,
+    guards,
+  };
+}
+
+/** The route table fields of a listener's features, each list joined in registry order. */
+export function combineRouteTableFields(patches: readonly ListenerPatch[]): Record<string, unknown[]> {
+  const out: Record<string, unknown[]> = {};
+  for (const p of patches) {
+    for (const [field, values] of Object.entries(p.routeTable ?? {})) {
+      if (values?.length) (out[field] ??= []).push(...values);
+    }
+  }
+  return out;
 }

@@ -25,10 +25,14 @@ export function listenerName(gateway: string, listener: string): string {
 
 const FILTER_RANK = new Map<HttpFilterName, number>(HTTP_FILTER_ORDER.map((name, i) => [name, i]));
 
-/** The features' filters in HTTP_FILTER_ORDER, and the router last. */
+/** The features' filters in HTTP_FILTER_ORDER, and the router last, with the fields features set. */
 function httpFilters(patches: readonly ListenerPatch[]): HttpFilter[] {
   const filters: HttpFilter[] = patches.flatMap((p) => p.httpFilters ?? []);
-  filters.push({ name: "envoy.filters.http.router", typed_config: { "@type": TYPE_PREFIX + ROUTER } });
+  const router = Object.assign({}, ...patches.map((p) => p.router)) as Record<string, unknown>;
+  filters.push({
+    name: "envoy.filters.http.router",
+    typed_config: { "@type": TYPE_PREFIX + ROUTER, ...router },
+  });
   return filters.sort((a, b) => FILTER_RANK.get(a.name)! - FILTER_RANK.get(b.name)!);
 }
 
@@ -41,6 +45,8 @@ const FIELD_PLACE: Record<ConnectionManagerField, Place> = {
   access_log: "after filters",
   tracing: "after filters",
   request_id_extension: "after filters",
+  always_set_request_id_in_response: "after filters",
+  local_reply_config: "after filters",
 };
 
 function featureFields(patches: readonly ListenerPatch[], place: Place): Record<string, unknown> {

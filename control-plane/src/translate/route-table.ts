@@ -3,32 +3,20 @@
  * host-less routes, after their own); the rest go to the catch-all virtual host, restricted to the
  * listener's hostnames when it has any.
  */
+import { inMatchOrder, matchRank } from "../model/route-order.js";
 import type { Listener, Route } from "../model/schema.js";
 import type { GatewayContext } from "./context.js";
 import type { RoutePatch } from "./feature.js";
-import { methodGuard, requiredHeaderGuards } from "./guards.js";
+import { guardsBefore, methodGuard } from "./guards.js";
 import { listenerName } from "./listener.js";
 import { routeEntry } from "./route.js";
 
 /** What the listener's features add to one of its routes, all of them combined. */
 export type PatchOf = (r: Route) => RoutePatch;
 
-/**
- * Exact paths first (path templates just after them), then prefixes longest first, then regexes;
- * ties keep the order written.
- */
-function specificity(r: Route, patch: RoutePatch): [number, number] {
-  if (r.match.path !== undefined) return [0, 0];
-  if (patch.pathTemplate) return [0, 1];
-  if (r.match.pathPrefix !== undefined) return [1, -r.match.pathPrefix.length];
-  return [2, 0];
-}
-
+/** In the model's match order (model/route-order.ts): the most specific route first. */
 function sortRoutes(routes: Route[], patchOf: PatchOf): Route[] {
-  return routes
-    .map((r, i) => ({ r, i, k: specificity(r, patchOf(r)) }))
-    .sort((a, b) => a.k[0] - b.k[0] || a.k[1] - b.k[1] || a.i - b.i)
-    .map(({ r }) => r);
+  return inMatchOrder(routes, (r) => matchRank(r.match, r.priority, patchOf(r).pathTemplate));
 }
 
 /** `*.example.com` and `example.com` match with or without a port in the Host header. */
@@ -64,7 +52,7 @@ function entries(sorted: Route[], patchOf: PatchOf): object[] {
     const onGuards = patch.guardPerFilterConfig ?? {};
     const guarded = (g: object) =>
       Object.keys(onGuards).length ? { ...g, typed_per_filter_config: onGuards } : g;
-    out.push(...requiredHeaderGuards(r, patch).map(guarded), routeEntry(r, patch));
+    out.push(...guardsBefore(r, patch).map(guarded), routeEntry(r, patch));
     const k = pathKey(r);
     if (k === undefined || lastOfPath.get(k) !== i) return;
     const samePath = byPath.get(k)!;
@@ -82,6 +70,7 @@ export function routeConfiguration(
   listener: Listener,
   routes: readonly Route[],
   patchOf: PatchOf,
+  tableFields: Readonly<Record<string, unknown[]>> = {},
 ): object {
   const { gateway } = ctx;
   const hostless = routes.filter((r) => r.match.host === undefined);
@@ -114,5 +103,5 @@ export function routeConfiguration(
       routes: entries(sortRoutes(hostless, patchOf), patchOf),
     });
   }
-  return { name: listenerName(gateway.name, listener.name), virtual_hosts: vhosts };
+  return { name: listenerName(gateway.name, listener.name), virtual_hosts: vhosts, ...tableFields };
 }

@@ -93,13 +93,19 @@ export function routeEntry(r: Route, patch: RoutePatch): object {
     ...headerEdits(r.requestHeaders, "request"),
     ...headerEdits(r.responseHeaders, "response"),
   } as Record<string, unknown>;
-  // A direct response may already carry a content-type header to add.
-  if (action.response_headers_to_add && edits.response_headers_to_add) {
-    edits.response_headers_to_add = [
-      ...(action.response_headers_to_add as unknown[]),
-      ...(edits.response_headers_to_add as unknown[]),
+  // A direct response may already carry a content-type header to add, and features add theirs.
+  const added = [
+    ...((action.response_headers_to_add as unknown[] | undefined) ?? []),
+    ...((edits.response_headers_to_add as unknown[] | undefined) ?? []),
+    ...(patch.responseHeadersToAdd ?? []),
+  ];
+  delete action.response_headers_to_add;
+  if (added.length) edits.response_headers_to_add = added;
+  if (patch.requestHeadersToAdd?.length) {
+    edits.request_headers_to_add = [
+      ...((edits.request_headers_to_add as unknown[] | undefined) ?? []),
+      ...patch.requestHeadersToAdd,
     ];
-    delete action.response_headers_to_add;
   }
   const perFilter = patch.perFilterConfig ?? {};
   return {

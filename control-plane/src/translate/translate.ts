@@ -8,7 +8,13 @@ import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
 import { upstreamCertificates, upstreamResources } from "./clusters.js";
 import { routesOf, type GatewayContext } from "./context.js";
-import { combineRoutePatches, prepareConfig, type ListenerPatch, type RoutePatch } from "./feature.js";
+import {
+  combineRoutePatches,
+  combineRouteTableFields,
+  prepareConfig,
+  type ListenerPatch,
+  type RoutePatch,
+} from "./feature.js";
 import { HTTP_FEATURES } from "./features/index.js";
 import { listenerName, listenerResource } from "./listener.js";
 import { routeConfiguration } from "./route-table.js";
@@ -42,7 +48,11 @@ function listenerResources(ctx: GatewayContext, listener: Listener): ResourceInp
   const name = listenerName(ctx.gateway.name, listener.name);
   return [
     { typeUrl: TypeUrl.Listener, name, message: listenerResource(ctx, listener, patches) },
-    { typeUrl: TypeUrl.Route, name, message: routeConfiguration(ctx, listener, routes, patchOf) },
+    {
+      typeUrl: TypeUrl.Route,
+      name,
+      message: routeConfiguration(ctx, listener, routes, patchOf, combineRouteTableFields(patches)),
+    },
   ];
 }
 
@@ -50,8 +60,8 @@ function listenerResources(ctx: GatewayContext, listener: Listener): ResourceInp
  * The whole model → Envoy resources, per gateway group. Pure: same config in, same resources out,
  * which is what makes snapshot versions content hashes. A group gets only the clusters its routes
  * and features use and only the secrets its listeners and clusters use, in a stable order:
- * listeners (the gateway's, then the features'), clusters (the upstreams', then the features'),
- * secrets.
+ * listeners (the gateway's, then the features'), clusters (the upstreams', then each feature's
+ * variants of upstreams and clusters of its own), secrets.
  */
 export function translate(input: Config): Map<string, ResourceInput[]> {
   const config = prepareConfig(input, HTTP_FEATURES);
@@ -76,7 +86,15 @@ export function translate(input: Config): Map<string, ResourceInput[]> {
       resources.push(...upstreamResources(u));
       for (const c of upstreamCertificates(u)) secrets.add(c);
     }
-    for (const f of HTTP_FEATURES) resources.push(...(f.clusters?.(ctx) ?? []));
+    for (const f of HTTP_FEATURES) {
+      for (const v of f.upstreamVariants?.(ctx) ?? []) {
+        const u = upstreams.get(v.upstream);
+        if (!u) continue;
+        resources.push(...upstreamResources(u, v));
+        for (const c of upstreamCertificates(u)) secrets.add(c);
+      }
+      resources.push(...(f.clusters?.(ctx) ?? []));
+    }
     for (const name of [...secrets].sort()) {
       const cert = certs.get(name);
       if (cert) resources.push(...secretResources(cert));

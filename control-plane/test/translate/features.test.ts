@@ -24,8 +24,8 @@ const nonEmpty = <T extends object>(o: T): Partial<T> =>
 
 /**
  * What one feature adds to each gateway of the config, as the translator asks it: per listener
- * its filters, connection manager fields and route patches; per gateway its upstreams, listeners
- * and clusters. The config is prepared by every feature first, as translate() does.
+ * its filters, connection manager, router and route table fields and route patches; per gateway
+ * its upstreams, variants of upstreams, listeners and clusters. The config is prepared by every feature first, as translate() does.
  */
 function contribution(feature: HttpFeature, input: Config): object {
   const config = prepareConfig(input, HTTP_FEATURES);
@@ -45,6 +45,8 @@ function contribution(feature: HttpFeature, input: Config): object {
             nonEmpty({
               httpFilters: patch?.httpFilters,
               connectionManager: patch?.connectionManager,
+              router: patch?.router,
+              routeTable: patch?.routeTable,
               routes: Object.fromEntries(perRoute),
             }),
           ];
@@ -55,6 +57,7 @@ function contribution(feature: HttpFeature, input: Config): object {
         nonEmpty({
           listeners: nonEmpty(listeners),
           upstreams: feature.upstreams?.(ctx),
+          upstreamVariants: feature.upstreamVariants?.(ctx),
           listenerResources: shownResources(feature.listeners?.(ctx) ?? []),
           clusters: shownResources(feature.clusters?.(ctx) ?? []),
         }),

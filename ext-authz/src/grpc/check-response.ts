@@ -25,8 +25,17 @@ function grpcCode(status: number): number {
   return grpc.status.INTERNAL;
 }
 
+/**
+ * A denial's JSON body with the request's id, so a caller can quote it like every other error
+ * body of the gateway's. The decision's body is always one JSON object.
+ */
+function withRequestId(body: string, requestId: string | undefined): string {
+  if (!requestId || !body.endsWith("}")) return body;
+  return `${body.slice(0, -1)},"request_id":${JSON.stringify(requestId)}}`;
+}
+
 /** The CheckResponse for a decision, as a plain object for protobufjs `fromObject` (snake_case fields). */
-export function toCheckResponse(d: Decision): Record<string, unknown> {
+export function toCheckResponse(d: Decision, requestId?: string): Record<string, unknown> {
   if (d.allowed) {
     const m = d.metadata!;
     return {
@@ -51,7 +60,7 @@ export function toCheckResponse(d: Decision): Record<string, unknown> {
     denied_response: {
       status: { code: d.status },
       headers: headerOptions(d.responseHeaders),
-      body: d.body,
+      body: withRequestId(d.body, requestId),
     },
   };
 }

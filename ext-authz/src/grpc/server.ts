@@ -72,7 +72,7 @@ export class AuthzServer {
     this.opts.authorizer
       .check(attrs)
       .then((d) => {
-        const response = toCheckResponse(d);
+        const response = toCheckResponse(d, attrs.headers.get("x-request-id"));
         this.opts.onCheckDone?.(performance.now() - started, d);
         this.logDecision(d, attrs, call.metadata);
         if (span) endSpan(span, d, attrs);
@@ -81,7 +81,10 @@ export class AuthzServer {
       .catch((err: Error) => {
         this.opts.logger?.error({ err, trace_id: traceIdOf(call.metadata) }, "check failed");
         span?.setStatus({ code: SpanStatusCode.ERROR, message: err.message }).end();
-        callback(null, toCheckResponse(internalErrorDecision(err.message)));
+        callback(
+          null,
+          toCheckResponse(internalErrorDecision(err.message), attrs.headers.get("x-request-id")),
+        );
       });
   };
 

@@ -14,13 +14,14 @@
  * reachable by the aggregator only (loopback by default).
  */
 import { duration, struct, TYPE_PREFIX } from "@portico/contract";
-import { parsePathPattern, pathPatternRegex } from "@portico/contract";
 import { COMPOSITE_HEADER, PART_HEADER } from "@portico/contract";
+import { compositeMatch } from "../../model/route-order.js";
 import type { CompositeRoute, Config, Route } from "../../model/schema.js";
 import type { ResourceInput } from "../../xds/snapshot.js";
 import { TypeUrl } from "../../xds/types.js";
 import type { GatewayContext } from "../context.js";
 import type { HttpFeature } from "../feature.js";
+import { INTERNAL_REQUEST_HEADERS, QUIET_ROUTER } from "./internal-headers.js";
 import { retryPolicy } from "./retries.js";
 
 const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -42,21 +43,13 @@ export function partsListenerName(gateway: string): string {
 /** The routes that stand for composite routes. */
 const compositeEntries = new WeakSet<Route>();
 
-function pathMatch(c: CompositeRoute): Route["match"] {
-  const pattern = parsePathPattern(c.match.path);
-  // Validation refuses a path that does not parse; the translator stays total all the same.
-  if (!pattern.ok || pattern.value.params.length === 0)
-    return { path: c.match.path, methods: c.match.methods };
-  return { pathRegex: pathPatternRegex(pattern.value), methods: c.match.methods };
-}
-
 /** The route a composite route is to Envoy: to the gateway's aggregator, naming itself. */
 function envoyRoute(c: CompositeRoute, aggregatorUpstream: string): Route {
   const r: Route = {
     name: c.name,
     gateway: c.gateway,
     ...(c.listener !== undefined ? { listener: c.listener } : {}),
-    match: pathMatch(c),
+    match: compositeMatch(c).match,
     upstream: aggregatorUpstream,
     timeoutMs: c.timeoutMs + AGGREGATOR_GRACE_MS,
     requestHeaders: { set: { [COMPOSITE_HEADER]: c.name } },
@@ -142,6 +135,7 @@ function partsRouteConfiguration(ctx: GatewayContext, name: string): object {
         ],
       },
     ],
+    request_headers_to_remove: INTERNAL_REQUEST_HEADERS,
   };
 }
 
@@ -164,7 +158,10 @@ function partsListener(ctx: GatewayContext, name: string): object {
               codec_type: "AUTO",
               rds: { route_config_name: name, config_source: ads },
               http_filters: [
-                { name: "envoy.filters.http.router", typed_config: { "@type": TYPE_PREFIX + ROUTER } },
+                {
+                  name: "envoy.filters.http.router",
+                  typed_config: { "@type": TYPE_PREFIX + ROUTER, ...QUIET_ROUTER },
+                },
               ],
               access_log: [
                 {

@@ -6,7 +6,7 @@ import type { HttpFeature } from "../feature.js";
 export function retryPolicy(r: NonNullable<Route["retries"]>): object {
   return {
     retry_on: r.on.join(","),
-    num_retries: { value: r.attempts },
+    num_retries: { value: r.maxRetries },
     ...(r.perTryTimeoutMs !== undefined ? { per_try_timeout: duration(r.perTryTimeoutMs) } : {}),
     ...(r.statusCodes ? { retriable_status_codes: r.statusCodes } : {}),
     ...(r.backoff
