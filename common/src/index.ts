@@ -7,3 +7,4 @@ export * from "./xds-codec.js";
 export * from "./xds-config-source.js";
 export * from "./xds-tls.js";
 export * from "./shutdown.js";
+export * from "./flags.js";

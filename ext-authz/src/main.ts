@@ -1,7 +1,7 @@
 // ext-authz: Envoy's external authorization service for Portico. Wiring only; see README.md.
 import { parseArgs } from "node:util";
 import { collectDefaultMetrics } from "prom-client";
-import { createLogger, stopOnSignals } from "@portico/common";
+import { createLogger, hostPortFlag, stopOnSignals } from "@portico/common";
 import { startOpsServer, type OpsServer } from "@portico/common";
 import { tracingFromEnv, type RpcTracing } from "@portico/common";
 import { xdsClientTls } from "@portico/common";
@@ -86,13 +86,6 @@ async function readPolicy(): Promise<CompiledPolicy> {
   return loaded.value;
 }
 
-function splitHostPort(addr: string): { host: string; port: number } {
-  const i = addr.lastIndexOf(":");
-  const port = Number(addr.slice(i + 1));
-  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`not host:port: ${addr}`);
-  return { host: addr.slice(0, i).replace(/^\[|\]$/g, ""), port };
-}
-
 // Over xDS the policy arrives after start; until then checks fail closed.
 let policy: CompiledPolicy | undefined;
 if (!flags.xds) {
@@ -159,7 +152,7 @@ if (flags.xds) {
 }
 
 if (flags.metrics && flags.metrics !== "off") {
-  const { host, port: opsPort } = splitHostPort(flags.metrics);
+  const { host, port: opsPort } = hostPortFlag(flags.metrics, "metrics");
   ops = await startOpsServer({
     host,
     port: opsPort,

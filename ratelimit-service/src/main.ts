@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import { createLogger, stopOnSignals } from "@portico/common";
+import { createLogger, hostPortFlag, positiveFlag, stopOnSignals } from "@portico/common";
 import { startOpsServer, type OpsServer } from "@portico/common";
 import { tracingFromEnv } from "@portico/common";
 import { xdsClientTls } from "@portico/common";
@@ -85,21 +85,9 @@ const { values } = parseArgs({
 
 const log = createLogger("ratelimit-service");
 
-function hostPort(text: string, what: string): { host: string; port: number } {
-  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(text);
-  if (!m) throw new Error(`--${what} must be host:port, got '${text}'`);
-  return { host: m[1] || "127.0.0.1", port: Number(m[2]) };
-}
-
-function positive(text: string, what: string): number {
-  const n = Number(text);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${what} must be a positive number, got '${text}'`);
-  return n;
-}
-
 function optionalPositive(what: "max-connection-age-ms" | "max-connection-age-grace-ms"): number | undefined {
   const text = values[what];
-  return text === undefined || text === "" ? undefined : positive(text, what);
+  return text === undefined || text === "" ? undefined : positiveFlag(text, what);
 }
 
 function ratio(text: string, what: string): number {
@@ -155,7 +143,7 @@ function backendOptions(registry: Registry): BackendOptions {
       `--failure-mode must be local, fail-open or fail-closed, got '${values["failure-mode"]}'`,
     );
   }
-  const instances = values.instances === "auto" ? "auto" : positive(values.instances!, "instances");
+  const instances = values.instances === "auto" ? "auto" : positiveFlag(values.instances!, "instances");
   return {
     kind: "redis",
     connection,
@@ -163,11 +151,11 @@ function backendOptions(registry: Registry): BackendOptions {
     log,
     registry,
     prefix: values["redis-prefix"],
-    timeoutMs: positive(values["redis-timeout-ms"]!, "redis-timeout-ms"),
+    timeoutMs: positiveFlag(values["redis-timeout-ms"]!, "redis-timeout-ms"),
     failureMode: failureMode as FailureMode,
     instances,
-    syncPeriodMs: positive(values["sync-period-ms"]!, "sync-period-ms"),
-    syncHits: positive(values["sync-hits"]!, "sync-hits"),
+    syncPeriodMs: positiveFlag(values["sync-period-ms"]!, "sync-period-ms"),
+    syncHits: positiveFlag(values["sync-hits"]!, "sync-hits"),
   };
 }
 
@@ -177,7 +165,7 @@ try {
   const configPath = path.resolve(values.config!);
   // From the control plane (--xds), or from files.
   const xds = values.xds;
-  if (xds) hostPort(xds, "xds");
+  if (xds) hostPortFlag(xds, "xds");
   const protocol = values["xds-protocol"];
   if (protocol !== "sotw" && protocol !== "delta")
     throw new Error(`--xds-protocol must be sotw or delta, got '${protocol}'`);
@@ -188,7 +176,7 @@ try {
     : undefined;
   const tracing = tracingFromEnv("ratelimit-service", log);
   const limiter = createLimiter(backendOptions(registry));
-  const { host, port } = hostPort(values.listen!, "listen");
+  const { host, port } = hostPortFlag(values.listen!, "listen");
   const server = await startRateLimitService({
     config,
     limiter,
@@ -229,7 +217,7 @@ try {
 
   let ops: OpsServer | undefined;
   if (values["metrics-listen"]) {
-    const m = hostPort(values["metrics-listen"], "metrics-listen");
+    const m = hostPortFlag(values["metrics-listen"], "metrics-listen");
     ops = await startOpsServer({
       host: m.host,
       port: m.port,
