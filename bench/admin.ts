@@ -1,4 +1,5 @@
-// Admin API benchmarks: a write through the API with ?wait=applied until a real Envoy serves it,
+// Admin API benchmarks: a write through the API with ?wait=applied until a real Envoy serves it;
+// an edit of a watched config file until Envoy serves it, at the default debounce and at none;
 // and admin writes per second on the file store and on the Redis store, with the control plane's
 // RSS. The control plane runs as its own process so its memory is its own.
 //   npx tsx bench/admin.ts [--quick]
@@ -6,6 +7,8 @@ import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { stringify } from "yaml";
 import { hashToken } from "@portico/control-plane";
 import { startRedis } from "@portico/testing";
 import { findEnvoy, REPO_ROOT } from "@portico/envoy";
@@ -14,7 +17,9 @@ import { startEnvoy } from "@portico/testing";
 import { httpGet } from "@portico/testing";
 import { freePorts } from "@portico/testing";
 import { startHttpUpstream } from "@portico/testing";
+import { waitFor } from "@portico/testing";
 import { processMemory } from "./lib/proc.js";
+import { percentile as pct } from "./lib/stats.js";
 
 const quick = process.argv.includes("--quick");
 const TOKEN = "bench-token";
@@ -24,16 +29,17 @@ fs.writeFileSync(tokensFile, JSON.stringify([{ name: "bench", role: "admin", sha
 const children: ChildProcess[] = [];
 const cleanups: (() => Promise<unknown>)[] = [];
 
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-}
 const ms = (n: number) => `${n.toFixed(2)} ms`;
 
 const rssMiB = (pid: number) => processMemory(pid).rssKiB / 1024;
 
-async function startCp(store: string, adminPort: number, xdsPort: number): Promise<ChildProcess> {
-  const child = await spawnControlPlane({ store, tokensFile, adminPort, xdsPort });
+async function startCp(
+  store: string,
+  adminPort: number,
+  xdsPort: number,
+  args: string[] = [],
+): Promise<ChildProcess> {
+  const child = await spawnControlPlane({ store, tokensFile, adminPort, xdsPort, args });
   children.push(child);
   return child;
 }
@@ -83,6 +89,95 @@ async function writeThroughput(store: string, label: string, seconds: number, co
     rssIdle,
     rss,
   };
+}
+
+/** Writes a whole file or none, as an editor saving it does: the watcher never reads half of one. */
+function writeWhole(file: string, text: string): void {
+  fs.writeFileSync(`${file}.partial`, text);
+  fs.renameSync(`${file}.partial`, file);
+}
+
+/**
+ * An edit of the watched config file (one route added) → the first 200 for that route through a
+ * real Envoy. `debounceArgs` empty: the control plane's default hold-off, which it reports in its
+ * status; the debounce runs from the file's last change event to its read, so it is in every edit's
+ * latency (admin API writes do not wait for it).
+ */
+async function fileToServed(debounceArgs: string[], n: number, upstreamPort: number) {
+  const tag = debounceArgs.length ? `debounce-${debounceArgs.at(-1)}` : "debounce-default";
+  const [adminPort, xdsPort, listenerPort] = await freePorts(3);
+  const file = path.join(dir, `${tag}.yaml`);
+  const routes: object[] = [
+    { name: "base", gateway: "edge", match: { pathPrefix: "/base" }, upstream: "bench" },
+  ];
+  const write = () =>
+    writeWhole(
+      file,
+      stringify({
+        gateways: [{ name: "edge", listeners: [{ name: "http", port: listenerPort, address: "127.0.0.1" }] }],
+        upstreams: [{ name: "bench", endpoints: [{ host: "127.0.0.1", port: upstreamPort }] }],
+        routes,
+      }),
+    );
+  write();
+  const child = await startCp(`file:${path.join(dir, `store-${tag}`)}`, adminPort, xdsPort, [
+    "--config",
+    file,
+    "--watch",
+    ...debounceArgs,
+  ]);
+  const status = await api(adminPort)("GET", "/api/v1/status");
+  const debounceMs = status.config.file.debounceMs as number;
+  const envoy = await startEnvoy({
+    nodeId: `bench-${tag}`,
+    group: "edge",
+    xdsPort,
+    logLevel: "error",
+    componentLogLevel: "",
+  });
+  try {
+    await envoy.waitReady({ timeoutMs: 20_000 });
+    const base = `http://127.0.0.1:${listenerPort}`;
+    await waitFor(async () => (await httpGet(`${base}/base`)).status === 200, {
+      what: "GET /base through Envoy",
+      timeoutMs: 10_000,
+      intervalMs: 20,
+    });
+    const floor: number[] = [];
+    for (let k = 0; k < 100; k++) {
+      const t = performance.now();
+      if ((await httpGet(`${base}/base`)).status === 200) floor.push(performance.now() - t);
+    }
+    const served: number[] = [];
+    let notServed = 0;
+    for (let i = 0; i < n; i++) {
+      routes.push({ name: `probe-${i}`, gateway: "edge", match: { path: `/probe-${i}` }, upstream: "bench" });
+      const t0 = performance.now();
+      write();
+      for (;;) {
+        const r = await httpGet(`${base}/probe-${i}`).catch(() => undefined);
+        if (r?.status === 200) {
+          served.push(performance.now() - t0);
+          break;
+        }
+        if (performance.now() - t0 > 10_000) {
+          notServed++;
+          break;
+        }
+        await sleep(1);
+      }
+      // Edits further apart than the debounce, so each is a push of its own.
+      await sleep(debounceMs + 20);
+    }
+    return {
+      debounceMs,
+      served: { p50: pct(served, 50), p99: pct(served, 99), max: pct(served, 100), notServed },
+      plainRequest: { p50: pct(floor, 50), p99: pct(floor, 99) },
+    };
+  } finally {
+    await envoy.stop();
+    child.kill("SIGTERM");
+  }
 }
 
 async function main() {
@@ -148,6 +243,11 @@ async function main() {
   const rssWithEnvoy = rssMiB(child.pid!);
   child.kill("SIGTERM");
 
+  // 1b. Config file edit → served by a real Envoy, at the default debounce and with none.
+  const fileEdits = quick ? 10 : 50;
+  const fileDefault = await fileToServed([], fileEdits, upstream.port);
+  const fileNoDebounce = await fileToServed(["--debounce-ms", "0"], fileEdits, upstream.port);
+
   // 2. Writes per second, file store vs Redis store (Redis: no persistence, and AOF everysec).
   const seconds = quick ? 2 : 5;
   const redis = await startRedis();
@@ -179,6 +279,17 @@ async function main() {
     `  ratio wait/commit p50: ${(pct(waited, 50) / pct(noWait, 50)).toFixed(2)}x;  control-plane RSS ${rssWithEnvoy.toFixed(0)} MiB`,
   );
   console.log(
+    `\nconfig file edit → served by a real Envoy (${fileEdits} edits, each adding one route, then requests until it answers 200)`,
+  );
+  for (const r of [fileDefault, fileNoDebounce]) {
+    console.log(
+      `  --debounce-ms ${String(r.debounceMs).padEnd(4)}${r === fileDefault ? "(default)" : "         "} p50 ${ms(r.served.p50)}  p99 ${ms(r.served.p99)}  max ${ms(r.served.max)}  (${r.served.notServed} never served)`,
+    );
+  }
+  console.log(
+    `  baseline, a plain request through the same Envoy: p50 ${ms(fileDefault.plainRequest.p50)}  p99 ${ms(fileDefault.plainRequest.p99)}`,
+  );
+  console.log(
     `\nadmin writes per second (${seconds}s each; every write a new revision, validated, committed, published)`,
   );
   for (const t of throughput) {
@@ -186,7 +297,15 @@ async function main() {
       `  ${t.label.padEnd(27)} concurrency ${String(t.concurrency).padStart(2)}: ${t.writesPerSec.toFixed(0).padStart(5)} writes/s  p50 ${ms(t.p50)}  p99 ${ms(t.p99)}  RSS ${t.rssIdle.toFixed(0)} → ${t.rss.toFixed(0)} MiB`,
     );
   }
-  const results = { waited, served, noWait, notServed, throughput, rssWithEnvoy };
+  const results = {
+    waited,
+    served,
+    noWait,
+    notServed,
+    throughput,
+    rssWithEnvoy,
+    fileEdit: { defaultDebounce: fileDefault, noDebounce: fileNoDebounce },
+  };
   fs.mkdirSync(path.join(REPO_ROOT, "bench", "results"), { recursive: true });
   fs.writeFileSync(
     path.join(REPO_ROOT, "bench", "results", "admin.json"),
@@ -201,6 +320,7 @@ function summary(r: {
   notServed: number;
   throughput: unknown[];
   rssWithEnvoy: number;
+  fileEdit: unknown;
 }) {
   return {
     writeWaitApplied: { p50: pct(r.waited, 50), p99: pct(r.waited, 99) },
@@ -208,6 +328,7 @@ function summary(r: {
     writeNoWait: { p50: pct(r.noWait, 50), p99: pct(r.noWait, 99) },
     throughput: r.throughput,
     rssMiB: r.rssWithEnvoy,
+    fileEditServed: r.fileEdit,
   };
 }
 

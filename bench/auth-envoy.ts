@@ -1,7 +1,13 @@
 // JWT authentication end to end through a real Envoy: Portico's ext-authz (gRPC ext_authz filter)
-// against Envoy's native jwt_authn verifying the same token, on the same Envoy binary and the same
-// upstream, in the same run, with an unauthenticated route as the floor; and the full chain
-// (ext_authz + the rate-limit service + route) against that bare route. Load: wrk (closed loop).
+// against Envoy's own jwt_authn verifying the same tokens, each with a verified-token cache of the
+// same size, measured both on cache hits (a few tokens, used again and again) and on cache misses
+// (four times more tokens than the cache holds, in turn, so every request verifies a signature);
+// the full chain (ext_authz + the rate-limit service + route) against the bare route. The jwt_authn
+// baseline is an Envoy on a static bootstrap written as its users would write it, with
+// `jwt_cache_config` (without it Envoy verifies every token on every request); it owes nothing to
+// Portico's translation. Same binary, one worker each. Load: wrk (closed loop), tokens taken in turn
+// by a wrk script. Any answer other than 2xx, or any socket error, fails the run: the figures would
+// describe errors, not authentication.
 //   npx tsx bench/auth-envoy.ts [--seconds 8] [--rounds 3] [--connections 32]
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { generateKeyPairSync, sign } from "node:crypto";
@@ -14,11 +20,12 @@ import { startControlPlane } from "@portico/control-plane";
 import { silentLogger } from "@portico/common";
 import { REPO_ROOT } from "@portico/envoy";
 import { startEnvoy, type EnvoyProcess } from "@portico/testing";
-import { httpRequest } from "@portico/testing";
+import { httpGet, httpRequest } from "@portico/testing";
 import { freePorts } from "@portico/testing";
 import { startHttpUpstream } from "@portico/testing";
 import { waitFor } from "@portico/testing";
 import { RUN_FROM_SOURCE } from "@portico/testing";
+import { startStaticEnvoy, type StaticEnvoy } from "./lib/static-envoy.js";
 
 const { values } = parseArgs({
   options: {
@@ -30,6 +37,11 @@ const { values } = parseArgs({
 const SECONDS = Number(values.seconds);
 const ROUNDS = Number(values.rounds);
 const CONNECTIONS = Number(values.connections);
+/** Verified tokens each side keeps: Envoy's `jwt_cache_size` and ext-authz's `tokenCacheSize`. */
+const JWT_CACHE_SIZE = 100;
+/** Tokens taken in turn: a few that stay cached, and more than the caches hold, so none stays. */
+const HIT_TOKENS = 10;
+const MISS_TOKENS = 4 * JWT_CACHE_SIZE;
 
 if (spawnSync("wrk", ["--version"]).error) {
   console.error("wrk is needed (apt-get install -y wrk)");
@@ -41,8 +53,11 @@ const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 20
 const jwk = { ...(publicKey.export({ format: "jwk" }) as object), kid: "bench-1", alg: "RS256", use: "sig" };
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString("base64url");
 const now = Math.floor(Date.now() / 1000);
-const input = `${b64({ alg: "RS256", kid: "bench-1", typ: "JWT" })}.${b64({ iss: ISSUER, aud: "bench", sub: "user-1", iat: now, exp: now + 3600 })}`;
-const TOKEN = `${input}.${sign("sha256", Buffer.from(input), privateKey).toString("base64url")}`;
+/** A signed token for subject `user-<i>`: distinct tokens, so distinct cache entries. */
+function token(i: number): string {
+  const input = `${b64({ alg: "RS256", kid: "bench-1", typ: "JWT" })}.${b64({ iss: ISSUER, aud: "bench", sub: `user-${i}`, iat: now, exp: now + 3600 })}`;
+  return `${input}.${sign("sha256", Buffer.from(input), privateKey).toString("base64url")}`;
+}
 const provider = {
   name: "idp",
   issuer: ISSUER,
@@ -54,13 +69,37 @@ const provider = {
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-bench-auth-"));
 const children: ChildProcess[] = [];
 const envoys: EnvoyProcess[] = [];
+const staticEnvoys: StaticEnvoy[] = [];
+
+/** A wrk script sending `Authorization: Bearer <token>` with each token in turn. */
+function tokenScript(name: string, tokens: string[]): string {
+  const file = path.join(dir, `${name}.lua`);
+  fs.writeFileSync(
+    file,
+    [
+      "local tokens = {",
+      ...tokens.map((t) => `  "${t}",`),
+      "}",
+      "local n, i = #tokens, 0",
+      "request = function()",
+      "  i = i % n + 1",
+      '  return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[i] })',
+      "end",
+      "",
+    ].join("\n"),
+  );
+  return file;
+}
 
 interface WrkResult {
   requests: number;
   rps: number;
   p50: number;
   p99: number;
+  /** Answers with a status of 400 or more (wrk's "Non-2xx or 3xx responses"). */
   non2xx: number;
+  /** connect, read, write and timeout errors. */
+  socketErrors: number;
 }
 
 function toMs(v: string): number {
@@ -71,25 +110,22 @@ function toMs(v: string): number {
 }
 
 /** wrk in a child process, awaited: the upstream in this process must keep answering meanwhile. */
-async function wrk(
-  url: string,
-  headers: Record<string, string>,
-  connections = CONNECTIONS,
-): Promise<WrkResult> {
-  const args = ["-t1", `-c${connections}`, `-d${SECONDS}s`, "--latency"];
-  for (const [k, v] of Object.entries(headers)) args.push("-H", `${k}: ${v}`);
-  const child = spawn("wrk", [...args, url], { stdio: ["ignore", "pipe", "inherit"] });
+async function wrk(url: string, script: string, connections = CONNECTIONS): Promise<WrkResult> {
+  const args = ["-t1", `-c${connections}`, `-d${SECONDS}s`, "--latency", "-s", script, url];
+  const child = spawn("wrk", args, { stdio: ["ignore", "pipe", "inherit"] });
   let out = "";
   child.stdout.on("data", (b: Buffer) => (out += b.toString()));
   await new Promise((resolve) => child.on("close", resolve));
   if (!/Requests\/sec/.test(out)) throw new Error(`wrk failed: ${out}`);
   const pct = (p: string) => toMs(new RegExp(`^\\s+${p}%\\s+(\\S+)`, "m").exec(out)![1]!);
+  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
   return {
     requests: Number(/(\d+) requests in/.exec(out)![1]),
     rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)![1]),
     p50: pct("50"),
     p99: pct("99"),
     non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+    socketErrors: socket ? socket.slice(1).reduce((a, n) => a + Number(n), 0) : 0,
   };
 }
 
@@ -101,13 +137,119 @@ function cpuMs(pid: number): number {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** The static Envoy's listener: jwt_authn with a verified-token cache on /auth, nothing on /bare. */
+function jwtAuthnBootstrap(port: number, upstreamPort: number): object {
+  const JWT_AUTHN = "envoy.filters.http.jwt_authn";
+  return {
+    static_resources: {
+      listeners: [
+        {
+          name: "jwt",
+          address: { socket_address: { address: "127.0.0.1", port_value: port } },
+          filter_chains: [
+            {
+              filters: [
+                {
+                  name: "envoy.filters.network.http_connection_manager",
+                  typed_config: {
+                    "@type":
+                      "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    stat_prefix: "jwt",
+                    route_config: {
+                      name: "local",
+                      virtual_hosts: [
+                        {
+                          name: "all",
+                          domains: ["*"],
+                          routes: [
+                            { match: { path: "/auth" }, route: { cluster: "app" } },
+                            { match: { path: "/bare" }, route: { cluster: "app" } },
+                          ],
+                        },
+                      ],
+                    },
+                    http_filters: [
+                      {
+                        name: JWT_AUTHN,
+                        typed_config: {
+                          "@type":
+                            "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                          providers: {
+                            idp: {
+                              issuer: ISSUER,
+                              audiences: ["bench"],
+                              local_jwks: { inline_string: JSON.stringify({ keys: [jwk] }) },
+                              forward: false,
+                              claim_to_headers: [{ header_name: "x-portico-consumer", claim_name: "sub" }],
+                              jwt_cache_config: { jwt_cache_size: JWT_CACHE_SIZE },
+                            },
+                          },
+                          rules: [{ match: { path: "/auth" }, requires: { provider_name: "idp" } }],
+                        },
+                      },
+                      {
+                        name: "envoy.filters.http.router",
+                        typed_config: {
+                          "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                        },
+                      },
+                    ],
+                  },
+                },
+              ],
+            },
+          ],
+        },
+      ],
+      clusters: [
+        {
+          name: "app",
+          type: "STATIC",
+          connect_timeout: "1s",
+          load_assignment: {
+            cluster_name: "app",
+            endpoints: [
+              {
+                lb_endpoints: [
+                  {
+                    endpoint: {
+                      address: { socket_address: { address: "127.0.0.1", port_value: upstreamPort } },
+                    },
+                  },
+                ],
+              },
+            ],
+          },
+        },
+      ],
+    },
+  };
+}
+
+/** ext-authz's verified-token cache lookups so far, from its /metrics. */
+async function authzCacheLookups(metricsPort: number): Promise<{ hits: number; misses: number }> {
+  const text = (await httpGet(`http://127.0.0.1:${metricsPort}/metrics`)).body;
+  const count = (result: string) =>
+    Number(
+      new RegExp(
+        `^portico_ext_authz_cache_lookups_total\\{cache="jwt",result="${result}"\\} (\\d+)`,
+        "m",
+      ).exec(text)?.[1] ?? 0,
+    );
+  return { hits: count("hit"), misses: count("miss") };
+}
+
 async function main(): Promise<void> {
-  const [portA, portB, authzPort, adminPort, xdsPort, rlPort, rlMetricsPort] = await freePorts(7);
+  const [portA, portB, authzPort, authzMetricsPort, adminPort, xdsPort, rlPort, rlMetricsPort] =
+    await freePorts(8);
   const upstream = await startHttpUpstream("bench");
 
-  // ext-authz as its own process, from a static policy with the same provider.
+  // ext-authz as its own process, from a static policy with the same provider and cache size.
   const policyFile = path.join(dir, "policy.json");
-  fs.writeFileSync(policyFile, JSON.stringify({ jwtProviders: [provider] }));
+  fs.writeFileSync(
+    policyFile,
+    JSON.stringify({ jwtProviders: [provider], settings: { tokenCacheSize: JWT_CACHE_SIZE } }),
+  );
   const authz = spawn(
     process.execPath,
     [
@@ -120,7 +262,7 @@ async function main(): Promise<void> {
       "--listen",
       `127.0.0.1:${authzPort}`,
       "--metrics",
-      "off",
+      `127.0.0.1:${authzMetricsPort}`,
       "--log-level",
       "warn",
     ],
@@ -181,48 +323,39 @@ async function main(): Promise<void> {
   });
   await put("jwtProviders/idp", provider);
   await put("authPolicies/users", { name: "users", accept: ["idp"] });
-  for (const [name, port, jwt] of [
-    ["via-service", portA, "ext_authz"],
-    ["via-envoy", portB, "jwt_authn"],
+  const gateway = "edge";
+  await put(`gateways/${gateway}`, {
+    name: gateway,
+    listeners: [{ name: "http", port: portA, address: "127.0.0.1" }],
+    extAuthz: { upstream: "ext-authz" },
+    rateLimit: { upstream: "ratelimit" },
+  });
+  for (const [name, p, extra] of [
+    ["chain", "/chain", { authPolicy: "users", rateLimitPolicy: "generous" }],
+    ["auth", "/auth", { authPolicy: "users" }],
+    ["bare", "/bare", {}],
   ] as const) {
-    await put(`gateways/${name}`, {
-      name,
-      listeners: [{ name: "http", port, address: "127.0.0.1" }],
-      extAuthz: { upstream: "ext-authz", jwt },
-      rateLimit: { upstream: "ratelimit" },
-    });
-    await put(`routes/${name}-chain`, {
-      name: `${name}-chain`,
-      gateway: name,
-      match: { path: "/chain" },
-      upstream: "app",
-      authPolicy: "users",
-      rateLimitPolicy: "generous",
-    });
-    await put(`routes/${name}-auth`, {
-      name: `${name}-auth`,
-      gateway: name,
-      match: { path: "/auth" },
-      upstream: "app",
-      authPolicy: "users",
-    });
-    await put(`routes/${name}-bare`, {
-      name: `${name}-bare`,
-      gateway: name,
-      match: { path: "/bare" },
-      upstream: "app",
-    });
-    const envoy = await startEnvoy({
-      nodeId: `bench-${name}`,
-      group: name,
-      xdsPort: cp.xdsPort,
-      logLevel: "warn",
-      componentLogLevel: "upstream:warn",
-    });
-    envoys.push(envoy);
-    await envoy.waitReady({ timeoutMs: 30_000 });
+    await put(`routes/${name}`, { name, gateway, match: { path: p }, upstream: "app", ...extra });
   }
-  const auth = { authorization: `Bearer ${TOKEN}` };
+  const envoy = await startEnvoy({
+    nodeId: "bench-ext-authz",
+    group: gateway,
+    xdsPort: cp.xdsPort,
+    logLevel: "warn",
+    componentLogLevel: "upstream:warn",
+  });
+  envoys.push(envoy);
+  await envoy.waitReady({ timeoutMs: 30_000 });
+  const native = await startStaticEnvoy(dir, "jwt-authn", jwtAuthnBootstrap(portB, upstream.port));
+  staticEnvoys.push(native);
+  if (!(await native.configDump()).includes("jwt_cache_config"))
+    throw new Error("the jwt_authn baseline runs without jwt_cache_config");
+
+  const hitTokens = Array.from({ length: HIT_TOKENS }, (_, i) => token(i));
+  const missTokens = Array.from({ length: MISS_TOKENS }, (_, i) => token(HIT_TOKENS + i));
+  const hitScript = tokenScript("hit", hitTokens);
+  const missScript = tokenScript("miss", missTokens);
+  const auth = { authorization: `Bearer ${hitTokens[0]}` };
   for (const [port, p] of [
     [portA, "/auth"],
     [portB, "/auth"],
@@ -236,15 +369,90 @@ async function main(): Promise<void> {
     if (refused.status !== 401) throw new Error(`port ${port} let an unauthenticated request through`);
   }
 
-  // Warm-up: connections, caches (verified tokens in both), JIT.
-  await wrk(`http://127.0.0.1:${portA}/auth`, auth);
-  await wrk(`http://127.0.0.1:${portB}/auth`, auth);
-  const scenarios = [
-    { label: "bare route (no auth)", url: `http://127.0.0.1:${portA}/bare`, headers: {} },
-    { label: "ext_authz → Portico ext-authz", url: `http://127.0.0.1:${portA}/auth`, headers: auth },
-    { label: "jwt_authn (Envoy native)", url: `http://127.0.0.1:${portB}/auth`, headers: auth },
-    { label: "full chain: ext_authz+ratelimit", url: `http://127.0.0.1:${portA}/chain`, headers: auth },
+  /** Every wrk run whose answers were not all 2xx: the run fails with them listed. */
+  const invalid: string[] = [];
+  const checked = async (label: string, url: string, script: string, connections?: number) => {
+    const r = await wrk(url, script, connections);
+    if (r.non2xx > 0 || r.socketErrors > 0)
+      invalid.push(`${label}: ${r.non2xx} non-2xx answers, ${r.socketErrors} socket errors in ${r.requests}`);
+    return r;
+  };
+
+  // Warm-up: connections, the hit tokens into both caches, JIT.
+  await checked("warm-up ext_authz", `http://127.0.0.1:${portA}/auth`, hitScript);
+  await checked("warm-up jwt_authn", `http://127.0.0.1:${portB}/auth`, hitScript);
+  type Cache = "ext-authz" | "jwt_authn" | undefined;
+  const scenarios: {
+    key: string;
+    label: string;
+    url: string;
+    script: string;
+    cache: Cache;
+    baseline: string;
+  }[] = [
+    {
+      key: "bare",
+      label: "bare route (no auth)",
+      url: `http://127.0.0.1:${portA}/bare`,
+      script: hitScript,
+      cache: undefined,
+      baseline: "",
+    },
+    {
+      key: "ext-hit",
+      label: "ext_authz → ext-authz, cache hit",
+      url: `http://127.0.0.1:${portA}/auth`,
+      script: hitScript,
+      cache: "ext-authz",
+      baseline: "native-hit",
+    },
+    {
+      key: "ext-miss",
+      label: "ext_authz → ext-authz, cache miss",
+      url: `http://127.0.0.1:${portA}/auth`,
+      script: missScript,
+      cache: "ext-authz",
+      baseline: "native-miss",
+    },
+    {
+      key: "native-bare",
+      label: "static Envoy, bare route",
+      url: `http://127.0.0.1:${portB}/bare`,
+      script: hitScript,
+      cache: undefined,
+      baseline: "bare",
+    },
+    {
+      key: "native-hit",
+      label: "jwt_authn (Envoy), cache hit",
+      url: `http://127.0.0.1:${portB}/auth`,
+      script: hitScript,
+      cache: "jwt_authn",
+      baseline: "native-bare",
+    },
+    {
+      key: "native-miss",
+      label: "jwt_authn (Envoy), cache miss",
+      url: `http://127.0.0.1:${portB}/auth`,
+      script: missScript,
+      cache: "jwt_authn",
+      baseline: "native-bare",
+    },
+    {
+      key: "chain",
+      label: "full chain: ext_authz+ratelimit",
+      url: `http://127.0.0.1:${portA}/chain`,
+      script: hitScript,
+      cache: "ext-authz",
+      baseline: "bare",
+    },
   ];
+  const lookups = async (cache: Cache) =>
+    cache === "ext-authz"
+      ? authzCacheLookups(authzMetricsPort)
+      : cache === "jwt_authn"
+        ? { hits: await native.counter("jwt_cache_hit"), misses: await native.counter("jwt_cache_miss") }
+        : { hits: 0, misses: 0 };
   // Two loads: saturation (many connections: throughput and queueing) and light (two connections:
   // what authentication adds to one request when nothing waits in line).
   const loads = [
@@ -253,40 +461,62 @@ async function main(): Promise<void> {
   ];
   const report = [];
   for (const load of loads) {
-    const results = new Map<string, WrkResult[]>(scenarios.map((s) => [s.label, []]));
-    const authzCpu = new Map<string, number[]>(scenarios.map((s) => [s.label, []]));
+    const results = new Map<string, WrkResult[]>(scenarios.map((s) => [s.key, []]));
+    const authzCpu = new Map<string, number[]>(scenarios.map((s) => [s.key, []]));
+    const cacheLookups = new Map(scenarios.map((s) => [s.key, { hits: 0, misses: 0 }]));
     // Interleaved rounds, so drift in a noisy machine hits every scenario alike.
     for (let round = 0; round < ROUNDS; round++) {
       for (const s of scenarios) {
         const before = cpuMs(authz.pid!);
-        const r = await wrk(s.url, s.headers, load.connections);
-        results.get(s.label)!.push(r);
-        authzCpu.get(s.label)!.push(((cpuMs(authz.pid!) - before) * 1000) / r.requests);
+        const cacheBefore = await lookups(s.cache);
+        const r = await checked(`${s.label} (${load.name})`, s.url, s.script, load.connections);
+        const cacheAfter = await lookups(s.cache);
+        results.get(s.key)!.push(r);
+        authzCpu.get(s.key)!.push(((cpuMs(authz.pid!) - before) * 1000) / r.requests);
+        const total = cacheLookups.get(s.key)!;
+        total.hits += cacheAfter.hits - cacheBefore.hits;
+        total.misses += cacheAfter.misses - cacheBefore.misses;
       }
     }
     const summary = scenarios.map((s) => {
-      const rs = results.get(s.label)!;
+      const rs = results.get(s.key)!;
+      const cache = cacheLookups.get(s.key)!;
       return {
+        key: s.key,
         scenario: s.label,
+        baseline: s.baseline || undefined,
         rps: median(rs.map((r) => r.rps)),
         p50Ms: median(rs.map((r) => r.p50)),
         p99Ms: median(rs.map((r) => r.p99)),
         non2xx: rs.reduce((a, r) => a + r.non2xx, 0),
-        extAuthzCpuUsPerRequest: median(authzCpu.get(s.label)!),
+        socketErrors: rs.reduce((a, r) => a + r.socketErrors, 0),
+        extAuthzCpuUsPerRequest: median(authzCpu.get(s.key)!),
+        ...(s.cache
+          ? {
+              tokenCache: {
+                of: s.cache,
+                ...cache,
+                hitRatio: cache.hits / Math.max(1, cache.hits + cache.misses),
+              },
+            }
+          : {}),
       };
     });
-    const [bare, , native] = summary as [(typeof summary)[0], unknown, (typeof summary)[0]];
+    const byKey = new Map(summary.map((r) => [r.key, r]));
     console.log(
-      `\nJWT auth through Envoy, ${load.name}: wrk -t1 -c${load.connections} -d${SECONDS}s, ${ROUNDS} interleaved rounds, medians; Envoy --concurrency 1\n`,
+      `\nJWT auth through Envoy, ${load.name}: wrk -t1 -c${load.connections} -d${SECONDS}s, ${ROUNDS} interleaved rounds, medians; Envoy --concurrency 1; token caches of ${JWT_CACHE_SIZE}, ${HIT_TOKENS} tokens (hit) or ${MISS_TOKENS} (miss) in turn\n`,
     );
     console.log(
-      "scenario                         req/s      p50 ms   p99 ms   non-2xx   vs jwt_authn (req/s, p99)   vs bare (req/s, p99)   ext-authz CPU/request",
+      "scenario                           req/s    p50 ms   p99 ms  non-2xx  cache hits  vs baseline (req/s, p99)           ext-authz CPU/req",
     );
     for (const r of summary) {
-      const ratio = `${(r.rps / native.rps).toFixed(2)}x, ${(r.p99Ms / native.p99Ms).toFixed(2)}x`;
-      const vsBare = `${(r.rps / bare.rps).toFixed(2)}x, ${(r.p99Ms / bare.p99Ms).toFixed(2)}x`;
+      const base = r.baseline ? byKey.get(r.baseline) : undefined;
+      const vs = base
+        ? `${(r.rps / base.rps).toFixed(2)}x, ${(r.p99Ms / base.p99Ms).toFixed(2)}x of ${base.scenario}`
+        : "";
+      const hits = r.tokenCache ? `${(r.tokenCache.hitRatio * 100).toFixed(0)}%` : "";
       console.log(
-        `${r.scenario.padEnd(32)} ${r.rps.toFixed(0).padStart(7)}   ${r.p50Ms.toFixed(2).padStart(6)}   ${r.p99Ms.toFixed(2).padStart(6)}   ${String(r.non2xx).padStart(7)}   ${ratio.padEnd(27)} ${vsBare.padEnd(22)} ${r.extAuthzCpuUsPerRequest.toFixed(0)} µs`,
+        `${r.scenario.padEnd(34)} ${r.rps.toFixed(0).padStart(6)}   ${r.p50Ms.toFixed(2).padStart(6)}   ${r.p99Ms.toFixed(2).padStart(6)}  ${String(r.non2xx + r.socketErrors).padStart(7)}  ${hits.padStart(10)}  ${vs.padEnd(34)} ${r.extAuthzCpuUsPerRequest.toFixed(0)} µs`,
       );
     }
     report.push({ load: load.name, connections: load.connections, results: summary });
@@ -295,19 +525,35 @@ async function main(): Promise<void> {
   fs.writeFileSync(
     path.join(REPO_ROOT, "bench/results/auth-envoy.json"),
     JSON.stringify(
-      { tool: "wrk", seconds: SECONDS, rounds: ROUNDS, cpus: os.cpus().length, report },
+      {
+        tool: "wrk",
+        seconds: SECONDS,
+        rounds: ROUNDS,
+        cpus: os.cpus().length,
+        tokenCacheSize: JWT_CACHE_SIZE,
+        tokens: { hit: HIT_TOKENS, miss: MISS_TOKENS },
+        invalid,
+        report,
+      },
       null,
       2,
     ),
   );
   await cp.stop();
   await upstream.close();
+  if (invalid.length > 0) {
+    console.error(
+      `\nanswers other than 2xx where 2xx was expected; these figures are not valid:\n  ${invalid.join("\n  ")}`,
+    );
+    process.exitCode = 1;
+  }
 }
 
 try {
   await main();
 } finally {
   for (const e of envoys) await e.stop().catch(() => undefined);
+  for (const e of staticEnvoys) await e.stop().catch(() => undefined);
   for (const c of children) {
     c.kill("SIGTERM");
     await new Promise((resolve) => c.once("exit", resolve));

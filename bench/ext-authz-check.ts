@@ -18,6 +18,7 @@ import { loadPolicyFile } from "@portico/ext-authz";
 import { claims, ISSUER, AUDIENCE, rsaKey, signJwt } from "@portico/testing";
 import { REPO_ROOT } from "@portico/envoy";
 import { freePort } from "@portico/testing";
+import { startFixedAnswerServer } from "./lib/grpc-echo.js";
 
 type Obj = Record<string, unknown>;
 
@@ -60,32 +61,16 @@ async function serve(port: number, policyFile: string): Promise<void> {
   process.send!({ ready: true });
 }
 
-/** The same gRPC stack with a handler that does nothing: what the transport alone costs on this machine. */
+/**
+ * The same gRPC stack with a handler that does nothing, and channelz off as in ext-authz: what the
+ * transport alone costs on this machine.
+ */
 async function serveEcho(port: number): Promise<void> {
   const { CheckResponse } = authTypes();
   const ok = Buffer.from(
     CheckResponse.encode(CheckResponse.fromObject({ status: { code: 0 }, ok_response: {} })).finish(),
   );
-  const server = new grpc.Server();
-  server.addService(
-    {
-      Check: {
-        path: `/${AUTHORIZATION_SERVICE}/Check`,
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: (b: Buffer) => b,
-        requestDeserialize: (b: Buffer) => b,
-        responseSerialize: (b: Buffer) => b,
-        responseDeserialize: (b: Buffer) => b,
-      },
-    },
-    { Check: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) => cb(null, ok) },
-  );
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err) =>
-      err ? reject(err) : resolve(),
-    ),
-  );
+  const server = await startFixedAnswerServer(port, `/${AUTHORIZATION_SERVICE}/Check`, ok);
   process.on("message", (msg: { cmd: string }) => {
     if (msg.cmd === "stop") server.tryShutdown(() => process.exit(0));
     else process.send!({ n: 0 });

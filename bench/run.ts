@@ -1,13 +1,16 @@
-// `npm run bench`: every benchmark in turn, then one table where each figure stands next to the
-// baseline measured in the same run, the results as JSON (bench/results/summary.json) and the
-// latency percentiles as a chart (bench/results/latency.svg). Loopback only; never a pass/fail.
+// `npm run bench`: every benchmark in turn, then one table where each figure stands next to what
+// it is compared with, labelled: `measured` (a baseline measured in the same run), `aim` (a design
+// target) or `formula` (a stated bound). The results go to bench/results/summary.json (every run)
+// and, for a full run where every step passed, to bench/results/<date>-<cores>cpu.json: the rows,
+// each step's own results, the machine and the commit, the record a figure in the README is quoted
+// from. Latency percentiles are drawn in bench/results/latency.svg. Loopback only; never a pass/fail.
 //   npm run bench [-- --quick]
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { REPO_ROOT } from "@portico/envoy";
+import { findEnvoy, REPO_ROOT } from "@portico/envoy";
 import { RUN_FROM_SOURCE } from "@portico/testing";
 
 const { values } = parseArgs({ options: { quick: { type: "boolean", default: false } } });
@@ -39,107 +42,149 @@ function readJson(name: string): any {
   return fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, "utf8")) : undefined;
 }
 
+/**
+ * What a figure is compared with. `measured`: a baseline measured in this run; `aim`: the figure
+ * the design aims for; `formula`: a bound stated by a formula. Only `measured` is a measurement.
+ */
+interface Reference {
+  kind: "measured" | "aim" | "formula";
+  text: string;
+}
+
 interface Row {
   area: string;
   figure: string;
   value: string;
-  baseline: string;
+  reference?: Reference;
+  /** figure / measured baseline, only beside a measured one. */
   ratio: string;
 }
 
+const measured = (text: string): Reference => ({ kind: "measured", text });
 const f1 = (n: number) => n.toFixed(1);
 const f2 = (n: number) => n.toFixed(2);
 const ratio = (a: number, b: number) => (b > 0 ? `${f2(a / b)}x` : "");
+const cell = (r?: Reference) => (r ? `${r.kind}: ${r.text}` : "");
 
-function rows(): Row[] {
-  const out: Row[] = [];
-  const admin = readJson("admin");
-  if (admin) {
-    out.push({
+function adminRows(admin: any): Row[] {
+  const out: Row[] = [
+    {
       area: "admin",
       figure: "PUT ?wait=applied → served by Envoy, p50 / p99",
       value: `${f1(admin.writeServed.p50)} / ${f1(admin.writeServed.p99)} ms`,
-      baseline: `PUT, commit only: ${f1(admin.writeNoWait.p50)} / ${f1(admin.writeNoWait.p99)} ms`,
+      reference: measured(`PUT, commit only: ${f1(admin.writeNoWait.p50)} / ${f1(admin.writeNoWait.p99)} ms`),
       ratio: ratio(admin.writeServed.p50, admin.writeNoWait.p50),
-    });
-  }
-  const xds = readJson("xds");
-  for (const r of xds?.table ?? []) {
+    },
+  ];
+  const edits = admin.fileEditServed;
+  for (const [r, which] of [
+    [edits?.defaultDebounce, "default"],
+    [edits?.noDebounce, "none"],
+  ] as const) {
+    if (!r) continue;
     out.push({
-      area: `xds ${r.section}`,
-      figure: r.metric,
-      value: String(r.value),
-      baseline: r.aim ? `aim ${r.aim}` : "",
-      ratio: "",
+      area: "admin",
+      figure: `config file edit → served by Envoy, --debounce-ms ${r.debounceMs} (${which}), p50 / p99`,
+      value: `${f1(r.served.p50)} / ${f1(r.served.p99)} ms`,
+      reference: measured(
+        `a plain request through Envoy: ${f2(r.plainRequest.p50)} / ${f2(r.plainRequest.p99)} ms`,
+      ),
+      ratio: ratio(r.served.p50, r.plainRequest.p50),
     });
-  }
-  const rl = readJson("ratelimit");
-  if (rl) {
-    const best = (backend: string) =>
-      Math.max(0, ...rl.grpc.filter((p: any) => p.backend === backend).map((p: any) => p.perSecond));
-    const ceiling = best("grpc-js echo (ceiling)");
-    for (const backend of ["memory", "redis strict", "redis local-first"]) {
-      const pts = rl.grpc.filter((p: any) => p.backend === backend);
-      const top = pts.reduce((a: any, p: any) => (p.perSecond > (a?.perSecond ?? -1) ? p : a), undefined);
-      if (!top) continue;
-      out.push({
-        area: "ratelimit",
-        figure: `ShouldRateLimit over gRPC, ${backend} (best, c=${top.concurrency}), p50 / p99`,
-        value: `${top.perSecond.toFixed(0)}/s, ${f2(top.p50)} / ${f2(top.p99)} ms`,
-        baseline: `grpc-js echo ${ceiling.toFixed(0)}/s`,
-        ratio: ratio(top.perSecond, ceiling),
-      });
-    }
-    out.push({
-      area: "ratelimit",
-      figure: "local-first / strict over gRPC",
-      value: `${f2(rl.localFirstOverStrictGrpc)}x`,
-      baseline: "",
-      ratio: "",
-    });
-    const alone = (backend: string) =>
-      Math.max(0, ...rl.limiterAlone.filter((p: any) => p.backend === backend).map((p: any) => p.perSecond));
-    out.push({
-      area: "ratelimit",
-      figure: "limiter alone: local-first vs strict decisions/s",
-      value: `${alone("redis local-first").toFixed(0)}/s`,
-      baseline: `strict ${alone("redis strict").toFixed(0)}/s`,
-      ratio: ratio(alone("redis local-first"), alone("redis strict")),
-    });
-    for (const line of rl.redisBenchmark as string[]) {
-      out.push({
-        area: "ratelimit",
-        figure: "redis-benchmark (ceiling)",
-        value: line.trim(),
-        baseline: "",
-        ratio: "",
-      });
-    }
-    for (const o of rl.overAdmission as any[]) {
-      out.push({
-        area: "ratelimit",
-        figure: `over-admission, 2 local-first instances, L=${o.limit}, T=${o.syncPeriodMs} ms`,
-        value: `+${o.extra}`,
-        baseline: `bound +${o.bound}`,
-        ratio: "",
-      });
-    }
-  }
-  const auth = readJson("auth-envoy");
-  for (const load of auth?.report ?? []) {
-    const [bare, ext, native, chain] = load.results;
-    const line = (label: string, r: any, base: any, baseLabel: string) =>
-      out.push({
-        area: `envoy (${load.load}, wrk -c${load.connections})`,
-        figure: `${label}: req/s, p50 / p99`,
-        value: `${r.rps.toFixed(0)}/s, ${f2(r.p50Ms)} / ${f2(r.p99Ms)} ms`,
-        baseline: `${baseLabel}: ${base.rps.toFixed(0)}/s, ${f2(base.p50Ms)} / ${f2(base.p99Ms)} ms`,
-        ratio: `${ratio(r.rps, base.rps)} req/s, ${ratio(r.p99Ms, base.p99Ms)} p99`,
-      });
-    line("JWT via ext_authz", ext, native, "jwt_authn");
-    line("full chain (ext_authz + ratelimit + route)", chain, bare, "bare route");
   }
   return out;
+}
+
+function xdsRows(xds: any): Row[] {
+  return (xds?.table ?? []).map((r: any) => ({
+    area: `xds ${r.section}`,
+    figure: r.metric,
+    value: String(r.value),
+    reference: r.aim ? { kind: "aim", text: r.aim } : undefined,
+    ratio: "",
+  }));
+}
+
+function ratelimitRows(rl: any): Row[] {
+  const out: Row[] = [];
+  const best = (points: any[], backend: string) =>
+    points
+      .filter((p) => p.backend === backend)
+      .reduce((a: any, p: any) => (p.perSecond > (a?.perSecond ?? -1) ? p : a), undefined);
+  const ceiling = best(rl.grpc, "grpc-js echo (ceiling)");
+  for (const backend of ["memory", "redis strict", "redis local-first"]) {
+    const top = best(rl.grpc, backend);
+    if (!top) continue;
+    out.push({
+      area: "ratelimit",
+      figure: `ShouldRateLimit over gRPC, ${backend} (best, c=${top.concurrency}), p50 / p99`,
+      value: `${top.perSecond.toFixed(0)}/s, ${f2(top.p50)} / ${f2(top.p99)} ms`,
+      reference: ceiling
+        ? measured(
+            `grpc-js fixed answer, channelz off (c=${ceiling.concurrency}): ${ceiling.perSecond.toFixed(0)}/s`,
+          )
+        : undefined,
+      ratio: ceiling ? ratio(top.perSecond, ceiling.perSecond) : "",
+    });
+  }
+  out.push({
+    area: "ratelimit",
+    figure: "local-first / strict over gRPC",
+    value: `${f2(rl.localFirstOverStrictGrpc)}x`,
+    ratio: "",
+  });
+  const alone = (backend: string) => best(rl.limiterAlone, backend)?.perSecond ?? 0;
+  out.push({
+    area: "ratelimit",
+    figure: "limiter alone, redis local-first decisions/s",
+    value: `${alone("redis local-first").toFixed(0)}/s`,
+    reference: measured(`redis strict: ${alone("redis strict").toFixed(0)}/s`),
+    ratio: ratio(alone("redis local-first"), alone("redis strict")),
+  });
+  for (const line of rl.redisBenchmark as string[]) {
+    out.push({ area: "ratelimit", figure: "redis-benchmark (ceiling)", value: line.trim(), ratio: "" });
+  }
+  for (const o of rl.overAdmission as any[]) {
+    out.push({
+      area: "ratelimit",
+      figure: `over-admission, 2 local-first instances, L=${o.limit}, T=${o.syncPeriodMs} ms`,
+      value: `+${o.extra}`,
+      reference: { kind: "formula", text: `${o.worstCaseBound.formula} = +${o.worstCaseBound.value}` },
+      ratio: "",
+    });
+  }
+  return out;
+}
+
+function authRows(auth: any): Row[] {
+  const out: Row[] = [];
+  // A run that saw answers other than 2xx measured errors, not authentication: said on every row.
+  const invalid = auth?.invalid?.length ? " [NOT VALID: answers other than 2xx]" : "";
+  for (const load of auth?.report ?? []) {
+    const byKey = new Map((load.results as any[]).map((r) => [r.key, r]));
+    const text = (r: any) => `${r.rps.toFixed(0)}/s, ${f2(r.p50Ms)} / ${f2(r.p99Ms)} ms`;
+    for (const r of load.results as any[]) {
+      const base = r.baseline ? byKey.get(r.baseline) : undefined;
+      const hits = r.tokenCache ? `, ${(100 * r.tokenCache.hitRatio).toFixed(0)}% token cache hits` : "";
+      out.push({
+        area: `envoy (${load.load}, wrk -c${load.connections})`,
+        figure: `${r.scenario}: req/s, p50 / p99${hits}${invalid}`,
+        value: text(r),
+        reference: base ? measured(`${base.scenario}: ${text(base)}`) : undefined,
+        ratio: base ? `${ratio(r.rps, base.rps)} req/s, ${ratio(r.p99Ms, base.p99Ms)} p99` : "",
+      });
+    }
+  }
+  return out;
+}
+
+function rows(steps: Record<string, any>): Row[] {
+  return [
+    ...(steps.admin ? adminRows(steps.admin) : []),
+    ...xdsRows(steps.xds),
+    ...(steps.ratelimit ? ratelimitRows(steps.ratelimit) : []),
+    ...authRows(steps["auth-envoy"]),
+  ];
 }
 
 /** Grouped bars (p50, p99) per scenario, log scale: one picture of where the milliseconds go. */
@@ -189,6 +234,16 @@ function latencySvg(): string | undefined {
   return parts.join("\n");
 }
 
+/** The commit the run measured, and whether the tree had changes beside it. */
+function commit(): { commit: string; dirty: boolean } | undefined {
+  try {
+    const run = (args: string[]) => execFileSync("git", args, { cwd: REPO_ROOT, encoding: "utf8" }).trim();
+    return { commit: run(["rev-parse", "HEAD"]), dirty: run(["status", "--porcelain"]) !== "" };
+  } catch {
+    return undefined;
+  }
+}
+
 const failed: string[] = [];
 const started = Date.now();
 for (const step of STEPS) {
@@ -201,32 +256,55 @@ for (const step of STEPS) {
   if (code !== 0) failed.push(`${step.name} (exit ${code})`);
 }
 
-const table = rows();
-const widths = [24, 58, 34, 44];
+const steps = Object.fromEntries(STEPS.map((s) => [s.name, readJson(s.name)]).filter(([, v]) => v));
+const table = rows(steps);
+const widths = [32, 80, 30, 62];
+const cpus = os.cpus();
 console.log(
-  `\n${"=".repeat(170)}\nPortico benchmarks, ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? "?"}; every baseline measured in this run`,
+  `\n${"=".repeat(190)}\nPortico benchmarks${QUICK ? " (--quick)" : ""}, ${cpus.length} CPUs, ${cpus[0]?.model ?? "?"}\n` +
+    "compared with — measured: a baseline measured in this run; aim: a design target; formula: a stated bound",
 );
 console.log(
-  ["area", "figure", "value", "baseline (same run)"].map((h, i) => h.padEnd(widths[i]!)).join(" ") + " ratio",
+  ["area", "figure", "value", "compared with"].map((h, i) => h.padEnd(widths[i]!)).join(" ") + " ratio",
 );
 for (const r of table) {
   console.log(
-    [r.area, r.figure, r.value, r.baseline].map((c, i) => c.padEnd(widths[i]!)).join(" ") + ` ${r.ratio}`,
+    [r.area, r.figure, r.value, cell(r.reference)].map((c, i) => c.padEnd(widths[i]!)).join(" ") +
+      ` ${r.ratio}`,
   );
 }
 if (failed.length) console.log(`\nsteps that failed: ${failed.join(", ")}`);
+const at = new Date();
+const record = {
+  at: at.toISOString(),
+  quick: QUICK,
+  machine: {
+    cpus: cpus.length,
+    cpu: cpus[0]?.model ?? "unknown",
+    memGiB: Math.round(os.totalmem() / 1024 ** 3),
+    kernel: `${os.type()} ${os.release()}`,
+    node: process.version,
+    envoy: (await findEnvoy({ install: false }).catch(() => undefined))?.version,
+  },
+  git: commit(),
+  durationSeconds: Math.round((Date.now() - started) / 1000),
+  failed,
+  rows: table,
+  steps,
+};
 fs.mkdirSync(RESULTS, { recursive: true });
-fs.writeFileSync(
-  path.join(RESULTS, "summary.json"),
-  JSON.stringify(
-    { at: new Date().toISOString(), quick: QUICK, cpus: os.cpus().length, failed, rows: table },
-    null,
-    2,
-  ),
-);
+const written = ["bench/results/summary.json"];
+fs.writeFileSync(path.join(RESULTS, "summary.json"), JSON.stringify(record, null, 2));
+if (!QUICK && failed.length === 0) {
+  const name = `${at.toISOString().slice(0, 10)}-${cpus.length}cpu.json`;
+  fs.writeFileSync(path.join(RESULTS, name), `${JSON.stringify(record, null, 2)}\n`);
+  written.push(`bench/results/${name}`);
+}
 const svg = latencySvg();
-if (svg) fs.writeFileSync(path.join(RESULTS, "latency.svg"), svg);
-console.log(
-  `\nwrote bench/results/summary.json${svg ? " and bench/results/latency.svg" : ""} (${((Date.now() - started) / 1000).toFixed(0)} s)`,
-);
+if (svg) {
+  fs.writeFileSync(path.join(RESULTS, "latency.svg"), svg);
+  written.push("bench/results/latency.svg");
+}
+console.log(`\nwrote ${written.join(", ")} (${record.durationSeconds} s)`);
+if (QUICK) console.log("a --quick run is not recorded under a date: run without --quick for figures to keep");
 process.exit(failed.length ? 1 : 0);

@@ -118,7 +118,7 @@ const services: Service[] = [
     name: "ext-authz",
     pkg: "ext-authz",
     // The example policy's OAuth provider names its client secret by environment variable.
-    env: { PARTNER_AS_CLIENT_SECRET: "bench-secret" },
+    env: { PORTICO_SECRET_PARTNER_AS: "bench-secret" },
     start: ([grpc, metrics]) => ({
       args: [
         "--policy",

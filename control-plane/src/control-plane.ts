@@ -10,7 +10,6 @@ import { errorHandler, HttpError } from "./admin/http-error.js";
 import { openApiDocument } from "./admin/openapi.js";
 import { FileConfigSource } from "./config/file-source.js";
 import { Publisher } from "./config/publish.js";
-import type { ConfigError } from "./model/errors.js";
 import { FleetSharing } from "./fleet/sharing.js";
 import { openStore, RedisStore } from "./store/index.js";
 import type { ConfigStore } from "./store/types.js";
@@ -23,8 +22,13 @@ export interface ControlPlaneOptions {
   store?: string | ConfigStore;
   /** A YAML config: committed when the store is empty, or on every change with `watchConfig`. */
   configFile?: string;
-  /** The file is the source of truth: its content is committed at start and whenever it changes. */
+  /**
+   * The file is the source of truth: its content is committed at start and whenever it changes,
+   * and admin API writes are refused (409), since the file's next edit would undo them.
+   */
   watchConfig?: boolean;
+  /** How the config file is named to people, when `configFile` is a copy made from the one they edit. */
+  configFileShownAs?: string;
   xdsHost?: string;
   xdsPort?: number;
   /** Serve xDS over TLS (PEM files); with `clientCa`, clients must present a certificate it signed. */
@@ -79,6 +83,39 @@ function logXdsTransport(log: Logger, transport: XdsTransport, host: string, cli
   }
 }
 
+/** How far back the status looks for the revision number of a config hash a node applied. */
+const HISTORY_FOR_STATUS = 50;
+
+/** Config hash → the newest revision number with that content (a rollback repeats a hash). */
+function revisionNumbers(history: { number: number; hash: string }[]): Map<string, number> {
+  const numbers = new Map<string, number>();
+  for (const r of history)
+    if (!numbers.has(r.hash) || numbers.get(r.hash)! < r.number) numbers.set(r.hash, r.number);
+  return numbers;
+}
+
+/**
+ * While a watched file is the source of truth, an admin API write still applies (the demo and
+ * quick fixes rely on it), but its answer says, in a warning and a `Warning` header, that the
+ * file's next edit replaces it: nothing is undone silently.
+ */
+function warnOnWrites(file: string): express.RequestHandler {
+  const reason = `the config file ${file} is the source of truth (the control plane watches it): its next edit replaces this change; edit the file to keep it`;
+  return (req, res, next) => {
+    const dryRun = req.query.dryRun === "true";
+    if (req.method === "GET" || req.method === "HEAD" || dryRun) return next();
+    res.setHeader("Warning", `299 portico ${JSON.stringify(reason)}`);
+    const json = res.json.bind(res);
+    res.json = (body: unknown) => {
+      const ok = res.statusCode >= 200 && res.statusCode < 300;
+      if (!ok || body === null || typeof body !== "object" || Array.isArray(body)) return json(body);
+      const b = body as { warnings?: { field: string; reason: string }[] };
+      return json({ ...b, warnings: [...(b.warnings ?? []), { field: "(config file)", reason }] });
+    };
+    next();
+  };
+}
+
 /**
  * Wires the control plane: store → (translate, snapshot) → xDS, and the admin HTTP API on top of
  * the store. Writes from this replica and from others (Redis) take the same path to the fleet.
@@ -100,22 +137,19 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     validateWithEnvoy: opts.validateWithEnvoy ? await envoyValidator(log) : undefined,
   });
 
-  let lastRejected: ConfigError | undefined;
   let source: FileConfigSource | undefined;
   if (opts.configFile) {
+    const shownAs = opts.configFileShownAs ?? opts.configFile;
     source = new FileConfigSource({
       file: opts.configFile,
+      shownAs,
       log,
       debounceMs: opts.debounceMs,
       skipSemanticChecks: opts.skipSemanticChecks,
-      onConfig: (config) => {
-        lastRejected = undefined;
-        void service
-          .write(() => config, { message: `file ${opts.configFile} changed`, author: "file" })
-          .catch((err: Error) => log.error({ err: err.message }, "could not commit the config file"));
-      },
-      onError: (err) => {
-        lastRejected = err;
+      apply: async (config, cause) => {
+        const message = cause === "start" ? `loaded ${shownAs}` : `file ${shownAs} changed`;
+        const result = await service.write(() => config, { message, author: "file" });
+        return { revision: result.revision.number, hash: result.revision.hash, changed: result.changed };
       },
     });
   }
@@ -131,9 +165,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const unwatch = store.watch((rev) => service.publish(rev));
   const head = await store.head();
   if (head) service.publish(head);
-  if (source && (opts.watchConfig || !head)) {
-    await service.write(() => source.load(), { message: `loaded ${opts.configFile}`, author: "file" });
-  }
+  if (source && (opts.watchConfig || !head)) await source.applyNow();
   // Ready once the store's state is loaded and published (an empty store is a valid state).
   let ready = true;
   if (source && opts.watchConfig) source.watch();
@@ -167,6 +199,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   app.get("/api/v1/status", async (_req, res, next) => {
     try {
       const current = await service.head();
+      const numberOf = revisionNumbers(await store.list(HISTORY_FOR_STATUS));
+      const file = source?.state();
       res.json({
         config: {
           revision: current?.number ?? 0,
@@ -174,15 +208,28 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
           lastGoodRevision: service.lastGood,
           autoRollback: service.autoRollback,
           store: store.kind,
-          ...(lastRejected ? { lastRejectedFile: lastRejected.toJSON() } : {}),
+          ...(file ? { file } : {}),
+          // The file's refusal while it is current, under the name it has always had.
+          ...(file?.refused ? { lastRejectedFile: file.lastRefused } : {}),
         },
         ...(sharing ? { replica: sharing.replica, replicas: xds.fleet.replicas() } : {}),
-        nodes: xds.fleet.list(),
+        nodes: xds.fleet.list().map((n) => ({
+          ...n,
+          ...(n.appliedConfigRevision
+            ? {
+                appliedConfig: {
+                  revision: numberOf.get(n.appliedConfigRevision) ?? null,
+                  hash: n.appliedConfigRevision,
+                },
+              }
+            : {}),
+        })),
       });
     } catch (err) {
       next(err);
     }
   });
+  if (source && opts.watchConfig) app.use("/api/v1", warnOnWrites(source.state().path));
   app.use("/api/v1", apiRouter({ service, store, fleet: xds.fleet }));
   app.use((_req, _res, next) => next(new HttpError(404, "not_found", "no such endpoint")));
   app.use(errorHandler(log));

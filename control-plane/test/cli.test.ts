@@ -5,6 +5,7 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
+import { describeChange, fieldChanges } from "../src/cli/field-diff.js";
 import { EXIT, runCli } from "../src/cli/main.js";
 import { ADMIN_TOKEN, READ_TOKEN, startAdmin, type AdminHandle } from "@portico/testing";
 
@@ -162,5 +163,71 @@ describe("portico CLI", () => {
     }).catch((err: { code: number; stderr: string }) => err);
     expect((noToken as { code: number }).code).toBe(EXIT.refused);
     expect((noToken as { stderr: string }).stderr).toMatch(/401 unauthenticated/);
+  });
+});
+
+describe("portico diff, field by field", () => {
+  it("names each changed field with its old and new value, and no field left at its default", async () => {
+    const base = path.join(dir, "fields-base.yaml");
+    fs.writeFileSync(base, stringify(config));
+    expect((await cli(["apply", "-f", base])).code).toBe(EXIT.ok);
+    const edited = path.join(dir, "fields-edited.yaml");
+    fs.writeFileSync(
+      edited,
+      stringify({
+        ...config,
+        upstreams: [...config.upstreams, { name: "people", endpoints: [{ host: "127.0.0.1", port: 8081 }] }],
+        routes: [{ ...config.routes[0], match: { pathPrefix: "/people" }, timeoutMs: 1500 }],
+      }),
+    );
+    const res = await cli(["diff", "-f", edited]);
+    expect(res.code).toBe(EXIT.differences);
+    expect(res.out.split("\n")).toEqual([
+      "+ upstreams/people",
+      '~ routes/users: match.pathPrefix "/users" → "/people"',
+      "~ routes/users: timeoutMs (none) → 1500",
+    ]);
+  });
+
+  it("compares lists of named items by name and other lists by position", () => {
+    expect(
+      fieldChanges(
+        { endpoints: [{ host: "a", port: 1 }], listeners: [{ name: "http", port: 80 }] },
+        {
+          endpoints: [{ host: "a", port: 2 }],
+          listeners: [
+            { name: "admin", port: 81 },
+            { name: "http", port: 80 },
+          ],
+        },
+      ).map(describeChange),
+    ).toEqual(["endpoints[0].port 1 → 2", 'listeners[admin] (none) → {"name":"admin","port":81}']);
+    expect(fieldChanges({ methods: ["GET"] }, { methods: ["GET", "POST"] }).map(describeChange)).toEqual([
+      'methods ["GET"] → ["GET","POST"]',
+    ]);
+  });
+});
+
+describe("portico command names", () => {
+  it("takes history and log for revisions, revert for rollback, and suggests the command a typo meant", async () => {
+    const revisions = await cli(["revisions"]);
+    expect(revisions.out).toMatch(/^REVISION\s+CREATED/);
+    expect(revisions.out).toMatch(/^1 \([0-9a-f]{10}\)\s/m);
+    expect((await cli(["history"])).out).toBe(revisions.out);
+    expect((await cli(["log"])).out).toBe(revisions.out);
+    const revert = await cli(["revert", "1"]);
+    expect(revert.code).toBe(EXIT.ok);
+    expect(revert.out).toMatch(/rolled back to revision 1/);
+    const typo = await cli(["histroy"]);
+    expect(typo.code).toBe(EXIT.usage);
+    expect(typo.err).toMatch(/unknown command 'histroy' \(did you mean 'history'\?\)/);
+  });
+
+  it("shows a revision the same way everywhere: its number and its hash", async () => {
+    const status = await cli(["status"]);
+    const head = /^config revision (\d+) \(([0-9a-f]{10})\)/.exec(status.out);
+    expect(head).not.toBeNull();
+    const revisions = await cli(["revisions"]);
+    expect(revisions.out.split("\n")[1]).toMatch(new RegExp(`^${head![1]} \\(${head![2]}\\)\\s`));
   });
 });

@@ -1,174 +1,64 @@
+// The `portico` command. It starts on every call, so it loads only what the command needs: the
+// YAML library, the config schema and route ordering are imported by the commands that use them.
 import fs from "node:fs";
 import { parseArgs } from "node:util";
-import { stringify } from "yaml";
-import { inMatchOrder, rankOf } from "../model/route-order.js";
-import type { Route } from "../model/schema.js";
+import { apiError, CliError, client, EXIT, type Client, type Io } from "./client.js";
+import { describeChange, fieldChanges, type FieldChange } from "./field-diff.js";
+import { revisionLabel, table } from "./format.js";
+import { statusText, type StatusBody } from "./status.js";
 
-/**
- * Exit codes: 0 done (for diff: no differences), 1 diff found differences, 2 usage error,
- * 3 written but not applied by every node (timeout or NACK), 4 refused by the API, 5 server
- * unreachable.
- */
-export const EXIT = { ok: 0, differences: 1, usage: 2, notApplied: 3, refused: 4, unreachable: 5 } as const;
+export { EXIT } from "./client.js";
 
 const USAGE = `portico — the Portico admin CLI
 
   portico apply -f FILE [--wait] [--timeout 30s]   apply a whole config (YAML or JSON)
-  portico diff -f FILE                             what apply would change (exit 1 if anything)
+  portico diff -f FILE                             what apply would change, field by field (exit 1 if anything)
   portico get KIND [NAME] [-o json|yaml]           list resources, or show one (routes in match order)
-  portico status                                   every connected node and what it applied
-  portico rollback REVISION [--wait]               commit an earlier revision again
+  portico status                                   the config, its file source, every connected node
+  portico revisions                                the revision history (also: history, log)
+  portico rollback REVISION [--wait]               commit an earlier revision again (also: revert)
   portico export [-o FILE]                         the whole config as YAML
-  portico revisions                                the revision history
 
   --server URL   admin API (env PORTICO_SERVER, default http://127.0.0.1:9000)
   --token TOKEN  bearer token (env PORTICO_TOKEN)
 Exit codes: 0 ok, 1 diff has changes, 2 usage, 3 not applied by every node, 4 refused, 5 unreachable.`;
 
-class CliError extends Error {
-  constructor(
-    readonly exitCode: number,
-    message: string,
-  ) {
-    super(message);
+const COMMANDS = ["apply", "diff", "get", "status", "revisions", "rollback", "export"] as const;
+type Command = (typeof COMMANDS)[number];
+
+/** The names people reach for first, from git, kubectl and other tools. */
+const ALIASES: Record<string, Command> = {
+  history: "revisions",
+  log: "revisions",
+  revert: "rollback",
+  list: "get",
+  ls: "get",
+};
+
+/** Edit distance, to suggest the command a typo meant. */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++)
+      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
   }
+  return row[b.length]!;
 }
 
-interface Io {
-  out: (s: string) => void;
-  err: (s: string) => void;
-}
-
-interface Client {
-  request(
-    method: string,
-    path: string,
-    body?: string,
-    contentType?: string,
-  ): Promise<{ status: number; text: string; json(): any }>;
-}
-
-function client(server: string, token: string | undefined): Client {
-  return {
-    async request(method, path, body, contentType) {
-      let res: globalThis.Response;
-      try {
-        res = await fetch(new URL(path, server), {
-          method,
-          headers: {
-            ...(token ? { authorization: `Bearer ${token}` } : {}),
-            ...(contentType ? { "content-type": contentType } : {}),
-            accept: "application/json",
-          },
-          body,
-        });
-      } catch (err) {
-        throw new CliError(
-          EXIT.unreachable,
-          `cannot reach ${server}: ${(err as Error).cause ?? (err as Error).message}`,
-        );
-      }
-      const text = await res.text();
-      return {
-        status: res.status,
-        text,
-        json: () => JSON.parse(text),
-      };
-    },
-  };
-}
-
-function apiError(res: { status: number; text: string }): CliError {
-  try {
-    const body = JSON.parse(res.text) as {
-      code: string;
-      message: string;
-      details?: { field: string; reason: string }[];
-    };
-    const lines = [
-      `error ${res.status} ${body.code}: ${body.message}`,
-      ...(body.details ?? []).map((d) => `  ${d.field}: ${d.reason}`),
-    ];
-    return new CliError(EXIT.refused, lines.join("\n"));
-  } catch {
-    return new CliError(EXIT.refused, `error ${res.status}: ${res.text.slice(0, 500)}`);
-  }
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join("  ")
-        .trimEnd(),
-    )
-    .join("\n");
-}
-
-/** A route's match in a few words: `= /path`, `/prefix*`, `~ regex`, then its other conditions. */
-function matchSummary(r: Route): string {
-  const m = r.match;
-  const path =
-    m.path !== undefined
-      ? `= ${m.path}`
-      : m.pathPrefix !== undefined
-        ? `${m.pathPrefix}*`
-        : `~ ${m.pathRegex}`;
-  const cond = (c: NonNullable<Route["match"]["headers"]>[number], sep: string) =>
-    `${c.invert ? "!" : ""}${c.name}${
-      c.exact !== undefined
-        ? `${sep}${c.exact}`
-        : c.prefix !== undefined
-          ? `${sep}${c.prefix}*`
-          : c.regex !== undefined
-            ? `~${c.regex}`
-            : c.present
-              ? ""
-              : " absent"
-    }`;
-  return [
-    path,
-    ...(m.methods ? [m.methods.join(",")] : []),
-    ...(m.host ? [`host ${m.host}`] : []),
-    ...(m.headers ?? []).map((h) => cond(h, ": ")),
-    ...(m.query ?? []).map((q) => `?${cond(q, "=")}`),
-    ...(r.listener ? [`listener ${r.listener}`] : []),
-    ...(r.priority ? [`priority ${r.priority}`] : []),
-  ].join("  ");
-}
-
-/**
- * Routes as Envoy tries them: per gateway, in match order (the host's own routes before those for
- * every host, then the model's order); ORDER counts within the gateway.
- */
-function routeTable(items: Route[]): string[][] {
-  const gateways = [...new Set(items.map((r) => r.gateway))].sort();
-  const rows = [["ORDER", "NAME", "GATEWAY", "MATCH", "UPSTREAM"]];
-  for (const g of gateways) {
-    const ordered = inMatchOrder(
-      items.filter((r) => r.gateway === g),
-      (r) => rankOf({ ...r, kind: "routes", index: 0, template: false, priority: r.priority ?? 0 }),
-    );
-    ordered.forEach((r, i) =>
-      rows.push([
-        String(i + 1),
-        r.name,
-        g,
-        matchSummary(r),
-        r.upstream ??
-          r.upstreams?.map((w) => `${w.name}:${w.weight}`).join(",") ??
-          (r.redirect ? "(redirect)" : "(direct)"),
-      ]),
-    );
-  }
-  return rows;
-}
-
-/** Warnings a write was answered with (a route another one takes some requests from). */
-function printWarnings(io: Io, body: { warnings?: { field: string; reason: string }[] }): void {
-  for (const w of body.warnings ?? []) io.err(`warning: ${w.field}: ${w.reason}`);
+function commandOf(name: string): Command {
+  if ((COMMANDS as readonly string[]).includes(name)) return name as Command;
+  const alias = ALIASES[name];
+  if (alias) return alias;
+  const near = [...COMMANDS, ...Object.keys(ALIASES)]
+    .map((c) => ({ c, d: distance(name, c) }))
+    .filter((x) => x.d <= 2)
+    .sort((a, b) => a.d - b.d)[0];
+  throw new CliError(
+    EXIT.usage,
+    `unknown command '${name}'${near ? ` (did you mean '${near.c}'?)` : ""}\n\n${USAGE}`,
+  );
 }
 
 function contentTypeOf(file: string, text: string): string {
@@ -182,6 +72,11 @@ function readFile(file: string | undefined): string {
   } catch (err) {
     throw new CliError(EXIT.usage, `cannot read ${file}: ${(err as Error).message}`);
   }
+}
+
+async function toYaml(value: unknown): Promise<string> {
+  const { stringify } = await import("yaml");
+  return stringify(value);
 }
 
 interface Rollout {
@@ -203,24 +98,109 @@ function printRollout(io: Io, rollout: Rollout): number {
   return EXIT.notApplied;
 }
 
+/** Warnings a write was answered with (a route another one takes some requests from). */
+function printWarnings(io: Io, body: { warnings?: { field: string; reason: string }[] }): void {
+  for (const w of body.warnings ?? []) io.err(`warning: ${w.field}: ${w.reason}`);
+}
+
 /** While a write waits for the fleet, show each node as it reaches the new config. */
 function watchProgress(api: Client, io: Io): () => void {
   const seen = new Map<string, string>();
   const timer = setInterval(() => {
     void api
-      .request("GET", "/api/v1/status")
-      .then((res) => {
-        if (res.status !== 200) return;
-        for (const n of res.json().nodes as { id: string; appliedRevision?: string }[]) {
-          const key = n.appliedRevision ?? "";
-          if (seen.has(n.id) && seen.get(n.id) !== key)
-            io.err(`  … ${n.id} moved to snapshot ${key.slice(0, 8)}`);
-          seen.set(n.id, key);
+      .get("/api/v1/status")
+      .then((body: StatusBody) => {
+        for (const n of body.nodes) {
+          const label = revisionLabel(n.appliedConfig?.revision, n.appliedConfig?.hash);
+          if (seen.has(n.id) && seen.get(n.id) !== label) io.err(`  … ${n.id} now runs revision ${label}`);
+          seen.set(n.id, label);
         }
       })
       .catch(() => undefined);
   }, 250);
   return () => clearInterval(timer);
+}
+
+interface Change {
+  kind: string;
+  name: string;
+  op: "create" | "update" | "delete";
+}
+
+/**
+ * The fields behind each update the server reported: the stored config against the file, both with
+ * the schema's defaults filled in, so a field left at its default is no difference.
+ */
+async function updatedFields(
+  api: Client,
+  text: string,
+  updates: Change[],
+): Promise<Map<string, FieldChange[]>> {
+  const [{ parse }, { ConfigSchema }, { fingerprintSecrets }, stored] = await Promise.all([
+    import("yaml"),
+    import("../model/schema.js"),
+    import("../model/secrets.js"),
+    api.get("/api/v1/config") as Promise<Record<string, { name: string }[]>>,
+  ]);
+  const raw: unknown = parse(text);
+  const parsed = ConfigSchema.safeParse(raw);
+  // Secrets compare, and show, as their fingerprints: the server never returns them.
+  const current = fingerprintSecrets(stored);
+  const candidate = fingerprintSecrets(
+    JSON.parse(JSON.stringify(parsed.success ? parsed.data : raw)) as typeof current,
+  );
+  const fields = new Map<string, FieldChange[]>();
+  for (const u of updates) {
+    const find = (config: typeof current) => config[u.kind]?.find((x) => x.name === u.name);
+    fields.set(`${u.kind}/${u.name}`, fieldChanges(find(current), find(candidate)));
+  }
+  return fields;
+}
+
+const SIGN = { create: "+", update: "~", delete: "-" } as const;
+
+async function diff(api: Client, io: Io, file: string | undefined): Promise<number> {
+  const text = readFile(file);
+  const res = await api.request("PUT", "/api/v1/config?dryRun=true", text, contentTypeOf(file!, text));
+  if (res.status !== 200) throw apiError(res);
+  const changes = res.json().changes as Change[];
+  if (changes.length === 0) {
+    io.out("no changes");
+    return EXIT.ok;
+  }
+  const updates = changes.filter((c) => c.op === "update");
+  const fields = updates.length ? await updatedFields(api, text, updates) : new Map<string, FieldChange[]>();
+  for (const c of changes) {
+    const id = `${c.kind}/${c.name}`;
+    const changed = fields.get(id) ?? [];
+    if (changed.length === 0) io.out(`${SIGN[c.op]} ${id}`);
+    for (const f of changed) io.out(`~ ${id}: ${describeChange(f)}`);
+  }
+  return EXIT.differences;
+}
+
+async function get(api: Client, io: Io, args: string[], output: string | undefined): Promise<number> {
+  const [kind, name] = args;
+  if (!kind) throw new CliError(EXIT.usage, "portico get KIND [NAME]");
+  const body = await api.get(
+    `/api/v1/${encodeURIComponent(kind)}${name ? `/${encodeURIComponent(name)}` : "?limit=1000"}`,
+  );
+  if (output === "json") io.out(JSON.stringify(body, null, 2));
+  else if (output === "yaml" || name) io.out((await toYaml(name ? body : body.items)).trimEnd());
+  else if (kind === "routes") {
+    const { routeTable } = await import("./routes-table.js");
+    io.out(table(routeTable(body.items)));
+  } else {
+    const items = body.items as Record<string, unknown>[];
+    const cols = [
+      "name",
+      ...["gateway", "upstream", "consumer", "plan"].filter((c) => items.some((i) => i[c] !== undefined)),
+    ];
+    io.out(
+      table([cols.map((c) => c.toUpperCase()), ...items.map((i) => cols.map((c) => String(i[c] ?? "")))]),
+    );
+  }
+  return EXIT.ok;
 }
 
 export async function runCli(
@@ -248,15 +228,15 @@ export async function runCli(
     return EXIT.usage;
   }
   const { values, positionals } = parsed;
-  const [command, ...args] = positionals;
-  if (values.help || !command) {
+  const [name, ...args] = positionals;
+  if (values.help || !name) {
     io.out(USAGE);
     return values.help ? EXIT.ok : EXIT.usage;
   }
   const api = client(values.server!, values.token);
   const waitQuery = values.wait ? `?wait=applied&timeout=${encodeURIComponent(values.timeout!)}` : "";
   try {
-    switch (command) {
+    switch (commandOf(name)) {
       case "apply": {
         const text = readFile(values.file);
         const stop = values.wait ? watchProgress(api, io) : () => undefined;
@@ -265,81 +245,18 @@ export async function runCli(
           .finally(stop);
         if (res.status !== 200) throw apiError(res);
         const body = res.json();
-        for (const c of body.changes as { kind: string; name: string; op: string }[])
-          io.out(`${c.op.padEnd(6)} ${c.kind}/${c.name}`);
+        for (const c of body.changes as Change[]) io.out(`${c.op.padEnd(6)} ${c.kind}/${c.name}`);
         printWarnings(io, body);
         io.out(body.changed ? `revision ${body.revision}` : `unchanged (revision ${body.revision})`);
         return body.rollout ? printRollout(io, body.rollout) : EXIT.ok;
       }
-      case "diff": {
-        const text = readFile(values.file);
-        const res = await api.request(
-          "PUT",
-          "/api/v1/config?dryRun=true",
-          text,
-          contentTypeOf(values.file!, text),
-        );
-        if (res.status !== 200) throw apiError(res);
-        const changes = res.json().changes as { kind: string; name: string; op: string }[];
-        const sign = { create: "+", update: "~", delete: "-" } as Record<string, string>;
-        for (const c of changes) io.out(`${sign[c.op]} ${c.kind}/${c.name}`);
-        if (changes.length === 0) io.out("no changes");
-        return changes.length ? EXIT.differences : EXIT.ok;
-      }
-      case "get": {
-        const [kind, name] = args;
-        if (!kind) throw new CliError(EXIT.usage, "portico get KIND [NAME]");
-        const res = await api.request(
-          "GET",
-          `/api/v1/${encodeURIComponent(kind)}${name ? `/${encodeURIComponent(name)}` : "?limit=1000"}`,
-        );
-        if (res.status !== 200) throw apiError(res);
-        const body = res.json();
-        if (values.output === "json") io.out(JSON.stringify(body, null, 2));
-        else if (values.output === "yaml" || name) io.out(stringify(name ? body : body.items).trimEnd());
-        else if (kind === "routes") io.out(table(routeTable(body.items as Route[])));
-        else {
-          const items = body.items as Record<string, unknown>[];
-          const cols = [
-            "name",
-            ...["gateway", "upstream", "consumer", "plan"].filter((c) =>
-              items.some((i) => i[c] !== undefined),
-            ),
-          ];
-          io.out(
-            table([
-              cols.map((c) => c.toUpperCase()),
-              ...items.map((i) => cols.map((c) => String(i[c] ?? ""))),
-            ]),
-          );
-        }
+      case "diff":
+        return await diff(api, io, values.file);
+      case "get":
+        return await get(api, io, args, values.output);
+      case "status":
+        io.out(statusText(await api.get("/api/v1/status")));
         return EXIT.ok;
-      }
-      case "status": {
-        const res = await api.request("GET", "/api/v1/status");
-        if (res.status !== 200) throw apiError(res);
-        const body = res.json();
-        io.out(
-          `config revision ${body.config.revision} (last accepted by the whole fleet: ${body.config.lastGoodRevision ?? "-"})`,
-        );
-        const rows = [["NODE", "GROUP", "ENVOY", "PROTOCOL", "APPLIED", "LAST NACK"]];
-        for (const n of body.nodes as any[]) {
-          const nack = Object.values(n.types as Record<string, any>)
-            .map((t) => t.lastNack)
-            .filter(Boolean)
-            .sort((a, b) => (a.at < b.at ? 1 : -1))[0];
-          rows.push([
-            n.id,
-            n.group,
-            n.version ?? "",
-            n.protocol,
-            (n.appliedConfigRevision ?? "-").slice(0, 10),
-            nack ? nack.message.slice(0, 80) : "",
-          ]);
-        }
-        io.out(table(rows));
-        return EXIT.ok;
-      }
       case "rollback": {
         const n = Number(args[0]);
         if (!Number.isInteger(n) || n < 1)
@@ -351,24 +268,18 @@ export async function runCli(
         return body.rollout ? printRollout(io, body.rollout) : EXIT.ok;
       }
       case "export": {
-        const res = await api.request("GET", "/api/v1/config");
-        if (res.status !== 200) throw apiError(res);
-        const yaml = stringify(res.json());
+        const yaml = await toYaml(await api.get("/api/v1/config"));
         if (values.output) fs.writeFileSync(values.output, yaml);
         else io.out(yaml.trimEnd());
         return EXIT.ok;
       }
       case "revisions": {
-        const res = await api.request("GET", "/api/v1/revisions");
-        if (res.status !== 200) throw apiError(res);
         const rows = [["REVISION", "CREATED", "AUTHOR", "MESSAGE"]];
-        for (const r of res.json().items as any[])
-          rows.push([String(r.number), r.createdAt, r.author ?? "", r.message ?? ""]);
+        for (const r of (await api.get("/api/v1/revisions")).items as any[])
+          rows.push([revisionLabel(r.number, r.hash), r.createdAt, r.author ?? "", r.message ?? ""]);
         io.out(table(rows));
         return EXIT.ok;
       }
-      default:
-        throw new CliError(EXIT.usage, `unknown command '${command}'\n\n${USAGE}`);
     }
   } catch (err) {
     if (err instanceof CliError) {
