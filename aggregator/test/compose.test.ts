@@ -58,6 +58,7 @@ const WHO = {
   "x-portico-consumer": "acme",
   "x-portico-plan": "gold",
   "x-request-id": "req-1",
+  "x-portico-parts-token": "token-from-envoy",
   cookie: "s=1",
 };
 
@@ -81,8 +82,10 @@ describe("fan-out", () => {
         "x-portico-consumer": "acme",
         "x-portico-plan": "gold",
         "x-request-id": "req-1",
+        // The token Envoy set: without it the parts listener believes no identity.
+        "x-portico-parts-token": "token-from-envoy",
       });
-      // Only identity and tracing pass on: the client's cookies stay with the client.
+      // Only identity, tracing and the parts token pass on: the client's cookies stay with the client.
       expect(req.headers.cookie).toBeUndefined();
     }
     expect(seen.map((r) => r.headers["x-portico-part"]).sort()).toEqual([

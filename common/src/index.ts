@@ -8,3 +8,5 @@ export * from "./xds-config-source.js";
 export * from "./xds-tls.js";
 export * from "./shutdown.js";
 export * from "./flags.js";
+export * from "./bounded-map.js";
+export * from "./log-budget.js";

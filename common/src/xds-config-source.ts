@@ -3,7 +3,6 @@ import { POLICY_GROUP } from "@portico/contract";
 import { silentLogger, type Logger } from "./log.js";
 import { XdsClient, type ClientResource, type ClientUpdate } from "./xds-client.js";
 
-
 export interface XdsConfigSourceOptions<T> {
   /** The control plane's xDS address, host:port. */
   target: string;

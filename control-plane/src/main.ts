@@ -20,10 +20,14 @@ const { values } = parseArgs({
     "auto-rollback": { type: "boolean", default: env.PORTICO_AUTO_ROLLBACK === "true" },
     "validate-with-envoy": { type: "boolean", default: env.PORTICO_VALIDATE_WITH_ENVOY === "true" },
     "debounce-ms": { type: "string", default: env.PORTICO_DEBOUNCE_MS ?? "100" },
+    "secrets-key-file": { type: "string", default: env.PORTICO_SECRETS_KEY_FILE },
   },
 });
 
 const log = createLogger("control-plane");
+
+// The stores read the secrets key's file from the environment: the flag is one more way to name it.
+if (values["secrets-key-file"]) env.PORTICO_SECRETS_KEY_FILE = values["secrets-key-file"];
 
 // Tokens given in the environment (containers, CI) take the place of the tokens file.
 const envTokens: TokenRecord[] = [];
@@ -57,8 +61,12 @@ try {
     defaultMetrics: true,
   });
   if (cp.createdToken) {
-    // Shown once: only its hash is kept.
-    log.warn({ tokensFile: values["tokens-file"] }, `created an admin token: ${cp.createdToken}`);
+    // Shown once, on the terminal and never in the log: only its hash is kept.
+    process.stderr.write(
+      `\nCreated an admin token (its hash is in ${values["tokens-file"]}):\n\n  ${cp.createdToken}\n\n` +
+        "Keep it now: it will not be shown again.\n\n",
+    );
+    log.warn({ tokensFile: values["tokens-file"] }, "created an admin token, shown once on stderr");
   }
   stopOnSignals(log, [() => cp.stop()], "shutting down: ending xDS streams so Envoys reconnect elsewhere");
 } catch (err) {

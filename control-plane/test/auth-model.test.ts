@@ -18,6 +18,7 @@ function problems(config: ConfigInput, opts: { skipSemanticChecks?: boolean } = 
 const idp = {
   name: "idp",
   issuer: "https://idp.test",
+  audiences: ["api"],
   jwks: { keys: [ecKey("k1").jwk] },
   algorithms: ["ES256" as const],
 };
@@ -25,7 +26,7 @@ const as = {
   name: "partner-as",
   introspectionUrl: "https://as.test/introspect",
   clientId: "portico",
-  clientSecretEnv: "PARTNER_AS_SECRET",
+  clientSecretEnv: "PORTICO_SECRET_PARTNER_AS",
 };
 
 describe("JWT and OAuth providers in the model", () => {

@@ -3,6 +3,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { decodeMessage, unpackAny, type PackedAny } from "@portico/contract";
 import { COMPOSITE_ROUTE_TYPE_URL } from "@portico/contract";
+import { withPartsTokens } from "../src/model/composite.js";
 import { ConfigError } from "../src/model/errors.js";
 import type { ConfigInput } from "../src/model/schema.js";
 import { parseConfigText, references, validateConfig } from "../src/model/validate.js";
@@ -142,6 +143,103 @@ describe("composite routes in the model", () => {
     ]);
   });
 
+  describe("no weaker than the routes that serve its parts", () => {
+    /** The base config with a route serving the part's upstream, and the policies to compare. */
+    const guarded = (composite: object, route: object = {}): ConfigInput => {
+      const c = withRoute(composite, { extAuthz: { upstream: "authz" }, rateLimit: { upstream: "rls" } });
+      c.upstreams!.push(
+        { name: "authz", protocol: "grpc", endpoints: [{ host: "127.0.0.1", port: 9191 }] },
+        { name: "rls", protocol: "grpc", endpoints: [{ host: "127.0.0.1", port: 8081 }] },
+      );
+      c.authPolicies = [
+        { name: "members", accept: ["apiKey"] },
+        { name: "anyone", accept: ["apiKey"], allowAnonymous: true },
+        { name: "admins", accept: ["apiKey"], requiredScopes: ["admin"] },
+        { name: "admins-and-more", accept: ["apiKey"], requiredScopes: ["admin", "audit"] },
+      ];
+      c.rateLimitPolicies = [
+        { name: "classic", limits: [{ requests: 5, per: "second", by: "consumer" }] },
+        { name: "loose", limits: [{ requests: 500, per: "second", by: "consumer" }] },
+      ];
+      c.routes = [
+        {
+          name: "users",
+          gateway: "edge",
+          match: { pathPrefix: "/users" },
+          upstream: "users",
+          authPolicy: "members",
+          ...route,
+        },
+      ];
+      return c;
+    };
+
+    it("refuses a composite route that lets in callers the part's route refuses, naming both", () => {
+      expect(problems(guarded({ authPolicy: "anyone" }))).toEqual([
+        {
+          field: "compositeRoutes[0].authPolicy",
+          reason:
+            "part 'profile' calls users at /users/{id}, which route 'users' serves with authPolicy " +
+            "'members', and 'anyone' lets anonymous callers in; use 'members' or a stricter policy",
+        },
+      ]);
+      expect(problems(guarded({}))[0]!.reason).toContain("and it has no authPolicy");
+      expect(problems(guarded({ authPolicy: "members" }, { authPolicy: "admins" }))[0]!.reason).toContain(
+        "'members' does not require all of the scopes admin",
+      );
+    });
+
+    it("accepts the same policy or a stricter one, and routes that cannot serve the part", () => {
+      expect(problems(guarded({ authPolicy: "members" }))).toEqual([]);
+      expect(problems(guarded({ authPolicy: "admins-and-more" }, { authPolicy: "admins" }))).toEqual([]);
+      expect(problems(guarded({ authPolicy: "admins" }))).toEqual([]);
+      // Another upstream, or a path the part never calls.
+      expect(problems(guarded({ authPolicy: "anyone" }, { upstream: "agg" }))).toEqual([]);
+      expect(problems(guarded({ authPolicy: "anyone" }, { match: { pathPrefix: "/admin" } }))).toEqual([]);
+      // A rewrite or a regex may serve any path: counted, the side of caution.
+      expect(
+        problems(
+          guarded({ authPolicy: "anyone" }, { match: { pathPrefix: "/admin" }, rewrite: { prefix: "/" } }),
+        ),
+      ).toHaveLength(1);
+    });
+
+    it("requires the rate-limit policy of the part's route", () => {
+      expect(problems(guarded({ authPolicy: "members" }, { rateLimitPolicy: "classic" }))).toEqual([
+        {
+          field: "compositeRoutes[0].rateLimitPolicy",
+          reason:
+            "part 'profile' calls users at /users/{id}, which route 'users' limits with rateLimitPolicy " +
+            "'classic'; give this route the same one",
+        },
+      ]);
+      expect(
+        problems(
+          guarded({ authPolicy: "members", rateLimitPolicy: "loose" }, { rateLimitPolicy: "classic" }),
+        ),
+      ).toHaveLength(1);
+      expect(
+        problems(
+          guarded({ authPolicy: "members", rateLimitPolicy: "classic" }, { rateLimitPolicy: "classic" }),
+        ),
+      ).toEqual([]);
+    });
+  });
+
+  it("keeps a gateway's parts token across writes that leave it out, and makes one when there is none", () => {
+    const first = withPartsTokens(validateConfig(base()), undefined, () => "t".repeat(43));
+    expect(first.gateways[0]!.aggregator!.partsToken).toBe("t".repeat(43));
+    const again = withPartsTokens(validateConfig(base()), first, () => "new".repeat(15));
+    expect(again.gateways[0]!.aggregator!.partsToken).toBe("t".repeat(43));
+    const given = validateConfig(
+      withRoute(
+        {},
+        { aggregator: { upstream: "agg", partsListener: { port: 10001 }, partsToken: "g".repeat(40) } },
+      ),
+    );
+    expect(withPartsTokens(given, first, () => "x").gateways[0]!.aggregator!.partsToken).toBe("g".repeat(40));
+  });
+
   it("counts as a user of its upstreams and gateway, so they cannot be deleted from under it", () => {
     const refs = references(validateConfig(base())).map(
       (r) => `${r.from.field} -> ${r.to.kind}/${r.to.name}`,
@@ -165,7 +263,11 @@ describe("composite routes in Envoy", () => {
     const home = rc.virtual_hosts[0].routes[2];
     expect(home.route.cluster).toBe("aggregator");
     expect(home.match.safe_regex.regex).toBe("^/users/[^/]+/home$");
-    expect(home.request_headers_to_add[0].header).toEqual({ key: "x-portico-composite", value: "home" });
+    expect(home.request_headers_to_add.map((h: any) => h.header)).toEqual([
+      { key: "x-portico-composite", value: "home" },
+      // Overwrites any a client sent: the aggregator hands it back to the parts listener.
+      { key: "x-portico-parts-token", value: "golden-parts-token-0123456789abcdef" },
+    ]);
   });
 
   it("give each part a route on the parts listener, to its upstream's cluster, with its retries", () => {
@@ -176,7 +278,8 @@ describe("composite routes in Envoy", () => {
       port_value: 10001,
     });
     const hcm = (listener.message as any).filter_chains[0].filters[0].typed_config;
-    // No authentication and no identity strip here: the aggregator passes on the authenticated identity.
+    // No authentication here: the parts token shows a call comes from the aggregator, which passes
+    // on the identity ext-authz set on the client's call.
     expect(hcm.http_filters.map((f: any) => f.name)).toEqual(["envoy.filters.http.router"]);
     expect(hcm.early_header_mutation_extensions).toBeUndefined();
     const rc = edge.find((r) => r.typeUrl === TypeUrl.Route && r.name === "edge/~aggregator-parts")!
@@ -187,13 +290,24 @@ describe("composite routes in Envoy", () => {
       "home/orders",
       "dashboard/me",
       "unknown-part",
+      "not-from-aggregator",
     ]);
+    const token = {
+      name: "x-portico-parts-token",
+      string_match: { exact: "golden-parts-token-0123456789abcdef" },
+    };
     expect(routes[1].match.headers).toEqual([
       { name: "x-portico-part", string_match: { exact: "home/orders" } },
+      token,
     ]);
+    expect(routes[1].request_headers_to_remove).toEqual(["x-portico-part", "x-portico-parts-token"]);
     expect(routes[1].route.cluster).toBe("orders");
     expect(routes[1].route.retry_policy.num_retries).toEqual({ value: 2 });
+    expect(routes[3].match.headers).toEqual([token]);
     expect(routes[3].direct_response.status).toBe(404);
+    // Without the token: 403 and no upstream, whatever part or identity the call names.
+    expect(routes[4].match).toEqual({ prefix: "/" });
+    expect(routes[4].direct_response.status).toBe(403);
     // Part upstreams get clusters (with their outlier detection) though no plain route uses orders.
     const clusters = edge.filter((r) => r.typeUrl === TypeUrl.Cluster).map((r) => r.name);
     expect(clusters).toEqual(["aggregator", "ext-authz", "orders", "rls", "users"]);

@@ -141,6 +141,7 @@ export class Authorizer {
       cacheSize: policy.settings.tokenCacheSize,
       consumers: () => this.policy!.consumers,
       onCache: (hit) => this.metrics.cacheLookup("jwt", hit),
+      onEvict: () => this.metrics.cacheEvictions.inc({ cache: "jwt" }),
     });
   }
 
@@ -152,6 +153,7 @@ export class Authorizer {
       env: this.opts.env,
       onCall: (result) => this.metrics.introspections.inc({ provider: provider.name, result }),
       onCache: (hit) => this.metrics.cacheLookup("introspection", hit),
+      onEvict: () => this.metrics.cacheEvictions.inc({ cache: "introspection" }),
     });
   }
 

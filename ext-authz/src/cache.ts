@@ -6,7 +6,11 @@
 export class TtlCache<K, V> {
   private readonly entries = new Map<K, { value: V; expiresAt: number }>();
 
-  constructor(readonly maxEntries: number) {
+  constructor(
+    readonly maxEntries: number,
+    /** Told of each live entry dropped for room, for a metric. */
+    private readonly onEvict?: () => void,
+  ) {
     if (!Number.isInteger(maxEntries) || maxEntries < 1) {
       throw new RangeError(`cache size must be a positive integer, got ${maxEntries}`);
     }
@@ -32,6 +36,7 @@ export class TtlCache<K, V> {
       const oldest = this.entries.keys().next();
       if (oldest.done) break;
       this.entries.delete(oldest.value);
+      this.onEvict?.();
     }
   }
 

@@ -33,6 +33,20 @@ export class AuthzMetrics {
     registers: [this.registry],
   });
 
+  readonly cacheEvictions = new Counter({
+    name: "portico_ext_authz_cache_evictions_total",
+    help: "Entries dropped, least recently used first, to keep a cache at its size (per cache).",
+    labelNames: ["cache"] as const,
+    registers: [this.registry],
+  });
+
+  /** Refusal log lines left out to stay within the log budget (each logged line also says how many). */
+  readonly logsDropped = new Counter({
+    name: "portico_ext_authz_log_lines_dropped_total",
+    help: "Refusal log lines not written because more than the budget arrived in one second.",
+    registers: [this.registry],
+  });
+
   readonly jwksFetches = new Counter({
     name: "portico_ext_authz_jwks_fetches_total",
     help: "JWKS fetches by provider, trigger (startup, expiry, unknown_kid, retry) and result.",

@@ -8,7 +8,9 @@ const NOW = Date.UTC(2025, 5, 1);
 const rsa = rsaKey("k");
 
 const policy = policyOf({
-  jwtProviders: [{ name: "idp", issuer: ISSUER, jwks: { keys: [rsa.jwk] }, algorithms: ["RS256"] }],
+  jwtProviders: [
+    { name: "idp", issuer: ISSUER, allowAnyAudience: true, jwks: { keys: [rsa.jwk] }, algorithms: ["RS256"] },
+  ],
   apiKeySources: [{ header: "x-api-key" }, { query: "api_key" }],
   consumers: [
     { name: "acme", plan: "gold", scopes: ["orders:read"] },

@@ -31,17 +31,32 @@ describe("the authorizer (credentials → decision)", () => {
     }).start();
     const policy = policyOf({
       jwtProviders: [
-        { name: "main", issuer: ISSUER, audiences: [AUDIENCE], jwksUri: jwks.jwksUri, algorithms: ["RS256"] },
+        {
+          name: "main",
+          issuer: ISSUER,
+          audiences: [AUDIENCE],
+          jwksUri: jwks.jwksUri,
+          allowInsecureLoopback: true,
+          algorithms: ["RS256"],
+          consumers: ["acme"],
+        },
         {
           name: "partner",
           issuer: PARTNER,
+          allowAnyAudience: true,
           jwks: { keys: [partnerKey.jwk] },
           algorithms: ["ES256"],
           consumerClaim: "client_id",
         },
       ],
       oauthProviders: [
-        { name: "as", introspectionUrl: `${as.url}/introspect`, clientId: "portico", clientSecret: "x" },
+        {
+          name: "as",
+          introspectionUrl: `${as.url}/introspect`,
+          allowInsecureLoopback: true,
+          clientId: "portico",
+          clientSecret: "x",
+        },
       ],
       consumers: [{ name: "acme", plan: "gold" }],
       apiKeys: [{ name: "acme-1", consumer: "acme", sha256: sha256Hex("pk_acme") }],
@@ -153,18 +168,26 @@ describe("the authorizer (credentials → decision)", () => {
 
   it("keeps JWKS and caches across a policy update that leaves the provider unchanged", async () => {
     const fetches = jwks.fetches;
-    const token = signJwt(rsa, claims(NOW, { sub: "dave" }));
+    const token = signJwt(rsa, claims(NOW, { sub: "acme" }));
     await authz.check(request({ authorization: `Bearer ${token}` }, { ext: orders }));
     const next = policyOf({
       jwtProviders: [
-        { name: "main", issuer: ISSUER, audiences: [AUDIENCE], jwksUri: jwks.jwksUri, algorithms: ["RS256"] },
+        {
+          name: "main",
+          issuer: ISSUER,
+          audiences: [AUDIENCE],
+          jwksUri: jwks.jwksUri,
+          allowInsecureLoopback: true,
+          algorithms: ["RS256"],
+          consumers: ["acme"],
+        },
       ],
-      consumers: [{ name: "dave", plan: "platinum" }],
+      consumers: [{ name: "acme", plan: "platinum" }],
     });
     authz.setPolicy(next);
     const d = await authz.check(request({ authorization: `Bearer ${token}` }));
-    // Served from the cache, with the plan of the consumer record the new policy added.
-    expect(d).toMatchObject({ allowed: true, metadata: { consumer: "dave", plan: "platinum" } });
+    // Served from the cache, with the plan the new policy gives the linked consumer record.
+    expect(d).toMatchObject({ allowed: true, metadata: { consumer: "acme", plan: "platinum" } });
     expect(jwks.fetches).toBe(fetches);
     expect(authz.revision).toBe(next.revision);
   });
@@ -175,7 +198,16 @@ describe("the authorizer when the JWKS endpoint is down", () => {
     const dead = await new TestServer((_r, res) => res.writeHead(500).end()).start();
     const authz = new Authorizer({
       policy: policyOf({
-        jwtProviders: [{ name: "main", issuer: ISSUER, jwksUri: `${dead.url}/jwks`, algorithms: ["RS256"] }],
+        jwtProviders: [
+          {
+            name: "main",
+            issuer: ISSUER,
+            audiences: [AUDIENCE],
+            jwksUri: `${dead.url}/jwks`,
+            allowInsecureLoopback: true,
+            algorithms: ["RS256"],
+          },
+        ],
       }),
     });
     await authz.warm();

@@ -14,6 +14,7 @@ const policy = policyOf({
     {
       name: "idp",
       issuer: ISSUER,
+      allowAnyAudience: true,
       jwks: { keys: [rsa.jwk] },
       algorithms: ["RS256"],
       from: [

@@ -204,6 +204,7 @@ describe("ext-authz over real gRPC", () => {
         {
           name: "idp",
           issuer: ISSUER,
+          audiences: [AUDIENCE],
           jwks: { keys: [rsa.jwk] },
           algorithms: ["RS256"],
           from: [{ query: "access_token" }],

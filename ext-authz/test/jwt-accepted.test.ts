@@ -15,6 +15,8 @@ function provider(over: Partial<ProviderInput>): JwtProvider {
     issuer: ISSUER,
     audiences: [AUDIENCE],
     algorithms: ["RS256"],
+    // The test JWKS servers listen on loopback, over plain HTTP.
+    ...(over.jwksUri !== undefined ? { allowInsecureLoopback: true } : {}),
     ...over,
   });
 }
@@ -52,9 +54,9 @@ describe("accepted tokens", () => {
     }
   });
 
-  it("takes the plan from the consumer record, then from the plan claim", async () => {
+  it("takes the plan from the consumer record the provider links, then from the plan claim", async () => {
     const rsa = rsaKey("k");
-    const p = provider({ jwks: { keys: [rsa.jwk] }, planClaim: "tier" });
+    const p = provider({ jwks: { keys: [rsa.jwk] }, planClaim: "tier", consumers: ["alice"] });
     const v = inline(p, () => NOW, new Map([["alice", { name: "alice", plan: "gold", disabled: false }]]));
     const known = await v.verify(signJwt(rsa, claims(NOW, { sub: "alice", tier: "free" })));
     const unknown = await v.verify(signJwt(rsa, claims(NOW, { sub: "bob", tier: "silver" })));
@@ -74,6 +76,7 @@ describe("accepted tokens", () => {
       provider({
         issuer: "joe",
         audiences: undefined,
+        allowAnyAudience: true,
         consumerClaim: "iss",
         jwks: { keys },
         algorithms,

@@ -34,6 +34,8 @@ function provider(over: Partial<ProviderInput> = {}): JwtProvider {
     audiences: [AUDIENCE],
     jwks: { keys: [rsa.jwk, ec.jwk, ed.jwk] },
     algorithms: ["RS256", "ES256", "EdDSA"],
+    // The test JWKS servers listen on loopback, over plain HTTP.
+    ...(over.jwksUri !== undefined ? { allowInsecureLoopback: true } : {}),
     ...over,
   });
 }
@@ -86,6 +88,22 @@ describe("forged and broken JWTs are refused", () => {
       expect(await reason(forged, verifier(both))).toBe("no_usable_key");
       const noKid = signJwt(rsa, claims(NOW), { alg: "HS256", secret, header: { kid: undefined } });
       expect(await reason(noKid, verifier(both))).toBe("bad_signature");
+    }
+  });
+
+  it("refuses really-signed PS256 and RS512 tokens under a provider pinned to RS256, whatever the key says", async () => {
+    const { alg: _alg, ...bare } = rsa.jwk;
+    for (const keys of [[rsa.jwk], [bare]]) {
+      const pinned = verifier(provider({ jwks: { keys }, algorithms: ["RS256"] }));
+      for (const alg of ["PS256", "RS512", "PS512", "RS384"]) {
+        expect(await reason(signJwt(rsa, claims(NOW), { alg }), pinned), alg).toBe("alg_not_allowed");
+      }
+      expect(await reason(signJwt(rsa, claims(NOW)), pinned)).toBe("accepted");
+    }
+    // A key published for RS256 verifies nothing else, even when the provider allows more.
+    const wide = verifier(provider({ jwks: { keys: [rsa.jwk] }, algorithms: ["RS256", "PS256", "RS512"] }));
+    for (const alg of ["PS256", "RS512"]) {
+      expect(await reason(signJwt(rsa, claims(NOW), { alg }), wide), alg).toBe("no_usable_key");
     }
   });
 

@@ -48,6 +48,7 @@ describe("OAuth2 token introspection (RFC 7662)", () => {
     const provider = OauthProviderSchema.parse({
       name: "as",
       introspectionUrl: `${as.url}/oauth2/introspect`,
+      allowInsecureLoopback: true,
       clientId: "portico",
       // Characters that must be form-encoded inside HTTP Basic (RFC 6749 §2.3.1).
       clientSecret: "s3cret/ ",
@@ -159,14 +160,15 @@ describe("OAuth2 token introspection (RFC 7662)", () => {
           {
             name: "as",
             introspectionUrl: `${as.url}/introspect`,
+            allowInsecureLoopback: true,
             clientId: "portico",
-            clientSecretEnv: "AS_SECRET",
+            clientSecretEnv: "PORTICO_SECRET_AS",
             failureMode,
           },
         ],
         authPolicies: [{ name: "api", accept: ["oauth"], requiredScopes: ["orders:read"] }],
       });
-      return new Authorizer({ policy, clock: clock.now, env: { AS_SECRET: "s3cret/ " } });
+      return new Authorizer({ policy, clock: clock.now, env: { PORTICO_SECRET_AS: "s3cret/ " } });
     }
 
     it("allows an active token with the required scope, refuses an inactive one with 401 invalid_token", async () => {
@@ -223,12 +225,15 @@ describe("OAuth2 token introspection (RFC 7662)", () => {
           {
             name: "as",
             introspectionUrl: `${as.url}/introspect`,
+            allowInsecureLoopback: true,
             clientId: "portico",
-            clientSecretEnv: "NOPE",
+            clientSecretEnv: "PORTICO_SECRET_NOPE",
           },
         ],
       });
-      expect(() => new Authorizer({ policy, env: {} })).toThrow("OAuth provider as: NOPE is not set");
+      expect(() => new Authorizer({ policy, env: {} })).toThrow(
+        "OAuth provider as: PORTICO_SECRET_NOPE is not set",
+      );
     });
   });
 });

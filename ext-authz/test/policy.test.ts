@@ -18,7 +18,9 @@ function problems(doc: unknown): string[] {
 describe("policy schema and compilation", () => {
   it("compiles a full policy with precomputed lookups", () => {
     const r = compilePolicy({
-      jwtProviders: [{ name: "idp", issuer: ISSUER, jwks: { keys: [rsa.jwk] }, algorithms: ["RS256"] }],
+      jwtProviders: [
+        { name: "idp", issuer: ISSUER, audiences: ["api"], jwks: { keys: [rsa.jwk] }, algorithms: ["RS256"] },
+      ],
       consumers: [{ name: "acme", plan: "gold", scopes: ["orders:read"] }],
       apiKeys: [{ name: "acme-1", consumer: "acme", sha256: sha256Hex("secret-key").toUpperCase() }],
       authPolicies: [
@@ -69,7 +71,15 @@ describe("policy schema and compilation", () => {
     const short = hmacKey("h", 31);
     expect(
       problems({
-        jwtProviders: [{ name: "h", issuer: ISSUER, jwks: { keys: [short.jwk] }, algorithms: ["HS256"] }],
+        jwtProviders: [
+          {
+            name: "h",
+            issuer: ISSUER,
+            audiences: ["api"],
+            jwks: { keys: [short.jwk] },
+            algorithms: ["HS256"],
+          },
+        ],
       }),
     ).toEqual(["jwtProviders[0].jwks.keys[0]: HMAC secret is 248 bits; at least 256 are required"]);
   });
@@ -78,7 +88,9 @@ describe("policy schema and compilation", () => {
     const k = hmacKey("h", 32);
     expect(
       problems({
-        jwtProviders: [{ name: "h", issuer: ISSUER, jwks: { keys: [k.jwk] }, algorithms: ["HS512"] }],
+        jwtProviders: [
+          { name: "h", issuer: ISSUER, audiences: ["api"], jwks: { keys: [k.jwk] }, algorithms: ["HS512"] },
+        ],
       }),
     ).toEqual(["jwtProviders[0].jwks: no key can verify any of the pinned algorithms (HS512)"]);
   });
@@ -87,7 +99,13 @@ describe("policy schema and compilation", () => {
     expect(
       problems({
         jwtProviders: [
-          { name: "h", issuer: ISSUER, jwksUri: "https://idp.test/jwks", algorithms: ["HS256"] },
+          {
+            name: "h",
+            issuer: ISSUER,
+            audiences: ["api"],
+            jwksUri: "https://idp.test/jwks",
+            algorithms: ["HS256"],
+          },
         ],
       }),
     ).toEqual([
@@ -100,34 +118,54 @@ describe("policy schema and compilation", () => {
     };
     expect(
       problems({
-        jwtProviders: [{ name: "e", issuer: ISSUER, jwks: { keys: [priv] }, algorithms: ["ES256"] }],
+        jwtProviders: [
+          { name: "e", issuer: ISSUER, audiences: ["api"], jwks: { keys: [priv] }, algorithms: ["ES256"] },
+        ],
       }),
     ).toEqual(["jwtProviders[0].jwks.keys[0]: contains private key material; publish only the public key"]);
     const small = rsaKey("s", "RS256", 1024);
     expect(
       problems({
-        jwtProviders: [{ name: "s", issuer: ISSUER, jwks: { keys: [small.jwk] }, algorithms: ["RS256"] }],
+        jwtProviders: [
+          {
+            name: "s",
+            issuer: ISSUER,
+            audiences: ["api"],
+            jwks: { keys: [small.jwk] },
+            algorithms: ["RS256"],
+          },
+        ],
       }),
     ).toEqual(["jwtProviders[0].jwks.keys[0]: RSA modulus is 1024 bits; at least 2048 are required"]);
     expect(
       problems({
         jwtProviders: [
-          { name: "x", issuer: ISSUER, jwks: { keys: [{ ...rsa.jwk, use: "enc" }] }, algorithms: ["RS256"] },
+          {
+            name: "x",
+            issuer: ISSUER,
+            audiences: ["api"],
+            jwks: { keys: [{ ...rsa.jwk, use: "enc" }] },
+            algorithms: ["RS256"],
+          },
         ],
       }),
     ).toEqual(['jwtProviders[0].jwks.keys[0]: use is "enc", not "sig"']);
   });
 
   it("requires exactly one key source and pinned algorithms", () => {
-    expect(problems({ jwtProviders: [{ name: "x", issuer: ISSUER, algorithms: ["RS256"] }] })).toEqual([
-      "jwtProviders[0]: give exactly one of jwksUri or jwks",
-    ]);
-    expect(problems({ jwtProviders: [{ name: "x", issuer: ISSUER, jwks: { keys: [rsa.jwk] } }] })[0]).toMatch(
-      /^jwtProviders\[0\]\.algorithms: /,
-    );
+    expect(
+      problems({ jwtProviders: [{ name: "x", issuer: ISSUER, audiences: ["api"], algorithms: ["RS256"] }] }),
+    ).toEqual(["jwtProviders[0]: give exactly one of jwksUri or jwks"]);
     expect(
       problems({
-        jwtProviders: [{ name: "x", issuer: ISSUER, jwks: { keys: [rsa.jwk] }, algorithms: ["none"] }],
+        jwtProviders: [{ name: "x", issuer: ISSUER, audiences: ["api"], jwks: { keys: [rsa.jwk] } }],
+      })[0],
+    ).toMatch(/^jwtProviders\[0\]\.algorithms: /);
+    expect(
+      problems({
+        jwtProviders: [
+          { name: "x", issuer: ISSUER, audiences: ["api"], jwks: { keys: [rsa.jwk] }, algorithms: ["none"] },
+        ],
       })[0],
     ).toMatch(/^jwtProviders\[0\]\.algorithms\[0\]: /);
   });
@@ -137,9 +175,27 @@ describe("policy schema and compilation", () => {
     expect(
       problems({
         jwtProviders: [
-          { name: "jwt", issuer: ISSUER, jwks: { keys: [rsa.jwk] }, algorithms: ["RS256"] },
-          { name: "idp", issuer: ISSUER, jwks: { keys: [rsa.jwk] }, algorithms: ["RS256"] },
-          { name: "idp", issuer: "other", jwks: { keys: [rsa.jwk] }, algorithms: ["RS256"] },
+          {
+            name: "jwt",
+            issuer: ISSUER,
+            audiences: ["api"],
+            jwks: { keys: [rsa.jwk] },
+            algorithms: ["RS256"],
+          },
+          {
+            name: "idp",
+            issuer: ISSUER,
+            audiences: ["api"],
+            jwks: { keys: [rsa.jwk] },
+            algorithms: ["RS256"],
+          },
+          {
+            name: "idp",
+            issuer: "other",
+            audiences: ["api"],
+            jwks: { keys: [rsa.jwk] },
+            algorithms: ["RS256"],
+          },
         ],
         consumers: [{ name: "acme" }],
         apiKeys: [

@@ -27,7 +27,9 @@ const CONFIG: ConfigInput = {
     {
       name: "partner-idp",
       issuer: "https://partner.test",
-      jwksUri: "https://partner.test/.well-known/jwks.json",
+      allowAnyAudience: true,
+      jwksUri: "http://127.0.0.1:8443/.well-known/jwks.json",
+      allowInsecureLoopback: true,
       algorithms: ["RS256", "PS256"],
       from: [{ header: "X-Partner-Token" }, { query: "token" }, { cookie: "session" }],
     },
@@ -49,6 +51,7 @@ const CONFIG: ConfigInput = {
       jwksCacheSeconds: 120,
       jwksTimeoutMs: 500,
       maxTokenBytes: 4096,
+      consumers: ["acme"],
     },
   ],
   oauthProviders: [
@@ -56,7 +59,7 @@ const CONFIG: ConfigInput = {
       name: "as",
       introspectionUrl: "https://as.test/introspect",
       clientId: "portico",
-      clientSecretEnv: "AS_SECRET",
+      clientSecretEnv: "PORTICO_SECRET_AS",
       failureMode: "open",
       audiences: ["api"],
       issuer: "https://as.test",
@@ -64,6 +67,7 @@ const CONFIG: ConfigInput = {
       planField: "plan",
       negativeCacheSeconds: 0,
       cacheMaxSeconds: 60,
+      consumers: ["globex"],
     },
   ],
   consumers: [
@@ -282,7 +286,7 @@ describe.each(["delta", "sotw"] as const)("XdsPolicySource over %s", (protocol) 
   });
 
   it("applies a new API key, refuses a policy it cannot install and keeps the previous one", async () => {
-    // No AS_SECRET in this environment: a provider naming it cannot be built.
+    // No PORTICO_SECRET_AS in this environment: a provider naming it cannot be built.
     const authorizer = new Authorizer({ env: {} });
     publish(KEYS_ONLY);
     source = new XdsPolicySource({ target, nodeId: "authz-2", protocol, authorizer });
@@ -309,13 +313,13 @@ describe.each(["delta", "sotw"] as const)("XdsPolicySource over %s", (protocol) 
           name: "as",
           introspectionUrl: "https://as.test/i",
           clientId: "portico",
-          clientSecretEnv: "AS_SECRET",
+          clientSecretEnv: "PORTICO_SECRET_AS",
         },
       ],
     });
     const [typeUrl, reason] = await rejected;
     expect(typeUrl).toBe(AuthTypeUrl.OAuthProvider);
-    expect(reason).toBe("OAuth provider as: AS_SECRET is not set");
+    expect(reason).toBe("OAuth provider as: PORTICO_SECRET_AS is not set");
     expect(authorizer.revision).toBe(before);
     expect((await authorizer.check(keyCheck("pk_two"))).status).toBe(200);
     const nack = await until(

@@ -20,3 +20,10 @@ export const STALE_HEADER = "x-portico-stale";
  * the aggregator's partial and stale answers (`partial`, `stale`, or both).
  */
 export const DEGRADED_HEADER = "x-portico-degraded";
+
+/**
+ * The gateway's parts token: Envoy sets it on each call it forwards to the aggregator, the
+ * aggregator passes it on to the parts listener, and the parts listener serves no part without it.
+ * Anything else that reaches the aggregator or the parts listener cannot claim an identity.
+ */
+export const PARTS_TOKEN_HEADER = "x-portico-parts-token";

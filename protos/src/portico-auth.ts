@@ -50,6 +50,9 @@ export interface JwtProviderMessage {
   jwks_refetch_cooldown_seconds?: number;
   jwks_timeout_ms?: number;
   max_token_bytes?: number;
+  allow_any_audience?: boolean;
+  allow_insecure_loopback?: boolean;
+  consumers?: string[];
 }
 
 export interface OAuthProviderMessage {
@@ -68,6 +71,8 @@ export interface OAuthProviderMessage {
   consumer_field?: string;
   plan_field?: string;
   max_token_bytes?: number;
+  allow_insecure_loopback?: boolean;
+  consumers?: string[];
 }
 
 export interface ConsumerMessage {

@@ -5,7 +5,7 @@ import { execFile } from "node:child_process";
 import { rmSync } from "node:fs";
 import { promisify } from "node:util";
 import { setTimeout as delay } from "node:timers/promises";
-import { startRedis, type RedisServer } from "./redis-server.js";
+import { redisToolPath, startRedis, type RedisServer } from "./redis-server.js";
 
 const run = promisify(execFile);
 
@@ -29,6 +29,8 @@ const nodeArgs = (port: number) => [
 ];
 
 export async function startRedisCluster(): Promise<RedisClusterHandle> {
+  // Checked first: without it the nodes would start and the cluster never form.
+  const cli = redisToolPath("redis-cli");
   const started = await Promise.allSettled([0, 1, 2].map(() => startRedis({ args: nodeArgs })));
   const servers = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   const dirs = servers.map((s) => s.dir);
@@ -41,12 +43,12 @@ export async function startRedisCluster(): Promise<RedisClusterHandle> {
     const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failed) throw failed.reason;
     const addrs = servers.map((s) => `127.0.0.1:${s.port}`);
-    await run("redis-cli", ["--cluster", "create", ...addrs, "--cluster-replicas", "0", "--cluster-yes"], {
+    await run(cli, ["--cluster", "create", ...addrs, "--cluster-replicas", "0", "--cluster-yes"], {
       timeout: 30_000,
     });
     // redis-cli returns once the nodes agree on the slots; clients need every node to say the
     // cluster is ok as well.
-    await untilClusterOk(servers);
+    await untilClusterOk(cli, servers);
     return {
       nodes: servers.map((s) => ({ host: "127.0.0.1", port: s.port })),
       servers,
@@ -56,7 +58,7 @@ export async function startRedisCluster(): Promise<RedisClusterHandle> {
         const { port, dir } = servers[i]!;
         servers[i] = await startRedis({ port, dir, args: nodeArgs });
         // Answering PING is not being back in the cluster: wait until every node says it is whole.
-        await untilClusterOk(servers);
+        await untilClusterOk(cli, servers);
       },
       stop,
     };
@@ -66,11 +68,11 @@ export async function startRedisCluster(): Promise<RedisClusterHandle> {
   }
 }
 
-async function untilClusterOk(servers: RedisServer[]): Promise<void> {
+async function untilClusterOk(cli: string, servers: RedisServer[]): Promise<void> {
   const deadline = Date.now() + 15_000;
   for (const s of servers) {
     for (;;) {
-      const { stdout } = await run("redis-cli", ["-p", String(s.port), "cluster", "info"]);
+      const { stdout } = await run(cli, ["-p", String(s.port), "cluster", "info"]);
       if (stdout.includes("cluster_state:ok")) break;
       if (Date.now() > deadline) {
         throw new Error(`the cluster on ${servers.map((n) => n.port).join(",")} did not become ok`);

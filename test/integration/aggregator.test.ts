@@ -51,6 +51,14 @@ const home = (extraParts: object[] = []) => ({
   ],
 });
 
+/** An identity, and the aggregator's route marker, claimed by a caller no one authenticated. */
+const FORGED = {
+  "x-portico-consumer": "acme",
+  "x-portico-plan": "gold",
+  "x-portico-key-id": "acme-live",
+  "x-portico-composite": "home",
+};
+
 /**
  * Composite routes end to end: a client's call goes through a real Envoy (authenticated by
  * ext-authz) to the aggregator, which calls each part back through Envoy's parts listener to three
@@ -69,15 +77,18 @@ describe("aggregator through Envoy", () => {
   let source: XdsConfigSource;
   let registry: Registry;
   let aggregatorPort: number;
+  let partsPort: number;
   let port: number;
   const url = (p: string) => `http://127.0.0.1:${port}${p}`;
   const call = (p: string, headers: Record<string, string> = {}) =>
     httpRequest(url(p), { headers: { "x-api-key": KEY, ...headers }, timeoutMs: 5000 });
+  const upstreamCalls = () => users.requests + orders.requests + recs.requests;
   const node = async () =>
     (await api.call("GET", "/api/v1/status")).json.nodes.find((n: any) => n.id === "aggregator-1");
 
   beforeAll(async () => {
-    const [partsPort, authzPort] = [await freePort(), await freePort()];
+    const authzPort = await freePort();
+    partsPort = await freePort();
     port = await freePort();
     [users, orders, recs] = await Promise.all([
       startHttpUpstream("users"),
@@ -126,6 +137,15 @@ describe("aggregator through Envoy", () => {
       aggregator: { upstream: "aggregator", partsListener: { port: partsPort } },
     });
     await put("/api/v1/authPolicies/members", { name: "members", accept: ["apiKey"] });
+    await put("/api/v1/authPolicies/anyone", { name: "anyone", accept: ["apiKey"], allowAnonymous: true });
+    // Orders are for key holders: a composite route must not hand them to anyone else.
+    await put("/api/v1/routes/orders", {
+      name: "orders",
+      gateway: "edge",
+      match: { pathPrefix: "/orders" },
+      upstream: "orders",
+      authPolicy: "members",
+    });
     // A prefix route over the same paths: the composite route must still win its own.
     await put("/api/v1/routes/users", {
       name: "users",
@@ -183,17 +203,68 @@ describe("aggregator through Envoy", () => {
       expect(part.headers["x-envoy-expected-rq-timeout-ms"]).toBeUndefined();
       expect(part.headers["x-portico-part"]).toBeUndefined();
       expect(part.headers["x-api-key"]).toBeUndefined();
+      // The parts token stays between Envoy, the aggregator and the parts listener.
+      expect(part.headers["x-portico-parts-token"]).toBeUndefined();
     }
   });
 
   it("is protected like any route: no credentials, no call to the aggregator or the parts", async () => {
-    const before = users.requests + orders.requests + recs.requests;
-    const res = await httpRequest(url("/users/42/home"));
-    expect(res.status).toBe(401);
-    expect(users.requests + orders.requests + recs.requests).toBe(before);
+    const before = upstreamCalls();
+    for (const headers of [{}, FORGED, { ...FORGED, "x-portico-parts-token": "guess" }]) {
+      const res = await httpRequest(url("/users/42/home"), { headers });
+      expect(res.status).toBe(401);
+    }
+    expect(upstreamCalls()).toBe(before);
     // Other paths under the prefix still go to the prefix route.
     const plain = await httpRequest(url("/users/42"));
     expect(plain.json<UpstreamReply>().upstream).toBe("users");
+  });
+
+  it("refuses a composite route that would hand anonymous callers a part whose own route needs a key", async () => {
+    expect((await httpRequest(url("/orders/1"))).status).toBe(401);
+    const open = {
+      name: "open",
+      gateway: "edge",
+      match: { path: "/open" },
+      timeoutMs: 1500,
+      authPolicy: "anyone",
+      parts: [{ key: "orders", upstream: "orders", path: "/orders?user=1", timeoutMs: 1000 }],
+    };
+    const res = await api.call("PUT", "/api/v1/compositeRoutes/open", { body: open });
+    expect(res.status).toBe(422);
+    expect(res.json.details).toEqual([
+      {
+        field: "authPolicy",
+        reason:
+          "part 'orders' calls orders at /orders?user=1, which route 'orders' serves with authPolicy " +
+          "'members', and 'anyone' lets anonymous callers in; use 'members' or a stricter policy",
+      },
+    ]);
+    expect((await httpRequest(url("/open"))).status).toBe(404);
+  });
+
+  it("lets no identity sent straight to the aggregator reach an upstream", async () => {
+    const before = upstreamCalls();
+    const res = await httpRequest(`http://127.0.0.1:${aggregatorPort}/users/42/home`, {
+      headers: { ...FORGED, "x-portico-parts-token": "guess" },
+      timeoutMs: 5000,
+    });
+    // The parts listener refused every part: the required one fails the call.
+    expect(res.status).toBe(502);
+    expect(upstreamCalls()).toBe(before);
+  });
+
+  it("lets no identity sent straight to the parts listener reach an upstream", async () => {
+    const before = upstreamCalls();
+    const guesses: Record<string, string>[] = [{}, { "x-portico-parts-token": "guess" }];
+    for (const extra of guesses) {
+      const res = await httpRequest(`http://127.0.0.1:${partsPort}/orders?user=1`, {
+        headers: { ...FORGED, "x-portico-part": "home/orders", ...extra },
+      });
+      expect(res.status).toBe(403);
+      expect(res.json()).toEqual({ code: "forbidden", message: "only the aggregator calls the parts" });
+    }
+    expect(upstreamCalls()).toBe(before);
   });
 
   it("leaves out an optional part that is down, naming it in a header and in the body", async () => {
@@ -264,7 +335,7 @@ describe("aggregator through Envoy", () => {
     expect(text).toMatch(
       /portico_aggregator_part_duration_seconds_count\{route="home",part="orders"\} [1-9]/,
     );
-    expect(text).toMatch(/portico_aggregator_requests_total\{route="home",status="502"\} 1/);
+    expect(text).toMatch(/portico_aggregator_requests_total\{route="home",status="502"\} [1-9]/);
     expect((await fetch(`http://127.0.0.1:${aggregatorPort}/readyz`)).status).toBe(200);
   });
 

@@ -134,7 +134,7 @@ describe("ext-authz through Envoy", () => {
     ];
     for (const r of routes)
       await put(`/api/v1/routes/${r.name}`, { ...r, gateway: "edge", upstream: "orders" });
-    // A second gateway whose JWT-only routes Envoy's own jwt_authn verifies.
+    // A second gateway asking for Envoy's own jwt_authn, which is less strict: ext-authz verifies its routes too.
     await put("/api/v1/gateways/native", {
       name: "native",
       listeners: [{ name: "http", port: nativePort, address: "127.0.0.1" }],
@@ -299,7 +299,7 @@ describe("ext-authz through Envoy", () => {
     expect(JSON.parse(keyed.body).header).toBe("idempotency-key");
   });
 
-  it("lets Envoy's jwt_authn verify JWT-only routes when the gateway asks for it, with no call to ext-authz", async () => {
+  it("has ext-authz verify JWT-only routes even when the gateway asks for jwt_authn", async () => {
     const nativeUrl = (p: string) => `http://127.0.0.1:${nativePort}${p}`;
     const before = checks;
     const token = signJwt(rsa, claims(Date.now(), { sub: "user-7" }));
@@ -309,19 +309,19 @@ describe("ext-authz through Envoy", () => {
     expect(ok.status).toBe(200);
     const seen = echoed(ok.body).headers;
     expect(seen["x-portico-consumer"]).toBe("user-7");
-    expect(seen["x-portico-plan"]).toBeUndefined();
-    expect(seen["x-portico-scopes"]).toBeUndefined();
+    expect(seen["x-portico-plan"]).toBe("default");
+    expect(seen["x-portico-scopes"]).toBe("orders:read profile");
     expect(seen.authorization).toBeUndefined();
     const forged = signJwt(rsaKey("k1"), claims(Date.now(), { sub: "admin" }));
     for (const headers of [{}, { authorization: `Bearer ${forged}` }, FORGED] as Record<string, string>[]) {
       expect((await httpRequest(nativeUrl("/profile"), { headers })).status).toBe(401);
     }
-    expect(checks).toBe(before);
-    // A route that also takes API keys still goes to ext-authz on the same gateway.
+    expect(checks).toBe(before + 4);
+    // A route that also takes API keys goes to ext-authz on the same gateway.
     const keyed = await httpRequest(nativeUrl("/keys"), { headers: { "x-api-key": KEY } });
     expect(keyed.status).toBe(200);
     expect(echoed(keyed.body).headers["x-portico-consumer"]).toBe("acme");
-    expect(checks).toBe(before + 1);
+    expect(checks).toBe(before + 5);
   });
 
   it("fails closed on protected routes when ext-authz is down, while public routes keep working", async () => {

@@ -163,12 +163,12 @@ describe("ext-authz policy over xDS from the control plane", () => {
         name: "partner-as",
         introspectionUrl: "https://as.partner.test/introspect",
         clientId: "portico",
-        clientSecretEnv: "PORTICO_IT_UNSET_SECRET",
+        clientSecretEnv: "PORTICO_SECRET_IT_UNSET",
       },
     });
     expect(res.status).toBe(201);
     expect(res.headers.get("portico-applied")).toBe("false");
-    const error = "OAuth provider partner-as: PORTICO_IT_UNSET_SECRET is not set";
+    const error = "OAuth provider partner-as: PORTICO_SECRET_IT_UNSET is not set";
     expect(res.json.rollout.nodes).toContainEqual({
       id: NODE,
       group: POLICY_GROUP,

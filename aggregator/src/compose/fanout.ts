@@ -1,16 +1,24 @@
 // One list of identity headers with ext-authz, which sets them.
 import { ALL_IDENTITY_HEADERS as IDENTITY_HEADERS } from "@portico/contract";
 import type { CompiledPart, CompiledRoute } from "../config/compile.js";
-import { PART_HEADER } from "@portico/contract";
+import { PART_HEADER, PARTS_TOKEN_HEADER } from "@portico/contract";
 import { BodyTooLargeError, type PartCaller } from "./call.js";
 import { staleKey, type StaleStore } from "./stale.js";
 import { renderPartTemplate } from "@portico/contract";
 
 /**
  * Passed from the client's request to every part: who is calling (the identity ext-authz vouched
- * for, which is also part of the stale key), and which request this is.
+ * for, which is also part of the stale key), which request this is, and the parts token Envoy set
+ * on the call. The parts listener believes the identity only with the token, so identity headers
+ * sent to the aggregator by anything but Envoy reach no upstream.
  */
-export const FORWARDED_HEADERS = [...IDENTITY_HEADERS, "x-request-id", "traceparent", "tracestate"];
+export const FORWARDED_HEADERS = [
+  ...IDENTITY_HEADERS,
+  "x-request-id",
+  "traceparent",
+  "tracestate",
+  PARTS_TOKEN_HEADER,
+];
 
 export type FailureReason =
   | "timeout"

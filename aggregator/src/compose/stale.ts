@@ -29,14 +29,47 @@ export function staleKey(route: string, part: string, path: string, identity: re
   return `${route}/${part}/${h}`;
 }
 
-/** In this process, bounded: the least recently stored entries go first. */
-export class MemoryStaleStore implements StaleStore {
-  private readonly entries = new Map<string, StaleEntry & { expiresAtMs: number }>();
-  private readonly maxEntries: number;
-  private readonly now: () => number;
+/** The bytes of an answer as stored: its JSON, which is what Redis holds and about what memory does. */
+function storedBytes(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value) ?? "");
+}
 
-  constructor(opts: { maxEntries?: number; now?: () => number } = {}) {
+/** Answers larger than this are not kept: one would push out hundreds of others. */
+export const DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024;
+
+export interface MemoryStaleStoreOptions {
+  /** Entries kept at most (default 10,000). */
+  maxEntries?: number;
+  /** Bytes of answers kept at most (default 64 MiB), whatever their number. */
+  maxBytes?: number;
+  /** A larger answer is not kept (default 1 MiB). */
+  maxEntryBytes?: number;
+  /** Told of each entry dropped for room, for a metric. */
+  onEvict?: () => void;
+  now?: () => number;
+}
+
+type MemoryEntry = StaleEntry & { expiresAtMs: number; bytes: number };
+
+/**
+ * In this process, bounded in entries and in bytes: keys follow callers and paths, so without
+ * both caps a caller could fill memory with many answers or a few huge ones. The least recently
+ * stored entries go first.
+ */
+export class MemoryStaleStore implements StaleStore {
+  private readonly entries = new Map<string, MemoryEntry>();
+  private readonly maxEntries: number;
+  private readonly maxBytes: number;
+  private readonly maxEntryBytes: number;
+  private readonly now: () => number;
+  private bytesHeld = 0;
+  /** Entries dropped for room since the start. */
+  evictions = 0;
+
+  constructor(private readonly opts: MemoryStaleStoreOptions = {}) {
     this.maxEntries = opts.maxEntries ?? 10_000;
+    this.maxBytes = opts.maxBytes ?? 64 * 1024 * 1024;
+    this.maxEntryBytes = Math.min(opts.maxEntryBytes ?? DEFAULT_MAX_ENTRY_BYTES, this.maxBytes);
     this.now = opts.now ?? Date.now;
   }
 
@@ -44,12 +77,17 @@ export class MemoryStaleStore implements StaleStore {
     return this.entries.size;
   }
 
+  /** Bytes of the answers held. */
+  get bytes(): number {
+    return this.bytesHeld;
+  }
+
   async get(key: string, maxAgeMs: number): Promise<StaleEntry | undefined> {
     const e = this.entries.get(key);
     if (!e) return undefined;
     const now = this.now();
     if (now >= e.expiresAtMs) {
-      this.entries.delete(key);
+      this.remove(key, e);
       return undefined;
     }
     if (now - e.storedAtMs > maxAgeMs) return undefined;
@@ -58,13 +96,28 @@ export class MemoryStaleStore implements StaleStore {
 
   put(key: string, value: unknown, maxAgeMs: number): void {
     const now = this.now();
-    this.entries.delete(key);
-    this.entries.set(key, { value, storedAtMs: now, expiresAtMs: now + maxAgeMs });
-    while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+    const old = this.entries.get(key);
+    if (old) this.remove(key, old);
+    const bytes = storedBytes(value);
+    if (bytes > this.maxEntryBytes) return;
+    this.entries.set(key, { value, storedAtMs: now, expiresAtMs: now + maxAgeMs, bytes });
+    this.bytesHeld += bytes;
+    while (this.entries.size > this.maxEntries || this.bytesHeld > this.maxBytes) {
+      const [oldestKey, oldest] = this.entries.entries().next().value!;
+      this.remove(oldestKey, oldest);
+      this.evictions++;
+      this.opts.onEvict?.();
+    }
   }
 
   async close(): Promise<void> {
     this.entries.clear();
+    this.bytesHeld = 0;
+  }
+
+  private remove(key: string, e: MemoryEntry): void {
+    this.entries.delete(key);
+    this.bytesHeld -= e.bytes;
   }
 }
 
@@ -75,6 +128,8 @@ export interface RedisStaleStoreOptions {
   timeoutMs?: number;
   /** Called for each failed or timed-out Redis call (the answer goes on without it). */
   onError?: (op: "get" | "put", err: Error) => void;
+  /** A larger answer is not kept (default 1 MiB). */
+  maxEntryBytes?: number;
   now?: () => number;
 }
 
@@ -113,6 +168,7 @@ export class RedisStaleStore implements StaleStore {
 
   put(key: string, value: unknown, maxAgeMs: number): void {
     const text = JSON.stringify({ v: value, t: this.now() });
+    if (Buffer.byteLength(text) > (this.opts.maxEntryBytes ?? DEFAULT_MAX_ENTRY_BYTES)) return;
     this.opts.redis
       .set(this.prefix + key, text, "PX", maxAgeMs)
       .catch((err: Error) => this.opts.onError?.("put", err));

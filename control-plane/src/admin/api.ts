@@ -3,6 +3,7 @@ import express, { type NextFunction, type Request, type Response } from "express
 import { stringify } from "yaml";
 import { ConfigError, fromZod, type FieldProblem } from "../model/errors.js";
 import { KIND_NAMES, KINDS, type Config, type Kind } from "../model/schema.js";
+import { redactSecrets, restoreSecrets } from "../model/secrets.js";
 import { configWarnings, parseYamlText, references, singular } from "../model/validate.js";
 import type { ConfigStore } from "../store/types.js";
 import type { FleetState } from "../xds/fleet.js";
@@ -88,7 +89,7 @@ function find(config: Config, kind: Kind, name: string): { index: number; item?:
   return { index, item: index >= 0 ? list[index] : undefined };
 }
 
-/** Checks If-Match / If-None-Match against the resource's current state. */
+/** Checks If-Match / If-None-Match against the resource's current state, as reads show it. */
 function checkPreconditions(req: Request, current: Resource | undefined): void {
   const ifMatch = req.header("if-match");
   const ifNoneMatch = req.header("if-none-match");
@@ -150,6 +151,9 @@ const author = (req: Request) => (req as { principal?: string }).principal;
 export function apiRouter(deps: ApiDeps): express.Router {
   const r = express.Router();
   const { service } = deps;
+  // Secrets are write-only: every read shows their fingerprint instead.
+  const shown = <T>(value: T, kind?: Kind): T =>
+    redactSecrets(value, (fp) => deps.store.secretCreatedAt?.(fp), kind);
 
   // Query parameters of a write are checked before anything is written: a bad ?wait must not
   // leave a committed change behind a 400.
@@ -172,7 +176,8 @@ export function apiRouter(deps: ApiDeps): express.Router {
   r.get(
     "/config",
     asyncRoute(async (req, res) => {
-      const { config, number } = await service.current();
+      const { config: stored, number } = await service.current();
+      const config = shown(stored);
       res.setHeader("ETag", revisionEtag(number));
       if (
         req.accepts(["application/yaml", "application/json"]) === "application/json" &&
@@ -199,7 +204,9 @@ export function apiRouter(deps: ApiDeps): express.Router {
           "send the config as application/yaml or application/json",
         );
       }
-      const candidate = service.validate(parseYamlText(req.body, "the request body"));
+      // A config exported earlier names its secrets by fingerprint: those stay as stored.
+      const stored = (await service.current()).config;
+      const candidate = service.validate(restoreSecrets(parseYamlText(req.body, "the request body"), stored));
       const ifMatch = req.header("if-match");
       const expected = ifMatch !== undefined ? parseRevisionEtag(ifMatch) : undefined;
       if (req.query.dryRun === "true") {
@@ -253,7 +260,7 @@ export function apiRouter(deps: ApiDeps): express.Router {
       const n = Number(req.params.n);
       const rev = Number.isInteger(n) ? await deps.store.get(n) : undefined;
       if (!rev) throw notFound(`revision ${req.params.n}`);
-      res.json(rev);
+      res.json({ ...rev, config: shown(rev.config) });
     }),
   );
 
@@ -308,7 +315,7 @@ export function apiRouter(deps: ApiDeps): express.Router {
       const matching = (config[kind] as Resource[]).filter((item) =>
         Object.entries(filters).every(([k, v]) => item[k] !== undefined && String(item[k]) === v),
       );
-      const items = matching.slice(offset, offset + limit);
+      const items = matching.slice(offset, offset + limit).map((item) => shown(item, kind));
       res.setHeader("ETag", revisionEtag(number));
       res.json({
         items,
@@ -325,8 +332,9 @@ export function apiRouter(deps: ApiDeps): express.Router {
     asyncRoute(async (req, res) => {
       const kind = kindOf(req);
       const { config } = await service.current();
-      const { item } = find(config, kind, req.params.name!);
-      if (!item) throw notFound(`${singular(kind)} '${req.params.name}'`);
+      const { item: stored } = find(config, kind, req.params.name!);
+      if (!stored) throw notFound(`${singular(kind)} '${req.params.name}'`);
+      const item = shown(stored, kind);
       res.setHeader("ETag", etagOf(item));
       res.json(item);
     }),
@@ -355,7 +363,8 @@ export function apiRouter(deps: ApiDeps): express.Router {
         { field: "name", reason: `expected '${name}'` },
       ]);
     }
-    const resource = parseResource(kind, body);
+    // A resource read earlier names its secrets by fingerprint: those stay as stored.
+    const resource = parseResource(kind, restoreSecrets(body, (await service.current()).config, kind));
     let existed = false;
     let index = -1;
     const result = await service
@@ -364,7 +373,7 @@ export function apiRouter(deps: ApiDeps): express.Router {
           const found = find(draft, kind, name);
           if (create && found.item)
             throw new HttpError(409, "already_exists", `${singular(kind)} '${name}' already exists`);
-          checkPreconditions(req, found.item);
+          checkPreconditions(req, found.item && shown(found.item, kind));
           existed = !!found.item;
           const list = draft[kind] as Resource[];
           if (found.item) list[found.index] = resource;
@@ -376,7 +385,7 @@ export function apiRouter(deps: ApiDeps): express.Router {
       .catch((err) => {
         throw relativeTo(err, kind, index);
       });
-    const stored = find(result.revision.config, kind, name).item!;
+    const stored = shown(find(result.revision.config, kind, name).item!, kind);
     const rollout = await rolloutFor(deps, req, result);
     writeHeaders(res, result, rollout);
     res.setHeader("ETag", etagOf(stored));
@@ -426,7 +435,7 @@ export function apiRouter(deps: ApiDeps): express.Router {
         (draft) => {
           const found = find(draft, kind, name);
           if (!found.item) throw notFound(`${singular(kind)} '${name}'`);
-          checkPreconditions(req, found.item);
+          checkPreconditions(req, shown(found.item, kind));
           const users = referrersOf(draft, kind, name);
           if (users.length > 0) {
             throw new HttpError(

@@ -1,5 +1,7 @@
+import { randomBytes } from "node:crypto";
 import type { Logger } from "@portico/common";
 import { configRevision, type Publisher } from "../config/publish.js";
+import { withPartsTokens } from "../model/composite.js";
 import { ConfigError } from "../model/errors.js";
 import { ConfigSchema, type Config } from "../model/schema.js";
 import { validateConfig } from "../model/validate.js";
@@ -142,7 +144,9 @@ export class ConfigService {
         );
       }
       const draft = structuredClone(head?.config ?? EMPTY_CONFIG);
-      const config = this.validate(change(draft) ?? draft);
+      const config = withPartsTokens(this.validate(change(draft) ?? draft), head?.config, () =>
+        randomBytes(32).toString("base64url"),
+      );
       if (head && configRevision(config) === head.hash) {
         return { revision: head, changed: false, affected: {}, at: new Date().toISOString() };
       }

@@ -162,9 +162,10 @@ export const GatewayExtAuthzSchema = z
     /** The status Envoy answers with when ext-authz cannot answer and `failOpen` is off. */
     statusOnError: z.number().int().min(400).max(599).default(503),
     /**
-     * `ext_authz` (default): Portico's service checks every credential kind. `jwt_authn`: routes
-     * whose policy accepts only JWTs from inline-JWKS or remote-JWKS providers are verified by
-     * Envoy's own `jwt_authn` filter instead (no call out), for users who prefer it and to compare.
+     * `ext_authz` (default): Portico's service checks every credential kind. `jwt_authn` asks for
+     * Envoy's own `jwt_authn` filter on JWT routes; Envoy 1.40's filter cannot refuse a token with an
+     * unknown `crit` header or an `iat` in the future, and its refusals name the reason and the
+     * request URL, so such routes are served by ext-authz all the same, as strictly as any other.
      */
     jwt: z.enum(["ext_authz", "jwt_authn"]).default("ext_authz"),
   })
@@ -191,10 +192,22 @@ export const GatewayAggregatorSchema = z
     upstream: Name,
     /**
      * The listener through which the aggregator calls the parts, so each part's cluster applies its
-     * retries, circuit breakers, TLS and outlier detection. It trusts the identity headers it is
-     * given, so it must be reachable by the aggregator only: keep it on loopback (the default).
+     * retries, circuit breakers, TLS and outlier detection. It serves only calls carrying the
+     * gateway's parts token, which Envoy gives the aggregator alone; keep it on loopback (the
+     * default) all the same.
      */
     partsListener: z.object({ address: z.string().min(1).default("127.0.0.1"), port: Port }).strict(),
+    /**
+     * The secret Envoy hands the aggregator with each composite call and the parts listener
+     * requires back, so only the aggregator reaches the parts. The control plane makes one when
+     * it is omitted and keeps it across writes; it is never shown by reads.
+     */
+    partsToken: z
+      .string()
+      .min(32, "at least 32 characters")
+      .max(256)
+      .regex(/^[\x21-\x7e]+$/, "printable ASCII without spaces")
+      .optional(),
   })
   .strict();
 
@@ -768,6 +781,7 @@ export const ConfigSchema = z
 
 export type Listener = z.infer<typeof ListenerSchema>;
 export type Gateway = z.infer<typeof GatewaySchema>;
+export type GatewayAggregator = z.infer<typeof GatewayAggregatorSchema>;
 export type Endpoint = z.infer<typeof EndpointSchema>;
 export type Upstream = z.infer<typeof UpstreamSchema>;
 export type RouteMatch = z.infer<typeof RouteMatchSchema>;

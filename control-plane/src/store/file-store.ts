@@ -24,8 +24,10 @@ import {
   encodeRevision,
   listLimit,
   newRevision,
+  sealRevision,
   summaryOf,
 } from "./revision.js";
+import { openSealer, SecretsKeyError, type SecretSealer, type SecretsKeyOptions } from "./sealer.js";
 import {
   StoreConflictError,
   StoreUnavailableError,
@@ -41,6 +43,8 @@ export interface FileStoreOptions {
   /** Revisions kept in the history; older ones are deleted after each commit. */
   keep?: number;
   log: Logger;
+  /** The key that seals secrets at rest; `<dir>/secrets.key` (made when absent) by default. */
+  secrets?: SecretsKeyOptions;
 }
 
 /** Another live process holds the directory's lock. */
@@ -89,8 +93,11 @@ export class FileStore implements ConfigStore {
   private chain: Promise<unknown> = Promise.resolve();
   private delivered = 0;
   private readonly listeners = new Set<(rev: Revision) => void>();
+  private readonly secrets: SecretsKeyOptions;
+  private sealer?: SecretSealer;
 
   constructor(opts: FileStoreOptions) {
+    this.secrets = opts.secrets ?? {};
     this.dir = path.resolve(opts.dir);
     this.revisionsDir = path.join(this.dir, "revisions");
     this.lockPath = path.join(this.dir, "lock");
@@ -108,6 +115,7 @@ export class FileStore implements ConfigStore {
       openHere.add(real);
       this.realDir = real;
       await this.lock();
+      this.sealer = await openSealer(this.secrets, path.join(this.dir, "secrets.key"), this.log);
       await this.load();
     } catch (err) {
       if (this.realDir) {
@@ -146,14 +154,19 @@ export class FileStore implements ConfigStore {
       throw new StoreUnavailableError(`could not read ${file}: ${(err as Error).message}`, { cause: err });
     }
     try {
-      return decodeRevision(text, number);
+      return decodeRevision(text, this.sealer!, number);
     } catch (err) {
+      if (err instanceof SecretsKeyError) throw err;
       this.log.error(
         { file, reason: (err as Error).message },
         "a revision file was damaged after it was loaded",
       );
       return undefined;
     }
+  }
+
+  secretCreatedAt(fp: string): string | undefined {
+    return this.sealer?.createdAt(fp);
   }
 
   async list(limit?: number): Promise<RevisionSummary[]> {
@@ -201,7 +214,7 @@ export class FileStore implements ConfigStore {
     const number = expected + 1;
     const rev = newRevision(number, config, meta);
     const text = encodeRevision(rev);
-    await this.writeDurably(number, `${text}\n`);
+    await this.writeDurably(number, `${sealRevision(rev, this.sealer!)}\n`);
     this.headNumber = number;
     this.headText = text;
     this.summaries.set(number, summaryOf(rev));
@@ -292,8 +305,10 @@ export class FileStore implements ConfigStore {
       let text: string;
       try {
         text = await readFile(file, "utf8");
-        rev = decodeRevision(text, n);
+        rev = decodeRevision(text, this.sealer!, n);
       } catch (err) {
+        // A wrong key is no damage: skipping every revision would start the store empty.
+        if (err instanceof SecretsKeyError) throw err;
         this.damaged.add(n);
         this.log.warn({ file, reason: (err as Error).message }, "ignoring a damaged revision file");
         continue;

@@ -8,6 +8,7 @@ import type { ConfigStore } from "./types.js";
 export { FileStore, StoreLockedError, type FileStoreOptions } from "./file-store.js";
 export { RedisStore, type RedisStoreOptions } from "./redis-store.js";
 export * from "./types.js";
+export { SecretSealer, SecretsKeyError, type SecretsKeyOptions } from "./sealer.js";
 
 export const DEFAULT_STORE_DIR = ".portico/store";
 

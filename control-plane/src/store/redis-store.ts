@@ -14,8 +14,10 @@ import {
   encodeRevision,
   listLimit,
   newRevision,
+  sealRevision,
   summaryOf,
 } from "./revision.js";
+import { openSealer, SecretsKeyError, type SecretSealer } from "./sealer.js";
 import {
   StoreConflictError,
   StoreUnavailableError,
@@ -48,8 +50,11 @@ export class RedisStore implements ConfigStore {
   private closing?: Promise<void>;
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly boardListeners = new Set<(replica: string) => void>();
+  private readonly secrets: RedisStoreOptions["secrets"];
+  private sealer?: SecretSealer;
 
   constructor(opts: RedisStoreOptions) {
+    this.secrets = opts.secrets;
     this.s = storeSettings(opts);
     this.prefix = this.s.prefix;
     this.log = opts.log;
@@ -61,6 +66,12 @@ export class RedisStore implements ConfigStore {
   async open(): Promise<void> {
     if (this.state !== "new") throw new Error(`the Redis store at ${this.s.where} was already opened`);
     this.state = "opening";
+    try {
+      this.sealer = await openSealer(this.secrets ?? {}, ".portico/secrets.key", this.log);
+    } catch (err) {
+      this.state = "closed";
+      throw err;
+    }
     const { cmd, sub } = this.link;
     const isOpen = () => this.state === "open";
     // The command side coming back triggers a catch-up too: the watch side may have come back
@@ -115,6 +126,17 @@ export class RedisStore implements ConfigStore {
     });
     this.state = "open";
     this.feed.start(head);
+    if (head > 0) {
+      // A key that does not open the stored secrets stops the start, rather than the first read.
+      try {
+        await this.head();
+      } catch (err) {
+        if (err instanceof SecretsKeyError) {
+          await this.close();
+          throw err;
+        }
+      }
+    }
     await warnIfVolatile(this.link.home(), this.log, this.s.where);
     this.log.info({ redis: this.s.where, prefix: this.prefix, head }, "Redis store opened");
   }
@@ -185,17 +207,22 @@ export class RedisStore implements ConfigStore {
     return this.closing;
   }
 
+  secretCreatedAt(fp: string): string | undefined {
+    return this.sealer?.createdAt(fp);
+  }
+
   private async doCommit(expected: number, config: Config, meta?: CommitMeta): Promise<Revision> {
     const number = expected + 1;
     const rev = newRevision(number, config, meta);
     const text = encodeRevision(rev);
+    const sealed = sealRevision(rev, this.sealer!);
     this.feed.pend(number);
     let result: { won: boolean; head: number };
     try {
       result = await this.run("commit", () =>
         commitRevision(this.link.cmd, this.keys, {
           expected,
-          text,
+          text: sealed,
           summary: JSON.stringify(summaryOf(rev)),
           keep: this.s.keep,
         }),
@@ -245,8 +272,9 @@ export class RedisStore implements ConfigStore {
 
   private decode(text: string, number?: number): Revision {
     try {
-      return decodeRevision(text, number);
+      return decodeRevision(text, this.sealer!, number);
     } catch (err) {
+      if (err instanceof SecretsKeyError) throw err;
       throw new StoreUnavailableError(
         `the Redis store at ${this.s.where} holds a damaged revision${number ? ` ${number}` : ""}: ${(err as Error).message}`,
       );

@@ -1,5 +1,6 @@
 import { configRevision } from "../config/publish.js";
 import type { Config } from "../model/schema.js";
+import type { SecretSealer } from "./sealer.js";
 import type { CommitMeta, Revision, RevisionSummary } from "./types.js";
 
 export function newRevision(number: number, config: Config, meta: CommitMeta = {}): Revision {
@@ -16,6 +17,7 @@ export function summaryOf(rev: RevisionSummary): RevisionSummary {
   return s;
 }
 
+/** A revision as it is kept in memory and handed to watchers: secrets in the clear. */
 export function encodeRevision(rev: Revision): string {
   return JSON.stringify({
     number: rev.number,
@@ -27,11 +29,17 @@ export function encodeRevision(rev: Revision): string {
   });
 }
 
+/** A revision as it is written to disk or Redis: its secrets sealed. */
+export function sealRevision(rev: Revision, sealer: SecretSealer): string {
+  return encodeRevision({ ...rev, config: sealer.seal(rev.config) });
+}
+
 /**
- * Parses a stored revision and checks it is whole: the hash is recomputed from the config, so a
- * truncated or altered record is refused rather than served to the fleet.
+ * Parses a stored revision, opens its secrets and checks it is whole: the hash is recomputed from
+ * the config, so a truncated or altered record is refused rather than served to the fleet. A key
+ * that does not open its secrets is a SecretsKeyError, not a damaged record.
  */
-export function decodeRevision(text: string, expectedNumber?: number): Revision {
+export function decodeRevision(text: string, sealer: SecretSealer, expectedNumber?: number): Revision {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -52,7 +60,7 @@ export function decodeRevision(text: string, expectedNumber?: number): Revision 
     throw new Error("no config");
   if (r.message !== undefined && typeof r.message !== "string") throw new Error("message is not a string");
   if (r.author !== undefined && typeof r.author !== "string") throw new Error("author is not a string");
-  const config = r.config as Config;
+  const config = sealer.unseal(r.config as Config, `revision ${r.number}`);
   const actual = configRevision(config);
   if (actual !== r.hash) throw new Error(`content hash ${actual} does not match the recorded ${r.hash}`);
   const rev: Revision = { number: r.number, hash: r.hash, config, createdAt: r.createdAt };

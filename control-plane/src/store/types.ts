@@ -72,5 +72,7 @@ export interface ConfigStore {
    * `commit()` has resolved, so the committer acts on its revision first.
    */
   watch(listener: (rev: Revision) => void): () => void;
+  /** When the store first held the secret with this fingerprint, when it knows. */
+  secretCreatedAt?(fingerprint: string): string | undefined;
   close(): Promise<void>;
 }

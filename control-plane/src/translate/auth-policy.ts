@@ -44,6 +44,9 @@ export function jwtProviderMessage(p: JwtProvider): JwtProviderMessage {
     jwks_refetch_cooldown_seconds: p.jwksRefetchCooldownSeconds,
     jwks_timeout_ms: p.jwksTimeoutMs,
     max_token_bytes: p.maxTokenBytes,
+    allow_any_audience: p.allowAnyAudience,
+    allow_insecure_loopback: p.allowInsecureLoopback,
+    consumers: p.consumers,
   };
 }
 
@@ -65,6 +68,8 @@ export function oauthProviderMessage(p: OauthProvider): OAuthProviderMessage {
     consumer_field: p.consumerField,
     plan_field: p.planField,
     max_token_bytes: p.maxTokenBytes,
+    allow_insecure_loopback: p.allowInsecureLoopback,
+    consumers: p.consumers,
   };
 }
 

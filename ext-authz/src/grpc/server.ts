@@ -8,6 +8,7 @@ import { toRequestAttributes, type CheckRequestMessage } from "./check-request.j
 import { toCheckResponse } from "./check-response.js";
 import { HealthService } from "@portico/common";
 import { AUTHORIZATION_SERVICE, authTypes, method } from "./protos.js";
+import { DEFAULT_REFUSAL_LOGS_PER_SECOND, LogBudget } from "@portico/common";
 
 export interface AuthzServerOptions {
   authorizer: Authorizer;
@@ -18,6 +19,8 @@ export interface AuthzServerOptions {
   onCheckDone?: (ms: number, decision: Decision) => void;
   /** A span per Check, the child of Envoy's; none when undefined. */
   tracing?: RpcTracing;
+  /** Refusal lines logged a second at most (`DEFAULT_REFUSAL_LOGS_PER_SECOND`). */
+  refusalLogsPerSecond?: number;
 }
 
 /**
@@ -35,8 +38,14 @@ export class AuthzServer {
     "grpc.enable_channelz": 0,
   });
   private boundPort = 0;
+  private readonly refusalLogs: LogBudget;
 
   constructor(private readonly opts: AuthzServerOptions) {
+    this.refusalLogs = new LogBudget(
+      opts.refusalLogsPerSecond ?? DEFAULT_REFUSAL_LOGS_PER_SECOND,
+      Date.now,
+      () => opts.authorizer.metrics.logsDropped.inc(),
+    );
     const { CheckRequest, CheckResponse } = authTypes();
     this.server.addService(
       {
@@ -89,12 +98,15 @@ export class AuthzServer {
   };
 
   /**
-   * One line per refusal, at info, with what joins it to Envoy's access log (`request_id`) and to
-   * the trace (`trace_id`); admitted requests only at debug, as they are the bulk of the traffic.
+   * One line per refusal, at info, within the log budget (the first line after a cut says how many
+   * were left out), with what joins it to Envoy's access log (`request_id`) and to the trace
+   * (`trace_id`); admitted requests only at debug, as they are the bulk of the traffic.
    */
   private logDecision(d: Decision, attrs: RequestAttributes, metadata: grpc.Metadata): void {
     const log = this.opts.logger;
     if (!log || (d.allowed && !log.isLevelEnabled("debug"))) return;
+    const budget = d.allowed ? { dropped: 0 } : this.refusalLogs.take();
+    if (budget === undefined) return;
     const fields = {
       request_id: attrs.headers.get("x-request-id"),
       trace_id: traceIdOf(metadata),
@@ -107,7 +119,11 @@ export class AuthzServer {
       policy: attrs.contextExtensions,
     };
     if (d.allowed) log.debug({ ...fields, consumer: d.metadata?.consumer }, "allowed");
-    else log.info({ ...fields, reason: d.reason }, "denied");
+    else
+      log.info(
+        { ...fields, reason: d.reason, ...(budget.dropped ? { dropped: budget.dropped } : {}) },
+        "denied",
+      );
   }
 
   get port(): number {

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { jwtVerify, type JWTPayload, type JWTVerifyOptions } from "jose";
 import { TtlCache } from "../cache.js";
 import type { Clock } from "../clock.js";
-import { DEFAULT_PLAN, type Identity } from "../identity.js";
+import { DEFAULT_PLAN, linkConsumer, type ConsumerRefusal, type Identity } from "../identity.js";
 import type { Consumer, JwsAlgorithm, JwtProvider } from "@portico/contract";
 import type { JwksSource } from "./jwks.js";
 import type { KeyEntry } from "./keys.js";
@@ -25,7 +25,7 @@ export type JwtFailure =
   | "wrong_typ"
   | "missing_claim"
   | "invalid_claim"
-  | "consumer_disabled"
+  | ConsumerRefusal
   | "jwks_unavailable";
 
 export type JwtResult = { ok: true; identity: Identity; cached: boolean } | { ok: false; reason: JwtFailure };
@@ -84,6 +84,7 @@ export interface JwtVerifierOptions {
   /** Consumer records by name, read on every success so a policy update applies to cached tokens too. */
   consumers: () => ReadonlyMap<string, Consumer>;
   onCache?: (hit: boolean) => void;
+  onEvict?: () => void;
 }
 
 /**
@@ -101,7 +102,7 @@ export class JwtVerifier {
     readonly provider: JwtProvider,
     private readonly opts: JwtVerifierOptions,
   ) {
-    this.cache = new TtlCache(opts.cacheSize);
+    this.cache = new TtlCache(opts.cacheSize, opts.onEvict);
     this.skewMs = provider.clockSkewSeconds * 1000;
     const required = new Set(provider.requiredClaims);
     if (provider.requireExp) required.add("exp");
@@ -225,10 +226,11 @@ export class JwtVerifier {
     return until;
   }
 
-  /** A subject that names a consumer record gets that consumer's plan, and is refused while it is disabled. */
+  /** A subject the provider links to a consumer record gets that consumer's plan (see `linkConsumer`). */
   private answer(v: VerifiedToken, cached: boolean): JwtResult {
-    const record = this.opts.consumers().get(v.consumer);
-    if (record?.disabled) return { ok: false, reason: "consumer_disabled" };
+    const link = linkConsumer(v.consumer, this.provider.consumers, this.opts.consumers());
+    if (!link.ok) return link;
+    const record = link.record;
     const identity: Identity = {
       kind: "jwt",
       provider: this.provider.name,

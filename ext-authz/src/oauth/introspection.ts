@@ -2,12 +2,12 @@ import { createHash } from "node:crypto";
 import { TtlCache } from "../cache.js";
 import type { Clock } from "../clock.js";
 import { readCapped } from "../http-body.js";
-import { DEFAULT_PLAN, type Identity } from "../identity.js";
+import { DEFAULT_PLAN, linkConsumer, type ConsumerRefusal, type Identity } from "../identity.js";
 import type { Consumer, OauthProvider } from "@portico/contract";
 
 export type IntrospectionFailure =
   /** The server said `active: false`, or the answer failed a local check (expired, audience, issuer). */
-  "inactive" | "too_large" | "consumer_disabled";
+  "inactive" | "too_large" | ConsumerRefusal;
 
 export type IntrospectionOutcome =
   | { ok: true; identity: Identity; cached: boolean }
@@ -32,6 +32,7 @@ export interface IntrospectorOptions {
   env?: NodeJS.ProcessEnv;
   onCall?: (result: "active" | "inactive" | "error", durationMs: number) => void;
   onCache?: (hit: boolean) => void;
+  onEvict?: () => void;
 }
 
 /** After a failed call, uncached tokens fail fast for this long instead of each waiting for the timeout. */
@@ -56,7 +57,7 @@ export class Introspector {
     readonly provider: OauthProvider,
     private readonly opts: IntrospectorOptions,
   ) {
-    this.cache = new TtlCache(provider.cacheSize);
+    this.cache = new TtlCache(provider.cacheSize, opts.onEvict);
     this.fetchImpl = opts.fetch ?? fetch;
     const secret = provider.clientSecret ?? (opts.env ?? process.env)[provider.clientSecretEnv ?? ""];
     if (!secret) throw new Error(`OAuth provider ${provider.name}: ${provider.clientSecretEnv} is not set`);
@@ -156,8 +157,9 @@ export class Introspector {
 
   private answer(entry: CacheEntry, cached: boolean): IntrospectionOutcome {
     if (!entry.active) return { ok: false, reason: "inactive", cached };
-    const record = this.opts.consumers().get(entry.consumer);
-    if (record?.disabled) return { ok: false, reason: "consumer_disabled", cached };
+    const link = linkConsumer(entry.consumer, this.provider.consumers, this.opts.consumers());
+    if (!link.ok) return { ok: false, reason: link.reason, cached };
+    const record = link.record;
     return {
       ok: true,
       cached,

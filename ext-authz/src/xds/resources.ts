@@ -64,6 +64,9 @@ function jwtProvider(m: JwtProviderMessage): PolicyItem {
     jwksRefetchCooldownSeconds: m.jwks_refetch_cooldown_seconds,
     jwksTimeoutMs: m.jwks_timeout_ms,
     maxTokenBytes: m.max_token_bytes,
+    allowAnyAudience: m.allow_any_audience || undefined,
+    allowInsecureLoopback: m.allow_insecure_loopback || undefined,
+    consumers: list(m.consumers),
   });
 }
 
@@ -84,6 +87,8 @@ function oauthProvider(m: OAuthProviderMessage): PolicyItem {
     consumerField: m.consumer_field,
     planField: m.plan_field,
     maxTokenBytes: m.max_token_bytes,
+    allowInsecureLoopback: m.allow_insecure_loopback || undefined,
+    consumers: list(m.consumers),
   });
 }
 

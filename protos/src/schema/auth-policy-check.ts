@@ -1,6 +1,12 @@
 import { jwkProblem, keyFitsAlg } from "./jwk.js";
 import { zodProblems, type FieldProblem, type Result } from "./problems.js";
-import { CREDENTIAL_KINDS, PolicySchema, type JwtProvider, type PolicyDocument } from "./auth.js";
+import {
+  CREDENTIAL_KINDS,
+  isReservedConsumer,
+  PolicySchema,
+  type JwtProvider,
+  type PolicyDocument,
+} from "./auth.js";
 
 /** How a caller proves who they are. */
 export type CredentialKind = (typeof CREDENTIAL_KINDS)[number];
@@ -132,6 +138,22 @@ export function checkPolicyDocument(input: unknown): Result<CheckedPolicy, Polic
   doc.apiKeys.forEach((k, i) => {
     if (!consumers.has(k.consumer))
       problems.push({ field: `apiKeys[${i}].consumer`, reason: `no consumer named ${k.consumer}` });
+  });
+  const checkLinks = (list: readonly { consumers?: readonly string[] | undefined }[], path: string) =>
+    list.forEach((p, i) =>
+      p.consumers?.forEach((name, k) => {
+        if (!consumers.has(name))
+          problems.push({ field: `${path}[${i}].consumers[${k}]`, reason: `no consumer named ${name}` });
+      }),
+    );
+  checkLinks(doc.jwtProviders, "jwtProviders");
+  checkLinks(doc.oauthProviders, "oauthProviders");
+  doc.consumers.forEach((c, i) => {
+    if (isReservedConsumer(c.name))
+      problems.push({
+        field: `consumers[${i}].name`,
+        reason: `${c.name} is reserved for callers without credentials`,
+      });
   });
 
   const catalog: ProviderCatalog = {

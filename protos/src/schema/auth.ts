@@ -52,6 +52,46 @@ export type CredentialSource = z.infer<typeof CredentialSourceSchema>;
 
 const BEARER: CredentialSource[] = [{ header: "authorization", prefix: "Bearer " }];
 
+/**
+ * Consumer names no credential may claim: they are what rate-limit keys and identity headers say
+ * of a caller without credentials, so a token naming one would escape per-consumer limits.
+ */
+export const RESERVED_CONSUMERS: ReadonlySet<string> = new Set(["anonymous", "unknown", "default"]);
+
+/** Whether a consumer name a token (or introspection answer) carries is one no credential may claim. */
+export function isReservedConsumer(name: string): boolean {
+  return RESERVED_CONSUMERS.has(name.trim().toLowerCase());
+}
+
+/** Environment variables ext-authz may read secrets from; any other name (`AWS_SECRET_ACCESS_KEY`) is refused. */
+export const SECRET_ENV_PREFIX = "PORTICO_SECRET_";
+
+const LOOPBACK_HOSTS = new Set(["localhost", "[::1]", "::1"]);
+
+function isLoopbackHost(hostname: string): boolean {
+  return LOOPBACK_HOSTS.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname);
+}
+
+/**
+ * Why a URL keys or verdicts are fetched from cannot be trusted, or undefined when it can: only
+ * `https://`, so nobody on the path can swap the signing keys or forge an answer. Plain `http://`
+ * is allowed to loopback only, and only when the provider says so (`allowInsecureLoopback`).
+ */
+export function insecureUrlProblem(url: string, allowInsecureLoopback: boolean): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return "not a URL";
+  }
+  if (u.username || u.password) return "must not carry credentials";
+  if (u.protocol === "https:") return undefined;
+  if (u.protocol !== "http:") return "must be https://";
+  if (!isLoopbackHost(u.hostname)) return "must be https:// (plain http:// is allowed to loopback only)";
+  if (!allowInsecureLoopback) return "plain http:// to loopback needs allowInsecureLoopback: true";
+  return undefined;
+}
+
 /** A public JWK (RFC 7517). Private members are refused, except `k` of a symmetric key. */
 export const JwkSchema = z
   .object({
@@ -85,10 +125,14 @@ export const JwtProviderSchema = z
     name: Name,
     /** The exact `iss` the tokens carry; also how a token is matched to its provider. */
     issuer: z.string().min(1),
-    /** A token must name at least one of these in `aud`; when omitted `aud` is not checked. */
+    /** A token must name at least one of these in `aud`; required unless `allowAnyAudience` waives it. */
     audiences: z.array(z.string().min(1)).min(1).optional(),
-    /** Where the signing keys are published (fetched, cached, re-fetched on an unknown `kid`). */
+    /** Waives `audiences`: a token minted for any other service of the issuer is accepted too. */
+    allowAnyAudience: z.boolean().default(false),
+    /** Where the signing keys are published (fetched, cached, re-fetched on an unknown `kid`); `https://` only. */
     jwksUri: z.url({ protocol: /^https?$/ }).optional(),
+    /** Lets `jwksUri` be plain `http://` to a loopback address (a sidecar issuer, a test). */
+    allowInsecureLoopback: z.boolean().default(false),
     /** Or the keys themselves. HMAC secrets may only be given here. */
     jwks: z
       .object({ keys: z.array(JwkSchema).min(1) })
@@ -107,6 +151,12 @@ export const JwtProviderSchema = z
     from: z.array(CredentialSourceSchema).min(1).default(BEARER),
     /** The claim naming the consumer; a token without it is refused. */
     consumerClaim: z.string().min(1).default("sub"),
+    /**
+     * The consumer records this provider's tokens may name: a token whose consumer claim equals one
+     * of them is that consumer (its plan, its allow-lists, its limits). A token naming any other
+     * consumer record is refused, so a subject can never pass itself off as an API-key consumer.
+     */
+    consumers: z.array(Name).optional(),
     /** The claim naming the plan, used when the consumer has no record of its own. */
     planClaim: z.string().min(1).optional(),
     /** The claim holding scopes; by default `scope` (space-separated) and `scp` (list or string). */
@@ -124,6 +174,23 @@ export const JwtProviderSchema = z
     if ((p.jwksUri === undefined) === (p.jwks === undefined)) {
       ctx.addIssue({ code: "custom", message: "give exactly one of jwksUri or jwks", path: [] });
     }
+    if (p.audiences === undefined && !p.allowAnyAudience) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["audiences"],
+        message: "list the audiences a token must name, or set allowAnyAudience: true to accept any",
+      });
+    }
+    if (p.audiences !== undefined && p.allowAnyAudience) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["allowAnyAudience"],
+        message: "give audiences or allowAnyAudience, not both",
+      });
+    }
+    const jwksProblem =
+      p.jwksUri === undefined ? undefined : insecureUrlProblem(p.jwksUri, p.allowInsecureLoopback);
+    if (jwksProblem) ctx.addIssue({ code: "custom", path: ["jwksUri"], message: jwksProblem });
     if (p.jwksUri !== undefined && p.algorithms.some((a) => a.startsWith("HS"))) {
       ctx.addIssue({
         code: "custom",
@@ -138,14 +205,20 @@ export type JwtProvider = z.infer<typeof JwtProviderSchema>;
 export const OauthProviderSchema = z
   .object({
     name: Name,
-    /** The RFC 7662 introspection endpoint. */
+    /** The RFC 7662 introspection endpoint; `https://` only. */
     introspectionUrl: z.url({ protocol: /^https?$/ }),
+    /** Lets `introspectionUrl` be plain `http://` to a loopback address. */
+    allowInsecureLoopback: z.boolean().default(false),
     clientId: z.string().min(1),
     /** The client secret, or the name of the environment variable holding it (preferred). */
     clientSecret: z.string().min(1).optional(),
+    /** Only variables named `PORTICO_SECRET_*`: a policy cannot make ext-authz send any other secret of its environment. */
     clientSecretEnv: z
       .string()
-      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name")
+      .regex(
+        new RegExp(`^${SECRET_ENV_PREFIX}[A-Z0-9_]+$`),
+        `an environment variable named ${SECRET_ENV_PREFIX}<NAME> (upper case, digits, _)`,
+      )
       .optional(),
     from: z.array(CredentialSourceSchema).min(1).default(BEARER),
     /** Envoy's ext_authz timeout defaults to 200 ms, so the introspection call must finish well before. */
@@ -166,6 +239,8 @@ export const OauthProviderSchema = z
     issuer: z.string().min(1).optional(),
     /** The answer's field naming the consumer; `sub`, then `client_id`, then `username` by default. */
     consumerField: z.string().min(1).optional(),
+    /** The consumer records this provider's answers may name (as for JWT providers' `consumers`). */
+    consumers: z.array(Name).optional(),
     planField: z.string().min(1).optional(),
     maxTokenBytes: z.number().int().min(64).max(65_536).default(4_096),
   })
@@ -178,6 +253,8 @@ export const OauthProviderSchema = z
         path: [],
       });
     }
+    const urlProblem = insecureUrlProblem(p.introspectionUrl, p.allowInsecureLoopback);
+    if (urlProblem) ctx.addIssue({ code: "custom", path: ["introspectionUrl"], message: urlProblem });
   });
 export type OauthProvider = z.infer<typeof OauthProviderSchema>;
 

@@ -8,6 +8,7 @@ import {
   type KeyBuilder,
   type LimitPlan,
 } from "./algorithms.js";
+import { BoundedMap, DEFAULT_MAX_KEYS } from "@portico/common";
 import { systemClock, type Clock } from "./clock.js";
 import type { CheckResult, LimitCheck, RateLimiter } from "./types.js";
 
@@ -24,6 +25,10 @@ export interface MemoryLimiterOptions {
   onCommit?: (plan: LimitPlan, hits: number, now: number, after: number) => void;
   /** How counter keys are named (a fallback names them as Redis does, to hand them over). */
   keyOf?: KeyBuilder;
+  /** Counters kept at most; past it the least recently used is forgotten (`DEFAULT_MAX_KEYS`). */
+  maxKeys?: number;
+  /** Told of each counter forgotten for room, for a metric. */
+  onEvict?: () => void;
 }
 
 interface Entry {
@@ -38,13 +43,19 @@ interface Entry {
 export class MemoryLimiter implements RateLimiter {
   readonly kind = "memory";
   readonly clock: Clock;
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries: BoundedMap<string, Entry>;
   private readonly planner: Planner;
+  /** Counters forgotten for room since the start. */
+  evictions = 0;
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly opts: MemoryLimiterOptions = {}) {
     this.clock = opts.clock ?? systemClock;
     this.planner = new Planner(opts.keyOf);
+    this.entries = new BoundedMap(opts.maxKeys ?? DEFAULT_MAX_KEYS, () => {
+      this.evictions++;
+      opts.onEvict?.();
+    });
     this.timer = setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 10_000);
     this.timer.unref();
   }

@@ -46,6 +46,8 @@ export interface RedisLimiterOptions {
   probeIntervalMs?: number;
   /** How long to wait for a connection (default 1 s). */
   connectTimeoutMs?: number;
+  /** Per-key state kept at most, in each of the backend's stores (`DEFAULT_MAX_KEYS`). */
+  maxKeys?: number;
 }
 
 /** One counter handed to Redis by the SYNC script. */

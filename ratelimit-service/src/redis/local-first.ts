@@ -19,6 +19,7 @@ import { roundTat, type Before, decide, outcome, type LimitPlan, BUCKET_EPS } fr
 import type { CheckResult, LimitCheck, LimitOutcome } from "../limiter/types.js";
 import { counterItem, RedisBackend, type RedisLimiterOptions, type SyncItem } from "./backend.js";
 import { loadScripts, SYNC } from "./scripts.js";
+import { BoundedMap, DEFAULT_MAX_KEYS } from "@portico/common";
 
 export interface LocalFirstOptions extends RedisLimiterOptions {
   /** T: how often waiting counts go to Redis (default 100 ms). */
@@ -65,7 +66,8 @@ export class LocalFirstRedisLimiter extends RedisBackend {
   readonly kind = "redis-local-first";
   readonly syncPeriodMs: number;
   readonly syncHits: number;
-  private readonly states = new Map<string, KeyState>();
+  /** Evicting a key loses its unsent hits: the metric says how often, so maxKeys can be sized. */
+  private readonly states: BoundedMap<string, KeyState>;
   private readonly dirty = new Set<KeyState>();
   private pendingHits = 0;
   private current?: Promise<void>;
@@ -79,6 +81,10 @@ export class LocalFirstRedisLimiter extends RedisBackend {
     super(opts);
     this.syncPeriodMs = opts.syncPeriodMs ?? 100;
     this.syncHits = opts.syncHits ?? 100;
+    this.states = new BoundedMap(opts.maxKeys ?? DEFAULT_MAX_KEYS, (_key, s) => {
+      this.dirty.delete(s);
+      this.metrics.evictedKeys.inc({ store: "local_first" });
+    });
     this.syncTimer = setInterval(() => {
       if (this.isUp() && this.dirty.size > 0) this.requestFlush().catch(() => undefined);
     }, this.syncPeriodMs);
@@ -227,7 +233,7 @@ export class LocalFirstRedisLimiter extends RedisBackend {
       dirty: false,
     };
     if (plan.kind === "sliding") {
-      const prev = this.states.get(plan.prevKey);
+      const prev = this.states.peek(plan.prevKey);
       if (prev) s.gPrev = prev.g + prev.inflight + prev.unsent;
     }
     this.states.set(plan.key, s);
@@ -242,7 +248,7 @@ export class LocalFirstRedisLimiter extends RedisBackend {
       case "counter":
         return { value: s.g + s.inflight + s.unsent, prev: 0 };
       case "sliding": {
-        const prev = this.states.get(p.prevKey);
+        const prev = this.states.peek(p.prevKey);
         const prevEstimate = prev ? prev.g + prev.inflight + prev.unsent : 0;
         return { value: s.g + s.inflight + s.unsent, prev: Math.max(s.gPrev, prevEstimate) };
       }
@@ -259,7 +265,7 @@ export class LocalFirstRedisLimiter extends RedisBackend {
         return s.used + n <= Math.ceil((p.limit - s.g) / N);
       case "sliding": {
         if (degraded) {
-          const prevOwn = this.states.get(p.prevKey)?.own ?? 0;
+          const prevOwn = this.states.peek(p.prevKey)?.own ?? 0;
           return prevOwn * p.prevWeight + s.own + n <= Math.ceil(p.limit / N);
         }
         return s.used + n <= Math.ceil((p.limit - (s.gPrev * p.prevWeight + s.g)) / N);

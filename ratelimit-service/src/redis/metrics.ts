@@ -8,6 +8,7 @@ export class RedisBackendMetrics {
   readonly syncKeys: Counter;
   readonly syncSeconds: Histogram;
   readonly shareWaits: Counter<"result">;
+  readonly evictedKeys: Counter<"store">;
 
   constructor(readonly registry: Registry = new Registry()) {
     const registers = [registry];
@@ -48,6 +49,12 @@ export class RedisBackendMetrics {
       name: "portico_ratelimit_share_waits_total",
       help: "Local-first decisions that used up the instance's share and waited for a sync",
       labelNames: ["result"],
+      registers,
+    });
+    this.evictedKeys = new Counter({
+      name: "portico_ratelimit_evicted_keys_total",
+      help: "Per-key state forgotten, least recently used first, to stay under maxKeys (by store)",
+      labelNames: ["store"],
       registers,
     });
   }

@@ -11,6 +11,7 @@ import type { CheckResult, LimitCheck } from "../limiter/types.js";
 import { RedisBackend, counterItem, type RedisLimiterOptions, type SyncItem } from "./backend.js";
 import { createRedisClient, type RedisClient } from "./connect.js";
 import { DECIDE, loadScripts, runScript } from "./scripts.js";
+import { BoundedMap, DEFAULT_MAX_KEYS } from "@portico/common";
 
 interface Delta {
   plan: LimitPlan;
@@ -23,7 +24,8 @@ export class StrictRedisLimiter extends RedisBackend {
   readonly kind = "redis-strict";
   private readonly decideClient: RedisClient;
   private readonly fallback: MemoryLimiter;
-  private readonly deltas = new Map<string, Delta>();
+  /** What the fallback counted while Redis was down, to hand over; bounded like every per-key store. */
+  private readonly deltas: BoundedMap<string, Delta>;
 
   constructor(opts: RedisLimiterOptions) {
     super(opts);
@@ -38,8 +40,12 @@ export class StrictRedisLimiter extends RedisBackend {
     this.decideClient.on("ready", () => {
       if (!this.isUp()) void this.heartbeat();
     });
+    const maxKeys = opts.maxKeys ?? DEFAULT_MAX_KEYS;
+    this.deltas = new BoundedMap(maxKeys, () => this.metrics.evictedKeys.inc({ store: "strict_pending" }));
     this.fallback = new MemoryLimiter({
       clock: this.clock,
+      maxKeys,
+      onEvict: () => this.metrics.evictedKeys.inc({ store: "fallback" }),
       instances: () => this.instances(),
       keyOf: this.keyOf,
       onCommit: (plan, hits, _now, after) => {

@@ -2,6 +2,7 @@
  * ShouldRateLimit, independent of the transport: match each descriptor, drop replaced rules, ask
  * the limiter once for the whole request, and answer the way envoyproxy/ratelimit does.
  */
+import { BoundedMap } from "@portico/common";
 import { matchInDomain } from "../config/match.js";
 import type { LimitRule, LimitSet, RateLimitConfig, Unit } from "../config/types.js";
 import { UNIT_MS } from "../config/units.js";
@@ -15,6 +16,9 @@ import type {
   RateLimitResponse,
 } from "./codec.js";
 import { RateLimitMetrics } from "./metrics.js";
+
+/** Distinct request-carried limits remembered at once; a caller cannot make more live by inventing them. */
+const MAX_OVERRIDE_RULES = 10_000;
 import {
   headlineStatus,
   limitHeaders,
@@ -71,7 +75,8 @@ interface Item {
 export class RateLimitHandler {
   readonly metrics: RateLimitMetrics;
   private config: RateLimitConfig;
-  private readonly overrides = new Map<string, LimitRule>();
+  /** Rules for the `limit` a request carries: keyed by what the caller sends, so bounded. */
+  private readonly overrides = new BoundedMap<string, LimitRule>(MAX_OVERRIDE_RULES);
 
   constructor(
     config: RateLimitConfig,

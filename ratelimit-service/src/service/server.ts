@@ -1,3 +1,4 @@
+import { DEFAULT_REFUSAL_LOGS_PER_SECOND, LogBudget } from "@portico/common";
 import * as grpc from "@grpc/grpc-js";
 import { silentLogger, type Logger } from "@portico/common";
 import { SpanStatusCode, traceIdOf, type RpcTracing } from "@portico/common";
@@ -74,6 +75,8 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
     limitHeaders: opts.limitHeaders,
   });
   const health = new HealthService([RLS_SERVICE]);
+  // Over-limit answers are what a flood is made of: their lines are capped, their metrics are not.
+  const overLimitLines = new LogBudget(DEFAULT_REFUSAL_LOGS_PER_SECOND);
   const server = new grpc.Server({
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_permit_without_calls": 1,
@@ -102,7 +105,7 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
       handler.shouldRateLimit(call.request).then(
         (res) => {
           end();
-          if (overLimit(res)) logOverLimit(log, call.request, res, call.metadata);
+          if (overLimit(res)) logOverLimit(log, overLimitLines, call.request, res, call.metadata);
           span?.setAttribute("portico.ratelimit.code", res.overall_code).end();
           cb(null, res);
         },
@@ -181,13 +184,17 @@ function overLimit(res: RateLimitResponse): boolean {
  */
 function logOverLimit(
   log: Logger,
+  budget: LogBudget,
   req: RateLimitRequest,
   res: RateLimitResponse,
   metadata: grpc.Metadata,
 ): void {
   if (!log.isLevelEnabled("info")) return;
+  const room = budget.take();
+  if (!room) return;
   log.info(
     {
+      ...(room.dropped ? { dropped: room.dropped } : {}),
       domain: req.domain,
       trace_id: traceIdOf(metadata),
       code: res.overall_code,

@@ -1,3 +1,4 @@
+import type { SecretsKeyOptions } from "../sealer.js";
 import type { RedisOptions } from "ioredis";
 import type { Logger } from "@portico/common";
 import { checkKeep } from "../revision.js";
@@ -27,6 +28,11 @@ export interface RedisStoreOptions {
   /** Per-command timeout, and how long a call waits for a reconnection before giving up. */
   commandTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /**
+   * The key that seals secrets at rest, the same for every replica; `.portico/secrets.key` under
+   * the working directory (made when absent) by default.
+   */
+  secrets?: SecretsKeyOptions;
   log: Logger;
 }
 

@@ -1,20 +1,13 @@
 /**
- * Who the caller is: ext-authz for the routes with an auth policy (jwt_authn for the ones it can
- * check alone), the policy carried by each route, and the identity headers stripped on arrival.
+ * Who the caller is: ext-authz for the routes with an auth policy (also on gateways asking for
+ * Envoy's jwt_authn, which is less strict: see `NATIVE_JWT_UNFIT`), the policy carried by each
+ * route, and the identity headers stripped on arrival.
  */
 import { ALL_IDENTITY_HEADERS, duration, TYPE_PREFIX } from "@portico/contract";
 import type { AuthPolicy, Route } from "../../model/schema.js";
 import type { GatewayContext } from "../context.js";
 import type { HttpFeature, HttpFilter, HttpFilterName } from "../feature.js";
-import {
-  authPolicyOf,
-  JWT_AUTHN_FILTER,
-  JWT_AUTHN_PER_ROUTE,
-  JWT_PAYLOAD_KEY,
-  jwksClusters,
-  jwtAuthnFilter,
-  nativeJwtProviders,
-} from "./jwt-authn.js";
+import { authPolicyOf } from "./jwt-authn.js";
 
 const EXT_AUTHZ = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
 const EXT_AUTHZ_PER_ROUTE = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
@@ -39,32 +32,22 @@ export function identityHeaderStrip(): object {
   };
 }
 
-/** Whether any route of the gateway uses ext_authz / jwt_authn: computed once per gateway, not per route. */
-const gatewayFacts = new WeakMap<GatewayContext, { filterOn: boolean; nativeOn: boolean }>();
+/** Whether any route of the gateway uses ext_authz: computed once per gateway, not per route. */
+const filterOnByGateway = new WeakMap<GatewayContext, boolean>();
 
-function factsOf(ctx: GatewayContext): { filterOn: boolean; nativeOn: boolean } {
-  let facts = gatewayFacts.get(ctx);
-  if (!facts) {
-    const mine = ctx.config.routes.filter((x) => x.gateway === ctx.gateway.name);
-    facts = {
-      filterOn: mine.some((x) => authPolicyOf(ctx, x) !== undefined),
-      nativeOn: mine.some((x) => nativeJwtProviders(ctx, x) !== undefined),
-    };
-    gatewayFacts.set(ctx, facts);
+function filterOn(ctx: GatewayContext): boolean {
+  let on = filterOnByGateway.get(ctx);
+  if (on === undefined) {
+    on = ctx.config.routes.some((x) => x.gateway === ctx.gateway.name && authPolicyOf(ctx, x) !== undefined);
+    filterOnByGateway.set(ctx, on);
   }
-  return facts;
+  return on;
 }
 
 /** The HTTP filters that authenticate callers on this listener's routes, in order. */
 export function authHttpFilters(ctx: GatewayContext, routes: readonly Route[]): HttpFilter[] {
-  const settings = ctx.gateway.extAuthz;
-  if (!settings || !routes.some((r) => authPolicyOf(ctx, r))) return [];
-  const native = routes.filter((r) => nativeJwtProviders(ctx, r) !== undefined);
-  const viaService = routes.some((r) => authPolicyOf(ctx, r) && nativeJwtProviders(ctx, r) === undefined);
-  return [
-    ...(native.length ? [jwtAuthnFilter(ctx, native)] : []),
-    ...(viaService ? [extAuthzFilter(ctx)] : []),
-  ];
+  if (!ctx.gateway.extAuthz || !routes.some((r) => authPolicyOf(ctx, r))) return [];
+  return [extAuthzFilter(ctx)];
 }
 
 function extAuthzFilter(ctx: GatewayContext): HttpFilter {
@@ -107,26 +90,12 @@ export function contextExtensions(p: AuthPolicy): Record<string, string> {
 /** Routes with a policy send it to ext-authz; the rest skip the call (public routes cost nothing). */
 export function authPerFilterConfig(ctx: GatewayContext, r: Route): Record<string, object> {
   const policy = authPolicyOf(ctx, r);
-  const { filterOn, nativeOn } = factsOf(ctx);
-  const jwtOff: Record<string, object> = nativeOn
-    ? { [JWT_AUTHN_FILTER]: { "@type": TYPE_PREFIX + JWT_AUTHN_PER_ROUTE, disabled: true } }
-    : {};
-  if (policy && nativeJwtProviders(ctx, r)) {
-    return {
-      [JWT_AUTHN_FILTER]: { "@type": TYPE_PREFIX + JWT_AUTHN_PER_ROUTE, requirement_name: policy.name },
-      [EXT_AUTHZ_FILTER]: { "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE, disabled: true },
-    };
-  }
   if (!policy || !ctx.gateway.extAuthz) {
-    return {
-      ...jwtOff,
-      ...(filterOn
-        ? { [EXT_AUTHZ_FILTER]: { "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE, disabled: true } }
-        : {}),
-    };
+    return filterOn(ctx)
+      ? { [EXT_AUTHZ_FILTER]: { "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE, disabled: true } }
+      : {};
   }
   return {
-    ...jwtOff,
     [EXT_AUTHZ_FILTER]: {
       "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE,
       check_settings: { context_extensions: contextExtensions(policy) },
@@ -141,16 +110,10 @@ export function authPerFilterConfig(ctx: GatewayContext, r: Route): Record<strin
  * applies, so every descriptor has a value.
  */
 export function identityMetadataKey(
-  ctx: GatewayContext,
-  r: Route,
+  _ctx: GatewayContext,
+  _r: Route,
   field: "consumer" | "plan",
 ): { key: string; path: { key: string }[] } {
-  const native = nativeJwtProviders(ctx, r);
-  if (native) {
-    // jwt_authn keeps the verified payload; the consumer and plan are claims in it.
-    const claim = field === "consumer" ? native[0]!.consumerClaim : (native[0]!.planClaim ?? "plan");
-    return { key: JWT_AUTHN_FILTER, path: [{ key: JWT_PAYLOAD_KEY }, { key: claim }] };
-  }
   return { key: EXT_AUTHZ_NAMESPACE, path: [{ key: field }] };
 }
 
@@ -169,5 +132,4 @@ export const authentication: HttpFeature = {
   }),
   // The policy service the gateway's filter calls, whether or not a route uses it yet.
   upstreams: (ctx) => (ctx.gateway.extAuthz ? [ctx.gateway.extAuthz.upstream] : []),
-  clusters: jwksClusters,
 };

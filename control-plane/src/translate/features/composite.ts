@@ -9,14 +9,16 @@
  *           (ext-authz, rate limit, x-portico-composite)      └─► (x-portico-part: <name>/<key>) ─► orders
  * ```
  *
- * The parts listener has no authentication and keeps the identity headers it is given: the
- * aggregator passes on the identity ext-authz set on the client's call. It must therefore be
- * reachable by the aggregator only (loopback by default).
+ * The aggregator passes on the identity ext-authz set on the client's call. The parts listener
+ * keeps it only on calls that carry the gateway's parts token, which Envoy sets on the calls it
+ * forwards to the aggregator (overwriting any a client sent) and the aggregator passes back; any
+ * other call gets 403 and reaches no upstream. A gateway without a token (a config that did not go
+ * through the control plane's writes) serves no part at all.
  */
 import { duration, struct, TYPE_PREFIX } from "@portico/contract";
-import { COMPOSITE_HEADER, PART_HEADER } from "@portico/contract";
+import { COMPOSITE_HEADER, PART_HEADER, PARTS_TOKEN_HEADER } from "@portico/contract";
 import { compositeMatch } from "../../model/route-order.js";
-import type { CompositeRoute, Config, Route } from "../../model/schema.js";
+import type { CompositeRoute, Config, GatewayAggregator, Route } from "../../model/schema.js";
 import type { ResourceInput } from "../../xds/snapshot.js";
 import { TypeUrl } from "../../xds/types.js";
 import type { GatewayContext } from "../context.js";
@@ -44,15 +46,20 @@ export function partsListenerName(gateway: string): string {
 const compositeEntries = new WeakSet<Route>();
 
 /** The route a composite route is to Envoy: to the gateway's aggregator, naming itself. */
-function envoyRoute(c: CompositeRoute, aggregatorUpstream: string): Route {
+function envoyRoute(c: CompositeRoute, aggregator: GatewayAggregator): Route {
+  const token = aggregator.partsToken;
   const r: Route = {
     name: c.name,
     gateway: c.gateway,
     ...(c.listener !== undefined ? { listener: c.listener } : {}),
     match: compositeMatch(c).match,
-    upstream: aggregatorUpstream,
+    upstream: aggregator.upstream,
     timeoutMs: c.timeoutMs + AGGREGATOR_GRACE_MS,
-    requestHeaders: { set: { [COMPOSITE_HEADER]: c.name } },
+    requestHeaders: {
+      set: { [COMPOSITE_HEADER]: c.name, ...(token !== undefined ? { [PARTS_TOKEN_HEADER]: token } : {}) },
+      // Without a token of the gateway's, none a client sent may reach the aggregator.
+      ...(token === undefined ? { remove: [PARTS_TOKEN_HEADER] } : {}),
+    },
     ...(c.authPolicy !== undefined ? { authPolicy: c.authPolicy } : {}),
     ...(c.rateLimitPolicy !== undefined ? { rateLimitPolicy: c.rateLimitPolicy } : {}),
   };
@@ -70,8 +77,8 @@ export function withCompositeRoutes(config: Config): Config {
   const gateways = new Map(config.gateways.map((g) => [g.name, g]));
   const extra: Route[] = [];
   for (const c of config.compositeRoutes) {
-    const upstream = gateways.get(c.gateway)?.aggregator?.upstream;
-    if (upstream !== undefined) extra.push(envoyRoute(c, upstream));
+    const aggregator = gateways.get(c.gateway)?.aggregator;
+    if (aggregator !== undefined) extra.push(envoyRoute(c, aggregator));
   }
   return { ...config, routes: [...config.routes, ...extra] };
 }
@@ -90,26 +97,50 @@ const jsonHeader = [
   { header: { key: "content-type", value: "application/json" }, append_action: "OVERWRITE_IF_EXISTS_OR_ADD" },
 ];
 
+/** An answer of the parts listener's own, in JSON. */
+function refusal(name: string, status: number, code: string, message: string): object {
+  return {
+    name,
+    match: { prefix: "/" },
+    direct_response: { status, body: { inline_string: JSON.stringify({ code, message }) } },
+    response_headers_to_add: jsonHeader,
+  };
+}
+
 function partsRouteConfiguration(ctx: GatewayContext, name: string): object {
-  const routes = compositesOf(ctx).flatMap((c) =>
-    c.parts.map((p) => {
-      const marker = `${c.name}/${p.key}`;
-      return {
-        name: marker,
-        match: { prefix: "/", headers: [{ name: PART_HEADER, string_match: { exact: marker } }] },
-        route: {
-          cluster: p.upstream,
-          // A backstop: the aggregator's own deadline for the part comes first, so a late part is
-          // always a timeout to it, never a 504 from Envoy that would pass for a failed upstream.
-          timeout: duration(p.timeoutMs + AGGREGATOR_GRACE_MS),
-          // Upstreams named by hostname see their own name, as when called directly.
-          auto_host_rewrite: { value: true },
-          ...(p.retries ? { retry_policy: retryPolicy(p.retries) } : {}),
-        },
-        request_headers_to_remove: [PART_HEADER],
-      };
-    }),
-  );
+  const token = ctx.gateway.aggregator?.partsToken;
+  // Fails closed: without a token no call can prove it comes from the aggregator.
+  const fromAggregator =
+    token === undefined ? [] : [{ name: PARTS_TOKEN_HEADER, string_match: { exact: token } }];
+  const routes =
+    token === undefined
+      ? []
+      : compositesOf(ctx).flatMap((c) =>
+          c.parts.map((p) => {
+            const marker = `${c.name}/${p.key}`;
+            return {
+              name: marker,
+              match: {
+                prefix: "/",
+                headers: [{ name: PART_HEADER, string_match: { exact: marker } }, ...fromAggregator],
+              },
+              route: {
+                cluster: p.upstream,
+                // A backstop: the aggregator's own deadline for the part comes first, so a late part is
+                // always a timeout to it, never a 504 from Envoy that would pass for a failed upstream.
+                timeout: duration(p.timeoutMs + AGGREGATOR_GRACE_MS),
+                // Upstreams named by hostname see their own name, as when called directly.
+                auto_host_rewrite: { value: true },
+                ...(p.retries ? { retry_policy: retryPolicy(p.retries) } : {}),
+              },
+              request_headers_to_remove: [PART_HEADER, PARTS_TOKEN_HEADER],
+            };
+          }),
+        );
+  const unknownPart = {
+    ...refusal("unknown-part", 404, "unknown_part", `name a part of a composite route in ${PART_HEADER}`),
+    match: { prefix: "/", headers: fromAggregator },
+  };
   return {
     name,
     virtual_hosts: [
@@ -118,20 +149,11 @@ function partsRouteConfiguration(ctx: GatewayContext, name: string): object {
         domains: ["*"],
         routes: [
           ...routes,
-          {
-            name: "unknown-part",
-            match: { prefix: "/" },
-            direct_response: {
-              status: 404,
-              body: {
-                inline_string: JSON.stringify({
-                  code: "unknown_part",
-                  message: `name a part of a composite route in ${PART_HEADER}`,
-                }),
-              },
-            },
-            response_headers_to_add: jsonHeader,
-          },
+          ...(token === undefined ? [] : [unknownPart]),
+          // A call without the token learns nothing, not even which parts exist.
+          token === undefined
+            ? refusal("no-parts-token", 403, "forbidden", "the gateway has no parts token")
+            : refusal("not-from-aggregator", 403, "forbidden", "only the aggregator calls the parts"),
         ],
       },
     ],

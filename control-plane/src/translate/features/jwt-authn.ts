@@ -1,21 +1,24 @@
 /**
- * Envoy's own `jwt_authn` filter, for the routes whose JWT rules it can check without ext-authz
- * (`extAuthz.jwt: jwt_authn`): the filter with its providers and one requirement per policy, and
- * the clusters it fetches remote JWKS through.
+ * Envoy's own `jwt_authn` filter (`extAuthz.jwt: jwt_authn`) is not used: it cannot refuse what
+ * ext-authz refuses, so routes of a gateway asking for it are verified by ext-authz like any other.
+ * `NATIVE_JWT_UNFIT` says why, for the docs and for whoever asks.
  */
-import { duration, IDENTITY_HEADERS, TYPE_PREFIX } from "@portico/contract";
-import type { AuthPolicy, JwtProvider, Route } from "../../model/schema.js";
-import type { ResourceInput } from "../../xds/snapshot.js";
-import { TypeUrl } from "../../xds/types.js";
+import type { AuthPolicy, Route } from "../../model/schema.js";
 import type { GatewayContext } from "../context.js";
-import type { HttpFilter, HttpFilterName } from "../feature.js";
 
-const JWT_AUTHN = "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication";
-export const JWT_AUTHN_PER_ROUTE = "envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig";
-const UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
-export const JWT_AUTHN_FILTER: HttpFilterName = "envoy.filters.http.jwt_authn";
-/** Where jwt_authn files a verified token's payload, under its filter's metadata namespace. */
-export const JWT_PAYLOAD_KEY = "jwt_payload";
+/**
+ * The checks of every JWT provider that Envoy's jwt_authn (1.40) cannot make, so a token it accepts
+ * ext-authz would refuse: an unknown `crit` header (RFC 7515 §4.1.11) and an `iat` in the future
+ * are never looked at, and its refusals name the failed check and echo the request URL in
+ * `WWW-Authenticate`. Making it as strict would take a check after it over the token's header and
+ * payload (`header_in_metadata`, `payload_in_metadata`) answering in ext-authz's shape, which the
+ * gateway's local-reply mapping would have to leave as it is.
+ */
+export const NATIVE_JWT_UNFIT: readonly string[] = [
+  "crit: an unknown critical header is not refused",
+  "iat: a token issued in the future is not refused",
+  "refusals: the reason and the request URL reach the caller",
+];
 
 const policiesByConfig = new WeakMap<object, Map<string, AuthPolicy>>();
 
@@ -28,147 +31,4 @@ export function authPolicyOf(ctx: GatewayContext, r: Route): AuthPolicy | undefi
     policiesByConfig.set(ctx.config, byName);
   }
   return byName.get(r.authPolicy);
-}
-
-/**
- * The JWT providers Envoy's own `jwt_authn` filter verifies for this route, when the gateway asks
- * for it (`extAuthz.jwt: jwt_authn`) and the route's rules are ones jwt_authn can express: only JWT
- * providers, no scope, claim or consumer rules, credentials stripped, and providers without the
- * checks jwt_authn lacks (pinned `typ`, maximum token age, required claims) sharing one consumer
- * claim. Other routes stay with ext-authz, which checks everything.
- */
-export function nativeJwtProviders(ctx: GatewayContext, r: Route): JwtProvider[] | undefined {
-  const p = authPolicyOf(ctx, r);
-  if (!p || ctx.gateway.extAuthz?.jwt !== "jwt_authn") return undefined;
-  if (p.requiredScopes?.length || p.consumers?.length || p.requiredClaims || p.stripCredentials === false)
-    return undefined;
-  const all = ctx.config.jwtProviders;
-  const providers: JwtProvider[] = [];
-  for (const a of p.accept) {
-    if (a === "jwt") providers.push(...all);
-    else {
-      const found = all.find((j) => j.name === a);
-      if (!found) return undefined; // an API key, OAuth kind or provider
-      providers.push(found);
-    }
-  }
-  const unique = [...new Map(providers.map((j) => [j.name, j])).values()];
-  if (unique.length === 0) return undefined;
-  const expressible = unique.every(
-    (j) => j.typ === undefined && j.maxTokenAgeSeconds === undefined && j.requiredClaims.length === 0,
-  );
-  if (!expressible || new Set(unique.map((j) => j.consumerClaim)).size !== 1) return undefined;
-  return unique;
-}
-
-/** The cluster Envoy fetches a provider's remote JWKS through. */
-export function jwksClusterName(provider: string): string {
-  return `jwks~${provider}`;
-}
-
-function jwtProvider(j: JwtProvider): object {
-  const headers = j.from.flatMap((f) =>
-    "header" in f ? [{ name: f.header, ...(f.prefix ? { value_prefix: f.prefix } : {}) }] : [],
-  );
-  const params = j.from.flatMap((f) => ("query" in f ? [f.query] : []));
-  const cookies = j.from.flatMap((f) => ("cookie" in f ? [f.cookie] : []));
-  return {
-    issuer: j.issuer,
-    ...(j.audiences ? { audiences: j.audiences } : {}),
-    ...(j.jwks
-      ? { local_jwks: { inline_string: JSON.stringify(j.jwks) } }
-      : {
-          remote_jwks: {
-            http_uri: {
-              uri: j.jwksUri,
-              cluster: jwksClusterName(j.name),
-              timeout: duration(j.jwksTimeoutMs),
-            },
-            cache_duration: duration(j.jwksCacheSeconds * 1000),
-            // Fetched when the listener starts, not by the first request.
-            async_fetch: {},
-          },
-        }),
-    ...(headers.length ? { from_headers: headers } : {}),
-    ...(params.length ? { from_params: params } : {}),
-    ...(cookies.length ? { from_cookies: cookies } : {}),
-    forward: false,
-    payload_in_metadata: JWT_PAYLOAD_KEY,
-    clock_skew_seconds: j.clockSkewSeconds,
-    require_expiration: j.requireExp,
-    claim_to_headers: [
-      { header_name: IDENTITY_HEADERS.consumer, claim_name: j.consumerClaim },
-      ...(j.planClaim ? [{ header_name: IDENTITY_HEADERS.plan, claim_name: j.planClaim }] : []),
-    ],
-  };
-}
-
-/** The filter for the given routes, each of which jwt_authn verifies: one requirement per policy. */
-export function jwtAuthnFilter(ctx: GatewayContext, routes: readonly Route[]): HttpFilter {
-  const providers = new Map<string, JwtProvider>();
-  const requirements: Record<string, object> = {};
-  for (const r of routes) {
-    const list = nativeJwtProviders(ctx, r)!;
-    for (const j of list) providers.set(j.name, j);
-    const p = authPolicyOf(ctx, r)!;
-    const each = [
-      ...list.map((j) => ({ provider_name: j.name })),
-      ...(p.allowAnonymous ? [{ allow_missing: {} }] : []),
-    ];
-    requirements[p.name] = each.length === 1 ? each[0]! : { requires_any: { requirements: each } };
-  }
-  return {
-    name: JWT_AUTHN_FILTER,
-    typed_config: {
-      "@type": TYPE_PREFIX + JWT_AUTHN,
-      providers: Object.fromEntries([...providers].sort().map(([name, j]) => [name, jwtProvider(j)])),
-      requirement_map: requirements,
-      bypass_cors_preflight: true,
-    },
-  };
-}
-
-/** Clusters for the remote JWKS of the providers jwt_authn verifies on this gateway. */
-export function jwksClusters(ctx: GatewayContext): ResourceInput[] {
-  const providers = new Map<string, JwtProvider>();
-  for (const r of ctx.config.routes) {
-    if (r.gateway !== ctx.gateway.name) continue;
-    for (const j of nativeJwtProviders(ctx, r) ?? []) if (j.jwksUri) providers.set(j.name, j);
-  }
-  return [...providers.values()]
-    .sort((a, b) => a.name.localeCompare(b.name))
-    .map((j) => {
-      const u = new URL(j.jwksUri!);
-      const tls = u.protocol === "https:";
-      const port = Number(u.port || (tls ? 443 : 80));
-      const name = jwksClusterName(j.name);
-      return {
-        typeUrl: TypeUrl.Cluster,
-        name,
-        message: {
-          name,
-          type: "STRICT_DNS",
-          connect_timeout: duration(Math.min(j.jwksTimeoutMs, 5_000)),
-          dns_lookup_family: "V4_PREFERRED",
-          load_assignment: {
-            cluster_name: name,
-            endpoints: [
-              {
-                lb_endpoints: [
-                  { endpoint: { address: { socket_address: { address: u.hostname, port_value: port } } } },
-                ],
-              },
-            ],
-          },
-          ...(tls
-            ? {
-                transport_socket: {
-                  name: "envoy.transport_sockets.tls",
-                  typed_config: { "@type": TYPE_PREFIX + UPSTREAM_TLS, sni: u.hostname },
-                },
-              }
-            : {}),
-        },
-      };
-    });
 }
