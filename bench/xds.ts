@@ -3,13 +3,16 @@
 // plane's memory with a large fleet. Prints figures; never fails on a time.
 //
 //   npx tsx --conditions=source bench/xds.ts [--quick | --long] [--sections 1,2,3,4,5,6,7] [--cp-root DIR]
-//     [--cp-prof DIR] [--out FILE]
+//     [--cp-compiled] [--cp-node-arg FLAG]... [--cp-env NAME=VALUE]... [--cp-prof DIR] [--out FILE]
 //
 // `--quick`: 20 changes, 100 clients, well under a minute. `--long` adds the memory run with
 // delta clients, the 1,000-client run on one shared connection and the 3,000-client delta fleet.
 // `--cp-prof DIR`: every control plane started as a child writes a CPU profile there on exit.
 // `--cp-root` runs the control plane from another checkout (same layout), e.g. a `git archive`
-// of a known-good commit while the working tree is mid-change.
+// of a known-good commit while the working tree is mid-change. `--cp-compiled` runs the control
+// plane's build (control-plane/dist/main.js, after `npm run build`) as production does, not under tsx.
+// `--cp-node-arg` and `--cp-env` start it with a runtime setting to try (e.g. `--max-semi-space-size=2`,
+// `MALLOC_ARENA_MAX=2`), leaving this process as it is.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -37,6 +40,8 @@ const ctx: BenchContext = {
   cpRoot: opts.cpRoot,
   cpMain: opts.cpMain,
   cpProfileDir: opts.cpProfileDir,
+  cpNodeArgs: opts.cpNodeArgs,
+  cpEnv: opts.cpEnv,
   tmpRoot,
   cleanups,
   report: new Report(),
@@ -47,6 +52,7 @@ async function main(): Promise<void> {
   const started = performance.now();
   const found = await findEnvoy({ log: (m) => process.stderr.write(`[find-envoy] ${m}\n`) });
   const cpus = os.cpus();
+  const extra = [...opts.cpNodeArgs, ...Object.entries(opts.cpEnv).map(([k, v]) => `${k}=${v}`)];
   const machine = {
     cores: cpus.length,
     cpu: cpus[0]?.model ?? "unknown",
@@ -56,12 +62,15 @@ async function main(): Promise<void> {
     envoy: found.version,
     envoyBuild: found.versionLine,
     controlPlane: path.relative(REPO_ROOT, opts.cpMain) || opts.cpMain,
+    controlPlaneRuntime: extra,
   };
   console.log(`Portico xDS benchmark${opts.quick ? " (--quick)" : opts.long ? " (--long)" : ""}`);
   console.log(
     `machine: ${machine.cores} cores (${machine.cpu}), ${machine.memGiB} GiB, ${machine.kernel}; node ${machine.node}; envoy ${machine.envoy}`,
   );
-  console.log(`control plane: ${opts.cpMain} (child process, --debounce-ms 0, LOG_LEVEL=warn)`);
+  console.log(
+    `control plane: ${opts.cpMain} (child process, --debounce-ms 0, LOG_LEVEL=warn${extra.length ? `, ${extra.join(" ")}` : ""})`,
+  );
   console.log(
     "figures are medians/percentiles over repeated runs on a noisy machine; treat ratios as the signal",
   );

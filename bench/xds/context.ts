@@ -15,5 +15,8 @@ export interface BenchContext {
   cleanups: Cleanups;
   /** Where the control plane writes a CPU profile (`--cpu-prof`) when it exits; none when unset. */
   cpProfileDir?: string;
+  /** Extra Node flags and environment for the control plane (`--cp-node-arg`, `--cp-env`). */
+  cpNodeArgs?: readonly string[];
+  cpEnv?: Readonly<Record<string, string>>;
   report: Report;
 }

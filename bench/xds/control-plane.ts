@@ -49,7 +49,10 @@ export function heapFromMetrics(text: string): HeapReading {
   };
 }
 
-type Launch = Pick<BenchContext, "tmpRoot" | "cpRoot" | "cpMain" | "cleanups" | "cpProfileDir">;
+type Launch = Pick<
+  BenchContext,
+  "tmpRoot" | "cpRoot" | "cpMain" | "cleanups" | "cpProfileDir" | "cpNodeArgs" | "cpEnv"
+>;
 
 export class ControlPlaneProcess {
   private ring: string[] = [];
@@ -103,9 +106,10 @@ export class ControlPlaneProcess {
       [
         "--expose-gc",
         ...(run.cpProfileDir ? ["--cpu-prof", "--cpu-prof-dir", run.cpProfileDir] : []),
+        ...(run.cpNodeArgs ?? []),
         "--import",
         GC_ON_SIGNAL,
-        ...RUN_FROM_SOURCE,
+        ...(run.cpMain.endsWith(".ts") ? RUN_FROM_SOURCE : []),
         run.cpMain,
         "--config",
         file,
@@ -132,6 +136,7 @@ export class ControlPlaneProcess {
           PORTICO_STORE: `file:${path.join(dir, "store")}`,
           PORTICO_TOKENS_FILE: path.join(dir, "tokens.json"),
           TSX_TSCONFIG_PATH: path.join(run.cpRoot, "tsconfig.json"),
+          ...run.cpEnv,
         },
         stdio: ["ignore", "pipe", "pipe"],
       },

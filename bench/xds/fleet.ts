@@ -1,5 +1,6 @@
 // Simulated Envoys: many ADS clients in this process, each on its own connection.
 import { createRequire } from "node:module";
+import type { ClientHttp2Session, SecureClientSessionOptions } from "node:http2";
 import { performance } from "node:perf_hooks";
 import { XdsClient, type ClientUpdate } from "@portico/common";
 import { TypeUrl } from "@portico/control-plane";
@@ -18,6 +19,24 @@ const globalPoolLookup = subchannelPool.getSubchannelPool;
 function useSharedConnection(shared: boolean): void {
   subchannelPool.getSubchannelPool = shared ? globalPoolLookup : () => globalPoolLookup(false);
 }
+
+// Envoy's HTTP/2 windows default to 256 MiB per stream and per connection, so a large response
+// reaches it without waiting for WINDOW_UPDATEs; grpc-js opens with 64 KiB, which on a 350 KiB
+// route table makes every response wait on several round trips through this busy process. The
+// simulated Envoys open their sessions with Envoy's windows, so the bench measures the server.
+const ENVOY_WINDOW = 256 * 1024 * 1024;
+const http2 = requireCjs("node:http2") as typeof import("node:http2");
+const http2Connect = http2.connect as (...args: unknown[]) => ClientHttp2Session;
+(http2 as { connect: unknown }).connect = (
+  authority: unknown,
+  options?: SecureClientSessionOptions,
+  listener?: unknown,
+): ClientHttp2Session => {
+  const settings = { ...options?.settings, initialWindowSize: ENVOY_WINDOW };
+  const session = http2Connect(authority, { ...options, settings }, listener);
+  session.once("connect", () => session.setLocalWindowSize(ENVOY_WINDOW));
+  return session;
+};
 
 /** What an Envoy subscribes to over ADS: a node is synced once it has all four. */
 export const FOUR_TYPES = [TypeUrl.Cluster, TypeUrl.Endpoint, TypeUrl.Listener, TypeUrl.Route];

@@ -10,10 +10,14 @@ export interface XdsBenchOptions {
   sections: ReadonlySet<number>;
   /** The checkout the control plane under test is run from. */
   cpRoot: string;
+  /** The control plane's entry point: its TypeScript source (run under tsx) or, with `--cp-compiled`, its build as production runs it. */
   cpMain: string;
   out: string;
   /** The control plane writes a CPU profile here when it exits (`--cpu-prof`). */
   cpProfileDir?: string;
+  /** Node flags and environment the control plane is started with, to try a runtime setting. */
+  cpNodeArgs: string[];
+  cpEnv: Record<string, string>;
 }
 
 export function parseOptions(args: string[], repo: string): XdsBenchOptions {
@@ -25,6 +29,9 @@ export function parseOptions(args: string[], repo: string): XdsBenchOptions {
       sections: { type: "string", default: "1,2,3,4,5,6,7" },
       "cp-prof": { type: "string" },
       "cp-root": { type: "string", default: repo },
+      "cp-compiled": { type: "boolean", default: false },
+      "cp-node-arg": { type: "string", multiple: true, default: [] },
+      "cp-env": { type: "string", multiple: true, default: [] },
       out: { type: "string", default: path.join(repo, "bench", "results", "xds.json") },
     },
   });
@@ -34,9 +41,15 @@ export function parseOptions(args: string[], repo: string): XdsBenchOptions {
     long: values.long && !values.quick,
     sections: new Set(values.sections.split(",").map((s) => Number(s.trim()))),
     cpRoot,
-    cpMain: path.join(cpRoot, "control-plane", "src", "main.ts"),
+    cpMain: values["cp-compiled"]
+      ? path.join(cpRoot, "control-plane", "dist", "main.js")
+      : path.join(cpRoot, "control-plane", "src", "main.ts"),
     out: values.out,
     cpProfileDir: values["cp-prof"] ? path.resolve(values["cp-prof"]) : undefined,
+    cpNodeArgs: values["cp-node-arg"],
+    cpEnv: Object.fromEntries(
+      values["cp-env"].map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+    ),
   };
 }
 

@@ -13,6 +13,7 @@ import type { BenchContext } from "./context.js";
 import { ControlPlaneProcess } from "./control-plane.js";
 import { Fleet } from "./fleet.js";
 import { bytes, mib, ms, protocolTag, round } from "./format.js";
+import { loopbackFloor } from "./loopback-floor.js";
 
 /** What one fleet run measured. */
 export interface ScaleRun {
@@ -29,6 +30,7 @@ export interface ScaleRun {
   syncMs: number;
   bytesPerRound: number;
   clientErrors: number;
+  firstClientError?: string;
 }
 
 /** Runs the fleet of `clients` against a fresh control plane and changes one route `rounds` times. */
@@ -86,6 +88,7 @@ export async function scaleRun(
     run.rssPeakKiB = peaks.take();
     run.bytesPerRound = median(received);
     run.clientErrors = fleet.errors;
+    run.firstClientError = fleet.firstError;
     return run;
   } finally {
     peaks.stop();
@@ -106,7 +109,7 @@ function reportRun(ctx: BenchContext, run: ScaleRun, aims: { p99?: string; rss?:
   report.row(
     "6",
     `${tag}:   worst round p99, clients that missed a change, client errors`,
-    `${ms(Math.max(...run.p99))}, ${run.missed}, ${run.clientErrors}`,
+    `${ms(Math.max(...run.p99))}, ${run.missed}, ${run.clientErrors}${run.firstClientError ? ` (first: ${run.firstClientError.slice(0, 80)})` : ""}`,
   );
   report.row(
     "6",
@@ -131,6 +134,14 @@ export async function scaleSection(ctx: BenchContext): Promise<void> {
   const sotw = await scaleRun(ctx, "sotw", P.scaleClients, P.scaleRounds);
   runs.sotw = sotw;
   reportRun(ctx, sotw, {});
+  // The same bytes through loopback with nothing but a socket on either side: no fan-out of this
+  // size can finish sooner on this machine.
+  const floor = await loopbackFloor(P.scaleClients, Math.round(sotw.bytesPerRound / P.scaleClients));
+  report.row(
+    "6",
+    `loopback floor: trivial Node writer → ${floor.clients} sockets × ${bytes(floor.bytesEach)}, all received, measured`,
+    `${ms(floor.ms)} (${floor.mibPerSecond.toFixed(0)} MiB/s)`,
+  );
   const delta = await scaleRun(ctx, "delta", P.scaleClients, P.scaleRounds);
   runs.delta = delta;
   reportRun(ctx, delta, {
@@ -142,10 +153,13 @@ export async function scaleSection(ctx: BenchContext): Promise<void> {
     runs.deltaLong = big;
     reportRun(ctx, big, { rss: "≤ 300 MiB, no client missed" });
   }
-  report.results.scale = Object.fromEntries(
-    Object.entries(runs).map(([k, r]) => [
-      k,
-      { ...r, p50Median: round(median(r.p50)), p99Median: round(median(r.p99)) },
-    ]),
-  );
+  report.results.scale = {
+    ...Object.fromEntries(
+      Object.entries(runs).map(([k, r]) => [
+        k,
+        { ...r, p50Median: round(median(r.p50)), p99Median: round(median(r.p99)) },
+      ]),
+    ),
+    loopbackFloor: { ...floor, ms: round(floor.ms), mibPerSecond: round(floor.mibPerSecond) },
+  };
 }

@@ -1,6 +1,6 @@
-import { encodeDeltaBody, withNonce, type DeltaDiscoveryRequest } from "@portico/common";
-import type { EncodedResource, Snapshot } from "./snapshot.js";
-import { XdsStream, type Trigger } from "./stream.js";
+import { encodeDeltaBody, type DeltaDiscoveryRequest } from "@portico/common";
+import type { Snapshot } from "./snapshot.js";
+import { sharedResponse, XdsStream, type Trigger } from "./stream.js";
 import { TypeUrl } from "./types.js";
 import {
   changeBetween,
@@ -37,8 +37,6 @@ interface DeltaTypeState {
   /** The latest response of this type was refused. */
   nacked: boolean;
 }
-
-const NONCE_FIELD = 5;
 
 /**
  * Incremental xDS on one stream. Unlike SotW, subscription changes are applied whatever the nonce
@@ -157,26 +155,27 @@ export class DeltaStream extends XdsStream<DeltaDiscoveryRequest> {
 
     if (typeUrl === TypeUrl.Cluster)
       this.clustersAdded(change.send.filter((r) => typeof heldVersion(before, r.name) !== "string"));
-    const nonce = this.nextNonce();
     const version = snapshot.get(typeUrl).version;
-    st.lastNonce = nonce;
-    st.lastVersion = version;
-    // A node in step with its view gets the body every such node gets (removals held back or not).
-    const body =
+    const encode = () =>
+      sharedResponse(
+        encodeDeltaBody(
+          version,
+          typeUrl,
+          change.send.map((r) => r.delta),
+          remove,
+        ),
+      );
+    // A node in step with its view gets the response every such node gets (removals held back or not).
+    const response =
       before.diverged.size === 0
         ? snapshot.memoType(
             typeUrl,
             `delta\0${before.base?.id ?? 0}\0${target.id}\0${heldBack.size > 0}`,
-            () => encodeDeltaBody(version, typeUrl, change.send.map((r) => r.delta), remove),
+            encode,
           )
-        : encodeDeltaBody(version, typeUrl, change.send.map((r) => r.delta), remove);
-    this.write(
-      typeUrl,
-      body.length + nonce.length + 2,
-      () => withNonce(body, NONCE_FIELD, nonce),
-      nonce,
-      version,
-    );
+        : encode();
+    st.lastVersion = version;
+    st.lastNonce = this.send(typeUrl, response, version);
     return heldBack.size > 0;
   }
 
@@ -211,4 +210,3 @@ function heldVersion(holding: Holding, name: string): Held {
   const r = holding.base?.entries.get(name);
   return r === undefined ? NOT_HELD : r === null ? null : r.version;
 }
-

@@ -42,16 +42,34 @@ function hashHex(...parts: (string | Uint8Array)[]): string {
   return h.digest("hex").slice(0, HASH_HEX);
 }
 
-function encodeDeltaResource(name: string, version: string, any: Uint8Array): Uint8Array {
-  // envoy.service.discovery.v3.Resource: version = 1, resource = 2, name = 3.
-  return protobuf.Writer.create()
-    .uint32((1 << 3) | 2)
-    .string(version)
+function varintSize(n: number): number {
+  let size = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 0x80);
+    size++;
+  }
+  return size;
+}
+
+/**
+ * The `envoy.service.discovery.v3.Resource` of `any` (resource = 2 first, then version = 1,
+ * name = 3), and `any` as a view into it: each resource's bytes are held once, not once per protocol.
+ */
+function encodeDeltaResource(
+  name: string,
+  version: string,
+  any: Uint8Array,
+): { delta: Uint8Array; any: Uint8Array } {
+  const delta = protobuf.Writer.create()
     .uint32((2 << 3) | 2)
     .bytes(any)
+    .uint32((1 << 3) | 2)
+    .string(version)
     .uint32((3 << 3) | 2)
     .string(name)
     .finish();
+  const start = 1 + varintSize(any.length);
+  return { delta, any: delta.subarray(start, start + any.length) };
 }
 
 /** The endpoints an EDS cluster (as a plain object) is served from: its service_name, else its name. */
@@ -64,14 +82,13 @@ function edsServiceOf(typeUrl: string, name: string, message: object): string | 
 
 export function encodeResource(typeUrl: string, name: string, message: object): EncodedResource {
   const typeName = typeUrl.slice(typeUrl.lastIndexOf("/") + 1);
-  const any = encodeAny(packAny(typeName, message));
-  const version = hashHex(any);
+  const packed = encodeAny(packAny(typeName, message));
+  const version = hashHex(packed);
   const warmsOn = edsServiceOf(typeUrl, name, message);
   return {
     name,
     version,
-    any,
-    delta: encodeDeltaResource(name, version, any),
+    ...encodeDeltaResource(name, version, packed),
     ...(warmsOn ? { warmsOn } : {}),
   };
 }

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { encodeSotwBody, withNonce, type DiscoveryRequest } from "@portico/common";
+import { encodeSotwBody, type DiscoveryRequest } from "@portico/common";
 import type { EncodedResource, Snapshot } from "./snapshot.js";
 import {
   changeBetween,
@@ -10,7 +10,7 @@ import {
   type Subscription,
   type View,
 } from "./views.js";
-import { XdsStream, type Trigger } from "./stream.js";
+import { sharedResponse, XdsStream, type Trigger } from "./stream.js";
 import { isFullStateType, TypeUrl } from "./types.js";
 
 interface SotwTypeState {
@@ -26,8 +26,6 @@ interface SotwTypeState {
   /** Answer the next request even if nothing changed (a cluster or listener is warming). */
   forceNext: boolean;
 }
-
-const NONCE_FIELD = 5;
 
 /**
  * State-of-the-world xDS on one stream (ADS or a per-type service). Only requests carrying the
@@ -120,26 +118,20 @@ export class SotwStream extends XdsStream<DiscoveryRequest> {
       }
     }
 
-    const body = snapshot.memoType(typeUrl, `sotw\0${st.sub.key}\0${version}`, () =>
-      encodeSotwBody(
-        version,
-        typeUrl,
-        [...view.resources, ...heldBack].map((r) => r.any),
+    const response = snapshot.memoType(typeUrl, `sotw\0${st.sub.key}\0${version}`, () =>
+      sharedResponse(
+        encodeSotwBody(
+          version,
+          typeUrl,
+          [...view.resources, ...heldBack].map((r) => r.any),
+        ),
       ),
     );
-    const nonce = this.nextNonce();
     st.sent = view;
     st.heldBack = heldBack;
     st.sentVersion = version;
-    st.lastNonce = nonce;
     st.forceNext = false;
-    this.write(
-      typeUrl,
-      body.length + nonce.length + 2,
-      () => withNonce(body, NONCE_FIELD, nonce),
-      nonce,
-      version,
-    );
+    st.lastNonce = this.send(typeUrl, response, version);
     // A changed cluster warms until its endpoints arrive, a changed listener until its routes do,
     // even when those did not change: the next EDS/RDS request must get an answer.
     if (typeUrl === TypeUrl.Cluster) this.forceNext(TypeUrl.Endpoint);

@@ -1,5 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
-import type { Logger } from "@portico/common";
+import { withNonce, type Logger } from "@portico/common";
 import type { SnapshotCache } from "./cache.js";
 import type { Node, Status } from "@portico/common";
 import type { FleetState, NodeStatus } from "./fleet.js";
@@ -32,6 +32,34 @@ const REFERRERS: ReadonlySet<string> = new Set([TypeUrl.Listener, TypeUrl.Route]
 const WARMING_TIMEOUT_MS = 15_000;
 
 let streamCounter = 0;
+
+/** `nonce` is field 5 of both DiscoveryResponse and DeltaDiscoveryResponse. */
+const NONCE_FIELD = 5;
+
+/**
+ * One response, nonce included, written as the same Buffer to every stream that sends it: a push
+ * to a fleet then costs no per-stream copy of a large route table.
+ */
+export interface SharedResponse {
+  /**
+   * Increases with every shared response made; a stream sends one only if it is newer than any it
+   * sent of that type, so no nonce ever repeats on a stream.
+   */
+  readonly seq: number;
+  readonly nonce: string;
+  readonly bytes: Buffer;
+  /** The response without its nonce, for a stream that must give it a nonce of its own. */
+  readonly body: Uint8Array;
+}
+
+let sharedCounter = 0;
+
+export function sharedResponse(body: Uint8Array): SharedResponse {
+  const seq = ++sharedCounter;
+  const nonce = `s${seq}`;
+  const bytes = withNonce(body, NONCE_FIELD, nonce);
+  return { seq, nonce, bytes, body: bytes.subarray(0, body.length) };
+}
 
 /**
  * What SotW and delta streams share: the node (sent only on the first request, so remembered
@@ -164,8 +192,24 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
     return typeUrl;
   }
 
-  protected nextNonce(): string {
-    return `${this.id}-${++this.nonceCounter}`;
+  /** Per type, the newest shared response this stream sent. */
+  private readonly sharedSent = new Map<string, number>();
+
+  /**
+   * Queues `response` and returns the nonce it goes with: the shared one, unless this stream
+   * already sent that response or a newer one of the type (a forced re-send, a stream going back
+   * to an earlier view); then a copy with a nonce of this stream's own.
+   */
+  protected send(typeUrl: string, response: SharedResponse, version: string): string {
+    if (response.seq > (this.sharedSent.get(typeUrl) ?? 0)) {
+      this.sharedSent.set(typeUrl, response.seq);
+      this.write(typeUrl, response.bytes.length, () => response.bytes, response.nonce, version);
+      return response.nonce;
+    }
+    const nonce = `${this.id}-${++this.nonceCounter}`;
+    const size = response.body.length + nonce.length + 2;
+    this.write(typeUrl, size, () => withNonce(response.body, NONCE_FIELD, nonce), nonce, version);
+    return nonce;
   }
 
   /** Responses of this stream not yet handed to the socket, in order. */
@@ -173,10 +217,11 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
   private writing = false;
 
   /**
-   * Queues a response. Its bytes are built only when the send budget lets it go, so a push to
-   * many streams does not hold a copy per stream at once; order within the stream is kept.
+   * Queues a response. Its bytes are built (if it needs a copy of its own) only when the send
+   * budget lets it go, so a push to many streams does not hold a copy per stream at once; order
+   * within the stream is kept.
    */
-  protected write(typeUrl: string, size: number, build: () => Buffer, nonce: string, version: string): void {
+  private write(typeUrl: string, size: number, build: () => Buffer, nonce: string, version: string): void {
     if (this.closed) return;
     this.inFlight.set(typeUrl, nonce);
     this.deps.metrics.responses.inc({ type: shortType(typeUrl), protocol: this.protocol });
