@@ -117,12 +117,29 @@ export function withNodeOnPath(node, env = process.env) {
 }
 
 /**
+ * npm passes only SIGINT and SIGTERM on to the script it runs: a SIGHUP (or a SIGKILL) ends npm
+ * alone, and the script would run on with no one to stop it. So under `npm run`, a launcher whose
+ * parent is gone stops its child as SIGTERM would. Polled, since no event says a parent died.
+ */
+function stopWhenNpmIsGone(child, intervalMs = 500) {
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    child.kill("SIGTERM");
+  }, intervalMs);
+  timer.unref();
+  child.once("exit", () => clearInterval(timer));
+}
+
+/**
  * Runs `node ARGS…` on `node` in place of this process: the terminal's or a supervisor's signals
  * are passed on, and this process exits with the child's code. Never resolves.
  */
 export function runOn(node, args) {
   const child = spawn(node.path, args, { stdio: "inherit", env: withNodeOnPath(node) });
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(signal, () => child.kill(signal));
+  if (process.env.npm_lifecycle_event) stopWhenNpmIsGone(child);
   child.on("error", (err) => {
     console.error(`cannot start ${node.path}: ${err.message}`);
     process.exit(1);

@@ -28,6 +28,14 @@ export function startSampleUpstream(name: string, port: number, host = "127.0.0.
 if (import.meta.url === `file://${process.argv[1]}`) {
   const name = process.env.SERVICE_NAME ?? "sample";
   const port = Number(process.env.PORT ?? 8081);
-  await startSampleUpstream(name, port, process.env.HOST ?? "0.0.0.0");
+  const server = await startSampleUpstream(name, port, process.env.HOST ?? "0.0.0.0");
   console.log(JSON.stringify({ msg: "sample upstream listening", name, port }));
+  // As PID 1 in a container a signal without a handler is ignored, and `docker stop` would wait
+  // its whole timeout before killing the process.
+  const stop = () => {
+    server.close(() => process.exit(0));
+    server.closeAllConnections();
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
 }

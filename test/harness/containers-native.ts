@@ -13,32 +13,16 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { parse, stringify } from "yaml";
 import { startRedis, type RedisServer } from "./redis-server.js";
-import { COMPOSE_ENVOYS } from "@portico/deploy";
-import { startSampleUpstream } from "@portico/deploy";
+import { startSampleUpstream, stopProcess } from "@portico/deploy";
 import { REPO_ROOT } from "@portico/envoy";
 import type { GatewayStack } from "./containers.js";
+import { composeEnvoyGroups, composeHealthCheck, DEPLOY_DIR } from "./containers-compose-file.js";
 import { startEnvoy, type EnvoyProcess } from "./envoy.js";
 import { freePorts } from "./ports.js";
 import { waitFor } from "./wait.js";
 
-const DEPLOY_DIR = path.join(REPO_ROOT, "deploy");
 const RING_LINES = 300;
 const seconds = (since: number) => Math.round((Date.now() - since) / 100) / 10;
-
-/** Compose service name → gateway group, from the Envoy bootstraps each service mounts. */
-export function composeEnvoyGroups(): Map<string, { group: string; nodeId: string }> {
-  const compose = parse(fs.readFileSync(path.join(DEPLOY_DIR, "docker-compose.yml"), "utf8"), {
-    merge: true,
-  }) as { services: Record<string, { volumes?: string[] }> };
-  const out = new Map<string, { group: string; nodeId: string }>();
-  for (const [name, svc] of Object.entries(compose.services)) {
-    for (const volume of svc.volumes ?? []) {
-      const e = COMPOSE_ENVOYS.find((x) => volume.startsWith(`./compose/${x.file}:`));
-      if (e) out.set(name, { group: e.group, nodeId: e.nodeId });
-    }
-  }
-  return out;
-}
 
 interface Endpoint {
   host: string;
@@ -114,27 +98,16 @@ function spawnService(name: string, main: string, args: string[], env: NodeJS.Pr
   return { name, child, lines };
 }
 
-/** The container image's own probe (deploy/images/healthcheck.mjs), so both backends agree on "healthy". */
-function probe(target: string): Promise<boolean> {
+function probe(service: string, port: number): Promise<boolean> {
+  const [cmd, ...args] = composeHealthCheck(service, port);
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(DEPLOY_DIR, "images/healthcheck.mjs"), target], {
-      cwd: REPO_ROOT,
-      stdio: "ignore",
+    const child = spawn(cmd!, args, { cwd: REPO_ROOT, stdio: "ignore" });
+    const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve(code === 0);
     });
-    child.on("exit", (code) => resolve(code === 0));
     child.on("error", () => resolve(false));
-  });
-}
-
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const kill = setTimeout(() => child.kill("SIGKILL"), 3000);
-    child.once("exit", () => {
-      clearTimeout(kill);
-      resolve();
-    });
-    child.kill("SIGTERM");
   });
 }
 
@@ -153,7 +126,7 @@ export async function startNativeStack(log: (line: string) => void): Promise<Gat
     stopped = true;
     const t = Date.now();
     await Promise.all(envoys.map((e) => e.stop()));
-    await Promise.all(services.map((s) => stopChild(s.child)));
+    await Promise.all(services.map((s) => stopProcess(s.child, 3_000)));
     await Promise.all(upstreams.map((u) => new Promise((resolve) => u.close(resolve))));
     await redis?.stop();
     fs.rmSync(dir, { recursive: true, force: true });
@@ -176,19 +149,18 @@ export async function startNativeStack(log: (line: string) => void): Promise<Gat
     const seedFile = path.join(dir, "portico.yaml");
     fs.writeFileSync(seedFile, stringify(config));
     const [xdsPort, adminPort, rlMetricsPort, authzMetricsPort] = await freePorts(4);
+    const healthChecks: [string, number][] = [];
     const xds = `127.0.0.1:${xdsPort}`;
     const adminToken = randomBytes(18).toString("hex");
 
-    // As in compose: Redis holds the control plane's store and the rate limiter's counters. A
-    // machine without redis-server still runs every check, on the file store and memory counters.
-    let store = `file:${path.join(dir, "store")}`;
-    let backend = "memory";
+    // As in compose: Redis holds the control plane's store, the rate limiter's counters and the
+    // aggregator's stale answers. Without redis-server the stack does not start: a run that
+    // passed on the file store and memory counters would claim to have tested Redis.
     try {
       redis = await startRedis();
-      store = backend = redis.url;
     } catch (err) {
-      log(
-        `[stack] no redis-server (${(err as Error).message.split("\n")[0]}): file store and memory counters`,
+      throw new Error(
+        `the native stack runs Redis as compose does, and could not: ${(err as Error).message}`,
       );
     }
 
@@ -197,7 +169,7 @@ export async function startNativeStack(log: (line: string) => void): Promise<Gat
         "control-plane",
         "control-plane/src/main.ts",
         [
-          `--store=${store}`,
+          `--store=${redis.url}`,
           `--config=${seedFile}`,
           `--xds-port=${xdsPort}`,
           `--admin-port=${adminPort}`,
@@ -206,7 +178,7 @@ export async function startNativeStack(log: (line: string) => void): Promise<Gat
         { PORTICO_ADMIN_TOKEN: adminToken },
       ),
     );
-    await waitFor(() => probe(`http://127.0.0.1:${adminPort}/readyz`), {
+    await waitFor(() => probe("control-plane", adminPort), {
       what: "the control plane to be ready",
       timeoutMs: 60_000,
       intervalMs: 250,
@@ -225,29 +197,48 @@ export async function startNativeStack(log: (line: string) => void): Promise<Gat
         `--xds=${xds}`,
         `--listen=127.0.0.1:${rlPort}`,
         `--metrics-listen=127.0.0.1:${rlMetricsPort}`,
-        `--backend=${backend}`,
+        `--backend=${redis.url}`,
       ]),
       spawnService("aggregator", "aggregator/src/main.ts", [
         `--xds=${xds}`,
         `--listen=127.0.0.1:${aggPort}`,
-        ...(redis ? [`--redis=${redis.url}`] : []),
+        `--redis=${redis.url}`,
       ]),
     );
     for (const name of ["users", "orders"])
       upstreams.push(await startSampleUpstream(name, port(`${name}:8080`)));
     await Promise.all(
-      [
-        `grpc://127.0.0.1:${authzPort}`,
-        `http://127.0.0.1:${rlMetricsPort}/healthz`,
-        `http://127.0.0.1:${aggPort}/readyz`,
-      ].map((target) =>
-        waitFor(() => probe(target), { what: `${target} to be healthy`, timeoutMs: 60_000, intervalMs: 250 }),
+      (
+        [
+          ["ext-authz", authzMetricsPort],
+          ["ratelimit", rlMetricsPort],
+          ["aggregator", aggPort],
+          ["users", port("users:8080")],
+          ["orders", port("orders:8080")],
+        ] as const
+      ).map(([service, at]) =>
+        waitFor(() => probe(service, at), {
+          what: `${service} to be healthy (its compose health check)`,
+          timeoutMs: 60_000,
+          intervalMs: 250,
+        }),
       ),
     );
 
-    for (const { group, nodeId } of envoyGroups.values())
-      envoys.push(await startEnvoy({ nodeId: `${nodeId}-native`, group, xdsPort, logLevel: "warn" }));
-    await Promise.all(envoys.map((e) => e.waitReady({ timeoutMs: 30_000 })));
+    for (const [service, { group, nodeId }] of envoyGroups) {
+      const envoy = await startEnvoy({ nodeId: `${nodeId}-native`, group, xdsPort, logLevel: "warn" });
+      envoys.push(envoy);
+      healthChecks.push([service, envoy.adminPort]);
+    }
+    await Promise.all(
+      healthChecks.map(([service, at]) =>
+        waitFor(() => probe(service, at), {
+          what: `${service} to be healthy (its compose health check)`,
+          timeoutMs: 30_000,
+          intervalMs: 250,
+        }),
+      ),
+    );
     timings.up = seconds(started);
 
     const edgePort = listeners.get("edge");

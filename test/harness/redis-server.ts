@@ -37,11 +37,14 @@ export interface StartRedisOptions {
   timeoutMs?: number;
 }
 
-/** The redis-server binary on PATH; throws with the way to install it when there is none. */
-export function redisServerPath(): string {
+/**
+ * A Redis program on PATH (`redis-server`, `redis-cli`). Throws, with the way to install it, when
+ * there is none: a suite that claims to test Redis fails rather than pass on something else.
+ */
+export function redisToolPath(name: "redis-server" | "redis-cli"): string {
   for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
     if (!dir) continue;
-    const candidate = path.join(dir, "redis-server");
+    const candidate = path.join(dir, name);
     try {
       accessSync(candidate, constants.X_OK);
       return candidate;
@@ -50,12 +53,12 @@ export function redisServerPath(): string {
     }
   }
   throw new Error(
-    "redis-server was not found on PATH; install it (apt-get update && apt-get install -y redis-server) to run the Redis tests",
+    `${name} was not found on PATH; install it (apt-get update && apt-get install -y redis-server) to run the Redis tests`,
   );
 }
 
 export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisServer> {
-  const binary = redisServerPath();
+  const binary = redisToolPath("redis-server");
   // A free port can be taken by someone else before redis binds it: try a few.
   for (let attempt = 1; ; attempt++) {
     try {
