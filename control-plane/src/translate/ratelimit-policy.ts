@@ -43,7 +43,7 @@
  * limit replaces the plan-less limit of the same window for consumers on that plan. Every node
  * with limits has `count_refused: false`: a request one limit refuses uses up none of the others.
  */
-import { TYPE_PREFIX } from "@portico/contract";
+import { TYPE_PREFIX, RATE_LIMIT_UNIT } from "@portico/contract";
 import { ANONYMOUS, CALENDAR_PERIODS, counterIdentity } from "../model/ratelimit.js";
 import type { Config, Gateway, RateLimit, RateLimitPolicy } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
@@ -118,16 +118,6 @@ export function descriptorShapes(p: RateLimitPolicy): DescriptorShape[] {
   return out;
 }
 
-const UNIT: Record<NonNullable<RateLimit["per"]>, string> = {
-  second: "SECOND",
-  minute: "MINUTE",
-  hour: "HOUR",
-  day: "DAY",
-  week: "WEEK",
-  month: "MONTH",
-  year: "YEAR",
-};
-
 const ALGORITHM: Record<RateLimit["algorithm"], string> = {
   fixed_window: "FIXED_WINDOW",
   sliding_window: "SLIDING_WINDOW",
@@ -140,7 +130,7 @@ function limitMessage(p: RateLimitPolicy, { limit: l, index }: Indexed): object 
   return {
     name: `${p.name}.limits[${index}]`,
     requests_per_unit: l.requests,
-    ...(l.per !== undefined ? { unit: UNIT[l.per] } : { window: l.window }),
+    ...(l.per !== undefined ? { unit: RATE_LIMIT_UNIT[l.per] } : { window: l.window }),
     ...(l.algorithm !== "fixed_window" ? { algorithm: ALGORITHM[l.algorithm] } : {}),
     ...(l.burst !== undefined ? { burst: l.burst } : {}),
     ...(calendar ? { calendar: true, time_zone: p.timeZone } : {}),

@@ -59,3 +59,18 @@ export const RateLimitPolicySchema = z
   .refine((p) => p.limits.length > 0 || p.local !== undefined, {
     message: "give limits, local, or both",
   });
+
+/**
+ * A limit's period as Envoy's rate-limit API names it (`RateLimitResponse.RateLimit.Unit`), for
+ * the units a config may use: what the control plane writes into the rate limiter's domains and
+ * what the rate limiter reports back to Envoy.
+ */
+export const RATE_LIMIT_UNIT = {
+  second: "SECOND",
+  minute: "MINUTE",
+  hour: "HOUR",
+  day: "DAY",
+  week: "WEEK",
+  month: "MONTH",
+  year: "YEAR",
+} as const;

@@ -3,6 +3,7 @@
  * the limiter once for the whole request, and answer the way envoyproxy/ratelimit does.
  */
 import { BoundedMap } from "@portico/common";
+import { RATE_LIMIT_UNIT } from "@portico/contract";
 import { matchInDomain } from "../config/match.js";
 import type { LimitRule, LimitSet, RateLimitConfig, Unit } from "../config/types.js";
 import { UNIT_MS } from "../config/units.js";
@@ -50,15 +51,7 @@ export interface RateLimitHandlerOptions {
   limitHeaders?: LimitHeaderNames;
 }
 
-const PROTO_UNIT: Record<Unit, ProtoUnit> = {
-  second: "SECOND",
-  minute: "MINUTE",
-  hour: "HOUR",
-  day: "DAY",
-  week: "WEEK",
-  month: "MONTH",
-  year: "YEAR",
-};
+const PROTO_UNIT: Readonly<Record<Unit, ProtoUnit>> = RATE_LIMIT_UNIT;
 
 interface Item {
   hits: number;
