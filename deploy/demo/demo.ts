@@ -15,7 +15,7 @@ import fs from "node:fs";
 import type http from "node:http";
 import path from "node:path";
 import { createLogger } from "@portico/common";
-import { generateToken, hashToken, parseConfigText, TokenRegistry } from "@portico/control-plane";
+import { generateToken, hashToken, TokenRegistry } from "@portico/control-plane";
 import { startControlPlane, type ControlPlane } from "@portico/control-plane";
 import { renderBootstrap } from "@portico/envoy";
 import { REPO_ROOT } from "@portico/envoy";
@@ -138,32 +138,26 @@ async function main(): Promise<void> {
 
     // A fresh admin token per demo run, printed below; only its hash is held.
     const adminToken = generateToken();
+    // The control plane watches the file itself, so `portico status` shows what it last applied
+    // and refused. With ports moved it watches a copy with those ports, kept in step with the
+    // file, and names the file in its status and answers.
+    const watched = moved.size === 0 ? configFile : path.join(workDir, "portico.yaml");
+    const copy = (text: string) => fs.writeFileSync(watched, withDemoPorts(text, ports, moved));
+    if (watched !== configFile) copy(fs.readFileSync(configFile, "utf8"));
     started.controlPlane = await startControlPlane({
       store: `file:${path.join(workDir, "store")}`,
+      configFile: watched,
+      watchConfig: true,
+      configFileShownAs: configName,
       tokens: new TokenRegistry([{ name: "demo", role: "admin", sha256: hashToken(adminToken) }]),
       xdsPort: ports.xds,
       adminPort: ports.admin,
       log: createLogger("control-plane"),
       defaultMetrics: true,
-    });
-    // The file is applied through the control plane's config service, as its own watch would,
-    // so the admin API stays open for changes too (the file wins again on its next edit).
-    const cp = started.controlPlane;
-    const apply = (text: string) =>
-      cp.service.write(() => parseConfigText(withDemoPorts(text, ports, moved), configName), {
-        message: `file ${configName} changed`,
-        author: "file",
-      });
-    await apply(fs.readFileSync(configFile, "utf8")).catch((err: Error) => {
+    }).catch((err: Error) => {
       throw new Error(`${configName} refused: ${err.message}`);
     });
-    started.unfollow = followFile(configFile, (text) =>
-      apply(text).then(
-        () => say(`Applied ${configName}.`),
-        (err: Error) =>
-          console.error(`demo: ${configName} refused (${err.message}); still serving the last good config`),
-      ),
-    );
+    if (watched !== configFile) started.unfollow = followFile(configFile, copy);
 
     // A signal during the start stops what exists; no process is started after it.
     if (stopping) return;
