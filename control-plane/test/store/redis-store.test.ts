@@ -256,7 +256,14 @@ describe("Redis store", () => {
       "the replica to acknowledge writes",
     );
 
-    const replicated = await open(primary.url, { prefix: `wait-${randomUUID()}`, waitReplicas: 1 });
+    // A loaded machine can keep a healthy replica's acknowledgement past the default half second:
+    // give it as long as the commands themselves may take.
+    const replicated = await open(primary.url, {
+      prefix: `wait-${randomUUID()}`,
+      waitReplicas: 1,
+      waitTimeoutMs: 4_000,
+      commandTimeoutMs: 5_000,
+    });
     const rev = await replicated.commit(0, sampleConfig(1));
     // WAIT returned, so the replica has it: read it there directly.
     expect(JSON.parse((await raw.get(`{${replicated.prefix}}:rev:1`))!).config).toEqual(sampleConfig(1));
