@@ -10,14 +10,16 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { stringify } from "yaml";
 import { hashToken } from "@portico/control-plane";
-import { startRedis } from "@portico/testing";
+import {
+  startRedis,
+  spawnControlPlane,
+  startEnvoy,
+  httpGet,
+  freePorts,
+  startHttpUpstream,
+  waitFor,
+} from "@portico/testing";
 import { findEnvoy, REPO_ROOT } from "@portico/envoy";
-import { spawnControlPlane } from "@portico/testing";
-import { startEnvoy } from "@portico/testing";
-import { httpGet } from "@portico/testing";
-import { freePorts } from "@portico/testing";
-import { startHttpUpstream } from "@portico/testing";
-import { waitFor } from "@portico/testing";
 import { processMemory } from "./lib/proc.js";
 import { percentile as pct } from "./lib/stats.js";
 

@@ -15,16 +15,19 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { hashToken, TokenRegistry } from "@portico/control-plane";
-import { startControlPlane } from "@portico/control-plane";
+import { hashToken, TokenRegistry, startControlPlane } from "@portico/control-plane";
 import { silentLogger } from "@portico/common";
 import { REPO_ROOT } from "@portico/envoy";
-import { startEnvoy, type EnvoyProcess } from "@portico/testing";
-import { httpGet, httpRequest } from "@portico/testing";
-import { freePorts } from "@portico/testing";
-import { startHttpUpstream } from "@portico/testing";
-import { waitFor } from "@portico/testing";
-import { RUN_FROM_SOURCE } from "@portico/testing";
+import {
+  startEnvoy,
+  type EnvoyProcess,
+  httpGet,
+  httpRequest,
+  freePorts,
+  startHttpUpstream,
+  waitFor,
+  RUN_FROM_SOURCE,
+} from "@portico/testing";
 import { startStaticEnvoy, type StaticEnvoy } from "./lib/static-envoy.js";
 
 const { values } = parseArgs({

@@ -9,15 +9,18 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { sha256Hex } from "@portico/ext-authz";
-import { Authorizer } from "@portico/ext-authz";
-import { AuthzServer } from "@portico/ext-authz";
-import { toRequestAttributes } from "@portico/ext-authz";
-import { AUTHORIZATION_SERVICE, authTypes, method } from "@portico/ext-authz";
-import { loadPolicyFile } from "@portico/ext-authz";
-import { claims, ISSUER, AUDIENCE, rsaKey, signJwt } from "@portico/testing";
+import {
+  sha256Hex,
+  Authorizer,
+  AuthzServer,
+  toRequestAttributes,
+  AUTHORIZATION_SERVICE,
+  authTypes,
+  method,
+  loadPolicyFile,
+} from "@portico/ext-authz";
+import { claims, ISSUER, AUDIENCE, rsaKey, signJwt, freePort } from "@portico/testing";
 import { REPO_ROOT } from "@portico/envoy";
-import { freePort } from "@portico/testing";
 import { startFixedAnswerServer } from "./lib/grpc-echo.js";
 
 type Obj = Record<string, unknown>;

@@ -14,18 +14,23 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
-import { startRedis, freePort, type RedisServer } from "@portico/testing";
-import { buildConfig } from "@portico/ratelimit-service";
-import { matchDescriptor } from "@portico/ratelimit-service";
-import { ManualClock } from "@portico/ratelimit-service";
-import { MemoryLimiter } from "@portico/ratelimit-service";
-import type { LimitCheck, LimitRule, RateLimiter } from "@portico/ratelimit-service";
-import { parseRedisSpec } from "@portico/ratelimit-service";
-import { LocalFirstRedisLimiter } from "@portico/ratelimit-service";
-import { DECIDE } from "@portico/ratelimit-service";
-import { StrictRedisLimiter } from "@portico/ratelimit-service";
-import { createRateLimitClient, messageTypes, type RateLimitClient } from "@portico/ratelimit-service";
-import { RUN_FROM_SOURCE } from "@portico/testing";
+import { startRedis, freePort, type RedisServer, RUN_FROM_SOURCE } from "@portico/testing";
+import {
+  buildConfig,
+  matchDescriptor,
+  ManualClock,
+  MemoryLimiter,
+  parseRedisSpec,
+  LocalFirstRedisLimiter,
+  DECIDE,
+  StrictRedisLimiter,
+  createRateLimitClient,
+  messageTypes,
+  type RateLimitClient,
+  type LimitCheck,
+  type LimitRule,
+  type RateLimiter,
+} from "@portico/ratelimit-service";
 
 const RLS_METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
 

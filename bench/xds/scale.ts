@@ -3,8 +3,7 @@
 // same run, and the control plane's RSS with the fleet connected.
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { ConfigInput } from "@portico/control-plane";
-import { TypeUrl } from "@portico/control-plane";
+import { TypeUrl, type ConfigInput } from "@portico/control-plane";
 import type { XdsProtocol } from "@portico/envoy";
 import { freePorts } from "@portico/testing";
 import { percentile, median } from "../lib/stats.js";

@@ -1,8 +1,13 @@
 import http from "node:http";
 import express from "express";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import { createLogger, type Logger } from "@portico/common";
-import { xdsServerTls, type XdsServerTlsFiles, type XdsTransport } from "@portico/common";
+import {
+  createLogger,
+  type Logger,
+  xdsServerTls,
+  type XdsServerTlsFiles,
+  type XdsTransport,
+} from "@portico/common";
 import { apiRouter } from "./admin/api.js";
 import { requireToken, TokenRegistry } from "./admin/auth.js";
 import { ConfigService } from "./admin/config-service.js";
@@ -92,28 +97,6 @@ function revisionNumbers(history: { number: number; hash: string }[]): Map<strin
   for (const r of history)
     if (!numbers.has(r.hash) || numbers.get(r.hash)! < r.number) numbers.set(r.hash, r.number);
   return numbers;
-}
-
-/**
- * While a watched file is the source of truth, an admin API write still applies (the demo and
- * quick fixes rely on it), but its answer says, in a warning and a `Warning` header, that the
- * file's next edit replaces it: nothing is undone silently.
- */
-function warnOnWrites(file: string): express.RequestHandler {
-  const reason = `the config file ${file} is the source of truth (the control plane watches it): its next edit replaces this change; edit the file to keep it`;
-  return (req, res, next) => {
-    const dryRun = req.query.dryRun === "true";
-    if (req.method === "GET" || req.method === "HEAD" || dryRun) return next();
-    res.setHeader("Warning", `299 portico ${JSON.stringify(reason)}`);
-    const json = res.json.bind(res);
-    res.json = (body: unknown) => {
-      const ok = res.statusCode >= 200 && res.statusCode < 300;
-      if (!ok || body === null || typeof body !== "object" || Array.isArray(body)) return json(body);
-      const b = body as { warnings?: { field: string; reason: string }[] };
-      return json({ ...b, warnings: [...(b.warnings ?? []), { field: "(config file)", reason }] });
-    };
-    next();
-  };
 }
 
 /**
@@ -229,8 +212,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       next(err);
     }
   });
-  if (source && opts.watchConfig) app.use("/api/v1", warnOnWrites(source.state().path));
-  app.use("/api/v1", apiRouter({ service, store, fleet: xds.fleet }));
+  app.use(
+    "/api/v1",
+    apiRouter({
+      service,
+      store,
+      fleet: xds.fleet,
+      watchedFile: source && opts.watchConfig ? source.state().path : undefined,
+    }),
+  );
   app.use((_req, _res, next) => next(new HttpError(404, "not_found", "no such endpoint")));
   app.use(errorHandler(log));
 

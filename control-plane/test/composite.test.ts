@@ -1,8 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { decodeMessage, unpackAny, type PackedAny } from "@portico/contract";
-import { COMPOSITE_ROUTE_TYPE_URL } from "@portico/contract";
+import { decodeMessage, unpackAny, type PackedAny, COMPOSITE_ROUTE_TYPE_URL } from "@portico/contract";
 import { withPartsTokens } from "../src/model/composite.js";
 import { ConfigError } from "../src/model/errors.js";
 import type { ConfigInput } from "../src/model/schema.js";

@@ -3,10 +3,10 @@ import { encodeMessage } from "@portico/contract";
 import {
   configFromResources,
   RATE_LIMIT_CONFIG_TYPE_URL,
+  ManualClock,
+  MemoryLimiter,
+  RateLimitHandler,
 } from "@portico/ratelimit-service";
-import { ManualClock } from "@portico/ratelimit-service";
-import { MemoryLimiter } from "@portico/ratelimit-service";
-import { RateLimitHandler } from "@portico/ratelimit-service";
 import { ConfigError } from "../src/model/errors.js";
 import type { ConfigInput } from "../src/model/schema.js";
 import { validateConfig } from "../src/model/validate.js";

@@ -1,5 +1,4 @@
-import { silentLogger } from "@portico/common";
-import { XdsClient, type ClientUpdate } from "@portico/common";
+import { silentLogger, XdsClient, type ClientUpdate } from "@portico/common";
 import { buildSnapshot, type ResourceInput } from "../src/xds/snapshot.js";
 import { XdsServer } from "../src/xds/server.js";
 import { TypeUrl } from "../src/xds/types.js";

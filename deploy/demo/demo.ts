@@ -15,10 +15,14 @@ import fs from "node:fs";
 import type http from "node:http";
 import path from "node:path";
 import { createLogger } from "@portico/common";
-import { generateToken, hashToken, TokenRegistry } from "@portico/control-plane";
-import { startControlPlane, type ControlPlane } from "@portico/control-plane";
-import { renderBootstrap } from "@portico/envoy";
-import { REPO_ROOT } from "@portico/envoy";
+import {
+  generateToken,
+  hashToken,
+  TokenRegistry,
+  startControlPlane,
+  type ControlPlane,
+} from "@portico/control-plane";
+import { renderBootstrap, REPO_ROOT } from "@portico/envoy";
 import { followFile, withDemoPorts } from "./config.js";
 import { demoEnvoy } from "./envoy-binary.js";
 import {

@@ -19,8 +19,7 @@ import { JwtVerifier, peekIssuer, tokenCacheKey } from "./jwt/verifier.js";
 import { AuthzMetrics } from "./metrics.js";
 import { Introspector } from "./oauth/introspection.js";
 import type { CompiledPolicy, RoutePolicy } from "./policy/compile.js";
-import type { Result } from "@portico/contract";
-import type { JwtProvider, OauthProvider } from "@portico/contract";
+import type { Result, JwtProvider, OauthProvider } from "@portico/contract";
 
 export interface AuthorizerOptions {
   /** Without one (a policy delivered over xDS later), every check answers 503 until `setPolicy`. */

@@ -1,10 +1,16 @@
 // ext-authz: Envoy's external authorization service for Portico. Wiring only; see README.md.
 import { parseArgs } from "node:util";
 import { collectDefaultMetrics } from "prom-client";
-import { createLogger, hostPortFlag, stopOnSignals } from "@portico/common";
-import { startOpsServer, type OpsServer } from "@portico/common";
-import { tracingFromEnv, type RpcTracing } from "@portico/common";
-import { xdsClientTls } from "@portico/common";
+import {
+  createLogger,
+  hostPortFlag,
+  stopOnSignals,
+  startOpsServer,
+  type OpsServer,
+  tracingFromEnv,
+  type RpcTracing,
+  xdsClientTls,
+} from "@portico/common";
 import { Authorizer } from "./authorizer.js";
 import { AuthzServer } from "./grpc/server.js";
 import { AuthzMetrics } from "./metrics.js";

@@ -1,8 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { Authorizer } from "../src/authorizer.js";
 import { sha256Hex, verifyApiKey } from "../src/apikey/verify.js";
-import { policyOf, request } from "@portico/testing";
-import { ISSUER, rsaKey } from "@portico/testing";
+import { policyOf, request, ISSUER, rsaKey } from "@portico/testing";
 
 const NOW = Date.UTC(2025, 5, 1);
 const rsa = rsaKey("k");

@@ -2,9 +2,19 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Authorizer } from "../src/authorizer.js";
 import { sha256Hex } from "../src/apikey/verify.js";
 import { AuthzMetrics } from "../src/metrics.js";
-import { policyOf, request } from "@portico/testing";
-import { AUDIENCE, claims, ecKey, ISSUER, rsaKey, signJwt } from "@portico/testing";
-import { json, JwksServer, TestServer } from "@portico/testing";
+import {
+  policyOf,
+  request,
+  AUDIENCE,
+  claims,
+  ecKey,
+  ISSUER,
+  rsaKey,
+  signJwt,
+  json,
+  JwksServer,
+  TestServer,
+} from "@portico/testing";
 
 const NOW = Date.now();
 const rsa = rsaKey("main");

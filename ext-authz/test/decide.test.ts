@@ -5,8 +5,7 @@ import { ALL_IDENTITY_HEADERS, safeValue } from "@portico/contract";
 import { routePolicyFrom } from "../src/decide/route.js";
 import type { Identity } from "../src/identity.js";
 import type { RoutePolicy } from "../src/policy/compile.js";
-import { policyOf, request } from "@portico/testing";
-import { ISSUER, rsaKey } from "@portico/testing";
+import { policyOf, request, ISSUER, rsaKey } from "@portico/testing";
 
 const rsa = rsaKey("k");
 const policy = policyOf({

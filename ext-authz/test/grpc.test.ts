@@ -4,8 +4,7 @@ import { Authorizer } from "../src/authorizer.js";
 import { sha256Hex } from "../src/apikey/verify.js";
 import { AuthzServer } from "../src/grpc/server.js";
 import { AUTHORIZATION_SERVICE, authTypes, HEALTH_SERVICE, healthTypes, method } from "../src/grpc/protos.js";
-import { policyOf } from "@portico/testing";
-import { AUDIENCE, claims, ISSUER, rsaKey, signJwt } from "@portico/testing";
+import { policyOf, AUDIENCE, claims, ISSUER, rsaKey, signJwt } from "@portico/testing";
 
 const rsa = rsaKey("k1");
 const policy = policyOf({

@@ -2,9 +2,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InlineJwks, RemoteJwks } from "../src/jwt/jwks.js";
 import { JwtVerifier, tokenCacheKey } from "../src/jwt/verifier.js";
 import { JwtProviderSchema, type Jwk, type JwtProvider, type PolicyInput } from "@portico/contract";
-import { manualClock } from "@portico/testing";
-import { AUDIENCE, claims, ecKey, edKey, hmacKey, ISSUER, rsaKey, signJwt } from "@portico/testing";
-import { JwksServer } from "@portico/testing";
+import {
+  manualClock,
+  AUDIENCE,
+  claims,
+  ecKey,
+  edKey,
+  hmacKey,
+  ISSUER,
+  rsaKey,
+  signJwt,
+  JwksServer,
+} from "@portico/testing";
 
 type ProviderInput = NonNullable<PolicyInput["jwtProviders"]>[number];
 const NOW = Date.UTC(2025, 5, 1, 12, 0, 0);

@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InlineJwks, RemoteJwks } from "../src/jwt/jwks.js";
-import { keyFitsAlg } from "@portico/contract";
+import { keyFitsAlg, JwtProviderSchema, type JwtProvider, type PolicyInput } from "@portico/contract";
 import { JwtVerifier } from "../src/jwt/verifier.js";
-import { JwtProviderSchema, type JwtProvider, type PolicyInput } from "@portico/contract";
 import {
   AUDIENCE,
   b64url,
@@ -14,9 +13,10 @@ import {
   rsaKey,
   signJwt,
   type TestKey,
+  JwksServer,
+  TestServer,
+  manualClock,
 } from "@portico/testing";
-import { JwksServer, TestServer } from "@portico/testing";
-import { manualClock } from "@portico/testing";
 
 type ProviderInput = NonNullable<PolicyInput["jwtProviders"]>[number];
 

@@ -2,8 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Authorizer } from "../src/authorizer.js";
 import { Introspector } from "../src/oauth/introspection.js";
 import { OauthProviderSchema, type PolicyInput } from "@portico/contract";
-import { manualClock, policyOf, request } from "@portico/testing";
-import { json, TestServer } from "@portico/testing";
+import { manualClock, policyOf, request, json, TestServer } from "@portico/testing";
 
 type OauthInput = NonNullable<PolicyInput["oauthProviders"]>[number];
 const NOW = Date.UTC(2025, 5, 1, 12);

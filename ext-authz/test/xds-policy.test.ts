@@ -1,23 +1,21 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { silentLogger } from "@portico/common";
-import { buildSnapshots } from "@portico/control-plane";
-import { authPolicyDocument } from "@portico/control-plane";
-import type { ConfigInput } from "@portico/control-plane";
-import { validateConfig } from "@portico/control-plane";
-import { authPolicyResources } from "@portico/control-plane";
-import { POLICY_GROUP } from "@portico/contract";
-import { XdsServer } from "@portico/control-plane";
-import { encodeResource } from "@portico/control-plane";
-import { messageType, type PackedAny } from "@portico/contract";
-import { AuthTypeUrl } from "@portico/contract";
+import {
+  buildSnapshots,
+  authPolicyDocument,
+  validateConfig,
+  authPolicyResources,
+  XdsServer,
+  encodeResource,
+  type ConfigInput,
+} from "@portico/control-plane";
+import { POLICY_GROUP, messageType, type PackedAny, AuthTypeUrl, type PolicyInput } from "@portico/contract";
 import { sha256Hex } from "../src/apikey/verify.js";
 import { Authorizer } from "../src/authorizer.js";
 import { compilePolicy, type CompiledPolicy } from "../src/policy/compile.js";
-import type { PolicyInput } from "@portico/contract";
 import { assembleDocument, decodeResource, partOf, type PolicyItem } from "../src/xds/resources.js";
 import { XdsPolicySource, type PolicyChange } from "../src/xds/policy-source.js";
-import { request } from "@portico/testing";
-import { ecKey } from "@portico/testing";
+import { request, ecKey } from "@portico/testing";
 
 const ec = ecKey("k1");
 

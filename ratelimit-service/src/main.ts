@@ -5,10 +5,16 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import { createLogger, hostPortFlag, positiveFlag, stopOnSignals } from "@portico/common";
-import { startOpsServer, type OpsServer } from "@portico/common";
-import { tracingFromEnv } from "@portico/common";
-import { xdsClientTls } from "@portico/common";
+import {
+  createLogger,
+  hostPortFlag,
+  positiveFlag,
+  stopOnSignals,
+  startOpsServer,
+  type OpsServer,
+  tracingFromEnv,
+  xdsClientTls,
+} from "@portico/common";
 import { createLimiter, type BackendOptions } from "./backend.js";
 import { loadConfig } from "./config/load.js";
 import { XdsConfigSource } from "./config/xds-source.js";

@@ -1,7 +1,6 @@
 /** Strict mode on a real redis-server: the same decisions as the memory backend, atomically. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisServer } from "@portico/testing";
-import { startRedisCluster, type RedisClusterHandle } from "@portico/testing";
+import { startRedis, type RedisServer, startRedisCluster, type RedisClusterHandle } from "@portico/testing";
 import { matchDescriptor } from "../src/config/match.js";
 import { ManualClock } from "../src/limiter/clock.js";
 import { MemoryLimiter } from "../src/limiter/memory.js";

@@ -1,10 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { sha256Hex } from "@portico/ext-authz";
-import { Authorizer } from "@portico/ext-authz";
-import { AuthzServer } from "@portico/ext-authz";
-import { AUTHORIZATION_SERVICE } from "@portico/ext-authz";
+import { sha256Hex, Authorizer, AuthzServer, AUTHORIZATION_SERVICE } from "@portico/ext-authz";
 import { policyOf, request } from "../harness/ext-authz-fixtures.js";
 import { claims, ecKey, hmacKey, ISSUER, AUDIENCE, rsaKey, signJwt } from "../harness/jwt-keys.js";
 

@@ -2,8 +2,13 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { silentLogger } from "@portico/common";
-import { hashToken, TokenRegistry } from "@portico/control-plane";
-import { startControlPlane, type ControlPlane, type ControlPlaneOptions } from "@portico/control-plane";
+import {
+  hashToken,
+  TokenRegistry,
+  startControlPlane,
+  type ControlPlane,
+  type ControlPlaneOptions,
+} from "@portico/control-plane";
 
 export const ADMIN_TOKEN = "test-admin-token";
 export const READ_TOKEN = "test-read-token";

@@ -3,10 +3,13 @@ import os from "node:os";
 import path from "node:path";
 import { stringify } from "yaml";
 import { silentLogger } from "@portico/common";
-import { startControlPlane, type ControlPlane } from "@portico/control-plane";
-import { configRevision } from "@portico/control-plane";
-import type { ConfigInput } from "@portico/control-plane";
-import { validateConfig } from "@portico/control-plane";
+import {
+  startControlPlane,
+  type ControlPlane,
+  configRevision,
+  validateConfig,
+  type ConfigInput,
+} from "@portico/control-plane";
 import { testTokens } from "./admin.js";
 import { waitFor } from "./wait.js";
 

@@ -4,8 +4,13 @@ import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import { renderBootstrap, type XdsProtocol, type XdsTlsOptions } from "@portico/envoy";
-import { findEnvoy, type FoundEnvoy } from "@portico/envoy";
+import {
+  renderBootstrap,
+  type XdsProtocol,
+  type XdsTlsOptions,
+  findEnvoy,
+  type FoundEnvoy,
+} from "@portico/envoy";
 import { httpRequest, type HttpResponse } from "./http.js";
 import { waitFor } from "./wait.js";
 

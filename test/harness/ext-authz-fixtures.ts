@@ -1,7 +1,5 @@
-import { compilePolicy, type CompiledPolicy } from "@portico/ext-authz";
-import { formatPolicyError } from "@portico/contract";
-import type { PolicyInput } from "@portico/contract";
-import type { RequestAttributes } from "@portico/ext-authz";
+import { compilePolicy, type CompiledPolicy, type RequestAttributes } from "@portico/ext-authz";
+import { formatPolicyError, type PolicyInput } from "@portico/contract";
 
 /** Compiles a policy that the test expects to be valid. */
 export function policyOf(doc: PolicyInput): CompiledPolicy {

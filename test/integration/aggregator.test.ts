@@ -1,14 +1,14 @@
 import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "@portico/common";
-import { fetchCaller } from "@portico/aggregator";
-import { MemoryStaleStore } from "@portico/aggregator";
-import { XdsConfigSource } from "@portico/aggregator";
-import { AggregatorServer } from "@portico/aggregator";
-import { AggregatorMetrics } from "@portico/aggregator";
-import { sha256Hex } from "@portico/ext-authz";
-import { Authorizer } from "@portico/ext-authz";
-import { AuthzServer } from "@portico/ext-authz";
+import {
+  fetchCaller,
+  MemoryStaleStore,
+  XdsConfigSource,
+  AggregatorServer,
+  AggregatorMetrics,
+} from "@portico/aggregator";
+import { sha256Hex, Authorizer, AuthzServer } from "@portico/ext-authz";
 import { policyOf } from "../harness/ext-authz-fixtures.js";
 import { COMPOSITE_ROUTE_TYPE_URL } from "@portico/contract";
 import {

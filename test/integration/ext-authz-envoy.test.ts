@@ -1,8 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "@portico/common";
-import { sha256Hex } from "@portico/ext-authz";
-import { Authorizer } from "@portico/ext-authz";
-import { AuthzServer } from "@portico/ext-authz";
+import { sha256Hex, Authorizer, AuthzServer } from "@portico/ext-authz";
 import { policyOf } from "../harness/ext-authz-fixtures.js";
 import { AUDIENCE, b64url, claims, ISSUER, rsaKey, signJwt } from "../harness/jwt-keys.js";
 import {

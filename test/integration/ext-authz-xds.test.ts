@@ -1,11 +1,16 @@
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { POLICY_GROUP } from "@portico/contract";
-import { Authorizer } from "@portico/ext-authz";
-import { AuthzServer } from "@portico/ext-authz";
-import { AUTHORIZATION_SERVICE, authTypes, HEALTH_SERVICE, healthTypes, method } from "@portico/ext-authz";
-import { XdsPolicySource } from "@portico/ext-authz";
-import { AuthTypeUrl } from "@portico/contract";
+import { POLICY_GROUP, AuthTypeUrl } from "@portico/contract";
+import {
+  Authorizer,
+  AuthzServer,
+  AUTHORIZATION_SERVICE,
+  authTypes,
+  HEALTH_SERVICE,
+  healthTypes,
+  method,
+  XdsPolicySource,
+} from "@portico/ext-authz";
 import { startAdmin, waitFor, type AdminHandle } from "../harness/index.js";
 
 type Obj = Record<string, any>;

@@ -1,18 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "@portico/common";
 import { startRedis, type RedisServer } from "../harness/redis-server.js";
-import { sha256Hex } from "@portico/ext-authz";
-import { Authorizer } from "@portico/ext-authz";
-import { AuthzServer } from "@portico/ext-authz";
+import { sha256Hex, Authorizer, AuthzServer } from "@portico/ext-authz";
 import { policyOf } from "../harness/ext-authz-fixtures.js";
-import { createLimiter } from "@portico/ratelimit-service";
-import type { RateLimitConfig } from "@portico/ratelimit-service";
-import { XdsConfigSource } from "@portico/ratelimit-service";
-import { MemoryLimiter } from "@portico/ratelimit-service";
-import type { RateLimiter } from "@portico/ratelimit-service";
-import { parseRedisSpec } from "@portico/ratelimit-service";
-import type { StrictRedisLimiter } from "@portico/ratelimit-service";
-import { startRateLimitService, type RateLimitServer } from "@portico/ratelimit-service";
+import {
+  createLimiter,
+  XdsConfigSource,
+  MemoryLimiter,
+  parseRedisSpec,
+  startRateLimitService,
+  type RateLimitServer,
+  type RateLimitConfig,
+  type RateLimiter,
+  type StrictRedisLimiter,
+} from "@portico/ratelimit-service";
 import {
   freePort,
   httpRequest,

@@ -4,11 +4,16 @@ import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { healthServiceDefinition } from "@portico/common";
 import { REPO_ROOT } from "@portico/envoy";
-import type { RateLimitConfig } from "@portico/ratelimit-service";
-import { RATE_LIMIT_CONFIG_TYPE_URL, XdsConfigSource } from "@portico/ratelimit-service";
-import { MemoryLimiter } from "@portico/ratelimit-service";
-import { createRateLimitClient, type RateLimitClient } from "@portico/ratelimit-service";
-import { startRateLimitService, type RateLimitServer } from "@portico/ratelimit-service";
+import {
+  RATE_LIMIT_CONFIG_TYPE_URL,
+  XdsConfigSource,
+  MemoryLimiter,
+  createRateLimitClient,
+  type RateLimitClient,
+  startRateLimitService,
+  type RateLimitServer,
+  type RateLimitConfig,
+} from "@portico/ratelimit-service";
 import { freePort, startAdmin, waitFor, type AdminHandle } from "../harness/index.js";
 
 /** The descriptor Envoy sends for an anonymous caller of a `by: ip` policy. */

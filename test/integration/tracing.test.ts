@@ -2,14 +2,15 @@ import { randomUUID } from "node:crypto";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTracing, type RpcTracing } from "@portico/common";
-import { sha256Hex } from "@portico/ext-authz";
-import { Authorizer } from "@portico/ext-authz";
-import { AuthzServer } from "@portico/ext-authz";
+import { sha256Hex, Authorizer, AuthzServer } from "@portico/ext-authz";
 import { policyOf } from "../harness/ext-authz-fixtures.js";
-import type { RateLimitConfig } from "@portico/ratelimit-service";
-import { XdsConfigSource } from "@portico/ratelimit-service";
-import { MemoryLimiter } from "@portico/ratelimit-service";
-import { startRateLimitService, type RateLimitServer } from "@portico/ratelimit-service";
+import {
+  XdsConfigSource,
+  MemoryLimiter,
+  startRateLimitService,
+  type RateLimitServer,
+  type RateLimitConfig,
+} from "@portico/ratelimit-service";
 import {
   freePort,
   httpRequest,

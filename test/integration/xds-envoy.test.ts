@@ -1,6 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { ConfigInput } from "@portico/control-plane";
-import { TypeUrl } from "@portico/control-plane";
+import { TypeUrl, type ConfigInput } from "@portico/control-plane";
 import { startTestControlPlane, type TestControlPlane } from "../harness/control-plane.js";
 import {
   ADMIN_TOKEN,

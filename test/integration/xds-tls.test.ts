@@ -4,13 +4,10 @@ import os from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { XdsClient, type ClientUpdate } from "@portico/common";
-import { xdsClientTls } from "@portico/common";
-import { POLICY_GROUP } from "@portico/contract";
+import { XdsClient, type ClientUpdate, xdsClientTls } from "@portico/common";
+import { POLICY_GROUP, AuthTypeUrl } from "@portico/contract";
 import { REPO_ROOT } from "@portico/envoy";
-import type { CompiledPolicy } from "@portico/ext-authz";
-import { XdsPolicySource } from "@portico/ext-authz";
-import { AuthTypeUrl } from "@portico/contract";
+import { XdsPolicySource, type CompiledPolicy } from "@portico/ext-authz";
 import { makeTestPki, removeTestPki, type TestPki } from "../harness/certs.js";
 import { spawnControlPlane } from "../harness/control-plane-process.js";
 import {

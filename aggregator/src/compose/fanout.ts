@@ -1,10 +1,13 @@
 // One list of identity headers with ext-authz, which sets them.
-import { ALL_IDENTITY_HEADERS as IDENTITY_HEADERS } from "@portico/contract";
+import {
+  ALL_IDENTITY_HEADERS as IDENTITY_HEADERS,
+  PART_HEADER,
+  PARTS_TOKEN_HEADER,
+  renderPartTemplate,
+} from "@portico/contract";
 import type { CompiledPart, CompiledRoute } from "../config/compile.js";
-import { PART_HEADER, PARTS_TOKEN_HEADER } from "@portico/contract";
 import { BodyTooLargeError, type PartCaller } from "./call.js";
 import { staleKey, type StaleStore } from "./stale.js";
-import { renderPartTemplate } from "@portico/contract";
 
 /**
  * Passed from the client's request to every part: who is calling (the identity ext-authz vouched

@@ -5,8 +5,11 @@ import {
   parsePathPattern,
   type PartTemplate,
   type PathPattern,
+  compositeProblems,
+  RouteSpecSchema,
+  type FieldProblem,
+  type RouteSpec,
 } from "@portico/contract";
-import { compositeProblems, RouteSpecSchema, type FieldProblem, type RouteSpec } from "@portico/contract";
 
 export interface CompiledPart {
   readonly key: string;

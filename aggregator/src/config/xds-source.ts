@@ -4,20 +4,21 @@
  * whole; one that does not compile is refused (a NACK naming every problem) and the running
  * config stays.
  */
-import type { ClientResource } from "@portico/common";
 import {
   XdsConfigSource as PolicyConfigSource,
   type XdsConfigSourceOptions,
+  type ClientResource,
 } from "@portico/common";
 import type protobuf from "protobufjs";
-import { loadProtoRoot, POLICY_GROUP } from "@portico/contract";
 import {
+  loadProtoRoot,
+  POLICY_GROUP,
   COMPOSITE_ROUTE_TYPE,
   COMPOSITE_ROUTE_TYPE_URL,
   type CompositeRouteMessage,
+  formatProblems,
 } from "@portico/contract";
 import { compileRoutes, type AggregatorConfig } from "./compile.js";
-import { formatProblems } from "@portico/contract";
 
 export { POLICY_GROUP };
 

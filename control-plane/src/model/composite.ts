@@ -1,5 +1,4 @@
-import { compositeProblems } from "@portico/contract";
-import { ALL_IDENTITY_HEADERS as IDENTITY_HEADERS } from "@portico/contract";
+import { compositeProblems, ALL_IDENTITY_HEADERS as IDENTITY_HEADERS } from "@portico/contract";
 import type { FieldProblem } from "./errors.js";
 import type { AuthPolicy, CompositeRoute, Config, Route } from "./schema.js";
 

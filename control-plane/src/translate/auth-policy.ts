@@ -7,8 +7,8 @@ import {
   type CredentialSourceMessage,
   type JwtProviderMessage,
   type OAuthProviderMessage,
+  type CredentialSource,
 } from "@portico/contract";
-import type { CredentialSource } from "@portico/contract";
 import type { ApiKey, AuthPolicy, Config, Consumer, JwtProvider, OauthProvider } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { registerResourceType } from "../xds/types.js";

@@ -1,11 +1,11 @@
 import * as grpc from "@grpc/grpc-js";
-import type { Logger } from "@portico/common";
 import { SnapshotCache } from "./cache.js";
 import {
   serviceDefinition,
   type DeltaDiscoveryRequest,
   type DiscoveryRequest,
   type XdsServiceSpec,
+  type Logger,
 } from "@portico/common";
 import { DeltaStream } from "./delta.js";
 import { FleetState } from "./fleet.js";

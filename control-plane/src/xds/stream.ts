@@ -1,12 +1,10 @@
 import * as grpc from "@grpc/grpc-js";
-import { withNonce, type Logger } from "@portico/common";
+import { withNonce, type Logger, type Node, type Status } from "@portico/common";
 import type { SnapshotCache } from "./cache.js";
-import type { Node, Status } from "@portico/common";
 import type { FleetState, NodeStatus } from "./fleet.js";
 import type { XdsMetrics } from "./metrics.js";
 import type { SendBudget } from "./send-budget.js";
-import type { Snapshot } from "./snapshot.js";
-import type { EncodedResource } from "./snapshot.js";
+import type { Snapshot, EncodedResource } from "./snapshot.js";
 import { isKnownType, pushOrder, removalOrder, shortType, TypeUrl } from "./types.js";
 
 export interface StreamDeps {

@@ -9,8 +9,7 @@ import { FileStore } from "../../src/store/file-store.js";
 import { RedisStore } from "../../src/store/redis-store.js";
 import { StoreConflictError, type ConfigStore, type Revision } from "../../src/store/types.js";
 import { recordWatch, sampleConfig, waitFor } from "./fixtures.js";
-import { startRedisCluster, type RedisClusterHandle } from "@portico/testing";
-import { startRedis, type RedisServer } from "@portico/testing";
+import { startRedisCluster, type RedisClusterHandle, startRedis, type RedisServer } from "@portico/testing";
 
 let redis: RedisServer;
 let cluster: RedisClusterHandle;

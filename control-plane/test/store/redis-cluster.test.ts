@@ -7,9 +7,7 @@ import { RedisStore, type RedisStoreOptions } from "../../src/store/redis-store.
 import { clusterSlot } from "../../src/store/redis/keys.js";
 import { StoreConflictError, StoreUnavailableError, type ConfigStore } from "../../src/store/types.js";
 import { captureLogger, recordWatch, sampleConfig, waitFor, type CapturedLog } from "./fixtures.js";
-import { startRedisCluster, type RedisClusterHandle } from "@portico/testing";
-import { freePort } from "@portico/testing";
-import { startAdmin } from "@portico/testing";
+import { startRedisCluster, type RedisClusterHandle, freePort, startAdmin } from "@portico/testing";
 
 /** The Redis store on a real three-node Redis Cluster: every key in one slot, pub/sub across nodes. */
 describe("Redis store on Redis Cluster", () => {

@@ -1,14 +1,20 @@
 import * as grpc from "@grpc/grpc-js";
-import type { Logger } from "@portico/common";
-import { SpanStatusCode, traceIdOf, type RpcTracing, type Span } from "@portico/common";
+import {
+  SpanStatusCode,
+  traceIdOf,
+  type RpcTracing,
+  type Span,
+  HealthService,
+  DEFAULT_REFUSAL_LOGS_PER_SECOND,
+  LogBudget,
+  type Logger,
+} from "@portico/common";
 import type { Authorizer } from "../authorizer.js";
 import { internalErrorDecision, type Decision } from "../decide/decide.js";
 import type { RequestAttributes } from "../decide/request.js";
 import { toRequestAttributes, type CheckRequestMessage } from "./check-request.js";
 import { toCheckResponse } from "./check-response.js";
-import { HealthService } from "@portico/common";
 import { AUTHORIZATION_SERVICE, authTypes, method } from "./protos.js";
-import { DEFAULT_REFUSAL_LOGS_PER_SECOND, LogBudget } from "@portico/common";
 
 export interface AuthzServerOptions {
   authorizer: Authorizer;

@@ -1,8 +1,7 @@
 import { z } from "zod";
 import type { Clock } from "../clock.js";
-import { JwkSchema, type Jwk, type JwsAlgorithm } from "@portico/contract";
+import { JwkSchema, type Jwk, type JwsAlgorithm, jwkProblem } from "@portico/contract";
 import { readCapped } from "../http-body.js";
-import { jwkProblem } from "@portico/contract";
 import { KeySet, type KeyEntry } from "./keys.js";
 
 export type KeyLookup =

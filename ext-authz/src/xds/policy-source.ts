@@ -1,10 +1,8 @@
 import { EventEmitter } from "node:events";
 import os from "node:os";
 import type * as grpc from "@grpc/grpc-js";
-import type { Logger } from "@portico/common";
-import { XdsClient, type ClientUpdate } from "@portico/common";
-import { POLICY_GROUP } from "@portico/contract";
-import { AUTH_TYPE_URLS } from "@portico/contract";
+import { XdsClient, type ClientUpdate, type Logger } from "@portico/common";
+import { POLICY_GROUP, AUTH_TYPE_URLS } from "@portico/contract";
 import { compilePolicy, type CompiledPolicy } from "../policy/compile.js";
 import {
   assembleDocument,

@@ -1,5 +1,6 @@
-import { decodeMessage, type PackedAny } from "@portico/contract";
 import {
+  decodeMessage,
+  type PackedAny,
   AUTH_PACKAGE,
   AuthTypeUrl,
   type ApiKeyMessage,
@@ -9,8 +10,8 @@ import {
   type CredentialSourceMessage,
   type JwtProviderMessage,
   type OAuthProviderMessage,
+  type PolicyInput,
 } from "@portico/contract";
-import type { PolicyInput } from "@portico/contract";
 
 /** The parts of the policy document that arrive over xDS, one list per resource type. */
 export type PolicyPart = "jwtProviders" | "oauthProviders" | "consumers" | "apiKeys" | "authPolicies";

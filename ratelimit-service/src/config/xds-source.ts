@@ -5,8 +5,11 @@
  * values the YAML reader produces and checked by the same parser; a config that does not parse
  * is refused (a NACK carrying every problem) and the running one is kept.
  */
-import type { ClientResource } from "@portico/common";
-import { XdsConfigSource as PolicyConfigSource, type XdsConfigSourceOptions } from "@portico/common";
+import {
+  XdsConfigSource as PolicyConfigSource,
+  type XdsConfigSourceOptions,
+  type ClientResource,
+} from "@portico/common";
 import protobuf from "protobufjs";
 import { loadProtoRoot, POLICY_GROUP } from "@portico/contract";
 import { ConfigError } from "./errors.js";

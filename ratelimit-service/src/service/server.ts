@@ -1,7 +1,14 @@
-import { DEFAULT_REFUSAL_LOGS_PER_SECOND, LogBudget } from "@portico/common";
+import {
+  DEFAULT_REFUSAL_LOGS_PER_SECOND,
+  LogBudget,
+  silentLogger,
+  type Logger,
+  SpanStatusCode,
+  traceIdOf,
+  type RpcTracing,
+  HealthService,
+} from "@portico/common";
 import * as grpc from "@grpc/grpc-js";
-import { silentLogger, type Logger } from "@portico/common";
-import { SpanStatusCode, traceIdOf, type RpcTracing } from "@portico/common";
 import type { RateLimitConfig } from "../config/types.js";
 import type { RateLimiter } from "../limiter/types.js";
 import {
@@ -10,7 +17,6 @@ import {
   type RateLimitRequest,
   type RateLimitResponse,
 } from "./codec.js";
-import { HealthService } from "@portico/common";
 import { RateLimitMetrics } from "./metrics.js";
 import { InvalidRequestError, RateLimitHandler } from "./rls.js";
 import type { LimitHeaderNames } from "./verdict.js";

@@ -15,8 +15,14 @@
  * other call gets 403 and reaches no upstream. A gateway without a token (a config that did not go
  * through the control plane's writes) serves no part at all.
  */
-import { duration, struct, TYPE_PREFIX } from "@portico/contract";
-import { COMPOSITE_HEADER, PART_HEADER, PARTS_TOKEN_HEADER } from "@portico/contract";
+import {
+  duration,
+  struct,
+  TYPE_PREFIX,
+  COMPOSITE_HEADER,
+  PART_HEADER,
+  PARTS_TOKEN_HEADER,
+} from "@portico/contract";
 import { compositeMatch } from "../../model/route-order.js";
 import type { CompositeRoute, Config, GatewayAggregator, Route } from "../../model/schema.js";
 import type { ResourceInput } from "../../xds/snapshot.js";

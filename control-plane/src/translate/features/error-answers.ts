@@ -5,10 +5,9 @@
  * Answers that already have their shape are left as they are: direct responses (guards and the
  * routes' own), ext-authz's refusals, static fallbacks, and answers to gRPC callers.
  */
-import { struct, TYPE_PREFIX } from "@portico/contract";
+import { struct, TYPE_PREFIX, DEGRADED_HEADER } from "@portico/contract";
 import type { Listener } from "../../model/schema.js";
 import type { HttpFeature } from "../feature.js";
-import { DEGRADED_HEADER } from "@portico/contract";
 import { otherIdHeader, REQUEST_ID_VALUE } from "./request-ids.js";
 
 const CEL_FILTER = "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter";
