@@ -17,6 +17,27 @@ export interface ApiDeps {
   service: ConfigService;
   store: ConfigStore;
   fleet: FleetState;
+  /**
+   * The config file the control plane watches, when it does: it is the source of truth, so every
+   * write's answer says that the file's next edit replaces the change.
+   */
+  watchedFile?: string;
+}
+
+interface Warning {
+  field: string;
+  reason: string;
+}
+
+/** What every write's answer warns of besides its own findings. */
+function writeWarnings(deps: ApiDeps): Warning[] {
+  if (deps.watchedFile === undefined) return [];
+  return [
+    {
+      field: "(config file)",
+      reason: `the config file ${deps.watchedFile} is the source of truth (the control plane watches it): its next edit replaces this change; edit the file to keep it`,
+    },
+  ];
 }
 
 /** A strong ETag for one resource: its content hash. */
@@ -67,9 +88,13 @@ async function rolloutFor(deps: ApiDeps, req: Request, result: WriteResult): Pro
   return deps.service.waitApplied(result, timeoutMs);
 }
 
-function writeHeaders(res: Response, result: WriteResult, rollout?: Rollout): void {
+/** The headers of every write's answer; returns the warnings its body lists with its own. */
+function writeHeaders(deps: ApiDeps, res: Response, result: WriteResult, rollout?: Rollout): Warning[] {
   res.setHeader("Portico-Revision", String(result.revision.number));
   if (rollout) res.setHeader("Portico-Applied", String(rollout.applied));
+  const warnings = writeWarnings(deps);
+  for (const w of warnings) res.appendHeader("Warning", `299 portico ${JSON.stringify(w.reason)}`);
+  return warnings;
 }
 
 function kindOf(req: Request): Kind {
@@ -228,9 +253,12 @@ export function apiRouter(deps: ApiDeps): express.Router {
         expected,
       );
       const rollout = await rolloutFor(deps, req, result);
-      writeHeaders(res, result, rollout);
+      const fileWarnings = writeHeaders(deps, res, result, rollout);
       res.setHeader("ETag", revisionEtag(result.revision.number));
-      const warnings = configWarnings(result.revision.config).map(({ field, reason }) => ({ field, reason }));
+      const warnings = [
+        ...configWarnings(result.revision.config).map(({ field, reason }) => ({ field, reason })),
+        ...fileWarnings,
+      ];
       res.json({
         revision: result.revision.number,
         changed: result.changed,
@@ -274,11 +302,12 @@ export function apiRouter(deps: ApiDeps): express.Router {
         throw new HttpError(400, "bad_request", "a revision is a positive whole number");
       const result = await service.rollback(n, { author: author(req) });
       const rollout = await rolloutFor(deps, req, result);
-      writeHeaders(res, result, rollout);
+      const warnings = writeHeaders(deps, res, result, rollout);
       res.json({
         revision: result.revision.number,
         changed: result.changed,
         rolledBackTo: n,
+        ...(warnings.length ? { warnings } : {}),
         ...(rollout ? { rollout } : {}),
       });
     }),
@@ -387,13 +416,14 @@ export function apiRouter(deps: ApiDeps): express.Router {
       });
     const stored = shown(find(result.revision.config, kind, name).item!, kind);
     const rollout = await rolloutFor(deps, req, result);
-    writeHeaders(res, result, rollout);
+    const fileWarnings = writeHeaders(deps, res, result, rollout);
     res.setHeader("ETag", etagOf(stored));
     if (!existed) res.setHeader("Location", `${req.baseUrl}/${kind}/${encodeURIComponent(name)}`);
     // What the write did that its author may not expect (a route another one takes requests from).
     const warnings = configWarnings(result.revision.config)
       .filter((w) => w.about.some((a) => a.kind === kind && a.name === name))
-      .map(({ field, reason }) => ({ field, reason }));
+      .map(({ field, reason }) => ({ field, reason }))
+      .concat(fileWarnings);
     res.status(existed ? 200 : 201).json({
       ...stored,
       ...(plaintextKey ? { key: plaintextKey } : {}),
@@ -450,8 +480,15 @@ export function apiRouter(deps: ApiDeps): express.Router {
         { message: `delete ${singular(kind)} ${name}`, author: author(req) },
       );
       const rollout = await rolloutFor(deps, req, result);
-      writeHeaders(res, result, rollout);
-      if (rollout) res.json({ deleted: name, revision: result.revision.number, rollout });
+      const warnings = writeHeaders(deps, res, result, rollout);
+      // Without a rollout to report the answer has no body: the warnings go in the header only.
+      if (rollout)
+        res.json({
+          deleted: name,
+          revision: result.revision.number,
+          ...(warnings.length ? { warnings } : {}),
+          rollout,
+        });
       else res.status(204).end();
     }),
   );
