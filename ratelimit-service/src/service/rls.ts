@@ -18,8 +18,6 @@ import type {
 } from "./codec.js";
 import { RateLimitMetrics } from "./metrics.js";
 
-/** Distinct request-carried limits remembered at once; a caller cannot make more live by inventing them. */
-const MAX_OVERRIDE_RULES = 10_000;
 import {
   headlineStatus,
   limitHeaders,
@@ -30,6 +28,9 @@ import {
 } from "./verdict.js";
 
 export const UNLIMITED_REMAINING = 4_294_967_295;
+
+/** Distinct request-carried limits remembered at once; a caller cannot make more live by inventing them. */
+const MAX_OVERRIDE_RULES = 10_000;
 
 export class InvalidRequestError extends Error {
   readonly code = "invalid_argument";
@@ -52,6 +53,8 @@ export interface RateLimitHandlerOptions {
 }
 
 const PROTO_UNIT: Readonly<Record<Unit, ProtoUnit>> = RATE_LIMIT_UNIT;
+/** A request-carried limit's unit back to the config's name for it. */
+const UNIT_OF = new Map(Object.entries(PROTO_UNIT).map(([unit, proto]) => [proto, unit as Unit]));
 
 interface Item {
   hits: number;
@@ -152,13 +155,14 @@ export class RateLimitHandler {
     const overall: Code = refused && !this.opts.shadowMode ? "OVER_LIMIT" : "OK";
     this.metrics.responses.inc({ code: overall });
     const response: RateLimitResponse = { overall_code: overall, statuses: judged.map((j) => j.status) };
-    const headers: { key: string; value: string }[] = [];
     const headline = this.opts.limitHeaders ? headlineStatus(judged) : undefined;
-    if (headline) headers.push(...limitHeaders(headline, this.opts.limitHeaders!));
+    if (headline) response.response_headers_to_add = limitHeaders(headline, this.opts.limitHeaders!);
     if (overall === "OVER_LIMIT" && this.opts.retryAfter !== false) {
-      headers.push({ key: "retry-after", value: String(retryAfterSeconds(judged)) });
+      (response.response_headers_to_add ??= []).push({
+        key: "retry-after",
+        value: String(retryAfterSeconds(judged)),
+      });
     }
-    if (headers.length > 0) response.response_headers_to_add = headers;
     return response;
   }
 
@@ -180,7 +184,7 @@ export class RateLimitHandler {
   }
 
   private override(domain: string, limit: NonNullable<RateLimitDescriptor["limit"]>): LimitRule | undefined {
-    const unit = (Object.keys(PROTO_UNIT) as Unit[]).find((u) => PROTO_UNIT[u] === limit.unit);
+    const unit = UNIT_OF.get(limit.unit);
     if (!unit) return undefined;
     const id = `${domain}\u0000${unit}\u0000${limit.requests_per_unit}`;
     let rule = this.overrides.get(id);

@@ -36,8 +36,13 @@ export function overallCode(judged: readonly Judged[]): Code {
 }
 
 function allQuotaOver(judged: readonly Judged[]): boolean {
-  const quota = judged.filter((j) => j.quotaMode);
-  return quota.length > 0 && quota.every(over);
+  let any = false;
+  for (const j of judged) {
+    if (!j.quotaMode) continue;
+    if (!over(j)) return false;
+    any = true;
+  }
+  return any;
 }
 
 /**
