@@ -66,9 +66,27 @@ describe("admin API access", () => {
     const doc = (await api.call("GET", "/openapi.json", { token: null })).json;
     expect(doc.openapi).toBe("3.1.0");
     expect(Object.keys(doc.paths)).toEqual(
-      expect.arrayContaining(["/api/v1/routes/{name}", "/api/v1/config", "/api/v1/status"]),
+      expect.arrayContaining([
+        "/api/v1/routes/{name}",
+        "/api/v1/config",
+        "/api/v1/status",
+        "/api/v1/fleet",
+        "/api/v1/fleet/{node}",
+      ]),
     );
     expect(doc.components.schemas.Route.properties.match).toBeDefined();
+    // Each secret field says it is written only, and read back as a fingerprint.
+    const secret = (s: any) => [s.anyOf[0].writeOnly, s.anyOf[1].$ref];
+    const redacted = [true, "#/components/schemas/RedactedSecret"];
+    const schemas = doc.components.schemas;
+    expect(secret(schemas.Certificate.properties.privateKeyPem)).toEqual(redacted);
+    expect(secret(schemas.Certificate.properties.sessionTicketKeys.items)).toEqual(redacted);
+    expect(secret(schemas.JwtProvider.properties.jwks.properties.keys.items.properties.k)).toEqual(redacted);
+    expect(secret(schemas.OauthProvider.properties.clientSecret)).toEqual(redacted);
+    expect(
+      secret(schemas.Config.properties.gateways.items.properties.aggregator.properties.partsToken),
+    ).toEqual(redacted);
+    expect(schemas.RedactedSecret.required).toEqual(["redacted", "sha256"]);
   });
 });
 

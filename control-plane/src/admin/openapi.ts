@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { ConfigSchema, KIND_NAMES, KINDS } from "../model/schema.js";
+import { SECRET_PATHS } from "../model/secrets.js";
 import { singular } from "../model/validate.js";
 
 function schemaOf(s: z.ZodType): Record<string, unknown> {
@@ -41,6 +42,90 @@ const WARNINGS =
   "route (on a listener or host, or for requests both match where only the order of creation decides). " +
   "A route left no request at all is refused with 422 naming both routes.";
 
+/**
+ * Marks each secret field of a JSON schema: written as a string, read back as a `RedactedSecret`
+ * (its fingerprint), and a redacted stand-in written back keeps the stored secret.
+ */
+function markSecrets(schema: unknown, path: readonly string[]): void {
+  let node = schema as Record<string, any> | undefined;
+  for (const step of path.slice(0, -1)) {
+    node = step === "*" ? node?.items : node?.properties?.[step];
+  }
+  const last = path[path.length - 1]!;
+  const parent = last === "*" ? node : node?.properties;
+  const key = last === "*" ? "items" : last;
+  const field = parent?.[key];
+  if (!parent || !field) throw new Error(`openapi: no secret field at ${path.join(".")}`);
+  parent[key] = {
+    anyOf: [
+      { ...field, writeOnly: true, description: "The secret, on write only: never returned by a read." },
+      ref("RedactedSecret"),
+    ],
+  };
+}
+
+const RedactedSecretSchema = {
+  type: "object",
+  description:
+    "What every read (GET, export, revisions, the CLI) shows in place of a secret. Writing it back " +
+    "unchanged keeps the stored secret; the store holds secrets sealed (AES-256-GCM).",
+  required: ["redacted", "sha256"],
+  properties: {
+    redacted: { const: true },
+    sha256: {
+      type: "string",
+      pattern: "^sha256:[0-9a-f]{16}$",
+      description: "First 16 hex digits of the secret's SHA-256",
+    },
+    createdAt: { type: "string", format: "date-time", description: "When the store first held this secret" },
+  },
+  additionalProperties: false,
+};
+
+const TypeStatusSchema = {
+  type: "object",
+  required: ["typeUrl"],
+  properties: {
+    typeUrl: { type: "string" },
+    sentVersion: { type: "string" },
+    sentAt: { type: "string", format: "date-time" },
+    ackedVersion: { type: "string" },
+    ackedAt: { type: "string", format: "date-time" },
+    lastNack: {
+      type: "object",
+      description: "The last response this node refused, with Envoy's reason",
+      properties: {
+        version: { type: "string" },
+        nonce: { type: "string" },
+        message: { type: "string" },
+        code: { type: "integer" },
+        at: { type: "string", format: "date-time" },
+      },
+    },
+  },
+};
+
+const NodeStatusSchema = {
+  type: "object",
+  description:
+    "One xDS client (an Envoy or a policy service) as the replica it is connected to reports it; " +
+    "only streams whose client passed the identity check are listed.",
+  required: ["id", "group", "protocol", "connectedSince", "streams", "types"],
+  properties: {
+    id: { type: "string", description: "node.id" },
+    group: { type: "string", description: "node.cluster: the gateway group, or portico:policy" },
+    version: { type: "string", description: "The client's build version, as it reports it" },
+    userAgent: { type: "string" },
+    protocol: { type: "string", enum: ["sotw", "delta"] },
+    replica: { type: "string", description: "The control-plane replica the node is connected to" },
+    connectedSince: { type: "string", format: "date-time" },
+    streams: { type: "integer" },
+    appliedRevision: { type: "string", description: "The snapshot version the node has accepted in full" },
+    appliedConfigRevision: { type: "string", description: "The store revision that snapshot was made from" },
+    types: { type: "object", additionalProperties: TypeStatusSchema },
+  },
+};
+
 /** The OpenAPI 3.1 document, generated from the same zod schemas that validate requests. */
 export function openApiDocument(): Record<string, unknown> {
   const schemas: Record<string, unknown> = {
@@ -57,7 +142,11 @@ export function openApiDocument(): Record<string, unknown> {
       },
     },
     Config: schemaOf(ConfigSchema),
+    RedactedSecret: RedactedSecretSchema,
+    NodeStatus: NodeStatusSchema,
   };
+  for (const path of SECRET_PATHS)
+    markSecrets((schemas.Config as any).properties[path[0]!].items, path.slice(2));
   const paths: Record<string, unknown> = {};
   for (const kind of KIND_NAMES) {
     const schemaName =
@@ -65,6 +154,7 @@ export function openApiDocument(): Record<string, unknown> {
       kind.slice(1, kind.endsWith("ies") ? -3 : -1) +
       (kind.endsWith("ies") ? "y" : "");
     schemas[schemaName] = schemaOf(KINDS[kind]);
+    for (const path of SECRET_PATHS) if (path[0] === kind) markSecrets(schemas[schemaName], path.slice(2));
     const one = singular(kind);
     paths[`/api/v1/${kind}`] = {
       get: {
@@ -196,6 +286,47 @@ export function openApiDocument(): Record<string, unknown> {
     get: {
       summary: "Connected nodes: what each applied, and the last config each refused",
       responses: { "200": { description: "Fleet status" }, ...errors },
+    },
+  };
+  paths["/api/v1/fleet"] = {
+    get: {
+      summary: "Every connected node across all control-plane replicas sharing the store",
+      responses: {
+        "200": {
+          description: "The fleet",
+          content: {
+            "application/json": {
+              schema: {
+                type: "object",
+                required: ["replicas", "nodes"],
+                properties: {
+                  replica: { type: "string", description: "The replica that answered" },
+                  replicas: {
+                    type: "array",
+                    items: {
+                      type: "object",
+                      properties: { replica: { type: "string" }, nodes: { type: "integer" } },
+                    },
+                  },
+                  nodes: { type: "array", items: ref("NodeStatus") },
+                },
+              },
+            },
+          },
+        },
+        ...errors,
+      },
+    },
+  };
+  paths["/api/v1/fleet/{node}"] = {
+    get: {
+      summary: "One node, whichever replica it is connected to",
+      parameters: [{ name: "node", in: "path", required: true, schema: { type: "string" } }],
+      responses: {
+        "200": { description: "The node", content: { "application/json": { schema: ref("NodeStatus") } } },
+        "404": errorResponse("No such node connected"),
+        ...errors,
+      },
     },
   };
   return {

@@ -8,7 +8,7 @@ import { ConfigError, type FieldProblem } from "./errors.js";
 import type { Config, Kind } from "./schema.js";
 
 /** Where secrets sit: keys from the config's root, `*` for every item of an array. */
-const SECRET_PATHS: readonly (readonly string[])[] = [
+export const SECRET_PATHS: readonly (readonly string[])[] = [
   ["certificates", "*", "privateKeyPem"],
   ["certificates", "*", "sessionTicketKeys", "*"],
   ["jwtProviders", "*", "jwks", "keys", "*", "k"],
