@@ -10,3 +10,4 @@ export * from "./shutdown.js";
 export * from "./flags.js";
 export * from "./bounded-map.js";
 export * from "./log-budget.js";
+export * from "./workload-identity.js";

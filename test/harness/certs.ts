@@ -66,7 +66,7 @@ function makeLeaf(
   dir: string,
   name: string,
   ca: CertFiles,
-  o: { cn: string; san: string; usage: "serverAuth" | "clientAuth" },
+  o: { cn: string; san: string; usage: "serverAuth" | "clientAuth" | "serverAuth,clientAuth" },
 ): CertFiles {
   const files = { cert: path.join(dir, `${name}.crt`), key: path.join(dir, `${name}.key`) };
   const csr = path.join(dir, `${name}.csr`);
@@ -142,6 +142,25 @@ export function makeTestPki(): TestPki {
       usage: "clientAuth",
     }),
   };
+}
+
+/**
+ * A client certificate naming one Portico workload identity (a URI SAN such as
+ * `spiffe://portico/gateway/edge`), signed by `ca` (the PKI's own CA unless given).
+ */
+export function makeIdentityCert(
+  pki: TestPki,
+  name: string,
+  identityUri: string | string[],
+  opts: {
+    ca?: CertFiles;
+    usage?: "serverAuth" | "clientAuth" | "serverAuth,clientAuth";
+    extraSan?: string;
+  } = {},
+): CertFiles {
+  const uris = Array.isArray(identityUri) ? identityUri : [identityUri];
+  const san = [...uris.map((u) => `URI:${u}`), ...(opts.extraSan ? [opts.extraSan] : [])].join(",");
+  return makeLeaf(pki.dir, name, opts.ca ?? pki.ca, { cn: name, san, usage: opts.usage ?? "clientAuth" });
 }
 
 /** Removes the temp directory, keys included. */
