@@ -33,7 +33,8 @@ function readPem(file: string, flag: string): Buffer {
   return pem;
 }
 
-function readCertificate(file: string, flag: string): Buffer {
+/** A PEM certificate (chain) file, checked to parse, so a wrong file stops the start naming its flag. */
+export function readCertificate(file: string, flag: string): Buffer {
   const pem = readPem(file, flag);
   try {
     new X509Certificate(pem);
@@ -47,7 +48,7 @@ function readCertificate(file: string, flag: string): Buffer {
  * Reads a certificate and its key, and checks they belong together: grpc-js would otherwise
  * report a mismatch only as a failed bind or an opaque handshake error.
  */
-function readKeyPair(
+export function readKeyPair(
   certFile: string,
   keyFile: string,
   flags: { cert: string; key: string },

@@ -93,4 +93,33 @@ routes:
     );
     expect(backref[0]!.field).toBe("routes[0].match.pathRegex");
   });
+
+  it("takes tls.gatewayIdentity alone: not with a CA or a client certificate of its own", () => {
+    const withTls = (tls: string) =>
+      base.replace(
+        "endpoints: [{ host: 127.0.0.1, port: 8080 }]",
+        `endpoints: [{ host: 127.0.0.1, port: 8080 }]\n    tls: ${tls}`,
+      );
+    expect(
+      parseConfigText(withTls("{ gatewayIdentity: true, sni: users.internal }")).upstreams[0]!.tls,
+    ).toEqual({
+      gatewayIdentity: true,
+      sni: "users.internal",
+    });
+    const certs = `
+certificates:
+  - { name: users-ca, caPem: "-----BEGIN CERTIFICATE-----" }
+  - { name: users-client, certificatePem: "-----BEGIN CERTIFICATE-----", privateKeyPem: "-----BEGIN PRIVATE KEY-----" }
+`;
+    const p = problems(
+      withTls("{ gatewayIdentity: true, ca: users-ca, clientCertificate: users-client }") + certs,
+    );
+    expect(p).toEqual([
+      { field: "upstreams[0].tls.ca", reason: expect.stringMatching(/ca or gatewayIdentity, not both/) },
+      {
+        field: "upstreams[0].tls.clientCertificate",
+        reason: expect.stringMatching(/clientCertificate or gatewayIdentity, not both/),
+      },
+    ]);
+  });
 });

@@ -6,7 +6,13 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { makeTestPki, removeTestPki, type TestPki } from "@portico/testing";
-import { renderBootstrap, type BootstrapOptions } from "../src/bootstrap.js";
+import {
+  ADMIN_CLUSTER,
+  GATEWAY_IDENTITY_SECRET,
+  INTERNAL_CA_SECRET,
+  renderBootstrap,
+  type BootstrapOptions,
+} from "../src/bootstrap.js";
 import { findEnvoy, type FoundEnvoy } from "../src/find-envoy.js";
 
 const execFileAsync = promisify(execFile);
@@ -121,7 +127,80 @@ describe("renderBootstrap", () => {
     });
   });
 
+  it("adds nothing beyond the template unless identity or readyPort is asked for", () => {
+    const b = parse(renderBootstrap(base));
+    expect(b.static_resources.secrets).toBeUndefined();
+    expect(b.static_resources.listeners).toBeUndefined();
+    expect(b.static_resources.clusters.map((c: { name: string }) => c.name)).toEqual(["xds_cluster"]);
+  });
+
+  it("identity: the gateway's key pair and the internal CA as static secrets, by their agreed names", () => {
+    const identity = {
+      certFile: "/id/edge.pem",
+      keyFile: "/id/edge-key.pem",
+      caFile: `/id/a: b #c/"ca".pem`,
+    };
+    const b = parse(renderBootstrap({ ...base, identity }));
+    expect(b.static_resources.secrets).toEqual([
+      {
+        name: GATEWAY_IDENTITY_SECRET,
+        tls_certificate: {
+          certificate_chain: { filename: "/id/edge.pem" },
+          private_key: { filename: "/id/edge-key.pem" },
+        },
+      },
+      { name: INTERNAL_CA_SECRET, validation_context: { trusted_ca: { filename: identity.caFile } } },
+    ]);
+    expect([GATEWAY_IDENTITY_SECRET, INTERNAL_CA_SECRET]).toEqual([
+      "portico-gateway-identity",
+      "portico-internal-ca",
+    ]);
+    // The xDS connection keeps its own files.
+    expect(b.static_resources.clusters[0].transport_socket).toBeNull();
+  });
+
+  it("readyPort: a listener on every address whose one route is GET /ready to the admin interface on loopback", () => {
+    const b = parse(renderBootstrap({ ...base, readyPort: 8081 }));
+    expect(b.admin.address.socket_address).toEqual({ address: "127.0.0.1", port_value: 19000 });
+    const [listener] = b.static_resources.listeners;
+    expect(listener.address.socket_address).toEqual({ address: "0.0.0.0", port_value: 8081 });
+    const hcm = listener.filter_chains[0].filters[0].typed_config;
+    const [vhost] = hcm.route_config.virtual_hosts;
+    expect(vhost.domains).toEqual(["*"]);
+    expect(vhost.routes).toHaveLength(1);
+    expect(vhost.routes[0].match).toEqual({
+      path: "/ready",
+      headers: [{ name: ":method", string_match: { exact: "GET" } }],
+    });
+    expect(vhost.routes[0].route.cluster).toBe(ADMIN_CLUSTER);
+    const admin = b.static_resources.clusters.find((c: { name: string }) => c.name === ADMIN_CLUSTER);
+    expect(admin.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address).toEqual({
+      address: "127.0.0.1",
+      port_value: 19000,
+    });
+  });
+
+  it("readyPort reaches an admin interface bound to a wildcard through loopback", () => {
+    const admin = (adminAddress: string) =>
+      parse(renderBootstrap({ ...base, adminAddress, readyPort: 8081 })).static_resources.clusters.find(
+        (c: { name: string }) => c.name === ADMIN_CLUSTER,
+      ).load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address;
+    expect(admin("0.0.0.0")).toBe("127.0.0.1");
+    expect(admin("::")).toBe("::1");
+    expect(admin("::1")).toBe("::1");
+  });
+
   it("rejects bad input", () => {
+    expect(() => renderBootstrap({ ...base, adminPort: 0, readyPort: 8081 })).toThrow(
+      /readyPort needs a fixed adminPort/,
+    );
+    expect(() => renderBootstrap({ ...base, readyPort: 19000 })).toThrow(
+      /readyPort and adminPort must differ/,
+    );
+    expect(() => renderBootstrap({ ...base, readyPort: 0 })).toThrow(/readyPort/);
+    expect(() =>
+      renderBootstrap({ ...base, identity: { certFile: "/c.pem", keyFile: "", caFile: "/ca.pem" } }),
+    ).toThrow(/identity.keyFile/);
     expect(() => renderBootstrap({ ...base, xdsTls: { caFile: "" } })).toThrow(/xdsTls.caFile/);
     expect(() => renderBootstrap({ ...base, xdsTls: { caFile: "/ca.pem", certFile: "/c.pem" } })).toThrow(
       /certFile and xdsTls.keyFile go together/,
@@ -173,18 +252,26 @@ describe("bootstrap accepted by Envoy (--mode validate)", () => {
   cases.push(
     ["tls", { xdsTls: { caFile: "<ca>" } }],
     ["mtls-dns", { xdsHost: "localhost", xdsTls: { caFile: "<ca>", certFile: "<cert>", keyFile: "<key>" } }],
+    [
+      "identity-and-ready",
+      { identity: { certFile: "<cert>", keyFile: "<key>", caFile: "<ca>" }, readyPort: 19001 },
+    ],
   );
   /** Fills the PKI's paths in, once beforeAll has made it. */
-  const withFiles = (o: Partial<BootstrapOptions>): Partial<BootstrapOptions> =>
-    o.xdsTls
+  const withFiles = (o: Partial<BootstrapOptions>): Partial<BootstrapOptions> => ({
+    ...o,
+    ...(o.xdsTls
       ? {
-          ...o,
           xdsTls: {
             caFile: pki.ca.cert,
             ...(o.xdsTls.certFile ? { certFile: pki.client.cert, keyFile: pki.client.key } : {}),
           },
         }
-      : o;
+      : {}),
+    ...(o.identity
+      ? { identity: { certFile: pki.client.cert, keyFile: pki.client.key, caFile: pki.ca.cert } }
+      : {}),
+  });
   for (const [name, overrides] of cases) {
     it(`validates the ${name} bootstrap`, async () => {
       const res = await validate(name, renderBootstrap({ ...base, ...withFiles(overrides) }));

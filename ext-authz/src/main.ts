@@ -9,6 +9,7 @@ import {
   type OpsServer,
   tracingFromEnv,
   type RpcTracing,
+  serviceTls,
   xdsClientTls,
 } from "@portico/common";
 import { Authorizer } from "./authorizer.js";
@@ -29,6 +30,9 @@ const { values: flags } = parseArgs({
     "xds-tls-cert": { type: "string", default: process.env.PORTICO_AUTHZ_XDS_TLS_CERT },
     "xds-tls-key": { type: "string", default: process.env.PORTICO_AUTHZ_XDS_TLS_KEY },
     listen: { type: "string", default: process.env.PORTICO_AUTHZ_LISTEN ?? "127.0.0.1:9191" },
+    "tls-cert": { type: "string", default: process.env.PORTICO_AUTHZ_TLS_CERT },
+    "tls-key": { type: "string", default: process.env.PORTICO_AUTHZ_TLS_KEY },
+    "tls-client-ca": { type: "string", default: process.env.PORTICO_AUTHZ_TLS_CLIENT_CA },
     metrics: { type: "string", default: process.env.PORTICO_AUTHZ_METRICS ?? "127.0.0.1:9192" },
     "log-level": { type: "string", default: process.env.LOG_LEVEL ?? "info" },
     help: { type: "boolean", default: false },
@@ -36,7 +40,7 @@ const { values: flags } = parseArgs({
 });
 
 if (flags.help) {
-  console.log(`usage: node ext-authz/dist/main.js [--policy FILE | --xds HOST:PORT] [--listen HOST:PORT] [--metrics HOST:PORT|off] [--log-level LEVEL]
+  console.log(`usage: node ext-authz/dist/main.js [--policy FILE | --xds HOST:PORT] [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE --tls-client-ca FILE] [--metrics HOST:PORT|off] [--log-level LEVEL]
 
   --policy        static policy YAML (env PORTICO_AUTHZ_POLICY); without one (and without --xds)
                   every protected route answers 401
@@ -49,6 +53,12 @@ if (flags.help) {
   --xds-tls-cert  PEM client certificate and key, for a control plane that requires mTLS
   --xds-tls-key   (env PORTICO_AUTHZ_XDS_TLS_CERT, PORTICO_AUTHZ_XDS_TLS_KEY)
   --listen     gRPC address for Check and health (env PORTICO_AUTHZ_LISTEN, default 127.0.0.1:9191)
+  --tls-cert, --tls-key, --tls-client-ca
+               PEM certificate, key and internal CA for the gRPC port, all three or none
+               (env PORTICO_AUTHZ_TLS_CERT, PORTICO_AUTHZ_TLS_KEY, PORTICO_AUTHZ_TLS_CLIENT_CA):
+               callers need a client certificate from that CA naming a gateway
+               (spiffe://portico/gateway/<group>); others are refused. Health answers any
+               verified client. Without them, plaintext.
   --metrics    address of /metrics (Prometheus), /healthz and /readyz, or off
                (env PORTICO_AUTHZ_METRICS, default 127.0.0.1:9192)
   --log-level  pino level (env LOG_LEVEL, default info)
@@ -79,6 +89,22 @@ try {
   log.fatal({ err: (err as Error).message }, "cannot start: the xDS TLS settings are not usable");
   process.exit(2);
 }
+const metrics = new AuthzMetrics();
+let grpcTls: ReturnType<typeof serviceTls>;
+try {
+  grpcTls = serviceTls(
+    { cert: flags["tls-cert"], key: flags["tls-key"], clientCa: flags["tls-client-ca"] },
+    {
+      envPrefix: "PORTICO_AUTHZ_TLS_",
+      logger: log,
+      onRefused: (reason) => metrics.callsRefused.inc({ reason }),
+      onLogDropped: () => metrics.logsDropped.inc(),
+    },
+  );
+} catch (err) {
+  log.fatal({ err: (err as Error).message }, "cannot start: the gRPC TLS settings are not usable");
+  process.exit(2);
+}
 
 async function readPolicy(): Promise<CompiledPolicy> {
   if (!flags.policy) {
@@ -103,7 +129,6 @@ if (!flags.xds) {
   }
 }
 
-const metrics = new AuthzMetrics();
 collectDefaultMetrics({ register: metrics.registry });
 let tracing: RpcTracing | undefined;
 try {
@@ -120,12 +145,13 @@ try {
   process.exit(1);
 }
 await authorizer.warm();
-const server = new AuthzServer({ authorizer, address: flags.listen!, logger: log, tracing });
+const server = new AuthzServer({ authorizer, address: flags.listen!, logger: log, tracing, tls: grpcTls });
 const port = await server.start();
 log.info(
   {
     listen: flags.listen,
     port,
+    transport: grpcTls ? grpcTls.transport : "plaintext",
     revision: policy?.revision,
     policy: flags.policy,
     xds: flags.xds,
@@ -133,6 +159,20 @@ log.info(
   },
   "ext-authz serving",
 );
+/** Whether a listen address reaches beyond this host (a unix socket or an odd form: assume not). */
+function beyondLoopback(listen: string): boolean {
+  try {
+    return !/^(127\.|::1$|localhost$)/.test(hostPortFlag(listen, "listen").host);
+  } catch {
+    return false;
+  }
+}
+if (!grpcTls && beyondLoopback(flags.listen!)) {
+  log.warn(
+    { listen: flags.listen },
+    "the gRPC port is plaintext beyond loopback: any process that reaches it can call Check; set --tls-cert, --tls-key and --tls-client-ca",
+  );
+}
 
 let source: XdsPolicySource | undefined;
 let ops: OpsServer | undefined;

@@ -68,6 +68,14 @@ export class AuthzMetrics {
     registers: [this.registry],
   });
 
+  /** Calls refused before Check ran, because the caller is no gateway (with TLS on). */
+  readonly callsRefused = new Counter({
+    name: "portico_ext_authz_calls_refused_total",
+    help: "gRPC calls refused for the caller's identity: no-certificate or not-a-gateway.",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+
   private readonly hits: Record<CacheName, number> = { jwt: 0, introspection: 0 };
   private readonly misses: Record<CacheName, number> = { jwt: 0, introspection: 0 };
 

@@ -6,6 +6,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import {
   renderBootstrap,
+  type IdentityFiles,
   type XdsProtocol,
   type XdsTlsOptions,
   findEnvoy,
@@ -23,6 +24,12 @@ export interface StartEnvoyOptions {
   protocol?: XdsProtocol;
   /** TLS (and mTLS) to the control plane; default plaintext. */
   xdsTls?: XdsTlsOptions;
+  /** The gateway identity and internal CA files (bootstrap static secrets); default none. */
+  identity?: IdentityFiles;
+  /** A readiness listener on 0.0.0.0:<readyPort>; needs `adminPort`. */
+  readyPort?: number;
+  /** A fixed admin port; default 0 (Envoy picks one and reports it). */
+  adminPort?: number;
   /** `-l`; default "info". */
   logLevel?: string;
   /** `--component-log-level`; default "upstream:debug,config:debug" so xDS traffic shows in logs. */
@@ -180,9 +187,11 @@ export async function startEnvoy(o: StartEnvoyOptions): Promise<EnvoyProcess> {
       group: o.group,
       xdsHost: o.xdsHost ?? "127.0.0.1",
       xdsPort: o.xdsPort,
-      adminPort: 0,
+      adminPort: o.adminPort ?? 0,
       protocol: o.protocol,
       xdsTls: o.xdsTls,
+      identity: o.identity,
+      readyPort: o.readyPort,
     }),
   );
 

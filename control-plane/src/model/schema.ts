@@ -451,8 +451,26 @@ export const UpstreamTlsSchema = z
     ca: Name.optional(),
     /** A certificate resource presented to the upstream (mTLS). */
     clientCertificate: Name.optional(),
+    gatewayIdentity: z
+      .boolean()
+      .optional()
+      .meta({
+        description:
+          "mTLS between internal parts (ext-authz, the rate limiter): Envoy presents its own gateway " +
+          "certificate (spiffe://portico/gateway/<group>, the bootstrap's static secret " +
+          "`portico-gateway-identity`) and verifies the upstream with the internal CA (static secret " +
+          "`portico-internal-ca`). Each Envoy needs those in its bootstrap (`identity`), or it refuses " +
+          "the cluster. Excludes `ca` and `clientCertificate`.",
+        examples: [true],
+      }),
   })
-  .strict();
+  .strict()
+  .meta({
+    description:
+      "TLS to the upstream: `sni` is sent and, with a CA, checked as a DNS name in its certificate " +
+      "(default: the first endpoint's host, when it is a name); `ca` and `clientCertificate` name " +
+      "certificate resources, or `gatewayIdentity` uses the gateway's own identity and the internal CA.",
+  });
 
 export const UpstreamSchema = z
   .object({

@@ -324,6 +324,20 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
     }
   });
   config.upstreams.forEach((u, ui) => {
+    if (u.tls?.gatewayIdentity) {
+      if (u.tls.ca)
+        problems.push({
+          field: `upstreams[${ui}].tls.ca`,
+          reason:
+            "gatewayIdentity verifies the upstream with the internal CA: give ca or gatewayIdentity, not both",
+        });
+      if (u.tls.clientCertificate)
+        problems.push({
+          field: `upstreams[${ui}].tls.clientCertificate`,
+          reason:
+            "gatewayIdentity presents the gateway's own certificate: give clientCertificate or gatewayIdentity, not both",
+        });
+    }
     const ca = u.tls?.ca ? certs.get(u.tls.ca) : undefined;
     if (ca && !ca.caPem)
       problems.push({ field: `upstreams[${ui}].tls.ca`, reason: `certificate '${ca.name}' has no caPem` });

@@ -1,4 +1,5 @@
 import type { ResourceInput } from "../xds/snapshot.js";
+import { bootstrapSecretStandIns } from "./bootstrap-secret-stand-ins.js";
 import { TypeUrl } from "../xds/types.js";
 
 function withoutSdsSources(value: unknown): any {
@@ -39,7 +40,8 @@ export function staticBootstrap(group: string, resources: ResourceInput[]): obje
     }
     return cluster;
   });
-  const secrets = of(TypeUrl.Secret).map((s) => s.message);
+  // Clusters with tls.gatewayIdentity name secrets each Envoy's bootstrap holds.
+  const secrets = [...of(TypeUrl.Secret).map((s) => s.message), ...bootstrapSecretStandIns()];
   return {
     node: { id: "validate", cluster: group },
     // An SDS reference without a config source names a static secret.

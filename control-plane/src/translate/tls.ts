@@ -4,6 +4,7 @@
  */
 import { isIP } from "node:net";
 import { TYPE_PREFIX } from "@portico/contract";
+import { GATEWAY_IDENTITY_SECRET, INTERNAL_CA_SECRET } from "@portico/envoy";
 import type { Certificate, Config, Upstream } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
@@ -40,26 +41,46 @@ export function downstreamTls(config: Config, certificate: string): object {
   };
 }
 
-/** A cluster's TLS to its upstream: SNI, the CA that verifies it, a client certificate. */
+/**
+ * A static secret of the Envoy's bootstrap, named without a config source: Envoy takes it from
+ * `static_resources.secrets`, and refuses the cluster when the bootstrap has none of that name.
+ */
+function staticSecret(name: string): object {
+  return { name };
+}
+
+/**
+ * A cluster's TLS to its upstream: SNI, the CA that verifies it, a client certificate. With
+ * `gatewayIdentity`, the certificate is the Envoy's own gateway identity and the CA the internal
+ * one, both from its bootstrap: neither key nor CA travels over xDS.
+ */
 export function upstreamTls(u: Upstream): object {
   const tls = u.tls!;
   const sni = tls.sni ?? (isIP(u.endpoints[0]!.host) ? undefined : u.endpoints[0]!.host);
+  const clientCertificate = tls.gatewayIdentity
+    ? staticSecret(GATEWAY_IDENTITY_SECRET)
+    : tls.clientCertificate
+      ? sdsSecret(secretName(tls.clientCertificate, "cert"))
+      : undefined;
+  const ca = tls.gatewayIdentity
+    ? staticSecret(INTERNAL_CA_SECRET)
+    : tls.ca
+      ? sdsSecret(secretName(tls.ca, "ca"))
+      : undefined;
   return {
     name: "envoy.transport_sockets.tls",
     typed_config: {
       "@type": TYPE_PREFIX + UPSTREAM_TLS,
       ...(sni ? { sni } : {}),
       common_tls_context: {
-        ...(tls.clientCertificate
-          ? { tls_certificate_sds_secret_configs: [sdsSecret(secretName(tls.clientCertificate, "cert"))] }
-          : {}),
-        ...(tls.ca
+        ...(clientCertificate ? { tls_certificate_sds_secret_configs: [clientCertificate] } : {}),
+        ...(ca
           ? {
               combined_validation_context: {
                 default_validation_context: sni
                   ? { match_typed_subject_alt_names: [{ san_type: "DNS", matcher: { exact: sni } }] }
                   : {},
-                validation_context_sds_secret_config: sdsSecret(secretName(tls.ca, "ca")),
+                validation_context_sds_secret_config: ca,
               },
             }
           : {}),

@@ -27,6 +27,11 @@ export interface AuthzServerOptions {
   tracing?: RpcTracing;
   /** Refusal lines logged a second at most (`DEFAULT_REFUSAL_LOGS_PER_SECOND`). */
   refusalLogsPerSecond?: number;
+  /**
+   * mTLS (`serviceTls` from @portico/common): the credentials to bind with and the check that lets
+   * only gateways call. Plaintext when unset.
+   */
+  tls?: { credentials: grpc.ServerCredentials; interceptor: grpc.ServerInterceptor };
 }
 
 /**
@@ -37,16 +42,18 @@ export interface AuthzServerOptions {
  */
 export class AuthzServer {
   readonly health = new HealthService([AUTHORIZATION_SERVICE]);
-  private readonly server = new grpc.Server({
-    "grpc.max_receive_message_length": 4 * 1024 * 1024,
-    // Channelz bookkeeping costs a few percent of every call on the hot path; Prometheus metrics
-    // cover what operators need.
-    "grpc.enable_channelz": 0,
-  });
+  private readonly server: grpc.Server;
   private boundPort = 0;
   private readonly refusalLogs: LogBudget;
 
   constructor(private readonly opts: AuthzServerOptions) {
+    this.server = new grpc.Server({
+      "grpc.max_receive_message_length": 4 * 1024 * 1024,
+      // Channelz bookkeeping costs a few percent of every call on the hot path; Prometheus metrics
+      // cover what operators need.
+      "grpc.enable_channelz": 0,
+      ...(opts.tls ? { interceptors: [opts.tls.interceptor] } : {}),
+    });
     this.refusalLogs = new LogBudget(
       opts.refusalLogsPerSecond ?? DEFAULT_REFUSAL_LOGS_PER_SECOND,
       Date.now,
@@ -138,8 +145,10 @@ export class AuthzServer {
 
   async start(): Promise<number> {
     this.boundPort = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(this.opts.address, grpc.ServerCredentials.createInsecure(), (err, port) =>
-        err ? reject(err) : resolve(port),
+      this.server.bindAsync(
+        this.opts.address,
+        this.opts.tls?.credentials ?? grpc.ServerCredentials.createInsecure(),
+        (err, port) => (err ? reject(err) : resolve(port)),
       ),
     );
     if (this.opts.authorizer.ready) this.health.set("SERVING");

@@ -22,6 +22,8 @@ export class RateLimitMetrics {
   readonly decisionSeconds: Histogram;
   /** Configs from the control plane, accepted or refused (NACKed). */
   readonly configUpdates: Counter<"result">;
+  /** Calls refused before any counting, because the caller is no gateway (with TLS on). */
+  readonly callsRefused: Counter<"reason">;
   private readonly detailed = new WeakMap<LimitRule, Set<string>>();
 
   constructor(
@@ -80,6 +82,11 @@ export class RateLimitMetrics {
       "portico_ratelimit_config_updates_total",
       "Configs received over xDS, by result (accepted, rejected)",
       ["result"],
+    );
+    this.callsRefused = counter(
+      "portico_ratelimit_calls_refused_total",
+      "gRPC calls refused for the caller's identity: no-certificate or not-a-gateway",
+      ["reason"],
     );
   }
 

@@ -40,7 +40,11 @@ export interface RateLimitServiceOptions {
   retryAfter?: boolean;
   /** RateLimit-Limit, -Remaining and -Reset on every answer, under these names; none when undefined. */
   limitHeaders?: LimitHeaderNames;
-  credentials?: grpc.ServerCredentials;
+  /**
+   * mTLS (`serviceTls` from @portico/common): the credentials to bind with and the check that lets
+   * only gateways call, so no other workload can spend a consumer's quota. Plaintext when unset.
+   */
+  tls?: { credentials: grpc.ServerCredentials; interceptor: grpc.ServerInterceptor };
   /**
    * Close connections after this long (GOAWAY, ±10 % jitter), so that clients resolve the
    * service's address again and spread over new instances (upstream's GRPC_MAX_CONNECTION_AGE).
@@ -94,6 +98,7 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
     ...(opts.maxConnectionAgeGraceMs
       ? { "grpc.max_connection_age_grace_ms": opts.maxConnectionAgeGraceMs }
       : {}),
+    ...(opts.tls ? { interceptors: [opts.tls.interceptor] } : {}),
   });
   server.addService(rateLimitServiceDefinition(), {
     ShouldRateLimit: (
@@ -138,12 +143,15 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(
       `${host.includes(":") ? `[${host}]` : host}:${opts.port ?? 8081}`,
-      opts.credentials ?? grpc.ServerCredentials.createInsecure(),
+      opts.tls?.credentials ?? grpc.ServerCredentials.createInsecure(),
       (err, bound) => (err ? reject(err) : resolve(bound)),
     ),
   );
   if (ready) health.set("SERVING");
-  log.info({ host, port, limiter: opts.limiter.kind }, "rate-limit service listening");
+  log.info(
+    { host, port, limiter: opts.limiter.kind, transport: opts.tls ? "mtls" : "plaintext" },
+    "rate-limit service listening",
+  );
 
   return {
     port,
