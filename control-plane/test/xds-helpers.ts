@@ -1,4 +1,15 @@
-import { silentLogger, XdsClient, type ClientUpdate } from "@portico/common";
+import * as grpc from "@grpc/grpc-js";
+import {
+  decodeDeltaDiscoveryResponse,
+  decodeDiscoveryResponse,
+  encodeDeltaDiscoveryRequest,
+  encodeDiscoveryRequest,
+  silentLogger,
+  XdsClient,
+  type ClientUpdate,
+  type DeltaDiscoveryRequest,
+  type DiscoveryRequest,
+} from "@portico/common";
 import { buildSnapshot, type ResourceInput } from "../src/xds/snapshot.js";
 import { XdsServer } from "../src/xds/server.js";
 import { TypeUrl } from "../src/xds/types.js";
@@ -142,4 +153,67 @@ export function resources(opts: {
 
 export function snapshot(group: string, opts: Parameters<typeof resources>[0]) {
   return buildSnapshot(group, resources(opts));
+}
+
+/** How a stream opened by `rawStream` ended, and every message that arrived on it before. */
+export interface RawOutcome {
+  code: grpc.status;
+  details: string;
+  received: Buffer[];
+}
+
+/**
+ * A bare xDS stream made with grpc-js, as a hostile client would make one: sends `requests` as
+ * they are, NACKs whatever arrives, and keeps the raw bytes. Resolves when the server ends the
+ * stream; rejects if it is still open after `timeoutMs`.
+ */
+export function rawStream(
+  target: string,
+  credentials: grpc.ChannelCredentials,
+  o: {
+    protocol?: "sotw" | "delta";
+    /** Default ADS; e.g. `/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets`. */
+    path?: string;
+    requests: Array<Partial<DiscoveryRequest> | Partial<DeltaDiscoveryRequest>>;
+    timeoutMs?: number;
+  },
+): Promise<RawOutcome> {
+  const delta = o.protocol === "delta";
+  const path =
+    o.path ??
+    `/envoy.service.discovery.v3.AggregatedDiscoveryService/${delta ? "DeltaAggregatedResources" : "StreamAggregatedResources"}`;
+  const client = new grpc.Client(target, credentials);
+  const call = client.makeBidiStreamRequest<any, Buffer>(
+    path,
+    delta ? encodeDeltaDiscoveryRequest : encodeDiscoveryRequest,
+    (b: Buffer) => b,
+  );
+  const received: Buffer[] = [];
+  return new Promise<RawOutcome>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      call.cancel();
+      client.close();
+      reject(
+        new Error(
+          `the stream was still open after ${o.timeoutMs ?? 5_000} ms; received ${received.length} messages`,
+        ),
+      );
+    }, o.timeoutMs ?? 5_000);
+    call.on("data", (b: Buffer) => {
+      received.push(b);
+      const r = delta ? decodeDeltaDiscoveryResponse(b) : decodeDiscoveryResponse(b);
+      call.write({
+        type_url: r.type_url,
+        response_nonce: r.nonce,
+        error_detail: { code: 3, message: "refused by a rogue" },
+      });
+    });
+    call.on("error", () => {});
+    call.on("status", (st: grpc.StatusObject) => {
+      clearTimeout(timer);
+      client.close();
+      resolve({ code: st.code, details: st.details, received });
+    });
+    for (const r of o.requests) call.write(r);
+  });
 }

@@ -4,11 +4,17 @@ import os from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { XdsClient, type ClientUpdate, xdsClientTls } from "@portico/common";
+import { identityUri, XdsClient, type ClientUpdate, xdsClientTls, type PolicyRole } from "@portico/common";
 import { POLICY_GROUP, AuthTypeUrl } from "@portico/contract";
 import { REPO_ROOT } from "@portico/envoy";
 import { XdsPolicySource, type CompiledPolicy } from "@portico/ext-authz";
-import { makeTestPki, removeTestPki, type TestPki } from "../harness/certs.js";
+import {
+  makeIdentityCert,
+  makeTestPki,
+  removeTestPki,
+  type CertFiles,
+  type TestPki,
+} from "../harness/certs.js";
 import { spawnControlPlane } from "../harness/control-plane-process.js";
 import {
   freePort,
@@ -78,6 +84,9 @@ function firstOutcome(client: XdsClient, timeoutMs = 10_000): Promise<Error | Cl
 describe("xDS over mTLS", () => {
   const track = useEnvoyLogs();
   let pki: TestPki;
+  /** Each client's certificate names its workload identity: the edge's Envoys, each policy service. */
+  let edge: CertFiles;
+  const policy = {} as Record<PolicyRole, CertFiles>;
   let upstream: HttpUpstream;
   let port: number;
   let api: AdminHandle;
@@ -89,6 +98,9 @@ describe("xDS over mTLS", () => {
 
   beforeAll(async () => {
     pki = makeTestPki();
+    edge = makeIdentityCert(pki, "gateway-edge", identityUri({ kind: "gateway", group: "edge" }));
+    for (const role of ["ext-authz", "ratelimit", "aggregator"] as const)
+      policy[role] = makeIdentityCert(pki, `policy-${role}`, identityUri({ kind: "policy", role }));
     upstream = await startHttpUpstream("secure-app");
     port = await freePort();
     api = await startAdmin({ xdsTls: { cert: pki.server.cert, key: pki.server.key, clientCa: pki.ca.cert } });
@@ -128,7 +140,7 @@ describe("xDS over mTLS", () => {
           xdsHost: host,
           xdsPort: api.cp.xdsPort,
           protocol,
-          xdsTls: { caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key },
+          xdsTls: { caFile: pki.ca.cert, certFile: edge.cert, keyFile: edge.key },
         }),
       );
       try {
@@ -187,8 +199,8 @@ describe("xDS over mTLS", () => {
   it("a policy service with a certificate the CA signed gets its resources over mTLS", async () => {
     const { credentials, transport } = xdsClientTls({
       ca: pki.ca.cert,
-      cert: pki.client.cert,
-      key: pki.client.key,
+      cert: policy["ext-authz"].cert,
+      key: policy["ext-authz"].key,
     });
     expect(transport).toBe("mtls");
     const installed: CompiledPolicy[] = [];
@@ -221,7 +233,9 @@ describe("xDS over mTLS", () => {
     ],
     [
       "not trusting the control plane's CA",
-      () => xdsClientTls({ ca: pki.otherCa.cert, cert: pki.client.cert, key: pki.client.key }).credentials!,
+      () =>
+        xdsClientTls({ ca: pki.otherCa.cert, cert: policy["ext-authz"].cert, key: policy["ext-authz"].key })
+          .credentials!,
     ],
   ];
   for (const [what, credentials] of refusedClients) {
@@ -256,9 +270,9 @@ describe("xDS over mTLS", () => {
       "--xds-tls-ca",
       pki.ca.cert,
       "--xds-tls-cert",
-      pki.client.cert,
+      policy["ext-authz"].cert,
       "--xds-tls-key",
-      pki.client.key,
+      policy["ext-authz"].key,
     ];
     const started = {
       "ext-authz-flags": spawnService("ext-authz/src/main.ts", [
@@ -285,8 +299,8 @@ describe("xDS over mTLS", () => {
         ],
         {
           PORTICO_RATELIMIT_XDS_TLS_CA: pki.ca.cert,
-          PORTICO_RATELIMIT_XDS_TLS_CERT: pki.client.cert,
-          PORTICO_RATELIMIT_XDS_TLS_KEY: pki.client.key,
+          PORTICO_RATELIMIT_XDS_TLS_CERT: policy.ratelimit.cert,
+          PORTICO_RATELIMIT_XDS_TLS_KEY: policy.ratelimit.key,
         },
       ),
       "aggregator-env": spawnService(
@@ -294,8 +308,8 @@ describe("xDS over mTLS", () => {
         ["--xds", target, "--node-id", "aggregator-env", "--listen", `127.0.0.1:${aggPort}`],
         {
           PORTICO_AGGREGATOR_XDS_TLS_CA: pki.ca.cert,
-          PORTICO_AGGREGATOR_XDS_TLS_CERT: pki.client.cert,
-          PORTICO_AGGREGATOR_XDS_TLS_KEY: pki.client.key,
+          PORTICO_AGGREGATOR_XDS_TLS_CERT: policy.aggregator.cert,
+          PORTICO_AGGREGATOR_XDS_TLS_KEY: policy.aggregator.key,
         },
       ),
     };
@@ -334,14 +348,18 @@ describe("xDS over mTLS", () => {
 
 describe("the control plane's --xds-tls-* flags", () => {
   let pki: TestPki;
+  let authz: CertFiles;
   let dir: string;
   let cp: ChildProcess | undefined;
+  const services: Service[] = [];
 
   beforeAll(() => {
     pki = makeTestPki();
+    authz = makeIdentityCert(pki, "policy-ext-authz", identityUri({ kind: "policy", role: "ext-authz" }));
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-cp-tls-"));
   });
   afterAll(async () => {
+    await Promise.all(services.map((s) => s.stop()));
     if (cp && cp.exitCode === null) {
       const gone = new Promise((resolve) => cp!.once("exit", resolve));
       cp.kill("SIGTERM");
@@ -351,7 +369,7 @@ describe("the control plane's --xds-tls-* flags", () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it("serve xDS over mTLS: a client with the CA's certificate opens a stream, one without is refused", async () => {
+  it("serve xDS over mTLS: a client with an identity certificate the CA signed opens a stream, others are refused", async () => {
     const [adminPort, xdsPort] = await freePorts(2);
     cp = await spawnControlPlane({
       store: `file:${path.join(dir, "store")}`,
@@ -393,8 +411,21 @@ describe("the control plane's --xds-tls-* flags", () => {
     }
     expect(await streams()).toBe(0);
 
-    const accepted = connect(
+    // Signed by the CA but naming no workload identity: through the handshake, then refused.
+    const anonymous = connect(
       xdsClientTls({ ca: pki.ca.cert, cert: pki.client.cert, key: pki.client.key }).credentials,
+      "no-identity",
+    );
+    try {
+      const error = await firstOutcome(anonymous);
+      expect((error as grpc.ServiceError).code).toBe(grpc.status.PERMISSION_DENIED);
+      expect((error as grpc.ServiceError).details).toContain("names no Portico workload identity");
+    } finally {
+      anonymous.close();
+    }
+
+    const accepted = connect(
+      xdsClientTls({ ca: pki.ca.cert, cert: authz.cert, key: authz.key }).credentials,
       "with-cert",
     );
     const errors: Error[] = [];
@@ -426,4 +457,66 @@ describe("the control plane's --xds-tls-* flags", () => {
     expect(await svc.exited).toBe(1);
     expect(svc.output()).toContain("--xds-tls-client-ca (mTLS) needs --xds-tls-cert and --xds-tls-key");
   });
+
+  const startOn = async (name: string, args: string[], env: Record<string, string> = {}) => {
+    const [adminPort, xdsPort] = await freePorts(2);
+    const svc = spawnService(
+      "control-plane/src/main.ts",
+      [
+        "--store",
+        `file:${path.join(dir, `store-${name}`)}`,
+        "--tokens-file",
+        path.join(dir, `tokens-${name}.json`),
+        "--admin-port",
+        String(adminPort),
+        "--xds-port",
+        String(xdsPort),
+        ...args,
+      ],
+      env,
+    );
+    services.push(svc);
+    return { svc, adminPort };
+  };
+
+  it("refuses to serve xDS without client certificates on a non-loopback address", async () => {
+    for (const [name, args] of [
+      ["plaintext", []],
+      ["tls", ["--xds-tls-cert", pki.server.cert, "--xds-tls-key", pki.server.key]],
+    ] as const) {
+      const { svc } = await startOn(`exposed-${name}`, ["--xds-host", "0.0.0.0", ...args]);
+      expect(await svc.exited, svc.output()).toBe(1);
+      expect(svc.output()).toContain("refusing to serve xDS");
+      expect(svc.output()).toContain("on 0.0.0.0");
+      expect(svc.output()).toContain("--xds-insecure");
+    }
+  });
+
+  for (const [how, args, env] of [
+    ["--xds-insecure", ["--xds-insecure"], {}],
+    ["PORTICO_XDS_INSECURE=true", [], { PORTICO_XDS_INSECURE: "true" }],
+  ] as const) {
+    it(`serves plaintext xDS on a non-loopback address with ${how}, warning that it is insecure`, async () => {
+      const { svc, adminPort } = await startOn(
+        `insecure-${how.length}`,
+        ["--xds-host", "0.0.0.0", ...args],
+        env,
+      );
+      await waitFor(
+        async () => {
+          if (svc.child.exitCode !== null) return "exited";
+          const res = await fetch(`http://127.0.0.1:${adminPort}/healthz`).catch(() => undefined);
+          return res?.ok && "up";
+        },
+        { what: "the control plane started with insecure xDS", timeoutMs: 20_000 },
+      ).then((state) => expect(state, svc.output()).toBe("up"));
+      const line = svc
+        .output()
+        .split("\n")
+        .find((l) => l.includes("INSECURE: xDS in plaintext on 0.0.0.0"));
+      expect(line, svc.output()).toBeDefined();
+      expect(JSON.parse(line!).level).toBe(40);
+      await svc.stop();
+    });
+  }
 });

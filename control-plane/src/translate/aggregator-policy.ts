@@ -4,7 +4,7 @@ import type { ResourceInput } from "../xds/snapshot.js";
 import { registerResourceType } from "../xds/types.js";
 
 // Full state: a SotW response lists every composite route, so a missing one is a deleted one.
-registerResourceType(COMPOSITE_ROUTE_TYPE_URL, { fullState: true });
+registerResourceType(COMPOSITE_ROUTE_TYPE_URL, { fullState: true, readBy: "aggregator" });
 
 function message(c: CompositeRoute, g: Gateway): CompositeRouteMessage {
   const parts = g.aggregator!.partsListener;

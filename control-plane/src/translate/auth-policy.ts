@@ -15,7 +15,7 @@ import { registerResourceType } from "../xds/types.js";
 
 // Full state: a SotW response lists every resource of the type, so a missing one is a deleted one
 // (a revoked key must not linger in ext-authz because nobody asked for it by name).
-for (const typeUrl of AUTH_TYPE_URLS) registerResourceType(typeUrl, { fullState: true });
+for (const typeUrl of AUTH_TYPE_URLS) registerResourceType(typeUrl, { fullState: true, readBy: "ext-authz" });
 
 function source(s: CredentialSource): CredentialSourceMessage {
   if ("header" in s) return { header: { name: s.header, prefix: s.prefix } };

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { REFUSAL_REASONS } from "./authorize.js";
 
 /** xDS metrics. Labels are the short type name and the protocol, so cardinality stays fixed. */
 export class XdsMetrics {
@@ -10,6 +11,8 @@ export class XdsMetrics {
   readonly nodes: Gauge;
   readonly snapshotBuild: Histogram;
   readonly staleNonces: Counter<"protocol">;
+  readonly refusedStreams: Counter<"reason">;
+  readonly refusalLogsDropped: Counter;
 
   constructor(readonly registry: Registry = new Registry()) {
     this.responses = new Counter({
@@ -57,6 +60,19 @@ export class XdsMetrics {
       name: "portico_xds_stale_requests_total",
       help: "SotW requests ignored because their nonce was not the latest",
       labelNames: ["protocol"],
+      registers: [registry],
+    });
+    this.refusedStreams = new Counter({
+      name: "portico_xds_refused_streams_total",
+      help: "xDS streams ended with PERMISSION_DENIED because the client's certificate does not allow what it asked for",
+      labelNames: ["reason"],
+      registers: [registry],
+    });
+    // Every reason shows from the start, at 0: an alert on its rise needs a series to rise from.
+    for (const reason of REFUSAL_REASONS) this.refusedStreams.inc({ reason }, 0);
+    this.refusalLogsDropped = new Counter({
+      name: "portico_xds_refusal_logs_dropped_total",
+      help: "Refused xDS streams not logged because the refusal log budget was spent (each is still counted)",
       registers: [registry],
     });
   }

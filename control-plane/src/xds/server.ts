@@ -1,6 +1,8 @@
 import * as grpc from "@grpc/grpc-js";
 import { SnapshotCache } from "./cache.js";
 import {
+  DEFAULT_REFUSAL_LOGS_PER_SECOND,
+  LogBudget,
   serviceDefinition,
   type DeltaDiscoveryRequest,
   type DiscoveryRequest,
@@ -64,6 +66,13 @@ export interface XdsServerOptions {
   /** Response bytes in flight across all streams before further responses wait; default 8 MiB. */
   maxBytesInFlight?: number;
   credentials?: grpc.ServerCredentials;
+  /**
+   * Clients present certificates (`credentials` require them): each stream is served only what
+   * the Portico identity its certificate names may read. Without it nothing is authenticated.
+   */
+  authorizeClients?: boolean;
+  /** Refused streams logged per second at most (each is counted regardless). */
+  refusalLogsPerSecond?: number;
 }
 
 /**
@@ -89,6 +98,17 @@ export class XdsServer {
       fleet: this.fleet,
       log: opts.log,
       metrics: this.metrics,
+      ...(opts.authorizeClients
+        ? {
+            access: {
+              refusalLogs: new LogBudget(
+                opts.refusalLogsPerSecond ?? DEFAULT_REFUSAL_LOGS_PER_SECOND,
+                Date.now,
+                () => this.metrics.refusalLogsDropped.inc(),
+              ),
+            },
+          }
+        : {}),
     };
     const keepalive = opts.keepaliveMs ?? 30_000;
     this.server = new grpc.Server({

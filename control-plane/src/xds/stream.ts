@@ -1,5 +1,16 @@
 import * as grpc from "@grpc/grpc-js";
-import { withNonce, type Logger, type Node, type Status } from "@portico/common";
+import {
+  describeIdentity,
+  identityUri,
+  peerAuth,
+  withNonce,
+  type LogBudget,
+  type Logger,
+  type Node,
+  type Status,
+  type WorkloadIdentity,
+} from "@portico/common";
+import { authorizeXds, type Refusal } from "./authorize.js";
 import type { SnapshotCache } from "./cache.js";
 import type { FleetState, NodeStatus } from "./fleet.js";
 import type { XdsMetrics } from "./metrics.js";
@@ -13,6 +24,11 @@ export interface StreamDeps {
   fleet: FleetState;
   log: Logger;
   metrics: XdsMetrics;
+  /**
+   * Set when clients authenticate with certificates (mTLS): each stream is served only what the
+   * identity its certificate names may read, and refused before anything is sent otherwise.
+   */
+  access?: { refusalLogs: LogBudget };
 }
 
 export type Protocol = "sotw" | "delta";
@@ -86,6 +102,8 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
   /** Referrer types held back while `warming` is not empty. */
   private readonly deferred = new Set<string>();
   private warmingTimer?: NodeJS.Timeout;
+  /** The peer's identity, read once from its verified certificate when access is checked. */
+  private readonly identity?: WorkloadIdentity;
 
   constructor(
     protected readonly call: grpc.ServerDuplexStream<Req, Buffer>,
@@ -95,6 +113,7 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
     protected readonly fixedType?: string,
   ) {
     this.log = deps.log.child({ stream: this.id, protocol, ads: !fixedType });
+    if (deps.access) this.identity = peerAuth(call).identity;
   }
 
   private onClosed?: () => void;
@@ -103,6 +122,8 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
     this.onClosed = onClosed;
     this.deps.metrics.streams.inc({ protocol: this.protocol });
     this.call.on("data", (req: Req) => {
+      // Requests already read when the stream was ended (refused, failed) are not served.
+      if (this.closed) return;
       try {
         this.onRequest(req);
         // Covers answers to the first phase of a push, and a reconnect after which the node
@@ -155,31 +176,50 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
     }
   }
 
-  /** Handles the node and type of a request; returns the type URL, or undefined to ignore it. */
+  /**
+   * Handles the node and type of a request; returns the type URL, or undefined to ignore it. The
+   * node joins the fleet only once its first request was found allowed, so a refused stream is
+   * never sent anything and none of its ACKs or NACKs count.
+   */
   protected accept(req: Req): string | undefined {
-    if (!this.node) {
-      const node = req.node;
-      if (!node || !node.id || !node.cluster) {
-        this.fail(
-          grpc.status.INVALID_ARGUMENT,
-          "the first request of a stream must carry node.id and node.cluster (the gateway group)",
-        );
-        return undefined;
-      }
-      this.node = node;
-      this.log = this.log.child({ node: node.id, group: node.cluster });
-      this.status = this.deps.fleet.connect(node, this.protocol);
-      this.deps.metrics.nodes.set(this.deps.fleet.size());
-      this.log.info({ envoy: this.status.version }, "node connected");
-      this.snapshot = this.deps.cache.get(node.cluster);
-      this.unwatch = this.deps.cache.watch(node.cluster, (s) => this.onSnapshot(s));
+    const node = this.node ?? req.node;
+    if (!node || !node.id || !node.cluster) {
+      this.fail(
+        grpc.status.INVALID_ARGUMENT,
+        "the first request of a stream must carry node.id and node.cluster (the gateway group)",
+      );
+      return undefined;
     }
     const typeUrl = this.fixedType ?? req.type_url;
     if (this.fixedType && req.type_url && req.type_url !== this.fixedType) {
       this.fail(grpc.status.INVALID_ARGUMENT, `this service serves ${this.fixedType}, not ${req.type_url}`);
       return undefined;
     }
-    if (!typeUrl || !isKnownType(typeUrl)) {
+    const known = !!typeUrl && isKnownType(typeUrl);
+    if (this.deps.access) {
+      const refusal = authorizeXds(this.identity, {
+        cluster: node.cluster,
+        typeUrl: known ? typeUrl : undefined,
+      });
+      if (refusal) {
+        this.refuse(refusal, node);
+        return undefined;
+      }
+    }
+    if (!this.node) {
+      this.node = node;
+      this.log = this.log.child({
+        node: node.id,
+        group: node.cluster,
+        ...(this.identity ? { identity: identityUri(this.identity) } : {}),
+      });
+      this.status = this.deps.fleet.connect(node, this.protocol);
+      this.deps.metrics.nodes.set(this.deps.fleet.size());
+      this.log.info({ envoy: this.status.version }, "node connected");
+      this.snapshot = this.deps.cache.get(node.cluster);
+      this.unwatch = this.deps.cache.watch(node.cluster, (s) => this.onSnapshot(s));
+    }
+    if (!known) {
       // An unknown type must not cut the node off from everything else on the ADS stream.
       if (!this.unknownTypesSeen.has(typeUrl)) {
         this.unknownTypesSeen.add(typeUrl);
@@ -188,6 +228,27 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
       return undefined;
     }
     return typeUrl;
+  }
+
+  /** Ends the stream with PERMISSION_DENIED; counted always, logged within the refusal budget. */
+  private refuse(refusal: Refusal, node: Node): void {
+    this.deps.metrics.refusedStreams.inc({ reason: refusal.reason });
+    const budget = this.deps.access?.refusalLogs.take();
+    if (budget) {
+      const cert = this.call.getAuthContext()?.sslPeerCertificate;
+      this.log.warn(
+        {
+          reason: refusal.reason,
+          identity: this.identity ? describeIdentity(this.identity) : undefined,
+          // Who the certificate says it is, for a certificate that names no identity.
+          ...(this.identity ? {} : { subject: cert?.subject?.CN, san: cert?.subjectaltname?.slice(0, 500) }),
+          ...(this.node ? {} : { node: node.id.slice(0, 200), group: node.cluster.slice(0, 200) }),
+          ...(budget.dropped ? { dropped: budget.dropped } : {}),
+        },
+        `xDS stream refused: ${refusal.message}`,
+      );
+    }
+    this.fail(grpc.status.PERMISSION_DENIED, refusal.message);
   }
 
   /** Per type, the newest shared response this stream sent. */

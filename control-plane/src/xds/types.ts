@@ -1,3 +1,4 @@
+import type { PolicyRole } from "@portico/common";
 import { TYPE_PREFIX } from "@portico/contract";
 
 export const TypeUrl = {
@@ -48,14 +49,33 @@ export function removalOrder(): string[] {
 const fullStateTypes = new Set<string>([TypeUrl.Listener, TypeUrl.Cluster]);
 const knownTypes = new Set<string>(PUSH_ORDER);
 const extraOrder: string[] = [];
+/** The policy role that may read each registered type; Envoy's own types are for gateways only. */
+const readers = new Map<string, PolicyRole>();
 
-/** Registers a further resource type (e.g. a Portico policy type) served over the same streams. */
-export function registerResourceType(typeUrl: string, opts: { fullState: boolean }): void {
+/**
+ * Registers a further resource type (a Portico policy type) served over the same streams, to the
+ * policy service of role `readBy` only.
+ */
+export function registerResourceType(
+  typeUrl: string,
+  opts: { fullState: boolean; readBy: PolicyRole },
+): void {
   if (!knownTypes.has(typeUrl)) {
     knownTypes.add(typeUrl);
     extraOrder.push(typeUrl);
   }
   if (opts.fullState) fullStateTypes.add(typeUrl);
+  readers.set(typeUrl, opts.readBy);
+}
+
+/** Envoy's resource types: what a gateway may read of its group's snapshot. */
+export function isEnvoyType(typeUrl: string): boolean {
+  return (PUSH_ORDER as readonly string[]).includes(typeUrl);
+}
+
+/** The policy role a registered type is for; undefined for Envoy's types and unknown ones. */
+export function policyReader(typeUrl: string): PolicyRole | undefined {
+  return readers.get(typeUrl);
 }
 
 export function isKnownType(typeUrl: string): boolean {
