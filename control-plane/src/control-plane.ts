@@ -1,13 +1,7 @@
 import http from "node:http";
 import express from "express";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import {
-  createLogger,
-  type Logger,
-  xdsServerTls,
-  type XdsServerTlsFiles,
-  type XdsTransport,
-} from "@portico/common";
+import { createLogger, type Logger, xdsServerTls, type XdsServerTlsFiles } from "@portico/common";
 import { apiRouter } from "./admin/api.js";
 import { requireToken, TokenRegistry } from "./admin/auth.js";
 import { ConfigService } from "./admin/config-service.js";
@@ -15,10 +9,12 @@ import { errorHandler, HttpError } from "./admin/http-error.js";
 import { openApiDocument } from "./admin/openapi.js";
 import { FileConfigSource } from "./config/file-source.js";
 import { Publisher } from "./config/publish.js";
+import { GroupMembership } from "./fleet/membership.js";
 import { FleetSharing } from "./fleet/sharing.js";
 import { openStore, RedisStore } from "./store/index.js";
 import type { ConfigStore } from "./store/types.js";
 import { envoyValidator } from "./config/envoy-validate.js";
+import { checkXdsExposure } from "./xds/exposure.js";
 import { XdsMetrics } from "./xds/metrics.js";
 import { XdsServer } from "./xds/server.js";
 
@@ -36,8 +32,16 @@ export interface ControlPlaneOptions {
   configFileShownAs?: string;
   xdsHost?: string;
   xdsPort?: number;
-  /** Serve xDS over TLS (PEM files); with `clientCa`, clients must present a certificate it signed. */
+  /**
+   * Serve xDS over TLS (PEM files). With `clientCa` (mTLS), clients must present a certificate it
+   * signed, naming a Portico workload identity, and each is served only what that identity may read.
+   */
   xdsTls?: XdsServerTlsFiles;
+  /**
+   * Serve xDS without client certificates on a non-loopback `xdsHost`; refused at start otherwise,
+   * since anyone reaching the port could read every gateway's keys.
+   */
+  xdsInsecure?: boolean;
   adminHost?: string;
   adminPort?: number;
   /** Time a client has to send its request headers (default 10 s) and its whole request (30 s). */
@@ -54,6 +58,11 @@ export interface ControlPlaneOptions {
   skipSemanticChecks?: boolean;
   /** Hold-off after a config file change; default 100 ms. */
   debounceMs?: number;
+  /**
+   * Quiet time after an Envoy joins or leaves its gateway group before the limits the group's
+   * Envoys count are divided again and pushed; default 1 s (at most 5 s into a busy spell).
+   */
+  membershipDebounceMs?: number;
   log?: Logger;
   /** Process-wide metrics (CPU, memory, event loop); off in tests that start several. */
   defaultMetrics?: boolean;
@@ -70,22 +79,6 @@ export interface ControlPlane {
   /** The plaintext of an admin token created at this start, shown once. */
   createdToken?: string;
   stop(): Promise<void>;
-}
-
-/** Says which xDS transport is on, and warns when the fleet's config is readable off the host. */
-function logXdsTransport(log: Logger, transport: XdsTransport, host: string, clientCa?: string): void {
-  if (transport === "mtls") {
-    log.info({ transport, clientCa }, "xDS over mTLS: clients need a certificate the client CA signed");
-  } else if (transport === "tls") {
-    log.info({ transport }, "xDS over TLS, without client certificates: any client reaching it is served");
-  } else if (host === "127.0.0.1" || host === "::1" || host === "localhost") {
-    log.info({ transport }, "xDS in plaintext on loopback");
-  } else {
-    log.warn(
-      { transport, host },
-      "xDS in plaintext on a non-loopback address: anyone who reaches it can read the config; see --xds-tls-cert",
-    );
-  }
 }
 
 /** How far back the status looks for the revision number of a config hash a node applied. */
@@ -105,14 +98,37 @@ function revisionNumbers(history: { number: number; hash: string }[]): Map<strin
  */
 export async function startControlPlane(opts: ControlPlaneOptions): Promise<ControlPlane> {
   const log = opts.log ?? createLogger("control-plane");
+  // Files are read before anything listens, so a bad path stops the start with its name.
+  const tls = opts.xdsTls ? xdsServerTls(opts.xdsTls) : undefined;
+  const xdsTransport = tls?.transport ?? "plaintext";
+  const xdsHost = opts.xdsHost ?? "127.0.0.1";
+  const exposure = checkXdsExposure({ host: xdsHost, transport: xdsTransport, insecure: opts.xdsInsecure });
+  if (!exposure.ok) throw new Error(exposure.message);
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
   const metrics = new XdsMetrics(registry);
-  // Files are read before anything listens, so a bad path stops the start with its name.
-  const tls = opts.xdsTls ? xdsServerTls(opts.xdsTls) : undefined;
-  const xdsTransport: XdsTransport = tls?.transport ?? "plaintext";
-  const xds = new XdsServer({ log, metrics, credentials: tls?.credentials });
-  const publisher = new Publisher(xds.cache, log, metrics);
+  const xds = new XdsServer({
+    log,
+    metrics,
+    credentials: tls?.credentials,
+    authorizeClients: xdsTransport === "mtls",
+  });
+  // Limits each Envoy counts are divided among its group's connected Envoys, on every replica alike.
+  const membership = new GroupMembership({
+    fleet: xds.fleet,
+    quietMs: opts.membershipDebounceMs,
+    onChange: () => {
+      try {
+        publisher.refresh();
+      } catch (err) {
+        log.error(
+          { err: (err as Error).message },
+          "could not divide the limits again after a membership change",
+        );
+      }
+    },
+  });
+  const publisher = new Publisher(xds.cache, log, metrics, () => membership.counts());
   const store = typeof opts.store === "object" ? opts.store : await openStore(opts.store ?? "", log);
   const service = new ConfigService(store, publisher, xds.cache, xds.fleet, log, {
     skipSemanticChecks: opts.skipSemanticChecks,
@@ -161,9 +177,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     createdToken = loaded.created;
   }
 
-  const xdsHost = opts.xdsHost ?? "127.0.0.1";
   const xdsPort = await xds.listen(xdsHost, opts.xdsPort ?? 18000);
-  logXdsTransport(log, xdsTransport, xdsHost, opts.xdsTls?.clientCa);
+  log[exposure.level](
+    {
+      transport: xdsTransport,
+      host: xdsHost,
+      ...(opts.xdsTls?.clientCa ? { clientCa: opts.xdsTls.clientCa } : {}),
+    },
+    exposure.message,
+  );
   const app = express();
   app.disable("x-powered-by");
   app.get("/healthz", (_req, res) => {
@@ -256,6 +278,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       ready = false;
       source?.close();
       unwatch();
+      membership.stop();
       await xds.close(2_000);
       await sharing?.stop();
       await new Promise<void>((resolve) => {

@@ -207,9 +207,16 @@ describe("rate-limit policies: the model", () => {
     expect(() =>
       validateConfig({
         ...cfg,
-        rateLimitPolicies: [{ name: "p", limits: [{ requests: 1, per: "second" }] }],
+        rateLimitPolicies: [{ name: "p", limits: [{ requests: 1, per: "second", enforce: "service" }] }],
       }),
     ).toThrow(/routes\[0\]\.rateLimitPolicy: gateway 'edge' has no rateLimit service/);
+    // A limit each Envoy counts needs no service either.
+    expect(() =>
+      validateConfig({
+        ...cfg,
+        rateLimitPolicies: [{ name: "p", limits: [{ requests: 1, per: "second" }] }],
+      }),
+    ).not.toThrow();
   });
 });
 
@@ -221,7 +228,7 @@ describe("rate-limit policies: what Envoy sends", () => {
         limits: [
           { requests: 10, per: "second" },
           { requests: 5, per: "second", plan: "gold" },
-          { requests: 3, per: "second", by: "ip" },
+          { requests: 3, per: "second", by: "ip", enforce: "service" },
           { requests: 2, per: "minute", by: "route", callers: "anonymous" },
         ],
       },
@@ -260,7 +267,11 @@ describe("rate-limit policies: what Envoy sends", () => {
 
   it("puts the ratelimit filter only on listeners whose routes use the service, failing as configured", () => {
     const cfg = config([
-      { name: "p", limits: [{ requests: 1, per: "second" }], local: { requests: 50, per: "minute" } },
+      {
+        name: "p",
+        limits: [{ requests: 1, per: "second", enforce: "service" }],
+        local: { requests: 50, per: "minute" },
+      },
     ]);
     const ctx = {
       config: cfg,
@@ -298,8 +309,9 @@ describe("rate-limit policies: what Envoy sends", () => {
 describe("rate-limit policies: the domain config", () => {
   it("is one full-state resource per domain, with the policies its gateways' routes use", () => {
     const cfg = config([
-      { name: "b", limits: [{ requests: 1, per: "second" }] },
+      { name: "b", limits: [{ requests: 1, per: "second", enforce: "service" }] },
       { name: "a", local: { requests: 1, per: "second" } },
+      { name: "c", limits: [{ requests: 1, per: "second" }] },
     ]);
     const res = rateLimitPolicyResources(cfg);
     expect(res.map((r) => [r.typeUrl, r.name])).toEqual([[RATE_LIMIT_CONFIG_TYPE_URL, "edge"]]);
@@ -363,8 +375,8 @@ describe("rate-limit policies: decisions of the rate-limit service", () => {
         {
           name: "classic",
           limits: [
-            { requests: 5, per: "second", callers: "identified" },
-            { requests: 2, per: "second", by: "ip", callers: "anonymous" },
+            { requests: 5, per: "second", callers: "identified", enforce: "service" },
+            { requests: 2, per: "second", by: "ip", callers: "anonymous", enforce: "service" },
             { requests: 8, per: "day", callers: "identified" },
           ],
         },
@@ -385,7 +397,7 @@ describe("rate-limit policies: decisions of the rate-limit service", () => {
   });
 
   it("by: consumer for all callers holds each anonymous address to the limit too", async () => {
-    const s = service(config([{ name: "p", limits: [{ requests: 3, per: "minute" }] }]));
+    const s = service(config([{ name: "p", limits: [{ requests: 3, per: "minute", enforce: "service" }] }]));
     expect(await s.admitted("p", { ip: "10.0.0.1" }, 5)).toBe(3);
     expect(await s.admitted("p", { ip: "10.0.0.2" }, 5)).toBe(3);
     expect(await s.admitted("p", { consumer: "acme", plan: "gold", ip: "10.0.0.1" }, 5)).toBe(3);
@@ -414,7 +426,7 @@ describe("rate-limit policies: decisions of the rate-limit service", () => {
           name: "p",
           limits: [
             { requests: 3, per: "minute", by: "ip", callers: "identified" },
-            { requests: 1, per: "minute", by: "ip", callers: "anonymous" },
+            { requests: 1, per: "minute", by: "ip", callers: "anonymous", enforce: "service" },
           ],
         },
       ]),

@@ -1,4 +1,5 @@
 export * from "./envoy.js";
+export * from "./envoy-lanes.js";
 export * from "./http.js";
 export * from "./ports.js";
 export * from "./upstream.js";

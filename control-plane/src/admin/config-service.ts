@@ -186,13 +186,21 @@ export class ConfigService {
     });
   }
 
-  /** Where each connected node of the affected groups stands with respect to a write. */
-  rolloutState(affected: Record<string, string>, since: string): NodeRollout[] {
+  /**
+   * Where each connected node of the affected groups stands with respect to a write. A node that
+   * applied a later snapshot of the same config (its group's limits divided again after an Envoy
+   * joined or left) applied the write too: `configHash` is the write's config.
+   */
+  rolloutState(affected: Record<string, string>, since: string, configHash?: string): NodeRollout[] {
     const out: NodeRollout[] = [];
     for (const node of this.fleet.view()) {
       const target = affected[node.group];
       if (target === undefined) continue;
-      if (node.appliedRevision === target) {
+      const redivided =
+        configHash !== undefined &&
+        node.appliedConfigRevision === configHash &&
+        node.appliedRevision === this.cache.get(node.group)?.revision;
+      if (node.appliedRevision === target || redivided) {
         out.push({ id: node.id, group: node.group, state: "applied" });
         continue;
       }
@@ -213,7 +221,7 @@ export class ConfigService {
   /** Resolves when every connected node of the affected groups applied or refused the write, or at the timeout. */
   waitApplied(result: WriteResult, timeoutMs: number): Promise<Rollout> {
     const evaluate = (): Rollout | undefined => {
-      const nodes = this.rolloutState(result.affected, result.at);
+      const nodes = this.rolloutState(result.affected, result.at, result.revision.hash);
       if (nodes.some((n) => n.state === "pending")) return undefined;
       return { applied: nodes.every((n) => n.state === "applied"), timedOut: false, nodes };
     };
@@ -232,7 +240,11 @@ export class ConfigService {
         if (r) done(r);
       };
       const timer = setTimeout(() => {
-        done({ applied: false, timedOut: true, nodes: this.rolloutState(result.affected, result.at) });
+        done({
+          applied: false,
+          timedOut: true,
+          nodes: this.rolloutState(result.affected, result.at, result.revision.hash),
+        });
       }, timeoutMs);
       this.fleet.on("applied", check);
       this.fleet.on("nack", check);

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import type { Logger } from "@portico/common";
 import { ConfigError } from "../model/errors.js";
 import type { Config } from "../model/schema.js";
-import { translate } from "../translate/translate.js";
+import { groupsDividingLimits, translate } from "../translate/translate.js";
 import { POLICY_GROUP, translatePolicy } from "../translate/policy.js";
 import type { SnapshotCache } from "../xds/cache.js";
 import type { XdsMetrics } from "../xds/metrics.js";
@@ -21,13 +21,18 @@ export function configRevision(config: Config): string {
 
 /**
  * Translates a validated config and builds every group's snapshot before touching the cache, so a
- * config that cannot be encoded changes nothing.
+ * config that cannot be encoded changes nothing. `membersOf`: the connected Envoys of a group,
+ * among which the limits they count are divided (1 when absent).
  */
-export function buildSnapshots(config: Config, revision = configRevision(config)): Map<string, Snapshot> {
+export function buildSnapshots(
+  config: Config,
+  revision = configRevision(config),
+  membersOf?: (group: string) => number,
+): Map<string, Snapshot> {
   const snapshots = new Map<string, Snapshot>();
   // The policy group first: its pushes (a new provider, key or limit) start before the Envoy
   // routes that need them.
-  const groups = new Map([[POLICY_GROUP, translatePolicy(config)], ...translate(config)]);
+  const groups = new Map([[POLICY_GROUP, translatePolicy(config)], ...translate(config, membersOf)]);
   for (const [group, resources] of groups) {
     try {
       snapshots.set(group, buildSnapshot(group, resources, revision));
@@ -46,18 +51,48 @@ export function buildSnapshots(config: Config, revision = configRevision(config)
  */
 export class Publisher {
   private groups = new Set<string>();
+  /** The member counts the current snapshots divide limits by, for the groups that divide any. */
+  private divided = new Map<string, number>();
   current?: { config: Config; revision: string };
 
   constructor(
     private readonly cache: SnapshotCache,
     private readonly log: Logger,
     private readonly metrics?: XdsMetrics,
+    /** The connected Envoys of each gateway group (a group missing has none). */
+    private readonly members: () => ReadonlyMap<string, number> = () => new Map(),
   ) {}
 
+  /** The counts a publish of `config` divides by now: every group's, at least 1. */
+  private membersFor(config: Config): Map<string, number> {
+    const connected = this.members();
+    return new Map(groupsDividingLimits(config).map((g) => [g, Math.max(1, connected.get(g) ?? 0)]));
+  }
+
   publish(config: Config): PublishResult {
+    return this.publishWith(config, this.membersFor(config));
+  }
+
+  /**
+   * Publishes the current config again when a group's connected Envoys changed since the limits
+   * they count were divided; a no-op otherwise (and for groups that divide no limits).
+   */
+  refresh(): PublishResult | undefined {
+    if (!this.current) return undefined;
+    const now = this.membersFor(this.current.config);
+    const same = [...now].every(([g, n]) => this.divided.get(g) === n);
+    if (same) return undefined;
+    this.log.info(
+      { members: Object.fromEntries(now) },
+      "gateway group membership changed: dividing the limits their Envoys count again",
+    );
+    return this.publishWith(this.current.config, now);
+  }
+
+  private publishWith(config: Config, divided: Map<string, number>): PublishResult {
     const revision = configRevision(config);
     const started = process.hrtime.bigint();
-    const snapshots = buildSnapshots(config, revision);
+    const snapshots = buildSnapshots(config, revision, (g) => divided.get(g) ?? 1);
     for (const group of this.groups) {
       if (!snapshots.has(group)) snapshots.set(group, buildSnapshot(group, [], revision));
     }
@@ -67,6 +102,7 @@ export class Publisher {
       if (this.cache.set(snapshot)) changed[group] = snapshot.revision;
     }
     this.groups = new Set(config.gateways.map((g) => g.name));
+    this.divided = divided;
     this.current = { config, revision };
     this.log.info({ revision, changed }, "config published");
     return { revision, changed };

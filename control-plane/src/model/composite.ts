@@ -1,5 +1,6 @@
 import { compositeProblems, ALL_IDENTITY_HEADERS as IDENTITY_HEADERS } from "@portico/contract";
 import type { FieldProblem } from "./errors.js";
+import { hasServiceLimits } from "./ratelimit-enforcement.js";
 import type { AuthPolicy, CompositeRoute, Config, Route } from "./schema.js";
 
 type CompositePart = CompositeRoute["parts"][number];
@@ -104,7 +105,7 @@ export function compositeRouteProblems(config: Config, serviceChecks: boolean): 
       });
     }
     const rlp = config.rateLimitPolicies.find((p) => p.name === c.rateLimitPolicy);
-    if (rlp && rlp.limits.length > 0 && !g.rateLimit) {
+    if (rlp && hasServiceLimits(rlp) && !g.rateLimit) {
       problems.push({
         field: `${at}.rateLimitPolicy`,
         reason: `gateway '${c.gateway}' has no rateLimit service to enforce it; set gateways.rateLimit`,

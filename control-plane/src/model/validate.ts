@@ -5,6 +5,7 @@ import { compositeReferences, compositeRouteProblems } from "./composite.js";
 import { ConfigError, fromZod, type FieldProblem } from "./errors.js";
 import { grpcTranscodeProblems } from "./grpc-transcode.js";
 import { rateLimitPolicyProblems } from "./ratelimit.js";
+import { enforcementProblems, hasServiceLimits } from "./ratelimit-enforcement.js";
 import { shadows } from "./route-order.js";
 import { ConfigSchema, KIND_NAMES, type Config, type Kind } from "./schema.js";
 
@@ -186,6 +187,7 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
   }
   problems.push(...providerProblems(config));
   problems.push(...rateLimitPolicyProblems(config, envoyChecks));
+  problems.push(...enforcementProblems(config));
   problems.push(...grpcTranscodeProblems(config));
   problems.push(...compositeRouteProblems(config, envoyChecks));
   // A route no request can reach is a mistake, whatever else is right.
@@ -308,9 +310,9 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
         reason: `gateway '${r.gateway}' has no extAuthz service to enforce it; set gateways.extAuthz`,
       });
     }
-    // A policy with only a local limit is enforced by Envoy alone.
+    // A policy with only a local limit, or limits each Envoy counts, is enforced by Envoy alone.
     const rlp = config.rateLimitPolicies.find((p) => p.name === r.rateLimitPolicy);
-    if (g && rlp && rlp.limits.length > 0 && !g.rateLimit) {
+    if (g && rlp && hasServiceLimits(rlp) && !g.rateLimit) {
       problems.push({
         field: `${at}.rateLimitPolicy`,
         reason: `gateway '${r.gateway}' has no rateLimit service to enforce it; set gateways.rateLimit`,

@@ -4,6 +4,11 @@ import type { Config, Gateway, Listener, Route } from "../model/schema.js";
 export interface GatewayContext {
   readonly config: Config;
   readonly gateway: Gateway;
+  /**
+   * How many Envoys of the gateway's group the control plane sees connected (1 when unknown):
+   * the limits each Envoy counts are divided among them.
+   */
+  readonly members?: number;
 }
 
 /** The routes a listener serves: its gateway's, unless pinned to another of its listeners. */

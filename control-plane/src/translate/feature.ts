@@ -10,7 +10,8 @@ import type { GatewayContext } from "./context.js";
 /**
  * The order of the HTTP filters in every connection manager, whichever features bring them.
  * A local token bucket comes before authentication (floods cost no call out), authentication
- * before the rate limiter (which reads the identity authentication found); the router is last.
+ * before the limits Envoy counts per caller and the rate limiter (both read the identity
+ * authentication found); the router is last.
  * Answers pass the filters in the reverse order, so the header mutation sees the transcoder's
  * answer, and the body check (lua) sees the JSON before the transcoder turns it into gRPC.
  */
@@ -20,6 +21,7 @@ export const HTTP_FILTER_ORDER = [
   "envoy.filters.http.local_ratelimit",
   "envoy.filters.http.jwt_authn",
   "envoy.filters.http.ext_authz",
+  "portico.caller_limits",
   "envoy.filters.http.ratelimit",
   "envoy.filters.http.header_mutation",
   "envoy.filters.http.lua",

@@ -1,6 +1,8 @@
 /**
  * Rate-limit policies → the rate-limit service's config, one `portico.ratelimit.v1.RateLimitConfig`
  * per domain (a gateway's `rateLimit.domain`, or its name), holding every policy its routes use.
+ * Only the limits the service counts are here: those each Envoy counts (`enforce`, see
+ * model/ratelimit-enforcement.ts) are in the routes' `local_ratelimit` config (features/envoy-limits.ts).
  *
  * The descriptors. Envoy sends, for a route R with policy P, one descriptor per kind of limit the
  * policy has, each starting with ("policy", P) so that one domain holds all of a gateway's policies:
@@ -45,6 +47,7 @@
  */
 import { TYPE_PREFIX, RATE_LIMIT_UNIT } from "@portico/contract";
 import { ANONYMOUS, CALENDAR_PERIODS, counterIdentity } from "../model/ratelimit.js";
+import { enforcedBy, hasServiceLimits } from "../model/ratelimit-enforcement.js";
 import type { Config, Gateway, RateLimit, RateLimitPolicy } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { registerResourceType } from "../xds/types.js";
@@ -53,7 +56,7 @@ export const RATE_LIMIT_CONFIG_TYPE = "portico.ratelimit.v1.RateLimitConfig";
 export const RATE_LIMIT_CONFIG_TYPE_URL = TYPE_PREFIX + RATE_LIMIT_CONFIG_TYPE;
 
 // The rate-limit service reads the whole set: a domain missing from a response is deleted.
-registerResourceType(RATE_LIMIT_CONFIG_TYPE_URL, { fullState: true });
+registerResourceType(RATE_LIMIT_CONFIG_TYPE_URL, { fullState: true, readBy: "ratelimit" });
 
 /** Descriptor keys; `remote_address` is the key Envoy's `remote_address` action writes. */
 export const DESCRIPTOR_KEY = {
@@ -77,7 +80,7 @@ interface Indexed {
   index: number;
 }
 
-/** A policy's limits sorted onto the nodes of its descriptor tree. */
+/** A policy's limits the service counts, sorted onto the nodes of its descriptor tree. */
 interface Scopes {
   /** Per consumer, identified callers; plan-specific ones included. */
   consumer: Indexed[];
@@ -92,6 +95,7 @@ function scopes(p: RateLimitPolicy): Scopes {
     route: { all: [], anonymous: [], identified: [] },
   };
   p.limits.forEach((limit, index) => {
+    if (enforcedBy(limit, p) !== "service") return;
     const it = { limit, index };
     if (limit.by === "consumer") {
       s.consumer.push(it);
@@ -241,7 +245,7 @@ export function rateLimitPolicyResources(config: Config): ResourceInput[] {
     domains.set(domain, used);
     for (const r of config.routes) {
       const p = r.gateway === g.name && r.rateLimitPolicy ? policies.get(r.rateLimitPolicy) : undefined;
-      if (p && p.limits.length) used.add(p.name);
+      if (p && hasServiceLimits(p)) used.add(p.name);
     }
   }
   return [...domains.keys()].sort().map((domain) => ({

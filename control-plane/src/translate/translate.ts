@@ -15,6 +15,7 @@ import {
   type ListenerPatch,
   type RoutePatch,
 } from "./feature.js";
+import { dividesLimits } from "./features/envoy-limits.js";
 import { HTTP_FEATURES } from "./features/index.js";
 import { listenerName, listenerResource } from "./listener.js";
 import { routeConfiguration } from "./route-table.js";
@@ -57,19 +58,23 @@ function listenerResources(ctx: GatewayContext, listener: Listener): ResourceInp
 }
 
 /**
- * The whole model → Envoy resources, per gateway group. Pure: same config in, same resources out,
- * which is what makes snapshot versions content hashes. A group gets only the clusters its routes
- * and features use and only the secrets its listeners and clusters use, in a stable order:
- * listeners (the gateway's, then the features'), clusters (the upstreams', then each feature's
- * variants of upstreams and clusters of its own), secrets.
+ * The whole model → Envoy resources, per gateway group. Pure: same config (and member counts) in,
+ * same resources out, which is what makes snapshot versions content hashes. A group gets only the
+ * clusters its routes and features use and only the secrets its listeners and clusters use, in a
+ * stable order: listeners (the gateway's, then the features'), clusters (the upstreams', then each
+ * feature's variants of upstreams and clusters of its own), secrets. `membersOf` says how many
+ * Envoys of a group are connected, among which the limits they count are divided (1 when absent).
  */
-export function translate(input: Config): Map<string, ResourceInput[]> {
+export function translate(
+  input: Config,
+  membersOf?: (group: string) => number,
+): Map<string, ResourceInput[]> {
   const config = prepareConfig(input, HTTP_FEATURES);
   const upstreams = new Map(config.upstreams.map((u) => [u.name, u]));
   const certs = new Map(config.certificates.map((c) => [c.name, c]));
   const out = new Map<string, ResourceInput[]>();
   for (const gateway of config.gateways) {
-    const ctx: GatewayContext = { config, gateway };
+    const ctx: GatewayContext = { config, gateway, members: membersOf?.(gateway.name) ?? 1 };
     const resources: ResourceInput[] = [];
     const secrets = new Set<string>();
     for (const listener of gateway.listeners) {
@@ -102,4 +107,13 @@ export function translate(input: Config): Map<string, ResourceInput[]> {
     out.set(gateway.name, resources);
   }
   return out;
+}
+
+/**
+ * The gateway groups with limits their Envoys count, divided among them: the groups whose
+ * resources depend on how many of their Envoys are connected.
+ */
+export function groupsDividingLimits(input: Config): string[] {
+  const config = prepareConfig(input, HTTP_FEATURES);
+  return config.gateways.filter((gateway) => dividesLimits({ config, gateway })).map((g) => g.name);
 }

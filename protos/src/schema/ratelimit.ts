@@ -1,7 +1,10 @@
 import { z } from "zod";
 import { Name } from "./name.js";
 
-/** A global limit, counted by Portico's rate-limit service (see ratelimit-policy.ts for the keys). */
+/**
+ * A limit, counted by each Envoy of the gateway group for its share (`enforce: envoy`) or by
+ * Portico's rate-limit service for the whole group (see ratelimit-policy.ts for the keys).
+ */
 export const RateLimitSchema = z
   .object({
     requests: z.number().int().min(1).max(4_294_967_295),
@@ -26,6 +29,27 @@ export const RateLimitSchema = z
     burst: z.number().int().min(1).max(4_294_967_295).optional(),
     /** Count and report, never refuse. */
     shadow: z.boolean().default(false),
+    /**
+     * Who counts. `envoy`: each Envoy of the gateway group counts on its own (`local_ratelimit`,
+     * a token bucket per consumer or address, per route) with the limit divided among the group's
+     * connected Envoys, and no call out; a config push to the group (an Envoy joining or leaving,
+     * a route change) starts the route's buckets afresh. `service`: Portico's rate-limit service
+     * counts for the whole group, one count per policy across its routes, in the windows it says.
+     * Default: `envoy` for what Envoy counts closely enough (per second or minute, or a window up
+     * to 1m; by consumer or ip; fixed_window or token_bucket; not shadow, not a plan's), else
+     * `service`.
+     */
+    enforce: z
+      .enum(["envoy", "service"])
+      .optional()
+      .meta({
+        description:
+          "Who counts: each Envoy with its share of the limit, per route, in a token bucket (`envoy`, no " +
+          "call out) or the rate-limit service for the whole group (`service`). Default: `envoy` for " +
+          "per-second and per-minute limits by consumer or ip (fixed_window or token_bucket, not " +
+          "shadow, not a plan's), else `service`.",
+        examples: ["envoy", "service"],
+      }),
   })
   .strict()
   .refine((l) => (l.per === undefined) !== (l.window === undefined), {

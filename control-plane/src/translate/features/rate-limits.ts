@@ -1,10 +1,12 @@
 /**
  * Rate limiting in Envoy: the `local_ratelimit` filter (a token bucket per route in each Envoy, no
- * call out) and the `ratelimit` filter, which asks Portico's rate-limit service with the
- * descriptors ratelimit-policy.ts describes.
+ * call out), the limits each Envoy counts per caller (envoy-limits.ts), and the `ratelimit` filter,
+ * which asks Portico's rate-limit service with the descriptors ratelimit-policy.ts describes, on
+ * the routes whose policy has limits the service counts.
  */
 import { duration, TYPE_PREFIX } from "@portico/contract";
 import { ANONYMOUS } from "../../model/ratelimit.js";
+import { hasServiceLimits } from "../../model/ratelimit-enforcement.js";
 import type { RateLimitPolicy, Route } from "../../model/schema.js";
 import type { GatewayContext } from "../context.js";
 import type { HttpFeature, HttpFilter, HttpFilterName } from "../feature.js";
@@ -15,6 +17,7 @@ import {
   type DescriptorShape,
 } from "../ratelimit-policy.js";
 import { identityMetadataKey } from "./authentication.js";
+import { envoyLimitsHttpFilters, envoyLimitsPerRoute } from "./envoy-limits.js";
 
 const RATE_LIMIT = "envoy.extensions.filters.http.ratelimit.v3.RateLimit";
 const LOCAL_RATE_LIMIT = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
@@ -32,7 +35,7 @@ function policyOf(ctx: GatewayContext, r: Route): RateLimitPolicy | undefined {
 
 /** Whether the route's policy has limits the rate-limit service decides. */
 function usesService(ctx: GatewayContext, p: RateLimitPolicy | undefined): p is RateLimitPolicy {
-  return !!p && p.limits.length > 0 && ctx.gateway.rateLimit !== undefined;
+  return !!p && hasServiceLimits(p) && ctx.gateway.rateLimit !== undefined;
 }
 
 /**
@@ -141,11 +144,15 @@ export function routeRateLimits(ctx: GatewayContext, r: Route): object[] | undef
 export const rateLimits: HttpFeature = {
   name: "rate limits",
   listener: (ctx, _listener, routes) => ({
-    httpFilters: [...localRateLimitHttpFilters(ctx, routes), ...rateLimitHttpFilters(ctx, routes)],
+    httpFilters: [
+      ...localRateLimitHttpFilters(ctx, routes),
+      ...envoyLimitsHttpFilters(ctx, routes),
+      ...rateLimitHttpFilters(ctx, routes),
+    ],
     route: (r) => {
       const limits = routeRateLimits(ctx, r);
       return {
-        perFilterConfig: rateLimitPerRoute(ctx, r),
+        perFilterConfig: { ...rateLimitPerRoute(ctx, r), ...envoyLimitsPerRoute(ctx, r) },
         ...(limits?.length ? { action: { rate_limits: limits } } : {}),
       };
     },
