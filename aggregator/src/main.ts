@@ -2,7 +2,14 @@ import os from "node:os";
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import { createLogger, hostPortFlag, positiveFlag, stopOnSignals, xdsClientTls } from "@portico/common";
+import {
+  createLogger,
+  hostPortFlag,
+  positiveFlag,
+  redisCredentialsFromEnv,
+  stopOnSignals,
+  xdsClientTls,
+} from "@portico/common";
 import { fetchCaller } from "./compose/call.js";
 import { MemoryStaleStore, RedisStaleStore, type StaleStore } from "./compose/stale.js";
 import { loadConfigFile } from "./config/file.js";
@@ -47,7 +54,12 @@ try {
   const metrics = new AggregatorMetrics(registry);
   const stale: StaleStore = values.redis
     ? new RedisStaleStore({
-        redis: new Redis(values.redis, { maxRetriesPerRequest: 1, enableOfflineQueue: false }),
+        // The URL's own credentials, if any, win over the environment's.
+        redis: new Redis(values.redis, {
+          ...redisCredentialsFromEnv(),
+          maxRetriesPerRequest: 1,
+          enableOfflineQueue: false,
+        }),
         timeoutMs: positiveFlag(values["redis-timeout-ms"]!, "redis-timeout-ms", true),
         onError: (op, err) => {
           metrics.staleStoreErrors.inc({ op });

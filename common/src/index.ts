@@ -11,3 +11,5 @@ export * from "./flags.js";
 export * from "./bounded-map.js";
 export * from "./log-budget.js";
 export * from "./workload-identity.js";
+export * from "./service-tls.js";
+export * from "./redis-credentials.js";

@@ -1,18 +1,19 @@
-import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import * as grpc from "@grpc/grpc-js";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import {
   createLogger,
   hostPortFlag,
   positiveFlag,
+  serviceTls,
   stopOnSignals,
   startOpsServer,
   type OpsServer,
   tracingFromEnv,
+  redisCredentialsFromEnv,
+  withRedisCredentials,
   xdsClientTls,
 } from "@portico/common";
 import { createLimiter, type BackendOptions } from "./backend.js";
@@ -102,18 +103,19 @@ function ratio(text: string, what: string): number {
   return n;
 }
 
-/** The gRPC server's TLS (and mTLS with a client CA), or plain text when no certificate is given. */
-function serverCredentials(): grpc.ServerCredentials {
-  const { "tls-cert": cert, "tls-key": key, "tls-client-ca": clientCa } = values;
-  if (!cert && !key) {
-    if (clientCa) throw new Error("--tls-client-ca needs --tls-cert and --tls-key");
-    return grpc.ServerCredentials.createInsecure();
-  }
-  if (!cert || !key) throw new Error("--tls-cert and --tls-key go together");
-  return grpc.ServerCredentials.createSsl(
-    clientCa ? fs.readFileSync(clientCa) : null,
-    [{ cert_chain: fs.readFileSync(cert), private_key: fs.readFileSync(key) }],
-    clientCa !== undefined,
+/**
+ * mTLS on the gRPC port, from all three `--tls-*` flags, or plaintext from none: only a gateway's
+ * certificate from the internal CA may then call ShouldRateLimit, so no other workload can spend a
+ * consumer's quota.
+ */
+function grpcTls(metrics: RateLimitMetrics) {
+  return serviceTls(
+    { cert: values["tls-cert"], key: values["tls-key"], clientCa: values["tls-client-ca"] },
+    {
+      envPrefix: "PORTICO_RATELIMIT_TLS_",
+      logger: log,
+      onRefused: (reason) => metrics.callsRefused.inc({ reason }),
+    },
   );
 }
 
@@ -128,7 +130,7 @@ function limitHeaderNames(): LimitHeaderNames | undefined {
 
 function backendOptions(registry: Registry): BackendOptions {
   if (values.backend === "memory") return { kind: "memory" };
-  const connection = parseRedisSpec(values.backend!);
+  const connection = withRedisCredentials(parseRedisSpec(values.backend!), redisCredentialsFromEnv());
   // A password in the environment keeps it out of process listings.
   if (env.PORTICO_RATELIMIT_REDIS_PASSWORD) connection.password = env.PORTICO_RATELIMIT_REDIS_PASSWORD;
   if (values["redis-tls-ca"] || values["redis-tls-cert"] || values["redis-tls-insecure"]) {
@@ -180,6 +182,8 @@ try {
   const xdsTls = xds
     ? xdsClientTls({ ca: values["xds-tls-ca"], cert: values["xds-tls-cert"], key: values["xds-tls-key"] })
     : undefined;
+  const metrics = new RateLimitMetrics(registry);
+  const tls = grpcTls(metrics);
   const tracing = tracingFromEnv("ratelimit-service", log);
   const limiter = createLimiter(backendOptions(registry));
   const { host, port } = hostPortFlag(values.listen!, "listen");
@@ -189,15 +193,21 @@ try {
     host,
     port,
     log,
-    metrics: new RateLimitMetrics(registry),
+    metrics,
     shadowMode: values["shadow-mode"],
     nearLimitRatio: ratio(values["near-limit-ratio"]!, "near-limit-ratio"),
     limitHeaders: limitHeaderNames(),
-    credentials: serverCredentials(),
+    tls,
     maxConnectionAgeMs: optionalPositive("max-connection-age-ms"),
     maxConnectionAgeGraceMs: optionalPositive("max-connection-age-grace-ms"),
     tracing,
   });
+  if (!tls && !/^(127\.|::1$|localhost$)/.test(host)) {
+    log.warn(
+      { listen: values.listen },
+      "the gRPC port is plaintext beyond loopback: any process that reaches it can spend quotas; set --tls-cert, --tls-key and --tls-client-ca",
+    );
+  }
   let source: XdsConfigSource | undefined;
   if (xds) {
     // Until the first config arrives, health says NOT_SERVING and calls get UNAVAILABLE.

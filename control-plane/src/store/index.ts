@@ -1,6 +1,6 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Logger } from "@portico/common";
+import { redisCredentialsFromEnv, withRedisCredentials, type Logger } from "@portico/common";
 import { FileStore } from "./file-store.js";
 import { RedisStore, type RedisStoreOptions } from "./redis-store.js";
 import type { ConfigStore } from "./types.js";
@@ -59,11 +59,14 @@ function clusterOptions(spec: string, log: Logger): RedisStoreOptions {
   const opts: RedisStoreOptions = {
     log,
     cluster: { nodes },
-    redis: {
-      ...(username ? { username: decodeURIComponent(username) } : {}),
-      ...(password ? { password: decodeURIComponent(password) } : {}),
-      ...(scheme!.toLowerCase() === "rediss" ? { tls: {} } : {}),
-    },
+    redis: withRedisCredentials(
+      {
+        ...(username ? { username: decodeURIComponent(username) } : {}),
+        ...(password ? { password: decodeURIComponent(password) } : {}),
+        ...(scheme!.toLowerCase() === "rediss" ? { tls: {} } : {}),
+      },
+      redisCredentialsFromEnv(),
+    ),
   };
   for (const [name, value] of new URLSearchParams(query ?? "")) {
     if (name === "prefix") opts.prefix = value;
@@ -82,7 +85,9 @@ function redisOptions(spec: string, log: Logger): RedisStoreOptions {
   } catch {
     throw new Error(`'${spec.replace(/\/\/[^@/]*@/, "//***@")}' is not a valid Redis URL`);
   }
-  const opts: RedisStoreOptions = { log };
+  // ioredis takes the URL's own credentials over these.
+  const credentials = redisCredentialsFromEnv();
+  const opts: RedisStoreOptions = { log, ...(credentials.password ? { redis: credentials } : {}) };
   const take = (name: string): string | undefined => {
     const v = url.searchParams.get(name) ?? undefined;
     url.searchParams.delete(name);
