@@ -77,13 +77,18 @@ if ! have "$ENVOY_IMAGE"; then
   docker build -q -t "$ENVOY_IMAGE" "$work/envoy" >/dev/null
 fi
 
-if ! have "$REDIS_IMAGE"; then
+# The compose file's PKI init gives Redis's ACL file to uid 999, the official image's redis user:
+# an image whose redis user is another (one built before this was so) is built again.
+redis_uid_ok() { [ "$(docker run --rm --entrypoint id "$REDIS_IMAGE" -u 2>/dev/null)" = 999 ]; }
+if ! have "$REDIS_IMAGE" || ! redis_uid_ok; then
   echo "building $REDIS_IMAGE from Debian's redis-server"
   mkdir -p "$work/redis"
-  # /data is owned by redis so a named volume mounted there starts writable, as in the official image.
+  # /data is owned by redis so a named volume mounted there starts writable, as in the official
+  # image; the redis user is made first with the official image's ids, so the package keeps it.
   cat >"$work/redis/Dockerfile" <<EOF
 FROM $BASE_IMAGE
-RUN apt-get update -qq \\
+RUN groupadd --system --gid 999 redis && useradd --system --uid 999 --gid 999 --home-dir /var/lib/redis --shell /usr/sbin/nologin redis \\
+  && apt-get update -qq \\
   && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null \\
   && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc/* /usr/share/man/* \\
   && mkdir -p /data && chown redis:redis /data

@@ -76,6 +76,52 @@ describe(`the compose deployment (${choice.mode})`, () => {
     expect(home.json()).toMatchObject({ user: { service: "users" }, orders: { service: "orders" } });
   });
 
+  // Inside the deployment's network, as a process there would try: every internal port refuses a
+  // client that lacks what it requires, and serves one that has it (so a refusal is not an outage).
+  describe("internal ports refuse unauthenticated clients", () => {
+    const CA = "--ca=/etc/portico/pki/ca.pem";
+    const CERT = ["--cert=/etc/portico/pki/cert.pem", "--key=/etc/portico/pki/key.pem"];
+
+    it("Redis refuses a client without the password, and answers the ACL user", async () => {
+      expect(await stack.probe(["redis", "redis:6379"])).toEqual({
+        outcome: "refused",
+        detail: "-NOAUTH Authentication required.",
+      });
+      expect(
+        await stack.probe(
+          ["redis", "redis:6379", "--user=portico", "--password-file=/etc/portico/pki/redis-password"],
+          "control-plane",
+        ),
+      ).toEqual({ outcome: "answered", detail: "+PONG" });
+    });
+
+    it("the xDS port refuses a client without a certificate, and serves a gateway's", async () => {
+      const none = await stack.probe(["tls", "control-plane:18000", CA], "gateway-edge");
+      expect(none).toMatchObject({ outcome: "refused", detail: "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED" });
+      expect(await stack.probe(["tls", "control-plane:18000", CA, ...CERT], "gateway-edge")).toMatchObject({
+        outcome: "answered",
+      });
+    });
+
+    for (const [service, method] of [
+      ["ext-authz:9191", "/envoy.service.auth.v3.Authorization/Check"],
+      ["ratelimit:8081", "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"],
+    ] as const) {
+      it(`${service.split(":")[0]} refuses a direct call without a gateway certificate`, async () => {
+        const call = (as: string, withCert: boolean) =>
+          stack.probe(["grpc", service, `--method=${method}`, CA, ...(withCert ? CERT : [])], as);
+        // No client certificate: the TLS handshake fails.
+        expect(await call("gateway-edge", false)).toMatchObject({ outcome: "refused", code: 14 });
+        // A certificate from the internal CA that names no gateway: refused by identity.
+        const notGateway = await call("control-plane", true);
+        expect(notGateway).toMatchObject({ outcome: "refused", code: 7 });
+        expect(notGateway.detail).toMatch(/control plane/);
+        // A gateway's certificate reaches the service itself.
+        expect((await call("gateway-edge", true)).outcome).toBe("answered");
+      });
+    }
+  });
+
   it("serves a route added through the admin API as soon as ?wait=applied answers", async () => {
     const route = {
       name: "e2e-live",

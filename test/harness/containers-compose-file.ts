@@ -10,8 +10,15 @@ import { REPO_ROOT } from "@portico/envoy";
 
 export const DEPLOY_DIR = path.join(REPO_ROOT, "deploy");
 
+export interface ComposeService {
+  command?: string[];
+  environment?: Record<string, string>;
+  volumes?: string[];
+  healthcheck?: { test?: unknown };
+}
+
 export interface ComposeFile {
-  services: Record<string, { volumes?: string[]; healthcheck?: { test?: unknown } }>;
+  services: Record<string, ComposeService>;
 }
 
 export function composeFile(): ComposeFile {
@@ -46,6 +53,18 @@ export function healthCheckedServices(): string[] {
  * backends agree on "healthy".
  */
 export function composeHealthCheck(service: string, port: number): string[] {
+  const { command, at } = healthCommand(service);
+  command[at] = String(port);
+  return command;
+}
+
+/** The port the health check of `service` probes in its container. */
+export function composeHealthPort(service: string): number {
+  const { command, at } = healthCommand(service);
+  return Number(command[at]);
+}
+
+function healthCommand(service: string): { command: string[]; at: number } {
   const test = composeFile().services[service]?.healthcheck?.test;
   if (!Array.isArray(test) || test[0] !== "CMD")
     throw new Error(`docker-compose.yml has no ["CMD", …] health check for ${service}`);
@@ -53,6 +72,25 @@ export function composeHealthCheck(service: string, port: number): string[] {
   const command = (test.slice(1) as string[]).map((a) => a.replace(/\$\$/g, "$"));
   const at = command.findIndex((a, i) => i > 0 && /^\d+$/.test(a));
   if (at < 0) throw new Error(`the health check of ${service} takes no port: ${JSON.stringify(test)}`);
-  command[at] = String(port);
-  return command;
+  return { command, at };
+}
+
+/**
+ * The PKI volume a service mounts, if any: the directory the compose file's `certs` service writes
+ * it from (`pki-<dir>`), and where the service sees it.
+ */
+export function composePkiMount(service: string): { dir: string; mountPath: string } | undefined {
+  for (const volume of composeFile().services[service]?.volumes ?? []) {
+    const [name, mountPath] = volume.split(":");
+    if (name!.startsWith("pki-") && mountPath) return { dir: name!.slice(4), mountPath };
+  }
+  return undefined;
+}
+
+/** A compose value with `${NAME:-default}` / `${NAME}` filled in from `env`, as compose does. */
+export function interpolate(value: string, env: NodeJS.ProcessEnv): string {
+  return value.replace(
+    /\$\{([A-Z0-9_]+)(?::-([^}]*))?\}/g,
+    (_, name: string, fallback?: string) => env[name] || (fallback ?? ""),
+  );
 }

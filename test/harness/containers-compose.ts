@@ -8,6 +8,7 @@ import { execFile, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { promisify } from "node:util";
+import { COMPOSE_PKI_DIR, type ProbeResult } from "@portico/deploy";
 import { REPO_ROOT } from "@portico/envoy";
 import type { GatewayStack } from "./containers.js";
 import { DEPLOY_DIR, healthCheckedServices } from "./containers-compose-file.js";
@@ -106,6 +107,27 @@ export async function startComposeStack(log: (line: string) => void): Promise<Ga
   }
   timings.up = seconds(t);
 
+  // A one-off container of the Portico image on the project's network, with one workload's PKI
+  // volume; as root, which may read files that belong to any service's user.
+  const probe = async (args: string[], as?: string): Promise<ProbeResult> => {
+    const { stdout } = await run(
+      "docker",
+      [
+        "run",
+        "--rm",
+        "--network",
+        `${project}_default`,
+        "--user",
+        "0:0",
+        ...(as ? ["-v", `${project}_pki-${as}:${COMPOSE_PKI_DIR}:ro`] : []),
+        process.env.PORTICO_IMAGE ?? "portico/portico:dev",
+        "deploy/dist/compose/security-probe.js",
+        ...args,
+      ],
+      { timeout: 60_000 },
+    );
+    return JSON.parse(stdout.trim().split("\n").at(-1)!) as ProbeResult;
+  };
   const stack: GatewayStack = {
     mode: "containers",
     edgeUrl: `http://127.0.0.1:${edgePort}`,
@@ -115,6 +137,7 @@ export async function startComposeStack(log: (line: string) => void): Promise<Ga
     timings,
     logs,
     stop,
+    probe,
   };
   // Healthy Envoys have their config; a request through each gateway and its sidecar says the
   // whole path is wired.

@@ -14,6 +14,7 @@
  */
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
+import type { ProbeResult } from "@portico/deploy";
 
 const run = promisify(execFile);
 
@@ -34,6 +35,13 @@ export interface GatewayStack {
   logs(): Promise<string>;
   /** Stops and removes everything it started, volumes included. Safe to call twice. */
   stop(): Promise<void>;
+  /**
+   * Runs deploy/compose/security-probe.js from inside the deployment's network, with arguments
+   * as compose names them (`ext-authz:9191`, files under /etc/portico/pki): as a client with the
+   * PKI files of `as` (a directory the `certs` service writes, e.g. `gateway-edge`) at
+   * /etc/portico/pki, or with none.
+   */
+  probe(args: string[], as?: string): Promise<ProbeResult>;
 }
 
 export interface ModeChoice {
