@@ -122,4 +122,79 @@ certificates:
       },
     ]);
   });
+
+  describe("listeners that trust identity headers", () => {
+    const withListener = (listener: string) =>
+      base.replace("listeners: [{ name: http, port: 10000 }]", `listeners: [${listener}]`);
+
+    it("refuses one that any peer on the network reaches, naming the field and how to fix it", () => {
+      for (const address of ["0.0.0.0", "10.1.2.3", "::", "fd00::1"]) {
+        const p = problems(
+          withListener(`{ name: inbound, port: 15001, address: "${address}", trustIdentityHeaders: true }`),
+        );
+        expect(p, address).toEqual([
+          {
+            field: "gateways[0].listeners[0].trustIdentityHeaders",
+            reason: expect.stringMatching(
+              /could send identity headers and pass as any consumer: set gatewayIdentity .* or bind the listener to 127\.0\.0\.1 or ::1/,
+            ),
+          },
+        ]);
+      }
+      // The default address is every interface.
+      expect(
+        problems(withListener("{ name: inbound, port: 15001, trustIdentityHeaders: true }"))[0]!.field,
+      ).toBe("gateways[0].listeners[0].trustIdentityHeaders");
+    });
+
+    it("takes one on loopback, or one that accepts gateways only over mTLS", () => {
+      for (const address of ["127.0.0.1", "127.0.0.2", "::1"]) {
+        const c = parseConfigText(
+          withListener(`{ name: inbound, port: 15001, address: "${address}", trustIdentityHeaders: true }`),
+        );
+        expect(c.gateways[0]!.listeners[0]!.trustIdentityHeaders, address).toBe(true);
+      }
+      const mtls = parseConfigText(
+        withListener(
+          "{ name: inbound, port: 15001, protocol: https, gatewayIdentity: true, trustIdentityHeaders: true }",
+        ),
+      );
+      expect(mtls.gateways[0]!.listeners[0]).toMatchObject({
+        gatewayIdentity: true,
+        trustIdentityHeaders: true,
+      });
+    });
+
+    it("gatewayIdentity: an https listener with the Envoy's own certificate, none of the config's", () => {
+      const certs = `
+certificates:
+  - { name: api, certificatePem: "-----BEGIN CERTIFICATE-----", privateKeyPem: "-----BEGIN PRIVATE KEY-----" }
+`;
+      expect(problems(withListener("{ name: inbound, port: 15001, gatewayIdentity: true }"))).toEqual([
+        { field: "gateways[0].listeners[0].protocol", reason: expect.stringMatching(/set protocol https/) },
+      ]);
+      expect(
+        problems(
+          withListener(
+            "{ name: inbound, port: 15001, protocol: https, gatewayIdentity: true, certificate: api, sniCertificates: [{ hostnames: [a.example], certificate: api }] }",
+          ) + certs,
+        ),
+      ).toEqual([
+        {
+          field: "gateways[0].listeners[0].certificate",
+          reason: expect.stringMatching(/certificate or gatewayIdentity, not both/),
+        },
+        {
+          field: "gateways[0].listeners[0].sniCertificates",
+          reason: expect.stringMatching(/remove sniCertificates/),
+        },
+      ]);
+      expect(problems(withListener("{ name: inbound, port: 15001, protocol: https }"))).toEqual([
+        {
+          field: "gateways[0].listeners[0].certificate",
+          reason: "an https listener needs a certificate, or gatewayIdentity",
+        },
+      ]);
+    });
+  });
 });

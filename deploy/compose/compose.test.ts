@@ -149,6 +149,24 @@ describe("deploy files", () => {
         gatewayIdentity: true,
         sni: name,
       });
+    // The sidecars believe identity headers only from gateways, proven by mTLS; the gateways call
+    // them with their gateway identity, checking each sidecar's certificate by its compose name.
+    for (const [upstream, group, host] of [
+      ["users", "sidecar-users", "users-envoy"],
+      ["orders", "sidecar-orders", "orders-envoy"],
+    ] as const) {
+      expect(seed.upstreams.find((u: { name: string }) => u.name === upstream).tls, upstream).toEqual({
+        gatewayIdentity: true,
+        sni: host,
+      });
+      expect(services.certs!.command, group).toContain(`--gateway=${group}=${host}`);
+      for (const l of seed.gateways.find((g: { name: string }) => g.name === group).listeners)
+        expect(l, group).toMatchObject({
+          protocol: "https",
+          gatewayIdentity: true,
+          trustIdentityHeaders: true,
+        });
+    }
   });
 
   for (const seed of ["compose/portico.yaml", "demo/portico.yaml"]) {

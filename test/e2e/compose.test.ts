@@ -103,6 +103,22 @@ describe(`the compose deployment (${choice.mode})`, () => {
       });
     });
 
+    it("the sidecars, which keep identity headers, answer gateways only", async () => {
+      for (const sidecar of ["users-envoy:15001", "orders-envoy:15001"]) {
+        expect(await stack.probe(["tls", sidecar, CA], "gateway-edge"), sidecar).toMatchObject({
+          outcome: "refused",
+          detail: "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        });
+        // A certificate from the internal CA that names no gateway fails the handshake too.
+        expect(await stack.probe(["tls", sidecar, CA, ...CERT], "aggregator"), sidecar).toMatchObject({
+          outcome: "refused",
+        });
+        expect(await stack.probe(["tls", sidecar, CA, ...CERT], "gateway-bff-web"), sidecar).toMatchObject({
+          outcome: "answered",
+        });
+      }
+    });
+
     for (const [service, method] of [
       ["ext-authz:9191", "/envoy.service.auth.v3.Authorization/Check"],
       ["ratelimit:8081", "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"],

@@ -143,10 +143,37 @@ export const ListenerSchema = z
     maxBodyBytes: z.number().int().min(1).max(1_073_741_824).optional(),
     /**
      * Keep the `x-portico-*` identity headers a request arrives with. Every other listener removes
-     * them on arrival; set this only on a listener that nothing but the gateway can reach (a
-     * service's sidecar behind the edge), so the identity the edge authenticated reaches the service.
+     * them on arrival. Only a listener that proves its callers are gateways (`gatewayIdentity`),
+     * or that binds to loopback alone, may set it: otherwise any peer on the network could claim
+     * any consumer.
      */
-    trustIdentityHeaders: z.boolean().default(false),
+    trustIdentityHeaders: z
+      .boolean()
+      .default(false)
+      .meta({
+        description:
+          "Keep the x-portico-* identity headers a request arrives with (every other listener removes " +
+          "them), so the identity the edge authenticated reaches the service behind a sidecar. Needs " +
+          "gatewayIdentity, or an address on loopback (127.0.0.1, ::1).",
+        examples: [true],
+      }),
+    /**
+     * Accept only other Envoys of the fleet, proven by mTLS: the listener serves TLS with this
+     * Envoy's own gateway certificate and requires a client certificate from the internal CA naming
+     * a gateway (`spiffe://portico/gateway/<group>`).
+     */
+    gatewayIdentity: z
+      .boolean()
+      .optional()
+      .meta({
+        description:
+          "mTLS from gateways only (a service's sidecar behind the edge): the listener presents this " +
+          "Envoy's own certificate (the bootstrap's static secret `portico-gateway-identity`) and " +
+          "accepts only clients whose certificate the internal CA (`portico-internal-ca`) signed and " +
+          "whose URI SAN starts with spiffe://portico/gateway/. Needs protocol https and no " +
+          "certificate or sniCertificates. Upstreams calling it set tls.gatewayIdentity.",
+        examples: [true],
+      }),
   })
   .strict();
 

@@ -1,3 +1,4 @@
+import { BlockList, isIP } from "node:net";
 import { RE2JS } from "re2js";
 import { parseDocument } from "yaml";
 import { authPolicyProblems } from "./auth-document.js";
@@ -7,7 +8,7 @@ import { grpcTranscodeProblems } from "./grpc-transcode.js";
 import { rateLimitPolicyProblems } from "./ratelimit.js";
 import { enforcementProblems, hasServiceLimits } from "./ratelimit-enforcement.js";
 import { shadows } from "./route-order.js";
-import { ConfigSchema, KIND_NAMES, type Config, type Kind } from "./schema.js";
+import { ConfigSchema, KIND_NAMES, type Config, type Kind, type Listener } from "./schema.js";
 
 /** Parses YAML (or JSON, which is YAML) text into a plain value, or throws a ConfigError naming the line. */
 export function parseYamlText(text: string, source = "config"): unknown {
@@ -212,8 +213,11 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
       } else ports.set(l.port, li);
       if (l.protocol === "https") {
         const cert = l.certificate ? certs.get(l.certificate) : undefined;
-        if (!l.certificate)
-          problems.push({ field: `${at}.certificate`, reason: "an https listener needs a certificate" });
+        if (!l.certificate && !l.gatewayIdentity)
+          problems.push({
+            field: `${at}.certificate`,
+            reason: "an https listener needs a certificate, or gatewayIdentity",
+          });
         else if (cert && (!cert.certificatePem || !cert.privateKeyPem)) {
           problems.push({
             field: `${at}.certificate`,
@@ -232,6 +236,7 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
       } else if (l.certificate || l.sniCertificates) {
         problems.push({ field: `${at}.certificate`, reason: "only https listeners take certificates" });
       }
+      problems.push(...listenerTrustProblems(l, at));
     });
   });
 
@@ -353,6 +358,51 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
   });
   // Only a config that is otherwise valid is worth compiling, and its problems are not repeated.
   if (envoyChecks && problems.length === 0) problems.push(...authPolicyProblems(config));
+  return problems;
+}
+
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
+LOOPBACK.addAddress("::1", "ipv6");
+
+/** Whether a listener address takes connections from this host alone. */
+function isLoopback(address: string): boolean {
+  const family = isIP(address);
+  return family !== 0 && LOOPBACK.check(address, family === 4 ? "ipv4" : "ipv6");
+}
+
+/**
+ * Identity headers are believed only from callers the listener can vouch for: gateways proven by
+ * mTLS, or processes on the same host. A `gatewayIdentity` listener's TLS is the Envoy's own.
+ */
+function listenerTrustProblems(l: Listener, at: string): FieldProblem[] {
+  const problems: FieldProblem[] = [];
+  if (l.gatewayIdentity) {
+    if (l.protocol !== "https")
+      problems.push({
+        field: `${at}.protocol`,
+        reason: "a gatewayIdentity listener serves mTLS: set protocol https",
+      });
+    if (l.certificate)
+      problems.push({
+        field: `${at}.certificate`,
+        reason:
+          "gatewayIdentity presents the Envoy's own gateway certificate: give certificate or gatewayIdentity, not both",
+      });
+    if (l.sniCertificates)
+      problems.push({
+        field: `${at}.sniCertificates`,
+        reason: "a gatewayIdentity listener has one certificate, the Envoy's own: remove sniCertificates",
+      });
+  }
+  if (l.trustIdentityHeaders && !l.gatewayIdentity && !isLoopback(l.address)) {
+    problems.push({
+      field: `${at}.trustIdentityHeaders`,
+      reason:
+        `anything that reaches ${l.address}:${l.port} could send identity headers and pass as any consumer: ` +
+        "set gatewayIdentity (mTLS, gateways only) or bind the listener to 127.0.0.1 or ::1",
+    });
+  }
   return problems;
 }
 

@@ -1,6 +1,7 @@
 /**
  * A gateway's listener as an Envoy listener: one HTTP connection manager, whose route table comes
- * over RDS and whose filters and fields the features bring, behind TLS for https listeners.
+ * over RDS and whose filters and fields the features bring, behind TLS for https listeners (mTLS
+ * from gateways only for gatewayIdentity listeners).
  */
 import { TYPE_PREFIX } from "@portico/contract";
 import type { Listener } from "../model/schema.js";
@@ -12,7 +13,7 @@ import {
   type HttpFilterName,
   type ListenerPatch,
 } from "./feature.js";
-import { ads, downstreamTls } from "./tls.js";
+import { ads, downstreamTls, gatewayIdentityDownstreamTls } from "./tls.js";
 
 const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER = "envoy.extensions.filters.http.router.v3.Router";
@@ -58,6 +59,23 @@ function featureFields(patches: readonly ListenerPatch[], place: Place): Record<
   return out;
 }
 
+/**
+ * Plaintext: one chain. https: one per SNI certificate (chosen by the TLS inspector), then the
+ * default one. gatewayIdentity: one, with the Envoy's own certificate and only gateways as clients.
+ */
+function filterChains(ctx: GatewayContext, listener: Listener, filters: object[]): object[] {
+  if (listener.gatewayIdentity) return [{ transport_socket: gatewayIdentityDownstreamTls(), filters }];
+  if (listener.protocol !== "https") return [{ filters }];
+  return [
+    ...(listener.sniCertificates ?? []).map((s) => ({
+      filter_chain_match: { server_names: s.hostnames },
+      transport_socket: downstreamTls(ctx.config, s.certificate),
+      filters,
+    })),
+    { transport_socket: downstreamTls(ctx.config, listener.certificate!), filters },
+  ];
+}
+
 /** The listener, with the filters and connection manager fields its features' patches bring. */
 export function listenerResource(
   ctx: GatewayContext,
@@ -86,17 +104,7 @@ export function listenerResource(
       },
     },
   ];
-  // One filter chain per SNI certificate (chosen by the TLS inspector), then the default one.
-  const chains = tls
-    ? [
-        ...(listener.sniCertificates ?? []).map((s) => ({
-          filter_chain_match: { server_names: s.hostnames },
-          transport_socket: downstreamTls(ctx.config, s.certificate),
-          filters,
-        })),
-        { transport_socket: downstreamTls(ctx.config, listener.certificate!), filters },
-      ]
-    : [{ filters }];
+  const chains = filterChains(ctx, listener, filters);
   return {
     name,
     address: { socket_address: { address: listener.address, port_value: listener.port } },

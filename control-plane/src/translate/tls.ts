@@ -3,6 +3,7 @@
  * listener's and a cluster's transport sockets name them.
  */
 import { isIP } from "node:net";
+import { TRUST_DOMAIN } from "@portico/common";
 import { TYPE_PREFIX } from "@portico/contract";
 import { GATEWAY_IDENTITY_SECRET, INTERNAL_CA_SECRET } from "@portico/envoy";
 import type { Certificate, Config, Upstream } from "../model/schema.js";
@@ -43,10 +44,39 @@ export function downstreamTls(config: Config, certificate: string): object {
 
 /**
  * A static secret of the Envoy's bootstrap, named without a config source: Envoy takes it from
- * `static_resources.secrets`, and refuses the cluster when the bootstrap has none of that name.
+ * `static_resources.secrets`, and refuses the cluster or listener when the bootstrap has none of
+ * that name.
  */
 function staticSecret(name: string): object {
   return { name };
+}
+
+/** What every gateway's certificate names, and no other workload's: `spiffe://portico/gateway/<group>`. */
+export const GATEWAY_URI_PREFIX = `spiffe://${TRUST_DOMAIN}/gateway/`;
+
+/**
+ * A listener's mTLS for calls from other Envoys of the fleet: the Envoy's own gateway certificate,
+ * and a client certificate required, signed by the internal CA and naming a gateway. Both come
+ * from the bootstrap, so neither key nor CA travels over xDS.
+ */
+export function gatewayIdentityDownstreamTls(): object {
+  return {
+    name: "envoy.transport_sockets.tls",
+    typed_config: {
+      "@type": TYPE_PREFIX + DOWNSTREAM_TLS,
+      require_client_certificate: { value: true },
+      common_tls_context: {
+        tls_certificate_sds_secret_configs: [staticSecret(GATEWAY_IDENTITY_SECRET)],
+        combined_validation_context: {
+          default_validation_context: {
+            match_typed_subject_alt_names: [{ san_type: "URI", matcher: { prefix: GATEWAY_URI_PREFIX } }],
+          },
+          validation_context_sds_secret_config: staticSecret(INTERNAL_CA_SECRET),
+        },
+        alpn_protocols: ["h2", "http/1.1"],
+      },
+    },
+  };
 }
 
 /**
