@@ -10,6 +10,9 @@ import { openApiDocument } from "./admin/openapi.js";
 import { FileConfigSource } from "./config/file-source.js";
 import { Publisher } from "./config/publish.js";
 import { GroupMembership } from "./fleet/membership.js";
+import { JwksKeeper } from "./jwks/keeper.js";
+import { routeAuthStatus } from "./jwks/route-status.js";
+import { UsageCounting, usageLedgerFor } from "./quota/index.js";
 import { FleetSharing } from "./fleet/sharing.js";
 import { openStore, RedisStore } from "./store/index.js";
 import type { ConfigStore } from "./store/types.js";
@@ -63,6 +66,13 @@ export interface ControlPlaneOptions {
    * Envoys count are divided again and pushed; default 1 s (at most 5 s into a busy spell).
    */
   membershipDebounceMs?: number;
+  /** The clock calendar quotas counted from access logs go by (periods, denies); default Date.now. */
+  quotaClock?: () => number;
+  /**
+   * CA certificates (PEM text) trusted for providers' JWKS endpoints besides the system's; a
+   * process can also name a file in NODE_EXTRA_CA_CERTS.
+   */
+  jwksCa?: string;
   log?: Logger;
   /** Process-wide metrics (CPU, memory, event loop); off in tests that start several. */
   defaultMetrics?: boolean;
@@ -73,6 +83,10 @@ export interface ControlPlane {
   publisher: Publisher;
   service: ConfigService;
   store: ConfigStore;
+  /** Calendar quotas counted from access logs, and the denies in force. */
+  usage: UsageCounting;
+  /** The signing keys fetched for JWT providers that publish them, which Envoy verifies with. */
+  jwks: JwksKeeper;
   xdsPort: number;
   adminPort: number;
   registry: Registry;
@@ -128,8 +142,49 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       }
     },
   });
-  const publisher = new Publisher(xds.cache, log, metrics, () => membership.counts());
+  // Keys fetched (or rotated) publish the config again: its JWT routes move to Envoy, or Envoy gets them.
+  const jwks = new JwksKeeper({
+    log,
+    ca: opts.jwksCa,
+    onChange: () => {
+      try {
+        publisher.republishKeys();
+      } catch (err) {
+        log.error({ err: (err as Error).message }, "could not push the JWKS keys");
+      }
+    },
+  });
+  const publisher: Publisher = new Publisher(
+    xds.cache,
+    log,
+    metrics,
+    () => membership.counts(),
+    () => usage.denies(),
+    jwks,
+  );
   const store = typeof opts.store === "object" ? opts.store : await openStore(opts.store ?? "", log);
+  // Calendar quotas counted from the access logs Envoys stream over their xDS connection; a deny
+  // (or its lifting) is pushed to the groups it concerns.
+  const usageLedger = usageLedgerFor(store, log, opts.quotaClock);
+  const usage: UsageCounting = new UsageCounting({
+    ledger: usageLedger,
+    log,
+    registry,
+    now: opts.quotaClock,
+    config: () => publisher.current?.config,
+    authorizeClients: xdsTransport === "mtls",
+    onChange: () => {
+      try {
+        publisher.republishDenies();
+      } catch (err) {
+        log.error({ err: (err as Error).message }, "could not push the quota denies");
+      }
+    },
+  });
+  const accessLogs = usage.service();
+  xds.addService(accessLogs.definition, accessLogs.implementation);
+  // Denies in force survive a restart: read before the first publish.
+  await usage.start();
   const service = new ConfigService(store, publisher, xds.cache, xds.fleet, log, {
     skipSemanticChecks: opts.skipSemanticChecks,
     autoRollback: opts.autoRollback,
@@ -218,6 +273,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
           ...(file?.refused ? { lastRejectedFile: file.lastRefused } : {}),
         },
         ...(sharing ? { replica: sharing.replica, replicas: xds.fleet.replicas() } : {}),
+        // Who verifies each route's callers (Envoy, or ext-authz and why), and the keys behind it.
+        routes: routeAuthStatus(current?.config, jwks),
+        jwks: jwks.status(),
         nodes: xds.fleet.list().map((n) => ({
           ...n,
           ...(n.appliedConfigRevision
@@ -270,6 +328,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     publisher,
     service,
     store,
+    usage,
+    jwks,
     xdsPort,
     adminPort,
     registry,
@@ -279,7 +339,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       source?.close();
       unwatch();
       membership.stop();
+      jwks.stop();
+      await usage.stop();
       await xds.close(2_000);
+      await usageLedger.close();
       await sharing?.stop();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -75,7 +75,7 @@ function edge(cfg: ReturnType<typeof config>, members = 1) {
 }
 
 describe("limits Envoy counts: who counts", () => {
-  it("gives Envoy short windows per consumer or address, the service the rest", () => {
+  it("gives Envoy short windows per consumer or address, the control plane calendar quotas, the service the rest", () => {
     expect(
       enforcers([
         { requests: 10, per: "second" },
@@ -88,7 +88,7 @@ describe("limits Envoy counts: who counts", () => {
         { requests: 20, window: "10s", by: "ip", callers: "identified", algorithm: "sliding_window" },
         { requests: 7, per: "minute", by: "ip", callers: "identified" },
       ]),
-    ).toEqual(["envoy", "envoy", "envoy", "service", "service", "service", "service", "service", "service"]);
+    ).toEqual(["envoy", "envoy", "envoy", "service", "service", "usage", "service", "service", "service"]);
   });
 
   it("keeps with the service what only it does: shadow, plans and the limits a plan replaces", () => {

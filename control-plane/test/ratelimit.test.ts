@@ -326,7 +326,8 @@ describe("rate-limit policies: the domain config", () => {
         timeZone: "Europe/Paris",
         shadow: false,
         limits: [
-          { requests: 1_000_000, per: "month", callers: "identified" },
+          // Counted by the service (the control plane would count it from access logs by default).
+          { requests: 1_000_000, per: "month", callers: "identified", enforce: "service" },
           { requests: 20, window: "30s", algorithm: "sliding_window", callers: "identified" },
           {
             requests: 5,
@@ -377,7 +378,7 @@ describe("rate-limit policies: decisions of the rate-limit service", () => {
           limits: [
             { requests: 5, per: "second", callers: "identified", enforce: "service" },
             { requests: 2, per: "second", by: "ip", callers: "anonymous", enforce: "service" },
-            { requests: 8, per: "day", callers: "identified" },
+            { requests: 8, per: "day", callers: "identified", enforce: "service" },
           ],
         },
       ]),

@@ -24,7 +24,14 @@ import { buildSnapshot } from "../src/xds/snapshot.js";
 import { isKnownType, pushOrder, TypeUrl } from "../src/xds/types.js";
 import { rawStream, resources } from "./xds-helpers.js";
 
-const ENVOY_TYPES = [TypeUrl.Listener, TypeUrl.Route, TypeUrl.Cluster, TypeUrl.Endpoint, TypeUrl.Secret];
+const ENVOY_TYPES = [
+  TypeUrl.Listener,
+  TypeUrl.Route,
+  TypeUrl.ExtensionConfig,
+  TypeUrl.Cluster,
+  TypeUrl.Endpoint,
+  TypeUrl.Secret,
+];
 const gateway = (group: string): WorkloadIdentity => ({ kind: "gateway", group });
 const authz: WorkloadIdentity = { kind: "policy", role: "ext-authz" };
 const ratelimit: WorkloadIdentity = { kind: "policy", role: "ratelimit" };

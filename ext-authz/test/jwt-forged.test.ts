@@ -12,6 +12,7 @@ import {
   ISSUER,
   rsaKey,
   signJwt,
+  forgedTokens,
   type TestKey,
   JwksServer,
   TestServer,
@@ -259,6 +260,31 @@ describe("forged and broken JWTs are refused", () => {
     const ps = provider({ algorithms: ["RS256", "PS256"] });
     const psToken = `${b64url({ alg: "PS256", kid: "rsa-1" })}.${b64url(claims(NOW))}.${b64url("x")}`;
     expect(await reason(psToken, verifier(ps))).toBe("no_usable_key");
+  });
+});
+
+describe("the shared forged-token corpus (the one both authentication paths face through Envoy)", () => {
+  it("is refused, every token of it, by a provider pinned to RS256 whose key names no alg", async () => {
+    const { alg: _alg, ...bare } = rsa.jwk;
+    const pinned = provider({ jwks: { keys: [bare] }, algorithms: ["RS256"], consumers: ["initech"] });
+    const records = new Map([
+      ["globex", { name: "globex", disabled: false }],
+      ["initech", { name: "initech", disabled: true }],
+    ]);
+    const v = new JwtVerifier(pinned, {
+      clock: () => NOW,
+      jwks: new InlineJwks(pinned.jwks!.keys),
+      cacheSize: 100,
+      consumers: () => records,
+    });
+    const corpus = forgedTokens(rsa, NOW, { unlinkedConsumer: "globex", disabledConsumer: "initech" });
+    expect(Object.keys(corpus).length).toBeGreaterThan(40);
+    for (const [what, token] of Object.entries(corpus)) {
+      if (token === undefined) continue;
+      expect(await reason(token, v), what).not.toBe("accepted");
+    }
+    // The corpus departs from a token this provider accepts.
+    expect(await reason(signJwt(rsa, claims(NOW)), v)).toBe("accepted");
   });
 });
 

@@ -37,6 +37,7 @@ export const ENVOY_PROTO_FILES = [
   "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
   "envoy/extensions/access_loggers/stream/v3/stream.proto",
   "envoy/extensions/access_loggers/file/v3/file.proto",
+  "envoy/extensions/access_loggers/grpc/v3/als.proto",
   "envoy/config/trace/v3/opentelemetry.proto",
   "envoy/extensions/request_id/uuid/v3/uuid.proto",
   "envoy/extensions/access_loggers/filters/cel/v3/cel.proto",

@@ -11,6 +11,7 @@ export * from "./control-plane-process.js";
 export * from "./ext-authz-fixtures.js";
 export * from "./jwks-server.js";
 export * from "./jwt-keys.js";
+export * from "./jwt-forgeries.js";
 export * from "./redis-cluster.js";
 export * from "./redis-server.js";
 export * from "./node-args.js";

@@ -1,5 +1,8 @@
+import fs from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
+import type { CertFiles } from "./certs.js";
 
 export interface RecordedRequest {
   method: string;
@@ -8,14 +11,17 @@ export interface RecordedRequest {
   body: string;
 }
 
-/** A real HTTP server on a free loopback port that records every request. */
+/** A real HTTP server (HTTPS with `tls`) on a free loopback port that records every request. */
 export class TestServer {
   readonly requests: RecordedRequest[] = [];
   private readonly server: http.Server;
   url = "";
 
-  constructor(private handler: (req: RecordedRequest, res: http.ServerResponse) => void) {
-    this.server = http.createServer((req, res) => {
+  constructor(
+    private handler: (req: RecordedRequest, res: http.ServerResponse) => void,
+    private readonly tls?: CertFiles,
+  ) {
+    const listener = (req: http.IncomingMessage, res: http.ServerResponse) => {
       const chunks: Buffer[] = [];
       req.on("data", (c: Buffer) => chunks.push(c));
       req.on("end", () => {
@@ -28,7 +34,10 @@ export class TestServer {
         this.requests.push(recorded);
         this.handler(recorded, res);
       });
-    });
+    };
+    this.server = tls
+      ? https.createServer({ cert: fs.readFileSync(tls.cert), key: fs.readFileSync(tls.key) }, listener)
+      : http.createServer(listener);
   }
 
   setHandler(handler: (req: RecordedRequest, res: http.ServerResponse) => void): void {
@@ -37,7 +46,7 @@ export class TestServer {
 
   async start(): Promise<this> {
     await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    this.url = `${this.tls ? "https" : "http"}://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
     return this;
   }
 
@@ -47,16 +56,24 @@ export class TestServer {
   }
 }
 
-/** A JWKS endpoint whose key set can be changed while it serves, counting fetches. */
+/**
+ * A JWKS endpoint whose key set can be changed while it serves, counting fetches; over HTTPS with
+ * `tls` (a certificate for 127.0.0.1, such as makeTestPki's `server`), with the Cache-Control
+ * header `cacheControl` when set.
+ */
 export class JwksServer extends TestServer {
   keys: object[];
+  cacheControl: string | undefined;
 
-  constructor(keys: object[]) {
+  constructor(keys: object[], tls?: CertFiles) {
     super((_req, res) => {
       res
-        .writeHead(200, { "content-type": "application/jwk-set+json" })
+        .writeHead(200, {
+          "content-type": "application/jwk-set+json",
+          ...(this.cacheControl ? { "cache-control": this.cacheControl } : {}),
+        })
         .end(JSON.stringify({ keys: this.keys }));
-    });
+    }, tls);
     this.keys = keys;
   }
 

@@ -148,7 +148,8 @@ describe("rate limits through Envoy", () => {
       },
       { name: "capped", limits: [bucket(4, { by: "route" })] },
       { name: "flood", limits: [bucket(1000, { by: "ip" })], local: { requests: 2, per: "hour" } },
-      { name: "daily", limits: [{ requests: 3, per: "day", by: "ip" }] },
+      // Exact, per request (the control plane would count it from access logs by default).
+      { name: "daily", limits: [{ requests: 3, per: "day", by: "ip", enforce: "service" }] },
       { name: "trial", shadow: true, limits: [bucket(1, { by: "ip" })] },
       { name: "keys", limits: [bucket(2, { callers: "identified" })] },
     ];

@@ -178,7 +178,7 @@ describe("rate-limit service config over xDS", () => {
     const res = await api.call("PUT", "/api/v1/rateLimitPolicies/two?wait=applied&timeout=10s", {
       body: policy("two", 1000, {
         timeZone: "Mars/Olympus",
-        limits: [{ requests: 1000, per: "day", by: "ip" }],
+        limits: [{ requests: 1000, per: "day", by: "ip", enforce: "service" }],
       }),
     });
     expect(res.status).toBe(200);

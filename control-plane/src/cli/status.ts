@@ -29,6 +29,18 @@ export interface StatusBody {
     appliedConfig?: { revision: number | null; hash: string };
     types: Record<string, { lastNack?: { at: string; message: string } }>;
   }[];
+  /** Who verifies each route's callers: Envoy alone (`native`), ext-authz (and why), or nobody. */
+  routes?: { route: string; gateway: string; auth: "native" | "ext_authz" | "none"; reason?: string }[];
+  /** The keys the control plane fetches for providers that publish them. */
+  jwks?: {
+    provider: string;
+    uri: string;
+    state: string;
+    keys?: number;
+    fetchedAt?: string;
+    error?: string;
+    nextFetchAt?: string;
+  }[];
 }
 
 /** The config file's part of the status: what it applied last and, above all, what it refused. */
@@ -87,5 +99,17 @@ export function statusText(body: StatusBody, now = Date.now()): string {
     ]);
   }
   lines.push(body.nodes.length ? table(rows) : "no node is connected");
+  const authed = (body.routes ?? []).filter((r) => r.auth !== "none");
+  if (authed.length) {
+    const routeRows = [["ROUTE", "GATEWAY", "AUTH", "WHY NOT NATIVE"]];
+    for (const r of authed) routeRows.push([r.route, r.gateway, r.auth, r.reason ?? ""]);
+    lines.push("", table(routeRows));
+  }
+  for (const k of body.jwks ?? []) {
+    const held = k.keys === undefined ? "no keys" : `${k.keys} key${k.keys === 1 ? "" : "s"}`;
+    const fetched = k.fetchedAt ? `, fetched ${when(k.fetchedAt, now)}` : "";
+    const failing = k.error ? `; failing: ${k.error}` : "";
+    lines.push(`jwks ${k.provider} (${k.uri}): ${held}${fetched}${failing}`);
+  }
   return lines.join("\n");
 }

@@ -1,7 +1,9 @@
 import { createHash } from "node:crypto";
 import type { Logger } from "@portico/common";
 import { ConfigError } from "../model/errors.js";
+import type { FetchedKeys } from "../model/jwks.js";
 import type { Config } from "../model/schema.js";
+import type { QuotaDeny } from "../model/usage-quota.js";
 import { groupsDividingLimits, translate } from "../translate/translate.js";
 import { POLICY_GROUP, translatePolicy } from "../translate/policy.js";
 import type { SnapshotCache } from "../xds/cache.js";
@@ -22,17 +24,23 @@ export function configRevision(config: Config): string {
 /**
  * Translates a validated config and builds every group's snapshot before touching the cache, so a
  * config that cannot be encoded changes nothing. `membersOf`: the connected Envoys of a group,
- * among which the limits they count are divided (1 when absent).
+ * among which the limits they count are divided (1 when absent); `quotaDenies`: who has used up a
+ * calendar quota the control plane counts.
  */
 export function buildSnapshots(
   config: Config,
   revision = configRevision(config),
   membersOf?: (group: string) => number,
+  quotaDenies?: readonly QuotaDeny[],
+  keys?: FetchedKeys,
 ): Map<string, Snapshot> {
   const snapshots = new Map<string, Snapshot>();
   // The policy group first: its pushes (a new provider, key or limit) start before the Envoy
   // routes that need them.
-  const groups = new Map([[POLICY_GROUP, translatePolicy(config)], ...translate(config, membersOf)]);
+  const groups = new Map([
+    [POLICY_GROUP, translatePolicy(config)],
+    ...translate(config, membersOf, quotaDenies, keys),
+  ]);
   for (const [group, resources] of groups) {
     try {
       snapshots.set(group, buildSnapshot(group, resources, revision));
@@ -49,6 +57,12 @@ export function buildSnapshots(
  * Publishes configs into the snapshot cache. Groups that disappear from the config get an empty
  * snapshot, so their Envoys drop the listeners rather than serve a deleted gateway.
  */
+/** Where the translator's signing keys come from (jwks/keeper.ts): it learns each config's providers. */
+export interface KeySource {
+  track(config: Config): void;
+  keys(): FetchedKeys;
+}
+
 export class Publisher {
   private groups = new Set<string>();
   /** The member counts the current snapshots divide limits by, for the groups that divide any. */
@@ -61,6 +75,10 @@ export class Publisher {
     private readonly metrics?: XdsMetrics,
     /** The connected Envoys of each gateway group (a group missing has none). */
     private readonly members: () => ReadonlyMap<string, number> = () => new Map(),
+    /** Who has used up a calendar quota the control plane counts, now. */
+    private readonly quotaDenies: () => readonly QuotaDeny[] = () => [],
+    /** The signing keys fetched for providers that publish them; told of every config published. */
+    private readonly keySource?: KeySource,
   ) {}
 
   /** The counts a publish of `config` divides by now: every group's, at least 1. */
@@ -89,10 +107,36 @@ export class Publisher {
     return this.publishWith(this.current.config, now);
   }
 
+  /**
+   * Publishes the current config again with the quota denies as they are now: a deny or its lifting
+   * changes one resource (the deny filter's ECDS config) of the groups it concerns, and only that
+   * is pushed.
+   */
+  republishDenies(): PublishResult | undefined {
+    if (!this.current) return undefined;
+    return this.publishWith(this.current.config, this.divided);
+  }
+
+  /**
+   * Publishes the current config again with the signing keys held now (a provider's keys were
+   * fetched for the first time, or rotated): its routes move to Envoy, or Envoy gets the new keys.
+   */
+  republishKeys(): PublishResult | undefined {
+    if (!this.current) return undefined;
+    return this.publishWith(this.current.config, this.divided);
+  }
+
   private publishWith(config: Config, divided: Map<string, number>): PublishResult {
     const revision = configRevision(config);
     const started = process.hrtime.bigint();
-    const snapshots = buildSnapshots(config, revision, (g) => divided.get(g) ?? 1);
+    this.keySource?.track(config);
+    const snapshots = buildSnapshots(
+      config,
+      revision,
+      (g) => divided.get(g) ?? 1,
+      this.quotaDenies(),
+      this.keySource?.keys(),
+    );
     for (const group of this.groups) {
       if (!snapshots.has(group)) snapshots.set(group, buildSnapshot(group, [], revision));
     }

@@ -189,12 +189,25 @@ export const GatewayExtAuthzSchema = z
     /** The status Envoy answers with when ext-authz cannot answer and `failOpen` is off. */
     statusOnError: z.number().int().min(400).max(599).default(503),
     /**
-     * `ext_authz` (default): Portico's service checks every credential kind. `jwt_authn` asks for
-     * Envoy's own `jwt_authn` filter on JWT routes; Envoy 1.40's filter cannot refuse a token with an
-     * unknown `crit` header or an `iat` in the future, and its refusals name the reason and the
-     * request URL, so such routes are served by ext-authz all the same, as strictly as any other.
+     * Who verifies the JWTs of routes that accept nothing else: Envoy itself (`jwt_authn` with the
+     * keys the control plane fetched, then Portico's checks in a Lua filter, refusing exactly what
+     * ext-authz refuses, in its words) or a call to ext-authz. `auto` (default): Envoy wherever it
+     * can, ext-authz for the rest, each route's choice and its reason in the status. `jwt_authn`:
+     * the same, but a JWT-only route Envoy cannot serve is refused when written. `ext_authz`: every
+     * route calls ext-authz.
      */
-    jwt: z.enum(["ext_authz", "jwt_authn"]).default("ext_authz"),
+    jwt: z
+      .enum(["auto", "ext_authz", "jwt_authn"])
+      .default("auto")
+      .meta({
+        description:
+          "Who verifies the JWTs of routes that accept only JWTs: auto (default) lets Envoy verify them " +
+          "(jwt_authn with keys the control plane fetches and pins, then the same checks and refusals as " +
+          "ext-authz, with no call out) wherever the route allows it, and ext-authz the others; jwt_authn " +
+          "does the same but refuses a config where a JWT-only route cannot be verified by Envoy; ext_authz " +
+          "sends every route to ext-authz. GET /api/v1/status shows each route's choice and why.",
+        examples: ["auto"],
+      }),
   })
   .strict();
 

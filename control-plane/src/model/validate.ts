@@ -2,6 +2,7 @@ import { BlockList, isIP } from "node:net";
 import { RE2JS } from "re2js";
 import { parseDocument } from "yaml";
 import { authPolicyProblems } from "./auth-document.js";
+import { nativeModeProblem } from "./auth-path.js";
 import { compositeReferences, compositeRouteProblems } from "./composite.js";
 import { ConfigError, fromZod, type FieldProblem } from "./errors.js";
 import { grpcTranscodeProblems } from "./grpc-transcode.js";
@@ -315,6 +316,8 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
         reason: `gateway '${r.gateway}' has no extAuthz service to enforce it; set gateways.extAuthz`,
       });
     }
+    const native = g && nativeModeProblem(config, g, r.authPolicy);
+    if (native) problems.push({ field: `${at}.authPolicy`, reason: native });
     // A policy with only a local limit, or limits each Envoy counts, is enforced by Envoy alone.
     const rlp = config.rateLimitPolicies.find((p) => p.name === r.rateLimitPolicy);
     if (g && rlp && hasServiceLimits(rlp) && !g.rateLimit) {

@@ -34,6 +34,8 @@ import { storeSettings, type RedisStoreOptions, type StoreSettings } from "./red
 import { logOutages } from "./redis/outages.js";
 import { commitRevision, readHead } from "./redis/scripts.js";
 import { redisFleetBoard, type FleetBoard } from "./redis/fleet-board.js";
+import { redisUsageLedger } from "../quota/redis-ledger.js";
+import type { UsageLedger } from "../quota/ledger.js";
 
 export type { RedisStoreOptions } from "./redis/options.js";
 export type { FleetBoard } from "./redis/fleet-board.js";
@@ -50,6 +52,7 @@ export class RedisStore implements ConfigStore {
   private closing?: Promise<void>;
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly boardListeners = new Set<(replica: string) => void>();
+  private readonly quotaListeners = new Set<() => void>();
   private readonly secrets: RedisStoreOptions["secrets"];
   private sealer?: SecretSealer;
 
@@ -104,10 +107,12 @@ export class RedisStore implements ConfigStore {
         const n = Number(message);
         if (channel === this.keys.channel && Number.isSafeInteger(n) && n > 0) this.feed.catchUp(n);
         else if (channel === this.keys.fleet.channel) for (const l of this.boardListeners) l(message);
+        else if (channel === this.keys.quota.channel) for (const l of this.quotaListeners) l();
       });
       // Subscribe before reading the head, so nothing committed in between goes unnoticed.
       await sub.subscribe(this.keys.channel);
       await sub.subscribe(this.keys.fleet.channel);
+      await sub.subscribe(this.keys.quota.channel);
       const text = await cmd.get(this.keys.head);
       head = text === null ? 0 : Number(text);
     } catch (err) {
@@ -121,6 +126,7 @@ export class RedisStore implements ConfigStore {
       sub
         .subscribe(this.keys.channel)
         .then(() => sub.subscribe(this.keys.fleet.channel))
+        .then(() => sub.subscribe(this.keys.quota.channel))
         .then(() => this.feed.catchUp("head"))
         .catch((err: Error) => this.log.warn({ err: err.message }, "could not resubscribe to store changes"));
     });
@@ -189,6 +195,15 @@ export class RedisStore implements ConfigStore {
       this.keys.fleet,
       (what, fn) => this.run(`${what}`, () => fn(this.link.cmd)),
       this.boardListeners,
+    );
+  }
+
+  /** Where the replicas count calendar quotas from access logs and share who ran out. */
+  usageLedger(): UsageLedger {
+    return redisUsageLedger(
+      this.keys.quota,
+      (what, fn) => this.run(what, () => fn(this.link.cmd)),
+      this.quotaListeners,
     );
   }
 

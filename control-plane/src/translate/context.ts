@@ -1,4 +1,6 @@
+import type { FetchedKeys } from "../model/jwks.js";
 import type { Config, Gateway, Listener, Route } from "../model/schema.js";
+import type { QuotaDeny } from "../model/usage-quota.js";
 
 /** What the per-gateway parts of the translator read: the whole (validated) config and the gateway. */
 export interface GatewayContext {
@@ -9,6 +11,13 @@ export interface GatewayContext {
    * the limits each Envoy counts are divided among them.
    */
   readonly members?: number;
+  /** Subjects denied now because they used up a calendar quota the control plane counts (quota/). */
+  readonly quotaDenies?: readonly QuotaDeny[];
+  /**
+   * The signing keys the control plane fetched for providers that publish them: their routes are
+   * verified by Envoy with these, or by ext-authz while none are held.
+   */
+  readonly keys?: FetchedKeys;
 }
 
 /** The routes a listener serves: its gateway's, unless pinned to another of its listeners. */

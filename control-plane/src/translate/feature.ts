@@ -10,8 +10,9 @@ import type { GatewayContext } from "./context.js";
 /**
  * The order of the HTTP filters in every connection manager, whichever features bring them.
  * A local token bucket comes before authentication (floods cost no call out), authentication
- * before the limits Envoy counts per caller and the rate limiter (both read the identity
- * authentication found); the router is last.
+ * (jwt_authn and the checks that decide on its verdict, or ext_authz) before the limits Envoy
+ * counts per caller and the rate limiter (both read the identity authentication found); the
+ * router is last.
  * Answers pass the filters in the reverse order, so the header mutation sees the transcoder's
  * answer, and the body check (lua) sees the JSON before the transcoder turns it into gRPC.
  */
@@ -20,7 +21,9 @@ export const HTTP_FILTER_ORDER = [
   "envoy.filters.http.buffer",
   "envoy.filters.http.local_ratelimit",
   "envoy.filters.http.jwt_authn",
+  "portico.jwt_checks",
   "envoy.filters.http.ext_authz",
+  "portico.quota",
   "portico.caller_limits",
   "envoy.filters.http.ratelimit",
   "envoy.filters.http.header_mutation",
@@ -35,7 +38,9 @@ export type HttpFilterName = (typeof HTTP_FILTER_ORDER)[number];
 /** One entry of a connection manager's `http_filters`. */
 export interface HttpFilter {
   readonly name: HttpFilterName;
-  readonly typed_config: object;
+  /** The filter's config; or, in `config_discovery`, where Envoy fetches it (ECDS, by the filter's name). */
+  readonly typed_config?: object;
+  readonly config_discovery?: object;
   readonly disabled?: boolean;
 }
 
@@ -132,6 +137,8 @@ export interface HttpFeature {
   readonly upstreamVariants?: (ctx: GatewayContext) => readonly UpstreamVariant[];
   /** Clusters that are no upstream's: after the upstreams' clusters and the feature's variants. */
   readonly clusters?: (ctx: GatewayContext) => ResourceInput[];
+  /** The configs of the feature's filters that Envoy fetches by ECDS (`TypedExtensionConfig`). */
+  readonly extensionConfigs?: (ctx: GatewayContext) => ResourceInput[];
 }
 
 /** The config as the features see it: each one's `prepare` applied, in registry order. */

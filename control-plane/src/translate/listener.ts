@@ -50,8 +50,15 @@ const FIELD_PLACE: Record<ConnectionManagerField, Place> = {
   local_reply_config: "after filters",
 };
 
+/** Fields that several features add entries to, joined in registry order (the others: last one set wins). */
+const JOINED_FIELDS: readonly ConnectionManagerField[] = ["access_log"];
+
 function featureFields(patches: readonly ListenerPatch[], place: Place): Record<string, unknown> {
   const set: Record<string, unknown> = Object.assign({}, ...patches.map((p) => p.connectionManager));
+  for (const field of JOINED_FIELDS) {
+    const joined = patches.flatMap((p) => (p.connectionManager?.[field] as unknown[] | undefined) ?? []);
+    if (joined.length > 0) set[field] = joined;
+  }
   const out: Record<string, unknown> = {};
   for (const [field, at] of Object.entries(FIELD_PLACE)) {
     if (at === place && set[field] !== undefined) out[field] = set[field];

@@ -11,12 +11,44 @@ function withoutSdsSources(value: unknown): any {
 }
 
 /**
- * One group's resources as a static bootstrap: routes inline in their listeners, endpoints inline
- * in their clusters, secrets static. Envoy then checks exactly what it would receive over xDS.
+ * The cluster every Envoy's bootstrap has to its control plane, which access logs for usage
+ * counting are sent over; here only so that the loggers naming it can be built.
+ */
+function xdsClusterStandIn(): object {
+  return {
+    name: "xds_cluster",
+    type: "STATIC",
+    connect_timeout: { seconds: 1 },
+    typed_extension_protocol_options: {
+      "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        explicit_http_config: { http2_protocol_options: {} },
+      },
+    },
+    load_assignment: {
+      cluster_name: "xds_cluster",
+      endpoints: [
+        {
+          lb_endpoints: [
+            { endpoint: { address: { socket_address: { address: "127.0.0.1", port_value: 18000 } } } },
+          ],
+        },
+      ],
+    },
+  };
+}
+
+/**
+ * One group's resources as a static bootstrap: routes inline in their listeners, filter configs
+ * (ECDS) inline in their filters, endpoints inline in their clusters, secrets static. Envoy then
+ * checks exactly what it would receive over xDS.
  */
 export function staticBootstrap(group: string, resources: ResourceInput[]): object {
   const of = (t: string) => resources.filter((r) => r.typeUrl === t);
   const routes = new Map(of(TypeUrl.Route).map((r) => [r.name, r.message]));
+  const filterConfigs = new Map(
+    of(TypeUrl.ExtensionConfig).map((r) => [r.name, (r.message as { typed_config?: object }).typed_config]),
+  );
   const endpoints = new Map(of(TypeUrl.Endpoint).map((r) => [r.name, r.message]));
   const listeners = of(TypeUrl.Listener).map((l) => {
     const listener = structuredClone(l.message) as any;
@@ -26,6 +58,12 @@ export function staticBootstrap(group: string, resources: ResourceInput[]): obje
         if (hcm?.rds) {
           hcm.route_config = routes.get(hcm.rds.route_config_name);
           delete hcm.rds;
+        }
+        for (const f of hcm?.http_filters ?? []) {
+          if (f.config_discovery) {
+            f.typed_config = filterConfigs.get(f.name) ?? f.config_discovery.default_config;
+            delete f.config_discovery;
+          }
         }
       }
     }
@@ -45,6 +83,12 @@ export function staticBootstrap(group: string, resources: ResourceInput[]): obje
   return {
     node: { id: "validate", cluster: group },
     // An SDS reference without a config source names a static secret.
-    static_resources: withoutSdsSources({ listeners, clusters, secrets }),
+    static_resources: withoutSdsSources({
+      listeners,
+      clusters: JSON.stringify(listeners).includes('"xds_cluster"')
+        ? [...clusters, xdsClusterStandIn()]
+        : clusters,
+      secrets,
+    }),
   };
 }

@@ -3,7 +3,9 @@
  * listener serves, the upstreams and certificates they use. Everything an HTTP feature adds
  * comes from its module in features/, through the HttpFeature seam.
  */
+import type { FetchedKeys } from "../model/jwks.js";
 import type { Config, Listener, Route } from "../model/schema.js";
+import type { QuotaDeny } from "../model/usage-quota.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
 import { upstreamCertificates, upstreamResources } from "./clusters.js";
@@ -63,18 +65,28 @@ function listenerResources(ctx: GatewayContext, listener: Listener): ResourceInp
  * clusters its routes and features use and only the secrets its listeners and clusters use, in a
  * stable order: listeners (the gateway's, then the features'), clusters (the upstreams', then each
  * feature's variants of upstreams and clusters of its own), secrets. `membersOf` says how many
- * Envoys of a group are connected, among which the limits they count are divided (1 when absent).
+ * Envoys of a group are connected, among which the limits they count are divided (1 when absent);
+ * `quotaDenies`, who has used up a calendar quota the control plane counts (the ECDS deny filter's);
+ * `keys`, the signing keys the control plane fetched, with which Envoy verifies JWTs itself.
  */
 export function translate(
   input: Config,
   membersOf?: (group: string) => number,
+  quotaDenies: readonly QuotaDeny[] = [],
+  keys?: FetchedKeys,
 ): Map<string, ResourceInput[]> {
   const config = prepareConfig(input, HTTP_FEATURES);
   const upstreams = new Map(config.upstreams.map((u) => [u.name, u]));
   const certs = new Map(config.certificates.map((c) => [c.name, c]));
   const out = new Map<string, ResourceInput[]>();
   for (const gateway of config.gateways) {
-    const ctx: GatewayContext = { config, gateway, members: membersOf?.(gateway.name) ?? 1 };
+    const ctx: GatewayContext = {
+      config,
+      gateway,
+      members: membersOf?.(gateway.name) ?? 1,
+      quotaDenies,
+      keys,
+    };
     const resources: ResourceInput[] = [];
     const secrets = new Set<string>();
     for (const listener of gateway.listeners) {
@@ -83,6 +95,7 @@ export function translate(
       for (const sni of listener.sniCertificates ?? []) secrets.add(sni.certificate);
     }
     for (const f of HTTP_FEATURES) resources.push(...(f.listeners?.(ctx) ?? []));
+    for (const f of HTTP_FEATURES) resources.push(...(f.extensionConfigs?.(ctx) ?? []));
     const used = new Set(config.routes.filter((r) => r.gateway === gateway.name).flatMap(upstreamsOf));
     for (const f of HTTP_FEATURES) for (const name of f.upstreams?.(ctx) ?? []) used.add(name);
     for (const name of [...used].sort()) {

@@ -36,9 +36,10 @@ export function policyTypes(role: PolicyRole): string[] {
 
 /**
  * Whether a client whose certificate names `identity` may have what it asks for. A gateway reads
- * Envoy's types (listeners, routes, clusters, endpoints, secrets) of its own group's snapshot; a
- * policy service reads its role's policy types of the policy group and never a secret. Anything
- * else, and a certificate naming no identity, is refused before the stream is served at all.
+ * Envoy's types (listeners, routes, filter configs by ECDS, clusters, endpoints, secrets) of its
+ * own group's snapshot; a policy service reads its role's policy types of the policy group and
+ * never a secret. Anything else, and a certificate naming no identity, is refused before the
+ * stream is served at all.
  */
 export function authorizeXds(identity: WorkloadIdentity | undefined, ask: XdsAsk): Refusal | undefined {
   const asked = describeAsk(ask);
@@ -67,7 +68,7 @@ export function authorizeXds(identity: WorkloadIdentity | undefined, ask: XdsAsk
     if (isEnvoyType(ask.typeUrl)) return undefined;
     return {
       reason: "type",
-      message: `${who} may not read ${typeName(ask.typeUrl)}: a gateway reads only listeners, routes, clusters, endpoints and secrets of its group`,
+      message: `${who} may not read ${typeName(ask.typeUrl)}: a gateway reads only listeners, routes, filter configs, clusters, endpoints and secrets of its group`,
     };
   }
   if (policyReader(ask.typeUrl) === identity.role) return undefined;

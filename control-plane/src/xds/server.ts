@@ -130,6 +130,15 @@ export class XdsServer {
     }
   }
 
+  /**
+   * Serves another gRPC service on the xDS port, before `listen`: what Envoys send over the
+   * connection they already have to the control plane (their access logs), under the identity
+   * their certificate names.
+   */
+  addService(definition: grpc.ServiceDefinition, implementation: grpc.UntypedServiceImplementation): void {
+    this.server.addService(definition, implementation);
+  }
+
   private track(stream: XdsStream<any>): void {
     this.streams.add(stream);
     stream.start(() => this.streams.delete(stream));

@@ -7,18 +7,21 @@ export const TypeUrl = {
   Listener: TYPE_PREFIX + "envoy.config.listener.v3.Listener",
   Route: TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration",
   Secret: TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret",
+  /** ECDS: the config of an HTTP filter that a listener names in `config_discovery`. */
+  ExtensionConfig: TYPE_PREFIX + "envoy.config.core.v3.TypedExtensionConfig",
 } as const;
 
 /**
  * Make-before-break: clusters before the endpoints that warm them, listeners before the routes
- * they wait for, secrets last. Types not listed here (Portico's policy types) follow in the order
- * they were registered.
+ * and filter configs they wait for, secrets last. Types not listed here (Portico's policy types)
+ * follow in the order they were registered.
  */
 export const PUSH_ORDER: readonly string[] = [
   TypeUrl.Cluster,
   TypeUrl.Endpoint,
   TypeUrl.Listener,
   TypeUrl.Route,
+  TypeUrl.ExtensionConfig,
   TypeUrl.Secret,
 ];
 
@@ -29,6 +32,7 @@ export const PUSH_ORDER: readonly string[] = [
 export const REMOVAL_ORDER: readonly string[] = [
   TypeUrl.Listener,
   TypeUrl.Route,
+  TypeUrl.ExtensionConfig,
   TypeUrl.Cluster,
   TypeUrl.Endpoint,
   TypeUrl.Secret,

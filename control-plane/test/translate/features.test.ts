@@ -25,7 +25,7 @@ const nonEmpty = <T extends object>(o: T): Partial<T> =>
 /**
  * What one feature adds to each gateway of the config, as the translator asks it: per listener
  * its filters, connection manager, router and route table fields and route patches; per gateway
- * its upstreams, variants of upstreams, listeners and clusters. The config is prepared by every feature first, as translate() does.
+ * its upstreams, variants of upstreams, listeners, clusters and ECDS filter configs. The config is prepared by every feature first, as translate() does.
  */
 function contribution(feature: HttpFeature, input: Config): object {
   const config = prepareConfig(input, HTTP_FEATURES);
@@ -60,6 +60,7 @@ function contribution(feature: HttpFeature, input: Config): object {
           upstreamVariants: feature.upstreamVariants?.(ctx),
           listenerResources: shownResources(feature.listeners?.(ctx) ?? []),
           clusters: shownResources(feature.clusters?.(ctx) ?? []),
+          extensionConfigs: shownResources(feature.extensionConfigs?.(ctx) ?? []),
         }),
       ];
     }),

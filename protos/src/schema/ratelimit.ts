@@ -2,8 +2,10 @@ import { z } from "zod";
 import { Name } from "./name.js";
 
 /**
- * A limit, counted by each Envoy of the gateway group for its share (`enforce: envoy`) or by
- * Portico's rate-limit service for the whole group (see ratelimit-policy.ts for the keys).
+ * A limit, counted by each Envoy of the gateway group for its share (`enforce: envoy`), by
+ * Portico's rate-limit service for the whole group (`enforce: service`; see ratelimit-policy.ts
+ * for the keys), or, for calendar quotas, by the control plane from Envoy's access logs
+ * (`enforce: usage`; see control-plane/src/quota).
  */
 export const RateLimitSchema = z
   .object({
@@ -34,21 +36,30 @@ export const RateLimitSchema = z
      * a token bucket per consumer or address, per route) with the limit divided among the group's
      * connected Envoys, and no call out; a config push to the group (an Envoy joining or leaving,
      * a route change) starts the route's buckets afresh. `service`: Portico's rate-limit service
-     * counts for the whole group, one count per policy across its routes, in the windows it says.
+     * counts for the whole group, one count per policy across its routes, in the windows it says:
+     * exact, at the cost of a call per request. `usage`: the control plane counts a calendar quota
+     * from the access logs Envoy streams to it, off the request path, and pushes a deny for a
+     * consumer (or an anonymous caller's address) to every Envoy of the group once the quota is
+     * used up, until the period resets; it admits a little beyond the quota (the requests served
+     * while the logs are in flight: about a second's worth at the caller's rate).
      * Default: `envoy` for what Envoy counts closely enough (per second or minute, or a window up
-     * to 1m; by consumer or ip; fixed_window or token_bucket; not shadow, not a plan's), else
+     * to 1m; by consumer or ip; fixed_window or token_bucket; not shadow, not a plan's), `usage`
+     * for calendar quotas (per day, week, month or year; by consumer or ip; not shadow), else
      * `service`.
      */
     enforce: z
-      .enum(["envoy", "service"])
+      .enum(["envoy", "service", "usage"])
       .optional()
       .meta({
         description:
           "Who counts: each Envoy with its share of the limit, per route, in a token bucket (`envoy`, no " +
-          "call out) or the rate-limit service for the whole group (`service`). Default: `envoy` for " +
-          "per-second and per-minute limits by consumer or ip (fixed_window or token_bucket, not " +
-          "shadow, not a plan's), else `service`.",
-        examples: ["envoy", "service"],
+          "call out), the rate-limit service for the whole group (`service`: exact, a call per request), " +
+          "or the control plane from Envoy's access logs, denying a caller in every Envoy once a calendar " +
+          "quota is used up (`usage`: no call out; admits about a second's worth of requests beyond the " +
+          "quota). Default: `envoy` for per-second and per-minute limits by consumer or ip (fixed_window " +
+          "or token_bucket, not shadow, not a plan's), `usage` for calendar quotas (per day, week, month " +
+          "or year) by consumer or ip that are not shadow, else `service`.",
+        examples: ["envoy", "service", "usage"],
       }),
   })
   .strict()

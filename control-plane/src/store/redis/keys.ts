@@ -1,3 +1,4 @@
+import type { UsageLedgerKeys } from "../../quota/redis-ledger.js";
 import type { FleetBoardKeys } from "./fleet-board.js";
 
 /**
@@ -15,6 +16,8 @@ export interface StoreKeys {
   channel: string;
   /** The replicas' shared fleet state (see fleet-board.ts). */
   fleet: FleetBoardKeys;
+  /** Calendar quotas counted from access logs, and who ran out (see quota/redis-ledger.ts). */
+  quota: UsageLedgerKeys;
 }
 
 export function storeKeys(prefix: string): StoreKeys {
@@ -25,6 +28,11 @@ export function storeKeys(prefix: string): StoreKeys {
     revPrefix: `${tag}:rev:`,
     channel: `${tag}:changes`,
     fleet: { index: `${tag}:fleet`, entryPrefix: `${tag}:fleet:`, channel: `${tag}:fleet-changes` },
+    quota: {
+      counterPrefix: `${tag}:quota:n:`,
+      denies: `${tag}:quota:denies`,
+      channel: `${tag}:quota-changes`,
+    },
   };
 }
 

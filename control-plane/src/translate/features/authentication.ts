@@ -1,44 +1,63 @@
 /**
- * Who the caller is: ext-authz for the routes with an auth policy (also on gateways asking for
- * Envoy's jwt_authn, which is less strict: see `NATIVE_JWT_UNFIT`), the policy carried by each
- * route, and the identity headers stripped on arrival.
+ * Who the caller is. Each route with an auth policy is decided by Envoy alone when it can be
+ * (JWT-only policies: jwt_authn, then Portico's checks; see jwt-authn.ts) and by ext-authz
+ * otherwise (API keys, OAuth, or a gateway that asks for it), with ext_authz turned off on the
+ * routes Envoy decides, so they make no call; the identity headers are stripped on arrival.
  */
 import { ALL_IDENTITY_HEADERS, duration, TYPE_PREFIX } from "@portico/contract";
 import type { AuthPolicy, Route } from "../../model/schema.js";
 import type { GatewayContext } from "../context.js";
 import type { HttpFeature, HttpFilter, HttpFilterName } from "../feature.js";
-import { authPolicyOf } from "./jwt-authn.js";
+import { JWT_CHECKS, JWT_CHECKS_OFF, jwtChecksFilter, jwtChecksPerRoute } from "./jwt-checks.js";
+import { IDENTITY_NAMESPACE } from "./jwt-checks-lua.js";
+import {
+  authPath,
+  authPolicyOf,
+  gatewayHasNative,
+  JWT_AUTHN_FILTER,
+  JWT_AUTHN_OFF,
+  jwtAuthnFilter,
+  jwtAuthnPerRoute,
+  payloadHeaders,
+} from "./jwt-authn.js";
 
 const EXT_AUTHZ = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
 const EXT_AUTHZ_PER_ROUTE = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
 const EARLY_HEADER_MUTATION = "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation";
 export const EXT_AUTHZ_FILTER: HttpFilterName = "envoy.filters.http.ext_authz";
 
-/** The namespace Envoy files ext-authz's dynamic metadata under. */
-export const EXT_AUTHZ_NAMESPACE = EXT_AUTHZ_FILTER;
+/**
+ * The namespace of the caller's identity in dynamic metadata: ext-authz's (Envoy files its
+ * answer under the filter's name), and the checks after jwt_authn write theirs there too.
+ */
+export const EXT_AUTHZ_NAMESPACE = IDENTITY_NAMESPACE;
 
 /**
  * Every listener removes identity headers as a request arrives, before routing and before any
  * filter, so whatever reaches an upstream was set by authentication: a client can never forge an
  * identity, on any route, whichever filter authenticates it (or none).
  */
-export function identityHeaderStrip(): object {
+export function identityHeaderStrip(ctx?: GatewayContext): object {
+  // So are the headers jwt_authn reports verified tokens in: only Envoy may write them.
+  const names = [...ALL_IDENTITY_HEADERS, ...(ctx ? payloadHeaders(ctx) : [])];
   return {
     name: "portico.strip-identity",
     typed_config: {
       "@type": TYPE_PREFIX + EARLY_HEADER_MUTATION,
-      mutations: ALL_IDENTITY_HEADERS.map((h) => ({ remove: h })),
+      mutations: names.map((h) => ({ remove: h })),
     },
   };
 }
 
-/** Whether any route of the gateway uses ext_authz: computed once per gateway, not per route. */
+/** Whether any route of the gateway calls ext-authz: computed once per gateway, not per route. */
 const filterOnByGateway = new WeakMap<GatewayContext, boolean>();
 
 function filterOn(ctx: GatewayContext): boolean {
   let on = filterOnByGateway.get(ctx);
   if (on === undefined) {
-    on = ctx.config.routes.some((x) => x.gateway === ctx.gateway.name && authPolicyOf(ctx, x) !== undefined);
+    on = ctx.config.routes.some(
+      (x) => x.gateway === ctx.gateway.name && authPath(ctx, x).kind === "ext_authz",
+    );
     filterOnByGateway.set(ctx, on);
   }
   return on;
@@ -47,7 +66,9 @@ function filterOn(ctx: GatewayContext): boolean {
 /** The HTTP filters that authenticate callers on this listener's routes, in order. */
 export function authHttpFilters(ctx: GatewayContext, routes: readonly Route[]): HttpFilter[] {
   if (!ctx.gateway.extAuthz || !routes.some((r) => authPolicyOf(ctx, r))) return [];
-  return [extAuthzFilter(ctx)];
+  const native = jwtAuthnFilter(ctx, routes);
+  const viaService = routes.some((r) => authPath(ctx, r).kind === "ext_authz");
+  return [...(native ? [native, jwtChecksFilter()] : []), ...(viaService ? [extAuthzFilter(ctx)] : [])];
 }
 
 function extAuthzFilter(ctx: GatewayContext): HttpFilter {
@@ -87,27 +108,40 @@ export function contextExtensions(p: AuthPolicy): Record<string, string> {
   };
 }
 
-/** Routes with a policy send it to ext-authz; the rest skip the call (public routes cost nothing). */
+/**
+ * Routes Envoy decides carry their requirement and rules and skip ext_authz; routes with another
+ * policy send it to ext-authz; the rest skip both (public routes cost nothing).
+ */
 export function authPerFilterConfig(ctx: GatewayContext, r: Route): Record<string, object> {
-  const policy = authPolicyOf(ctx, r);
-  if (!policy || !ctx.gateway.extAuthz) {
-    return filterOn(ctx)
-      ? { [EXT_AUTHZ_FILTER]: { "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE, disabled: true } }
-      : {};
+  const path = authPath(ctx, r);
+  const native = gatewayHasNative(ctx);
+  const serviceOff = filterOn(ctx)
+    ? { [EXT_AUTHZ_FILTER]: { "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE, disabled: true } }
+    : {};
+  const nativeOff = native ? { [JWT_AUTHN_FILTER]: JWT_AUTHN_OFF, [JWT_CHECKS]: JWT_CHECKS_OFF } : {};
+  if (path.kind === "native") {
+    return {
+      [JWT_AUTHN_FILTER]: jwtAuthnPerRoute(path.policy),
+      [JWT_CHECKS]: jwtChecksPerRoute(ctx.config, path.policy, path.providers),
+      ...serviceOff,
+    };
   }
+  if (path.kind === "public" || !ctx.gateway.extAuthz) return { ...nativeOff, ...serviceOff };
   return {
+    ...nativeOff,
     [EXT_AUTHZ_FILTER]: {
       "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE,
-      check_settings: { context_extensions: contextExtensions(policy) },
+      check_settings: { context_extensions: contextExtensions(path.policy) },
     },
   };
 }
 
 /**
  * Where the caller's identity is in a request's dynamic metadata once authentication ran, for the
- * rate limiter's `metadata` descriptor actions (`source: DYNAMIC`). Absent on routes without an
- * auth policy and for requests that did not authenticate: the action's default (`anonymous`)
- * applies, so every descriptor has a value.
+ * rate limiter's `metadata` descriptor actions (`source: DYNAMIC`): the same place whether
+ * ext-authz or the checks after jwt_authn admitted the caller. Absent on routes without an auth
+ * policy and for requests that did not authenticate: the action's default (`anonymous`) applies,
+ * so every descriptor has a value.
  */
 export function identityMetadataKey(
   _ctx: GatewayContext,
@@ -123,7 +157,7 @@ export const authentication: HttpFeature = {
     httpFilters: authHttpFilters(ctx, routes),
     connectionManager: listener.trustIdentityHeaders
       ? {}
-      : { early_header_mutation_extensions: [identityHeaderStrip()] },
+      : { early_header_mutation_extensions: [identityHeaderStrip(ctx)] },
     route: (r) => {
       // Guards authenticate like their route: a caller learns nothing about a protected route unauthenticated.
       const perFilterConfig = authPerFilterConfig(ctx, r);

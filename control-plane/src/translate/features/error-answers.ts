@@ -3,11 +3,13 @@
  * upstream unreachable or too slow, a request the transcoder cannot read) as JSON in Portico's
  * error shape, `{"code", "message", "detail", "request_id"}`, instead of Envoy's plain text.
  * Answers that already have their shape are left as they are: direct responses (guards and the
- * routes' own), ext-authz's refusals, static fallbacks, and answers to gRPC callers.
+ * routes' own), ext-authz's refusals (and the same refusals by the checks after jwt_authn),
+ * static fallbacks, and answers to gRPC callers.
  */
 import { struct, TYPE_PREFIX, DEGRADED_HEADER } from "@portico/contract";
 import type { Listener } from "../../model/schema.js";
 import type { HttpFeature } from "../feature.js";
+import { JWT_CHECKS_FILTER } from "./jwt-checks-lua.js";
 import { otherIdHeader, REQUEST_ID_VALUE } from "./request-ids.js";
 
 const CEL_FILTER = "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter";
@@ -64,6 +66,8 @@ const KEPT = [
   "response.code < 400",
   'response.code_details == "direct_response"',
   'response.code_details == "ext_authz_denied"',
+  // The refusals of the checks after jwt_authn, in ext-authz's words, are marked in dynamic metadata.
+  `"${JWT_CHECKS_FILTER}" in metadata.filter_metadata`,
   `"${DEGRADED_HEADER}" in response.headers`,
   '("content-type" in request.headers && request.headers["content-type"].startsWith("application/grpc") && !("x-envoy-original-method" in request.headers))',
 ].join(" || ");

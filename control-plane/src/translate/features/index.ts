@@ -6,6 +6,7 @@ import { errorAnswers } from "./error-answers.js";
 import { fallback } from "./fallback.js";
 import { internalHeaders } from "./internal-headers.js";
 import { observability } from "./observability.js";
+import { quota } from "./quota.js";
 import { rateLimits } from "./rate-limits.js";
 import { requestIds } from "./request-ids.js";
 import { requestLimits } from "./request-limits.js";
@@ -27,6 +28,7 @@ export const HTTP_FEATURES: readonly HttpFeature[] = [
   fallback,
   requestLimits,
   observability,
+  quota,
   requestIds,
   errorAnswers,
   internalHeaders,

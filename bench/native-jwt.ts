@@ -1,0 +1,306 @@
+// JWT routes Envoy verifies itself (extAuthz.jwt: auto): jwt_authn with the inline keys the control
+// plane pins, its verified-token cache, then Portico's checks in Lua (the same refusals and identity
+// as ext-authz), with no call out; beside the bare route of the same Envoy, and with a
+// per-consumer per-second limit each Envoy counts (`enforce: envoy`, the default), set high enough
+// never to refuse, so every request still takes a token from its consumer's bucket. Tokens are
+// taken in turn by a wrk script: a few that stay in Envoy's cache (hit), or more than the cache
+// holds (miss: every request verifies a signature). One Envoy (--concurrency 1), the control plane
+// in this process, configured as a user would configure it; no ext-authz runs at all. Any answer
+// other than 2xx, or any socket error, fails the run.
+//   npx tsx bench/native-jwt.ts [--seconds 5] [--rounds 3] [--connections 32]
+import { spawn, spawnSync } from "node:child_process";
+import { generateKeyPairSync, sign } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { REPO_ROOT } from "@portico/envoy";
+import {
+  freePort,
+  httpRequest,
+  startAdmin,
+  startEnvoy,
+  startHttpUpstream,
+  waitFor,
+  type AdminHandle,
+  type EnvoyProcess,
+} from "@portico/testing";
+import { median } from "./lib/stats.js";
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "5" },
+    rounds: { type: "string", default: "3" },
+    connections: { type: "string", default: "32" },
+  },
+});
+const SECONDS = Number(values.seconds);
+const ROUNDS = Number(values.rounds);
+const CONNECTIONS = Number(values.connections);
+/** Envoy's verified-token cache per provider (the translator's JWT_CACHE_SIZE). */
+const JWT_CACHE_SIZE = 10_000;
+const HIT_TOKENS = 10;
+/** More tokens than the cache holds, in turn: each is gone by the time it comes back. */
+const MISS_TOKENS = JWT_CACHE_SIZE + 2_000;
+
+if (spawnSync("wrk", ["--version"]).error) {
+  console.error("wrk is needed (apt-get install -y wrk)");
+  process.exit(1);
+}
+
+const ISSUER = "https://idp.bench";
+const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+const jwk = { ...(publicKey.export({ format: "jwk" }) as object), kid: "bench-1", alg: "RS256", use: "sig" };
+const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString("base64url");
+const now = Math.floor(Date.now() / 1000);
+/** A signed token for subject `user-<i>`: distinct tokens (and consumers), so distinct cache entries. */
+function token(i: number): string {
+  const input = `${b64({ alg: "RS256", kid: "bench-1", typ: "JWT" })}.${b64({ iss: ISSUER, aud: "bench", sub: `user-${i}`, iat: now, exp: now + 3600, scope: "read" })}`;
+  return `${input}.${sign("sha256", Buffer.from(input), privateKey).toString("base64url")}`;
+}
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-bench-native-jwt-"));
+
+/**
+ * A wrk script sending `Authorization: Bearer <token>` with each token in turn, from the one after
+ * `start`: wrk begins each run afresh, and the miss runs carry on where the last one stopped, so
+ * their tokens come round in one strict cycle longer than the cache (none is still there when it
+ * returns).
+ */
+function tokenScript(name: string, tokens: string[], start = 0): string {
+  const file = path.join(dir, `${name}.lua`);
+  fs.writeFileSync(
+    file,
+    [
+      "local tokens = {",
+      ...tokens.map((t) => `  "${t}",`),
+      "}",
+      `local n, i = #tokens, ${start % tokens.length}`,
+      "request = function()",
+      "  i = i % n + 1",
+      '  return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[i] })',
+      "end",
+      "",
+    ].join("\n"),
+  );
+  return file;
+}
+
+interface WrkResult {
+  requests: number;
+  rps: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  socketErrors: number;
+}
+
+function toMs(v: string): number {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(v.trim());
+  if (!m) throw new Error(`wrk latency '${v}'`);
+  const n = Number(m[1]);
+  return m[2] === "us" ? n / 1000 : m[2] === "s" ? n * 1000 : n;
+}
+
+async function wrk(url: string, script: string): Promise<WrkResult> {
+  const args = ["-t1", `-c${CONNECTIONS}`, `-d${SECONDS}s`, "--latency", "-s", script, url];
+  const child = spawn("wrk", args, { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+  await new Promise((resolve) => child.on("close", resolve));
+  if (!/Requests\/sec/.test(out)) throw new Error(`wrk failed: ${out}`);
+  const pct = (p: string) => toMs(new RegExp(`^\\s+${p}%\\s+(\\S+)`, "m").exec(out)![1]!);
+  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  return {
+    requests: Number(/(\d+) requests in/.exec(out)![1]),
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)![1]),
+    p50: pct("50"),
+    p99: pct("99"),
+    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+    socketErrors: socket ? socket.slice(1).reduce((a, n) => a + Number(n), 0) : 0,
+  };
+}
+
+let api: AdminHandle | undefined;
+let envoy: EnvoyProcess | undefined;
+const upstream = await startHttpUpstream("app");
+try {
+  api = await startAdmin();
+  const port = await freePort();
+  const put = async (p: string, body: object) => {
+    const res = await api!.call("PUT", `/api/v1/${p}`, { body });
+    if (res.status >= 300) throw new Error(`PUT ${p}: ${res.status} ${res.text}`);
+  };
+  await put("upstreams/app", { name: "app", endpoints: [{ host: "127.0.0.1", port: upstream.port }] });
+  // Named by the gateway, never called: every route here is verified by Envoy.
+  await put("upstreams/ext-authz", {
+    name: "ext-authz",
+    protocol: "grpc",
+    endpoints: [{ host: "127.0.0.1", port: await freePort() }],
+  });
+  await put("jwtProviders/idp", {
+    name: "idp",
+    issuer: ISSUER,
+    audiences: ["bench"],
+    jwks: { keys: [jwk] },
+    algorithms: ["RS256"],
+  });
+  await put("authPolicies/users", { name: "users", accept: ["idp"] });
+  await put("rateLimitPolicies/per-consumer", {
+    name: "per-consumer",
+    limits: [{ requests: 1_000_000, per: "second", by: "consumer" }],
+  });
+  await put("gateways/edge", {
+    name: "edge",
+    listeners: [{ name: "http", port, address: "127.0.0.1" }],
+    extAuthz: { upstream: "ext-authz" },
+  });
+  for (const [name, extra] of [
+    ["bare", {}],
+    ["jwt", { authPolicy: "users" }],
+    ["limited", { authPolicy: "users", rateLimitPolicy: "per-consumer" }],
+  ] as const)
+    await put(`routes/${name}`, {
+      name,
+      gateway: "edge",
+      match: { path: `/${name}` },
+      upstream: "app",
+      ...extra,
+    });
+  const status = (await api.call("GET", "/api/v1/status")).json as {
+    routes: { route: string; auth: string }[];
+  };
+  for (const r of status.routes.filter((x) => x.route !== "bare"))
+    if (r.auth !== "native")
+      throw new Error(`route ${r.route} is not verified by Envoy: ${JSON.stringify(r)}`);
+
+  envoy = await startEnvoy({
+    nodeId: "bench-native-jwt",
+    group: "edge",
+    xdsPort: api.cp.xdsPort,
+    logLevel: "warn",
+    componentLogLevel: "upstream:warn",
+  });
+  await envoy.waitReady({ timeoutMs: 30_000 });
+
+  console.log(`signing ${HIT_TOKENS + MISS_TOKENS} tokens…`);
+  const hitScript = tokenScript(
+    "hit",
+    Array.from({ length: HIT_TOKENS }, (_, i) => token(i)),
+  );
+  const missTokens = Array.from({ length: MISS_TOKENS }, (_, i) => token(HIT_TOKENS + i));
+  let missSent = 0;
+  const missScript = () => tokenScript("miss", missTokens, missSent);
+  const url = (p: string) => `http://127.0.0.1:${port}${p}`;
+  const auth = { authorization: `Bearer ${token(0)}` };
+  for (const p of ["/jwt", "/limited"]) {
+    await waitFor(async () => (await httpRequest(url(p), { headers: auth })).status === 200, {
+      timeoutMs: 30_000,
+      what: `route ${p} admitting a valid token`,
+    });
+    const refused = await httpRequest(url(p));
+    if (refused.status !== 401) throw new Error(`${p} let an unauthenticated request through`);
+  }
+
+  const hit = () => hitScript;
+  const scenarios = [
+    { key: "bare", label: "bare route (no auth)", url: url("/bare"), script: hit },
+    { key: "native-hit", label: "native JWT, cache hit", url: url("/jwt"), script: hit },
+    { key: "native-miss", label: "native JWT, cache miss", url: url("/jwt"), script: missScript },
+    {
+      key: "limited-hit",
+      label: "native JWT + consumer limit, hit",
+      url: url("/limited"),
+      script: hit,
+    },
+    {
+      key: "limited-miss",
+      label: "native JWT + consumer limit, miss",
+      url: url("/limited"),
+      script: missScript,
+    },
+  ];
+  const invalid: string[] = [];
+  const run = async (label: string, u: string, script: () => string) => {
+    const file = script();
+    const r = await wrk(u, file);
+    if (file !== hitScript) missSent += r.requests;
+    if (r.non2xx > 0 || r.socketErrors > 0)
+      invalid.push(`${label}: ${r.non2xx} non-2xx answers, ${r.socketErrors} socket errors in ${r.requests}`);
+    return r;
+  };
+  // Warm-up: connections, the hit tokens into the cache, the Lua states.
+  for (const s of scenarios) await run(`warm-up ${s.label}`, s.url, s.script);
+  const results = new Map<string, WrkResult[]>(scenarios.map((s) => [s.key, []]));
+  const cache = new Map(scenarios.map((s) => [s.key, { hits: 0, misses: 0 }]));
+  const counter = async (suffix: string) => {
+    let total = 0;
+    for (const [name, v] of await envoy!.stats()) if (name.endsWith(suffix)) total += v;
+    return total;
+  };
+  // Interleaved rounds, so drift in a noisy machine hits every scenario alike.
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const s of scenarios) {
+      const [h0, m0] = [await counter("jwt_cache_hit"), await counter("jwt_cache_miss")];
+      results.get(s.key)!.push(await run(s.label, s.url, s.script));
+      const c = cache.get(s.key)!;
+      c.hits += (await counter("jwt_cache_hit")) - h0;
+      c.misses += (await counter("jwt_cache_miss")) - m0;
+    }
+  }
+  const summary = scenarios.map((s) => {
+    const rs = results.get(s.key)!;
+    const c = cache.get(s.key)!;
+    return {
+      key: s.key,
+      scenario: s.label,
+      rps: median(rs.map((r) => r.rps)),
+      p50Ms: median(rs.map((r) => r.p50)),
+      p99Ms: median(rs.map((r) => r.p99)),
+      rounds: rs.map((r) => Math.round(r.rps)),
+      jwtCache: { ...c, hitRatio: c.hits / Math.max(1, c.hits + c.misses) },
+    };
+  });
+  const bare = summary[0]!;
+  console.log(
+    `\nnative JWT through Envoy: wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} interleaved rounds, medians; ` +
+      `Envoy --concurrency 1 on ${os.cpus().length} CPUs; ${HIT_TOKENS} tokens (hit) or ${MISS_TOKENS} (miss) in turn, cache ${JWT_CACHE_SIZE}\n`,
+  );
+  console.log(
+    "scenario                              req/s    p50 ms   p99 ms  cache hits  vs bare (req/s, p99)",
+  );
+  for (const r of summary) {
+    const hits = r.key === "bare" ? "" : `${(r.jwtCache.hitRatio * 100).toFixed(0)}%`;
+    console.log(
+      `${r.scenario.padEnd(36)} ${r.rps.toFixed(0).padStart(6)}   ${r.p50Ms.toFixed(2).padStart(6)}   ${r.p99Ms.toFixed(2).padStart(6)}  ${hits.padStart(10)}  ${(r.rps / bare.rps).toFixed(2)}x, ${(r.p99Ms / bare.p99Ms).toFixed(2)}x`,
+    );
+  }
+  fs.mkdirSync(path.join(REPO_ROOT, "bench/results"), { recursive: true });
+  fs.writeFileSync(
+    path.join(REPO_ROOT, "bench/results/native-jwt.json"),
+    JSON.stringify(
+      {
+        tool: "wrk",
+        seconds: SECONDS,
+        rounds: ROUNDS,
+        connections: CONNECTIONS,
+        cpus: os.cpus().length,
+        jwtCacheSize: JWT_CACHE_SIZE,
+        tokens: { hit: HIT_TOKENS, miss: MISS_TOKENS },
+        invalid,
+        results: summary.map((r) => ({ ...r, vsBare: { rps: r.rps / bare.rps, p99: r.p99Ms / bare.p99Ms } })),
+      },
+      null,
+      2,
+    ),
+  );
+  if (invalid.length > 0) {
+    console.error(`\nanswers other than 2xx; these figures are not valid:\n  ${invalid.join("\n  ")}`);
+    process.exitCode = 1;
+  }
+} finally {
+  await envoy?.stop().catch(() => undefined);
+  await api?.stop().catch(() => undefined);
+  await upstream.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,761 @@
+/**
+ * The Lua that runs right after Envoy's jwt_authn on the routes Envoy verifies JWTs for. jwt_authn
+ * verifies signatures, issuer, audiences, exp and nbf, and refuses nothing by itself
+ * (`allow_missing_or_failed`); this script then decides exactly as ext-authz does (decide.ts,
+ * authorizer.ts, jwt/verifier.ts, identity.ts) and answers in its words:
+ *
+ * - the credential is found where ext-authz looks (a header with a scheme matched without regard
+ *   to case, a query parameter, a cookie; the same value in several places or a conflict), and
+ *   only the token found there counts: Envoy's verdict is bound to it by its payload segment;
+ * - what jwt_authn does not check: `alg` in the provider's list, any `crit`, `kid` (present, at
+ *   most 256 characters; without one, only when exactly one key fits), `typ`, exp/nbf/iat with the
+ *   provider's skew and maximum age, the required claims, the consumer claim, reserved subjects,
+ *   consumer records linked to the provider (their plan), then the route's consumers, claims and
+ *   scopes;
+ * - refusals: 400/401/403 with ext-authz's JSON body and request id, its `WWW-Authenticate`
+ *   (never the URL), marked in dynamic metadata so the gateway's error mapping keeps them;
+ * - admitted: identity headers and the rate limiter's metadata as ext-authz sets them, the
+ *   credential removed as it removes it.
+ *
+ * A script error refuses with 500 (ext-authz's `internal_error`), never lets the request through.
+ * The route's rules arrive in its LuaPerRoute `filter_context` (`v`, `policy`, `c:<consumer>`).
+ */
+import { IDENTITY_HEADERS, MAX_IDENTITY_VALUE_BYTES, RESERVED_CONSUMERS } from "@portico/contract";
+
+/** The HTTP filter's name, also the dynamic metadata namespace a refusal is marked under. */
+export const JWT_CHECKS_FILTER = "portico.jwt_checks";
+/** Where jwt_authn files verified payloads (its filter name). */
+export const JWT_AUTHN_NAMESPACE = "envoy.filters.http.jwt_authn";
+/** Where the identity goes, whichever filter authenticated: ext_authz's namespace, which limits and logs read. */
+export const IDENTITY_NAMESPACE = "envoy.filters.http.ext_authz";
+
+/** ext-authz's words for each refusal (its decide.ts MESSAGES); test/integration/jwt-modes.test.ts compares the answers. */
+export const REFUSALS = {
+  missing_credentials: "This route requires authentication.",
+  invalid_token: "The access token is not valid.",
+  invalid_request: "Send one credential, in one place.",
+  insufficient_scope: "The credential does not grant the scope this route requires.",
+  consumer_not_allowed: "This consumer may not call this route.",
+  claims_not_allowed: "The credential does not meet this route's requirements.",
+  internal_error: "Authentication failed unexpectedly.",
+} as const;
+
+const lua = (s: string) => JSON.stringify(s);
+
+const CONSTANTS = `
+local JWT_NS = ${lua(JWT_AUTHN_NAMESPACE)}
+local ID_NS = ${lua(IDENTITY_NAMESPACE)}
+local MARK_NS = ${lua(JWT_CHECKS_FILTER)}
+local H_CONSUMER, H_PLAN, H_PROVIDER = ${lua(IDENTITY_HEADERS.consumer)}, ${lua(IDENTITY_HEADERS.plan)}, ${lua(IDENTITY_HEADERS.provider)}
+local H_SCOPES, H_KEY_ID = ${lua(IDENTITY_HEADERS.scopes)}, ${lua(IDENTITY_HEADERS.keyId)}
+local ALL_ID = {${Object.values(IDENTITY_HEADERS).map(lua).join(", ")}}
+local MAX_ID = ${MAX_IDENTITY_VALUE_BYTES}
+local RESERVED = {${[...RESERVED_CONSUMERS].map((c) => `[${lua(c)}] = true`).join(", ")}}
+local MESSAGES = {${Object.entries(REFUSALS)
+  .map(([code, message]) => `${code} = ${lua(message)}`)
+  .join(", ")}}
+`;
+
+const SCRIPT = String.raw`
+local byte, char, sub, find, lower, gsub, gmatch, format = string.byte, string.char, string.sub, string.find, string.lower, string.gsub, string.gmatch, string.format
+local concat, sort, floor, now = table.concat, table.sort, math.floor, os.time
+local MAX_KID, MAX_SCOPES = 256, 256
+
+-- JSON.stringify of a string.
+local ESC = { ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }
+local function jstr(s)
+  return '"' .. (gsub(s, '[%z\1-\31"\\]', function(c) return ESC[c] or format("\\u%04x", byte(c)) end)) .. '"'
+end
+
+local BODY = {}
+for code, message in pairs(MESSAGES) do BODY[code] = '{"code":' .. jstr(code) .. ',"message":' .. jstr(message) end
+
+-- String.prototype.trim: ASCII whitespace and the Unicode spaces, line and paragraph separators, BOM.
+local WIDE = { "\194\160", "\225\154\128", "\226\128\168", "\226\128\169", "\226\128\175", "\226\129\159", "\227\128\128", "\239\187\191" }
+local function space_at(s, i)
+  local b = byte(s, i)
+  if b == nil then return 0 end
+  if b == 32 or (b >= 9 and b <= 13) then return 1 end
+  if b < 128 then return 0 end
+  if b == 226 and byte(s, i + 1) == 128 then
+    local c = byte(s, i + 2)
+    if c and c >= 128 and c <= 138 then return 3 end
+  end
+  for _, w in ipairs(WIDE) do if sub(s, i, i + #w - 1) == w then return #w end end
+  return 0
+end
+local function space_before(s, j)
+  local b = byte(s, j)
+  if b == nil then return 0 end
+  if b == 32 or (b >= 9 and b <= 13) then return 1 end
+  if b < 128 then return 0 end
+  for k = 2, 3 do
+    if j - k + 1 >= 1 and space_at(s, j - k + 1) == k then return k end
+  end
+  return 0
+end
+local function trim(s)
+  local i, j = 1, #s
+  while i <= j do local n = space_at(s, i); if n == 0 then break end; i = i + n end
+  while j >= i do local n = space_before(s, j); if n == 0 then break end; j = j - n end
+  return sub(s, i, j)
+end
+
+-- String.prototype.toLowerCase where it can reach ASCII: ASCII letters, and the Kelvin sign.
+local function jlower(s)
+  s = lower(s)
+  if find(s, "\226\132\170", 1, true) then s = gsub(s, "\226\132\170", "k") end
+  return s
+end
+
+-- Length in UTF-16 code units (JavaScript's .length).
+local function u16len(s)
+  local n = 0
+  for i = 1, #s do
+    local b = byte(s, i)
+    if b < 128 or b >= 192 then n = n + 1 end
+    if b >= 240 then n = n + 1 end
+  end
+  return n
+end
+
+-- The first n UTF-16 code units of s (what slice(0, n) keeps), and the rest.
+local function u16split(s, n)
+  if not find(sub(s, 1, n), "[\128-\255]") then return sub(s, 1, n), sub(s, n + 1) end
+  local units, i = 0, 1
+  while i <= #s and units < n do
+    local b = byte(s, i)
+    local size = b < 128 and 1 or b >= 240 and 4 or b >= 224 and 3 or b >= 192 and 2 or 1
+    units = units + (size == 4 and 2 or 1)
+    i = i + size
+  end
+  return sub(s, 1, i - 1), sub(s, i)
+end
+
+-- safeValue: printable ASCII but %, the rest percent-encoded, cut at max bytes.
+local function safe(s, max)
+  max = max or MAX_ID
+  if #s < max and not find(s, "[^\32-\36\38-\126]") then return s end
+  local out = gsub(s, "[^\32-\36\38-\126]", function(c) return format("%%%02X", byte(c)) end)
+  if #out >= max then out = gsub(sub(out, 1, max), "%%[0-9A-F]?$", "") end
+  return out
+end
+
+-- Number.prototype.toString.
+local function numstr(n)
+  if n == 0 then return "0" end
+  if n ~= n then return "NaN" end
+  if n == math.huge then return "Infinity" elseif n == -math.huge then return "-Infinity" end
+  if n == floor(n) and n > -1e21 and n < 1e21 then return format("%.0f", n) end
+  local sign = n < 0 and "-" or ""
+  n = math.abs(n)
+  local digits, e
+  for p = 1, 17 do
+    local s = format("%." .. (p - 1) .. "e", n)
+    if tonumber(s) == n or p == 17 then
+      local m, x = s:match("^([%d.]+)e([-+]%d+)$")
+      digits, e = gsub(m, "%.", ""), tonumber(x)
+      break
+    end
+  end
+  digits = gsub(digits, "0+$", "")
+  local k, at = #digits, e + 1
+  local out
+  if k <= at and at <= 21 then out = digits .. string.rep("0", at - k)
+  elseif 0 < at and at <= 21 then out = sub(digits, 1, at) .. "." .. sub(digits, at + 1)
+  elseif -6 < at and at <= 0 then out = "0." .. string.rep("0", -at) .. digits
+  else
+    local x = at - 1
+    out = sub(digits, 1, 1) .. (k > 1 and ("." .. sub(digits, 2)) or "") .. "e" .. (x >= 0 and "+" or "-") .. math.abs(x)
+  end
+  return sign .. out
+end
+
+-- base64url (Buffer.from(s, "base64url") on a segment of base64url characters).
+local B64 = {}
+do
+  local a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+  for i = 1, 64 do B64[byte(a, i)] = i - 1 end
+end
+local function unb64(s)
+  local out, n, acc, bits = {}, 0, 0, 0
+  for i = 1, #s do
+    acc = acc * 64 + B64[byte(s, i)]
+    bits = bits + 6
+    if bits >= 8 then
+      bits = bits - 8
+      local p = 2 ^ bits
+      local b = floor(acc / p)
+      acc = acc - b * p
+      n = n + 1
+      out[n] = char(b)
+    end
+  end
+  return concat(out)
+end
+
+-- The members of a JSON object text, as JSON.parse reads it: name -> the string for string
+-- values, false for any other value (null included); nil when the text is not one JSON object.
+local function ws(s, i) return (find(s, "[^ \t\n\r]", i)) or (#s + 1) end
+local function utf8(cp)
+  if cp < 128 then return char(cp)
+  elseif cp < 2048 then return char(192 + floor(cp / 64), 128 + cp % 64)
+  elseif cp < 65536 then return char(224 + floor(cp / 4096), 128 + floor(cp / 64) % 64, 128 + cp % 64)
+  end
+  return char(240 + floor(cp / 262144), 128 + floor(cp / 4096) % 64, 128 + floor(cp / 64) % 64, 128 + cp % 64)
+end
+local SIMPLE = { ['"'] = '"', ['\\'] = '\\', ['/'] = '/', b = '\b', f = '\f', n = '\n', r = '\r', t = '\t' }
+local function jstring(s, i)
+  if sub(s, i, i) ~= '"' then return nil end
+  local parts, j = {}, i + 1
+  while true do
+    local k = find(s, '[%z\1-\31"\\]', j)
+    if not k then return nil end
+    parts[#parts + 1] = sub(s, j, k - 1)
+    local c = sub(s, k, k)
+    if c == '"' then return concat(parts), k + 1 end
+    if c ~= "\\" then return nil end
+    local e = sub(s, k + 1, k + 1)
+    if SIMPLE[e] then
+      parts[#parts + 1] = SIMPLE[e]
+      j = k + 2
+    elseif e == "u" then
+      local hex = sub(s, k + 2, k + 5)
+      if not find(hex, "^%x%x%x%x$") then return nil end
+      local cp = tonumber(hex, 16)
+      j = k + 6
+      if cp >= 0xD800 and cp <= 0xDBFF and find(sub(s, j, j + 5), "^\\u[dD][c-fC-F]%x%x$") then
+        cp = 0x10000 + (cp - 0xD800) * 1024 + (tonumber(sub(s, j + 2, j + 5), 16) - 0xDC00)
+        j = j + 6
+      end
+      parts[#parts + 1] = utf8(cp)
+    else
+      return nil
+    end
+  end
+end
+local function jnumber(s, i)
+  local j = i
+  if sub(s, j, j) == "-" then j = j + 1 end
+  local c = sub(s, j, j)
+  if c == "0" then j = j + 1
+  elseif find(c, "^[1-9]$") then local _, e = find(s, "^%d+", j); j = e + 1
+  else return nil end
+  if sub(s, j, j) == "." then
+    local _, e = find(s, "^%d+", j + 1)
+    if not e then return nil end
+    j = e + 1
+  end
+  c = sub(s, j, j)
+  if c == "e" or c == "E" then
+    j = j + 1
+    c = sub(s, j, j)
+    if c == "+" or c == "-" then j = j + 1 end
+    local _, e = find(s, "^%d+", j)
+    if not e then return nil end
+    j = e + 1
+  end
+  return j
+end
+local function jscalar(s, i)
+  for _, w in ipairs({ "true", "false", "null" }) do
+    if sub(s, i, i + #w - 1) == w then return i + #w end
+  end
+  return jnumber(s, i)
+end
+-- Skips one value, checking its syntax; returns the index after it.
+local function jskip(s, i)
+  local stack, n = {}, 0
+  local want_value = true
+  while true do
+    i = ws(s, i)
+    if want_value then
+      local c = sub(s, i, i)
+      if c == "{" or c == "[" then
+        local close = c == "{" and "}" or "]"
+        i = ws(s, i + 1)
+        if sub(s, i, i) == close then
+          i = i + 1
+          want_value = false
+        else
+          n = n + 1
+          stack[n] = close
+          if close == "}" then
+            local key
+            key, i = jstring(s, i)
+            if not key then return nil end
+            i = ws(s, i)
+            if sub(s, i, i) ~= ":" then return nil end
+            i = i + 1
+          end
+        end
+      elseif c == '"' then
+        local v
+        v, i = jstring(s, i)
+        if not v then return nil end
+        want_value = false
+      else
+        i = jscalar(s, i)
+        if not i then return nil end
+        want_value = false
+      end
+    else
+      if n == 0 then return i end
+      local c = sub(s, i, i)
+      if c == "," then
+        i = ws(s, i + 1)
+        if stack[n] == "}" then
+          local key
+          key, i = jstring(s, i)
+          if not key then return nil end
+          i = ws(s, i)
+          if sub(s, i, i) ~= ":" then return nil end
+          i = i + 1
+        end
+        want_value = true
+      elseif c == stack[n] then
+        n = n - 1
+        i = i + 1
+      else
+        return nil
+      end
+    end
+  end
+end
+local function members(s)
+  local i = ws(s, 1)
+  if sub(s, i, i) ~= "{" then return nil end
+  local out = {}
+  i = ws(s, i + 1)
+  if sub(s, i, i) == "}" then
+    i = i + 1
+  else
+    while true do
+      local key
+      key, i = jstring(s, i)
+      if not key then return nil end
+      i = ws(s, i)
+      if sub(s, i, i) ~= ":" then return nil end
+      i = ws(s, i + 1)
+      if sub(s, i, i) == '"' then
+        local v
+        v, i = jstring(s, i)
+        if not v then return nil end
+        out[key] = v
+      else
+        i = jskip(s, i)
+        if not i then return nil end
+        out[key] = false
+      end
+      i = ws(s, i)
+      local c = sub(s, i, i)
+      if c == "}" then i = i + 1; break end
+      if c ~= "," then return nil end
+      i = ws(s, i + 1)
+    end
+  end
+  if ws(s, i) <= #s then return nil end
+  return out
+end
+
+-- What the checks need from a JWS header; remembered per distinct header segment (a provider's
+-- tokens share a handful), so the text is read once, not per request.
+local header_facts, header_count = {}, 0
+local function facts_of(hseg)
+  local f = header_facts[hseg]
+  if f then return f end
+  local m = members(unb64(hseg)) or {}
+  f = { alg = m.alg, crit = m.crit ~= nil, kid = m.kid, typ = m.typ }
+  if header_count >= 1024 then header_facts, header_count = {}, 0 end
+  header_facts[hseg] = f
+  header_count = header_count + 1
+  return f
+end
+
+-- Envoy's Struct lists arrive as tables keyed 1..n (a null item leaves a hole); objects by name.
+local function list_items(t)
+  local keys = {}
+  for k in pairs(t) do
+    if type(k) ~= "number" then return nil end
+    keys[#keys + 1] = k
+  end
+  sort(keys)
+  local out = {}
+  for i, k in ipairs(keys) do out[i] = t[k] end
+  return out
+end
+
+local function claim_matches(v, accepted)
+  local t = type(v)
+  if t == "string" then return accepted[v] == true end
+  if t == "number" then return accepted[numstr(v)] == true end
+  if t == "boolean" then return accepted[v and "true" or "false"] == true end
+  if t == "table" then
+    local items = list_items(v)
+    if not items then return false end
+    for _, item in ipairs(items) do if claim_matches(item, accepted) then return true end end
+  end
+  return false
+end
+
+local function add_scopes(v, out, seen)
+  if type(v) == "string" then
+    for s in gmatch(v, "[^ ]+") do
+      if not seen[s] then seen[s] = true; out[#out + 1] = s end
+    end
+  elseif type(v) == "table" then
+    for _, s in ipairs(list_items(v) or {}) do
+      if type(s) == "string" and s ~= "" and not seen[s] then seen[s] = true; out[#out + 1] = s end
+    end
+  end
+end
+
+local function scopes_header(scopes, max)
+  local out = ""
+  for _, raw in ipairs(scopes) do
+    local s = safe(raw, max)
+    local next = out == "" and s or (out .. " " .. s)
+    if #next > max then break end
+    out = next
+  end
+  return out
+end
+
+-- Where ext-authz finds a credential (decide/extract.ts, request.ts).
+local function url_decode(s)
+  s = gsub(s, "%+", " ")
+  return (gsub(s, "%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
+end
+local function query_values(path, name)
+  local q = find(path, "?", 1, true)
+  if not q then return {} end
+  local stop = find(path, "#", q, true)
+  local query = sub(path, q + 1, stop and stop - 1 or #path)
+  local out = {}
+  for part in gmatch(query, "[^&]+") do
+    local eq = find(part, "=", 1, true)
+    local k = eq and sub(part, 1, eq - 1) or part
+    if url_decode(k) == name then out[#out + 1] = url_decode(eq and sub(part, eq + 1) or "") end
+  end
+  return out
+end
+local function parse_cookies(header)
+  local out = {}
+  if not header or header == "" then return out end
+  for part in gmatch(header .. ";", "([^;]*);") do
+    local eq = find(part, "=", 1, true)
+    if eq then
+      local name, value = trim(sub(part, 1, eq - 1)), trim(sub(part, eq + 1))
+      if #value >= 2 and sub(value, 1, 1) == '"' and sub(value, -1) == '"' then value = sub(value, 2, -2) end
+      if name ~= "" then out[#out + 1] = { name, value } end
+    end
+  end
+  return out
+end
+local function values_at(hs, src)
+  if src.h then
+    local raw = hs:get(src.h)
+    if raw == nil then return {} end
+    if src.pl == nil then return { trim(raw) } end
+    local head, rest = u16split(raw, src.n)
+    if jlower(head) == src.pl then return { trim(rest) } end
+    if jlower(trim(raw)) == src.pt then return { "" } end
+    return {}
+  end
+  if src.q then return query_values(hs:get(":path") or "", src.q) end
+  local out = {}
+  for _, c in ipairs(parse_cookies(hs:get("cookie"))) do
+    if c[1] == src.c then out[#out + 1] = c[2] end
+  end
+  return out
+end
+local function extract(hs, sources)
+  local value, where = nil, {}
+  for _, src in ipairs(sources) do
+    for _, v in ipairs(values_at(hs, src)) do
+      if value ~= nil and v ~= value then return nil, nil, true end
+      value = v
+      where[#where + 1] = src
+    end
+  end
+  return value, where, false
+end
+
+-- Whether Envoy verified this very token for the provider: every payload it verified there is the token's.
+local function verified(hs, p, pseg, payloads)
+  if payloads == nil or payloads[p.pk] == nil then return false end
+  local n = hs:getNumValues(p.fh)
+  if n == 0 then return false end
+  for i = 0, n - 1 do
+    if hs:getAtIndex(p.fh, i) ~= pseg then return false end
+  end
+  return true
+end
+
+local function issuer_of(pseg)
+  local m = members(unb64(pseg))
+  return m and m.iss or nil
+end
+
+-- jose's normalizeTyp: lower case, and "application/" before a bare media subtype.
+local function typ_of(t)
+  local l = jlower(t)
+  if find(l, "/", 1, true) then return l end
+  return "application/" .. l
+end
+
+local function is_reserved(name)
+  return RESERVED[jlower(trim(name))] == true
+end
+
+-- ext-authz's verifier on a token jwt_authn verified: nil when it passes, else a refusal.
+local function token_problem(p, hseg, pseg, payload)
+  local f = facts_of(hseg)
+  if type(f.alg) ~= "string" or not p.algs[f.alg] then return "alg_not_allowed" end
+  if f.crit then return "crit_not_understood" end
+  if f.kid == nil then
+    if not p.one[f.alg] then return "no_usable_key" end
+  elseif type(f.kid) ~= "string" or f.kid == "" or u16len(f.kid) > MAX_KID then
+    return "malformed"
+  end
+  if p.typ and (type(f.typ) ~= "string" or typ_of(f.typ) ~= p.typ) then return "wrong_typ" end
+  local t = now()
+  local skew = p.skew
+  local exp, nbf, iat = payload.exp, payload.nbf, payload.iat
+  if p.exp and exp == nil then return "missing_claim" end
+  if exp ~= nil and (type(exp) ~= "number" or exp <= t - skew) then return "expired" end
+  if nbf ~= nil and (type(nbf) ~= "number" or nbf > t + skew) then return "not_yet_valid" end
+  if iat ~= nil and type(iat) ~= "number" then return "invalid_claim" end
+  if p.age then
+    if iat == nil then return "missing_claim" end
+    if (t - iat) - skew > p.age then return "too_old" end
+  end
+  if iat ~= nil and iat > t + skew then return "issued_in_future" end
+  local raw
+  for _, claim in ipairs(p.req) do
+    if payload[claim] == nil then
+      -- A claim present as null is present (jose's "in"); Envoy's payload drops nulls.
+      raw = raw or members(unb64(pseg)) or {}
+      if raw[claim] == nil then return "missing_claim" end
+    end
+  end
+  return nil
+end
+
+local function deny(status, code, challenge)
+  return { status = status, code = code, challenge = challenge }
+end
+
+-- The token of provider p, which jwt_authn verified: ext-authz's verdict, then the route's rules.
+local function authenticate(pol, fc, p, where, hseg, pseg, payload)
+  if token_problem(p, hseg, pseg, payload) then return deny(401, "invalid_token", pol.ch.invalid) end
+  local raw = payload[p.cc]
+  local consumer = type(raw) == "string" and raw or type(raw) == "number" and numstr(raw) or ""
+  if consumer == "" then return deny(401, "invalid_token", pol.ch.invalid) end
+  if is_reserved(consumer) then return deny(401, "invalid_token", pol.ch.invalid) end
+  local record = fc:get("c:" .. consumer)
+  if record ~= nil then
+    if not (p.links and p.links[consumer]) then return deny(401, "invalid_token", pol.ch.invalid) end
+    if record.off then return deny(401, "invalid_token", pol.ch.invalid) end
+  end
+  local plan_claim = p.pc and payload[p.pc]
+  local plan = (record and record.plan) or (type(plan_claim) == "string" and plan_claim ~= "" and plan_claim) or "default"
+  local scopes, seen = {}, {}
+  if p.sc then add_scopes(payload[p.sc], scopes, seen)
+  else add_scopes(payload.scope, scopes, seen); add_scopes(payload.scp, scopes, seen) end
+  while #scopes > MAX_SCOPES do scopes[#scopes] = nil end
+
+  if pol.only and not pol.only[consumer] then return deny(403, "consumer_not_allowed") end
+  if pol.claims then
+    for _, c in ipairs(pol.claims) do
+      if not claim_matches(payload[c.name], c.values) then return deny(403, "claims_not_allowed") end
+    end
+  end
+  if pol.scopes then
+    local granted = {}
+    for _, s in ipairs(scopes) do granted[s] = true end
+    local ok = pol.all
+    for _, s in ipairs(pol.scopes) do
+      if pol.all and not granted[s] then ok = false; break end
+      if not pol.all and granted[s] then ok = true; break end
+    end
+    if not ok then return deny(403, "insufficient_scope", pol.ch.scope) end
+  end
+  return { status = 200, provider = p, consumer = consumer, plan = plan, scopes = scopes, where = where }
+end
+
+-- Envoy's ext_authz query_parameters_to_remove: the query parsed without decoding, the keys
+-- removed, the rest written back sorted by key (each key's values in their order).
+local function without_query_params(path, names)
+  local q = find(path, "?", 1, true)
+  if not q then return path end
+  local base, query = sub(path, 1, q - 1), sub(path, q + 1)
+  local values, keys = {}, {}
+  local start = 1
+  while start <= #query do
+    local stop = find(query, "&", start, true) or (#query + 1)
+    local param = sub(query, start, stop - 1)
+    local eq = find(param, "=", 1, true)
+    local k, v = param, ""
+    if eq then k, v = sub(param, 1, eq - 1), sub(param, eq + 1) end
+    if not names[k] then
+      if not values[k] then values[k] = {}; keys[#keys + 1] = k end
+      local list = values[k]
+      list[#list + 1] = v
+    end
+    start = stop + 1
+  end
+  if #keys == 0 then return base end
+  sort(keys)
+  local out = {}
+  for _, k in ipairs(keys) do
+    for _, v in ipairs(values[k]) do out[#out + 1] = k .. "=" .. v end
+  end
+  return base .. "?" .. concat(out, "&")
+end
+
+local function client_ip(h)
+  local a = h:streamInfo():downstreamRemoteAddress() or ""
+  return a:match("^%[(.*)%]:%d+$") or a:match("^(.*):%d+$") or a
+end
+
+-- Tokens jwt_authn did not verify for their provider, passed over on the way to a later one:
+-- ext-authz stopped at the first whose token named that provider's issuer (and refused it).
+local function stopped_earlier(passed)
+  if passed == nil then return false end
+  for _, d in ipairs(passed) do
+    if issuer_of(d.pseg) == d.p.iss then return true end
+  end
+  return false
+end
+
+local function decide(h, fc, pol)
+  local hs = h:headers()
+  local dm = h:streamInfo():dynamicMetadata():get(JWT_NS)
+  local presented = false
+  local passed = nil
+  for _, p in ipairs(pol.ps) do
+    local token, where, conflict = extract(hs, p.from)
+    if conflict then
+      if stopped_earlier(passed) then return deny(401, "invalid_token", pol.ch.invalid) end
+      return deny(400, "invalid_request", pol.ch.request)
+    end
+    if token ~= nil then
+      presented = true
+      if u16len(token) > p.max then return deny(401, "invalid_token", pol.ch.invalid) end
+      -- Three base64url segments, or it is no JWT of anyone's (ext-authz's COMPACT_JWS).
+      if find(token, "^[A-Za-z0-9_%-]+%.[A-Za-z0-9_%-]+%.[A-Za-z0-9_%-]+$") then
+        local first = find(token, ".", 1, true)
+        local second = find(token, ".", first + 1, true)
+        local hseg, pseg = sub(token, 1, first - 1), sub(token, first + 1, second - 1)
+        if verified(hs, p, pseg, dm) then
+          if stopped_earlier(passed) then return deny(401, "invalid_token", pol.ch.invalid) end
+          return authenticate(pol, fc, p, where, hseg, pseg, dm[p.pk])
+        end
+        passed = passed or {}
+        passed[#passed + 1] = { p = p, pseg = pseg }
+      end
+    end
+  end
+  if presented then return deny(401, "invalid_token", pol.ch.invalid) end
+  if pol.anon then return { status = 200, anonymous = true } end
+  return deny(401, "missing_credentials", pol.ch.missing)
+end
+
+local function clean(h, pol)
+  local hs = h:headers()
+  for _, p in ipairs(pol.ps) do hs:remove(p.fh) end
+end
+
+local function admit(h, pol, d)
+  local hs = h:headers()
+  local meta = h:streamInfo():dynamicMetadata()
+  local ip = safe(client_ip(h))
+  clean(h, pol)
+  if d.anonymous then
+    for _, name in ipairs(ALL_ID) do hs:remove(name) end
+    meta:set(ID_NS, "consumer", "anonymous")
+    meta:set(ID_NS, "plan", "anonymous")
+    meta:set(ID_NS, "ip", ip)
+    meta:set(ID_NS, "provider", "anonymous")
+    return
+  end
+  local consumer, plan = safe(d.consumer), safe(d.plan)
+  hs:replace(H_CONSUMER, consumer)
+  hs:replace(H_PLAN, plan)
+  hs:replace(H_PROVIDER, d.provider.sn)
+  local scopes = scopes_header(d.scopes, pol.maxs)
+  local remove = { H_KEY_ID }
+  if scopes ~= "" then hs:replace(H_SCOPES, scopes) else remove[#remove + 1] = H_SCOPES end
+  if pol.strip then
+    local headers, query, cookies = {}, {}, {}
+    local any_query, any_cookie = false, false
+    for _, src in ipairs(d.where) do
+      if src.h then headers[src.h] = true
+      elseif src.q then query[src.q] = true; any_query = true
+      else cookies[src.c] = true; any_cookie = true end
+    end
+    if any_cookie and not headers["cookie"] then
+      local kept = {}
+      for _, c in ipairs(parse_cookies(hs:get("cookie"))) do
+        if not cookies[c[1]] then kept[#kept + 1] = c[1] .. "=" .. c[2] end
+      end
+      if #kept == 0 then headers["cookie"] = true else hs:replace("cookie", concat(kept, "; ")) end
+    end
+    for name in pairs(headers) do remove[#remove + 1] = name end
+    if any_query then hs:replace(":path", without_query_params(hs:get(":path") or "", query)) end
+  end
+  for _, name in ipairs(remove) do hs:remove(name) end
+  meta:set(ID_NS, "consumer", consumer)
+  meta:set(ID_NS, "plan", plan)
+  meta:set(ID_NS, "ip", ip)
+  meta:set(ID_NS, "provider", d.provider.sn)
+end
+
+local function refuse(h, d)
+  h:streamInfo():dynamicMetadata():set(MARK_NS, "refused", d.code)
+  local rid = h:headers():get("x-request-id")
+  local body = BODY[d.code] .. ((rid and rid ~= "") and (',"request_id":' .. jstr(rid)) or "") .. "}"
+  local headers = { [":status"] = tostring(d.status), ["content-type"] = "application/json", ["cache-control"] = "no-store" }
+  if d.challenge then headers["www-authenticate"] = d.challenge end
+  h:respond(headers, body)
+end
+
+-- Each route's rules, read from its filter context once per version and worker; nil on a route
+-- without rules (the filter is turned off there, so it does not run).
+local policies, policy_count = {}, 0
+local function policy_of(fc)
+  local v = fc:get("v")
+  if v == nil then return nil end
+  local pol = policies[v]
+  if pol == nil then
+    pol = fc:get("policy")
+    if policy_count >= 256 then policies, policy_count = {}, 0 end
+    policies[v] = pol
+    policy_count = policy_count + 1
+  end
+  return pol
+end
+
+local function run(h)
+  local fc = h:filterContext()
+  local pol = policy_of(fc)
+  if pol == nil then return nil end
+  local d = decide(h, fc, pol)
+  if d.status == 200 then admit(h, pol, d) end
+  return d
+end
+
+-- Any failure refuses (ext-authz's internal_error): an error never lets a request through.
+function envoy_on_request(h)
+  local ok, d = pcall(run, h)
+  if not ok then
+    h:logErr("JWT checks failed: " .. tostring(d))
+    d = deny(500, "internal_error")
+  end
+  if d ~= nil and d.status ~= 200 then refuse(h, d) end
+end
+`;
+
+/** The script every listener with natively verified routes runs in its `portico.jwt_checks` filter. */
+export const JWT_CHECKS_LUA = `-- Portico: ext-authz's JWT decisions after Envoy's jwt_authn (control-plane/src/translate/features/jwt-checks-lua.ts)\n${CONSTANTS}${SCRIPT}`;

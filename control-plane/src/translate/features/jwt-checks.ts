@@ -1,0 +1,143 @@
+/**
+ * The `portico.jwt_checks` filter (a Lua script, jwt-checks-lua.ts) and each natively verified
+ * route's rules for it: the route's auth policy and its providers' settings, compiled to the
+ * tables the script reads from the route's `filter_context`, with ext-authz's defaults where the
+ * policy leaves a setting to ext-authz (realm, scopes header size, credential stripping).
+ */
+import { createHash } from "node:crypto";
+import { safeValue, SettingsSchema, struct, TYPE_PREFIX, type CredentialSource } from "@portico/contract";
+import type { NativeProvider } from "../../model/auth-path.js";
+import type { AuthPolicy, Config } from "../../model/schema.js";
+import type { HttpFilter, HttpFilterName } from "../feature.js";
+import { JWT_CHECKS_FILTER, JWT_CHECKS_LUA } from "./jwt-checks-lua.js";
+import { pinnedKeys } from "./jwt-keys.js";
+
+const LUA = "envoy.extensions.filters.http.lua.v3.Lua";
+const LUA_PER_ROUTE = "envoy.extensions.filters.http.lua.v3.LuaPerRoute";
+export const JWT_CHECKS: HttpFilterName = JWT_CHECKS_FILTER;
+
+/** ext-authz's settings as the control plane runs it: it sends no `settings`, so the defaults hold. */
+const SETTINGS = SettingsSchema.parse({});
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+/** Where jwt_authn files the payload of a provider's verified token (in its metadata namespace). */
+export function payloadKey(provider: string): string {
+  return provider;
+}
+
+/**
+ * The header jwt_authn writes the payload segment of each token it verified for a provider
+ * (`forward_payload_header`): how the script knows Envoy's verdict is about the token ext-authz
+ * would have read. Removed before the upstream; a client's own is removed on arrival.
+ */
+export function payloadHeader(provider: string): string {
+  return `x-portico-jwt-${provider}`;
+}
+
+/** jose's normalizeTyp, which ext-authz compares `typ` with. */
+export function normalizeTyp(value: string): string {
+  const lower = value.toLowerCase();
+  return value.includes("/") ? lower : `application/${lower}`;
+}
+
+function source(s: CredentialSource): Json {
+  if ("query" in s) return { q: s.query };
+  if ("cookie" in s) return { c: s.cookie };
+  if (s.prefix === undefined) return { h: s.header };
+  return { h: s.header, n: s.prefix.length, pl: s.prefix.toLowerCase(), pt: s.prefix.trim().toLowerCase() };
+}
+
+function providerTable({ provider: j, keys }: NativeProvider): Json {
+  const { withoutKid } = pinnedKeys(keys, j.algorithms);
+  return {
+    n: j.name,
+    sn: safeValue(j.name),
+    iss: j.issuer,
+    from: j.from.map(source),
+    max: j.maxTokenBytes,
+    pk: payloadKey(j.name),
+    fh: payloadHeader(j.name),
+    algs: Object.fromEntries(j.algorithms.map((a) => [a, true])),
+    one: Object.fromEntries(withoutKid.map((a) => [a, true])),
+    ...(j.typ !== undefined ? { typ: normalizeTyp(j.typ) } : {}),
+    skew: j.clockSkewSeconds,
+    ...(j.maxTokenAgeSeconds !== undefined ? { age: j.maxTokenAgeSeconds } : {}),
+    exp: j.requireExp,
+    req: j.requiredClaims,
+    cc: j.consumerClaim,
+    ...(j.planClaim !== undefined ? { pc: j.planClaim } : {}),
+    ...(j.scopesClaim !== undefined ? { sc: j.scopesClaim } : {}),
+    ...(j.consumers?.length ? { links: Object.fromEntries(j.consumers.map((c) => [c, true])) } : {}),
+  };
+}
+
+/** ext-authz's challenges for a route that accepts bearer tokens only (decide.ts `challenges`). */
+function challenges(p: AuthPolicy): Json {
+  const realm = `Bearer realm="${SETTINGS.realm}"`;
+  const scope = (p.requiredScopes ?? []).map((s) => safeValue(s).replace(/["\\]/g, "")).join(" ");
+  return {
+    missing: realm,
+    invalid: `${realm}, error="invalid_token"`,
+    request: `${realm}, error="invalid_request"`,
+    scope: `${realm}, error="insufficient_scope"${scope ? `, scope="${scope}"` : ""}`,
+  };
+}
+
+/** The route's rules as the script reads them. */
+export function policyTable(p: AuthPolicy, providers: readonly NativeProvider[]): Json {
+  const claims = Object.entries(p.requiredClaims ?? {});
+  return {
+    ch: challenges(p),
+    anon: p.allowAnonymous,
+    strip: p.stripCredentials ?? SETTINGS.stripCredentials,
+    maxs: SETTINGS.maxScopesHeaderBytes,
+    ...(p.requiredScopes?.length ? { scopes: p.requiredScopes, all: p.scopesMode === "all" } : {}),
+    ...(p.consumers?.length ? { only: Object.fromEntries(p.consumers.map((c) => [c, true])) } : {}),
+    ...(claims.length
+      ? {
+          claims: claims.map(([name, values]) => ({
+            name,
+            values: Object.fromEntries(values.map((v) => [v, true])),
+          })),
+        }
+      : {}),
+    ps: providers.map(providerTable),
+  };
+}
+
+/**
+ * The route's LuaPerRoute: its rules (`policy`, with `v` naming their version, so each worker
+ * reads them once) and every consumer record by name (`c:<name>`, looked up one at a time): a
+ * token's subject that names a record must be linked to it by the provider, and takes its plan.
+ */
+export function jwtChecksPerRoute(
+  config: Config,
+  p: AuthPolicy,
+  providers: readonly NativeProvider[],
+): object {
+  const policy = policyTable(p, providers);
+  const v = createHash("sha256").update(JSON.stringify(policy)).digest("base64url").slice(0, 16);
+  const records: Record<string, Json> = {};
+  for (const c of config.consumers)
+    records[`c:${c.name}`] = { off: c.disabled, ...(c.plan !== undefined ? { plan: c.plan } : {}) };
+  return {
+    "@type": TYPE_PREFIX + LUA_PER_ROUTE,
+    filter_context: struct({ v, policy, ...records }),
+  };
+}
+
+/** The route is not verified by Envoy: the script does not run. */
+export const JWT_CHECKS_OFF = { "@type": TYPE_PREFIX + LUA_PER_ROUTE, disabled: true };
+
+/** The listener's filter; each route brings its rules. */
+export function jwtChecksFilter(): HttpFilter {
+  return {
+    name: JWT_CHECKS,
+    typed_config: {
+      "@type": TYPE_PREFIX + LUA,
+      default_source_code: { inline_string: JWT_CHECKS_LUA },
+      stat_prefix: "jwt_checks",
+    },
+  };
+}
