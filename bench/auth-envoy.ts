@@ -1,13 +1,17 @@
-// JWT authentication end to end through a real Envoy: Portico's ext-authz (gRPC ext_authz filter)
-// against Envoy's own jwt_authn verifying the same tokens, each with a verified-token cache of the
+// JWT authentication end to end through a real Envoy: Portico's JWT route (Envoy's jwt_authn when
+// the control plane compiles the route's policy to it, ext_authz to ext-authz otherwise: the
+// ext-authz CPU column tells which) against Envoy's own jwt_authn verifying the same tokens, each with a verified-token cache of the
 // same size, measured both on cache hits (a few tokens, used again and again) and on cache misses
 // (four times more tokens than the cache holds, in turn, so every request verifies a signature);
 // the full chain (ext_authz + the rate-limit service + route) against the bare route. The jwt_authn
 // baseline is an Envoy on a static bootstrap written as its users would write it, with
 // `jwt_cache_config` (without it Envoy verifies every token on every request); it owes nothing to
-// Portico's translation. Same binary, one worker each. Load: wrk (closed loop), tokens taken in turn
-// by a wrk script. Any answer other than 2xx, or any socket error, fails the run: the figures would
-// describe errors, not authentication.
+// Portico's translation. Same binary, one worker each. And an API-key route through ext_authz
+// against the same route with the ext_authz cluster pointed at a server that does no work (a Node
+// gRPC server answering OK at once, request unread), through the same Envoy: what the call itself
+// costs, and what Portico's ext-authz adds to it. Load: wrk (closed loop), credentials taken in
+// turn by a wrk script. Any answer other than 2xx, or any socket error, fails the run: the figures
+// would describe errors, not authentication.
 //   npx tsx bench/auth-envoy.ts [--seconds 8] [--rounds 3] [--connections 32]
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { generateKeyPairSync, sign } from "node:crypto";
@@ -17,6 +21,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { hashToken, TokenRegistry, startControlPlane } from "@portico/control-plane";
 import { silentLogger } from "@portico/common";
+import { AUTHORIZATION_SERVICE, authTypes, sha256Hex } from "@portico/ext-authz";
 import { REPO_ROOT } from "@portico/envoy";
 import {
   startEnvoy,
@@ -76,23 +81,35 @@ const staticEnvoys: StaticEnvoy[] = [];
 
 /** A wrk script sending `Authorization: Bearer <token>` with each token in turn. */
 function tokenScript(name: string, tokens: string[]): string {
+  return headerScript(
+    name,
+    "Authorization",
+    tokens.map((t) => `Bearer ${t}`),
+  );
+}
+
+/** A wrk script sending header `header` with each of `values` in turn. */
+function headerScript(name: string, header: string, values: string[]): string {
   const file = path.join(dir, `${name}.lua`);
   fs.writeFileSync(
     file,
     [
-      "local tokens = {",
-      ...tokens.map((t) => `  "${t}",`),
+      "local values = {",
+      ...values.map((v) => `  "${v}",`),
       "}",
-      "local n, i = #tokens, 0",
+      "local n, i = #values, 0",
       "request = function()",
       "  i = i % n + 1",
-      '  return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[i] })',
+      `  return wrk.format(nil, nil, { ["${header}"] = values[i] })`,
       "end",
       "",
     ].join("\n"),
   );
   return file;
 }
+
+/** API keys of the bench consumer, used in turn. */
+const API_KEYS = Array.from({ length: 10 }, (_, i) => `pk_bench_${i}_${"k".repeat(24)}`);
 
 interface WrkResult {
   requests: number;
@@ -243,16 +260,42 @@ async function authzCacheLookups(metricsPort: number): Promise<{ hits: number; m
 }
 
 async function main(): Promise<void> {
-  const [portA, portB, authzPort, authzMetricsPort, adminPort, xdsPort, rlPort, rlMetricsPort] =
-    await freePorts(8);
+  const [portA, portB, authzPort, authzMetricsPort, adminPort, xdsPort, rlPort, rlMetricsPort, noopPort] =
+    await freePorts(9);
   const upstream = await startHttpUpstream("bench");
 
   // ext-authz as its own process, from a static policy with the same provider and cache size.
   const policyFile = path.join(dir, "policy.json");
+  const consumer = { name: "acme", plan: "gold" };
+  const apiKeys = API_KEYS.map((k, i) => ({ name: `bench-${i}`, consumer: "acme", sha256: sha256Hex(k) }));
   fs.writeFileSync(
     policyFile,
-    JSON.stringify({ jwtProviders: [provider], settings: { tokenCacheSize: JWT_CACHE_SIZE } }),
+    JSON.stringify({
+      jwtProviders: [provider],
+      consumers: [consumer],
+      apiKeys,
+      settings: { tokenCacheSize: JWT_CACHE_SIZE },
+    }),
   );
+
+  // The no-work ext_authz server: a Node gRPC server on the same stack that answers OK at once,
+  // the request unread (bench/lib/grpc-echo.ts), in its own process as ext-authz is.
+  const { CheckResponse } = authTypes();
+  const okAnswer = Buffer.from(
+    CheckResponse.encode(CheckResponse.fromObject({ status: { code: 0 }, ok_response: {} })).finish(),
+  );
+  const noop = spawn(
+    process.execPath,
+    [
+      ...RUN_FROM_SOURCE,
+      path.join(REPO_ROOT, "bench/lib/grpc-echo.ts"),
+      String(noopPort),
+      `/${AUTHORIZATION_SERVICE}/Check`,
+      okAnswer.toString("base64"),
+    ],
+    { stdio: ["ignore", "inherit", "inherit"] },
+  );
+  children.push(noop);
   const authz = spawn(
     process.execPath,
     [
@@ -326,6 +369,25 @@ async function main(): Promise<void> {
   });
   await put("jwtProviders/idp", provider);
   await put("authPolicies/users", { name: "users", accept: ["idp"] });
+  await put("consumers/acme", consumer);
+  for (const k of apiKeys) await put(`apiKeys/${k.name}`, k);
+  await put("authPolicies/keys", { name: "keys", accept: ["apiKey"] });
+  /** Points the gateway's ext_authz cluster at Portico's ext-authz or at the no-work server. */
+  let authzTarget: "ext-authz" | "no-work" = "ext-authz";
+  const pointAuthzAt = async (target: "ext-authz" | "no-work") => {
+    if (target === authzTarget) return;
+    const res = await fetch(`http://127.0.0.1:${adminPort}/api/v1/upstreams/ext-authz?wait=applied`, {
+      method: "PUT",
+      headers: { authorization: "Bearer t", "content-type": "application/json" },
+      body: JSON.stringify({
+        name: "ext-authz",
+        protocol: "grpc",
+        endpoints: [{ host: "127.0.0.1", port: target === "ext-authz" ? authzPort : noopPort }],
+      }),
+    });
+    if (res.status >= 300) throw new Error(`upstreams/ext-authz: ${res.status} ${await res.text()}`);
+    authzTarget = target;
+  };
   const gateway = "edge";
   await put(`gateways/${gateway}`, {
     name: gateway,
@@ -336,6 +398,7 @@ async function main(): Promise<void> {
   for (const [name, p, extra] of [
     ["chain", "/chain", { authPolicy: "users", rateLimitPolicy: "generous" }],
     ["auth", "/auth", { authPolicy: "users" }],
+    ["key", "/key", { authPolicy: "keys" }],
     ["bare", "/bare", {}],
   ] as const) {
     await put(`routes/${name}`, { name, gateway, match: { path: p }, upstream: "app", ...extra });
@@ -358,14 +421,16 @@ async function main(): Promise<void> {
   const missTokens = Array.from({ length: MISS_TOKENS }, (_, i) => token(HIT_TOKENS + i));
   const hitScript = tokenScript("hit", hitTokens);
   const missScript = tokenScript("miss", missTokens);
+  const keyScript = headerScript("keys", "x-api-key", API_KEYS);
   const auth = { authorization: `Bearer ${hitTokens[0]}` };
-  for (const [port, p] of [
-    [portA, "/auth"],
-    [portB, "/auth"],
-    [portA, "/chain"],
+  for (const [port, p, headers] of [
+    [portA, "/auth", auth],
+    [portB, "/auth", auth],
+    [portA, "/chain", auth],
+    [portA, "/key", { "x-api-key": API_KEYS[0]! }],
   ] as const) {
     await waitFor(
-      async () => (await httpRequest(`http://127.0.0.1:${port}${p}`, { headers: auth })).status === 200,
+      async () => (await httpRequest(`http://127.0.0.1:${port}${p}`, { headers })).status === 200,
       { timeoutMs: 30_000, what: `authenticated route ${p} on port ${port}` },
     );
     const refused = await httpRequest(`http://127.0.0.1:${port}${p}`);
@@ -384,6 +449,7 @@ async function main(): Promise<void> {
   // Warm-up: connections, the hit tokens into both caches, JIT.
   await checked("warm-up ext_authz", `http://127.0.0.1:${portA}/auth`, hitScript);
   await checked("warm-up jwt_authn", `http://127.0.0.1:${portB}/auth`, hitScript);
+  await checked("warm-up API keys", `http://127.0.0.1:${portA}/key`, keyScript);
   type Cache = "ext-authz" | "jwt_authn" | undefined;
   const scenarios: {
     key: string;
@@ -392,7 +458,26 @@ async function main(): Promise<void> {
     script: string;
     cache: Cache;
     baseline: string;
+    /** Where the gateway's ext_authz calls go during this scenario. */
+    authz?: "no-work";
   }[] = [
+    {
+      key: "key-noop",
+      label: "API key → no-work ext_authz server",
+      url: `http://127.0.0.1:${portA}/key`,
+      script: keyScript,
+      cache: undefined,
+      baseline: "bare",
+      authz: "no-work",
+    },
+    {
+      key: "key-authz",
+      label: "API key → ext-authz",
+      url: `http://127.0.0.1:${portA}/key`,
+      script: keyScript,
+      cache: undefined,
+      baseline: "key-noop",
+    },
     {
       key: "bare",
       label: "bare route (no auth)",
@@ -403,7 +488,7 @@ async function main(): Promise<void> {
     },
     {
       key: "ext-hit",
-      label: "ext_authz → ext-authz, cache hit",
+      label: "JWT route (Portico), cache hit",
       url: `http://127.0.0.1:${portA}/auth`,
       script: hitScript,
       cache: "ext-authz",
@@ -411,7 +496,7 @@ async function main(): Promise<void> {
     },
     {
       key: "ext-miss",
-      label: "ext_authz → ext-authz, cache miss",
+      label: "JWT route (Portico), cache miss",
       url: `http://127.0.0.1:${portA}/auth`,
       script: missScript,
       cache: "ext-authz",
@@ -443,7 +528,7 @@ async function main(): Promise<void> {
     },
     {
       key: "chain",
-      label: "full chain: ext_authz+ratelimit",
+      label: "full chain: JWT route + limits",
       url: `http://127.0.0.1:${portA}/chain`,
       script: hitScript,
       cache: "ext-authz",
@@ -470,6 +555,12 @@ async function main(): Promise<void> {
     // Interleaved rounds, so drift in a noisy machine hits every scenario alike.
     for (let round = 0; round < ROUNDS; round++) {
       for (const s of scenarios) {
+        const target = s.authz ?? "ext-authz";
+        if (target !== authzTarget) {
+          await pointAuthzAt(target);
+          // New connections to the new server, and its first calls, before measuring.
+          await checked(`warm-up after switching to ${target}`, s.url, s.script, load.connections);
+        }
         const before = cpuMs(authz.pid!);
         const cacheBefore = await lookups(s.cache);
         const r = await checked(`${s.label} (${load.name})`, s.url, s.script, load.connections);
@@ -494,7 +585,8 @@ async function main(): Promise<void> {
         non2xx: rs.reduce((a, r) => a + r.non2xx, 0),
         socketErrors: rs.reduce((a, r) => a + r.socketErrors, 0),
         extAuthzCpuUsPerRequest: median(authzCpu.get(s.key)!),
-        ...(s.cache
+        // No lookups in ext-authz: the control plane sent the route to Envoy's own jwt_authn.
+        ...(s.cache && cache.hits + cache.misses > 0
           ? {
               tokenCache: {
                 of: s.cache,
@@ -524,6 +616,10 @@ async function main(): Promise<void> {
     }
     report.push({ load: load.name, connections: load.connections, results: summary });
   }
+  await pointAuthzAt("ext-authz");
+  const rows = issueRows(report);
+  console.log(`\n| measure | aim | measured |\n| --- | --- | --- |`);
+  for (const r of rows) console.log(`| ${r.measure} | ${r.aim} | ${r.measured} |`);
   fs.mkdirSync(path.join(REPO_ROOT, "bench/results"), { recursive: true });
   fs.writeFileSync(
     path.join(REPO_ROOT, "bench/results/auth-envoy.json"),
@@ -536,6 +632,7 @@ async function main(): Promise<void> {
         tokenCacheSize: JWT_CACHE_SIZE,
         tokens: { hit: HIT_TOKENS, miss: MISS_TOKENS },
         invalid,
+        rows,
         report,
       },
       null,
@@ -550,6 +647,41 @@ async function main(): Promise<void> {
     );
     process.exitCode = 1;
   }
+}
+
+interface Summary {
+  key: string;
+  rps: number;
+  p99Ms: number;
+  tokenCache?: { hits: number; misses: number; hitRatio: number };
+}
+
+/** The issue's rows these figures answer, at saturation: measured beside the aim. */
+function issueRows(report: { load: string; connections: number; results: Summary[] }[]) {
+  const sat = report.find((r) => r.load === "saturation")!;
+  const at = (key: string) => sat.results.find((r) => r.key === key)!;
+  const x = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
+  const authz = at("key-authz");
+  const noop = at("key-noop");
+  const hit = at("native-hit");
+  const miss = at("native-miss");
+  const pct = (r: Summary) => `${(100 * (r.tokenCache?.hitRatio ?? 0)).toFixed(0)}% cache hits`;
+  return [
+    {
+      measure: "`jwt_authn` baseline",
+      aim: "configured with `jwt_cache_config`, several distinct tokens so both cache hit and miss are measured",
+      measured:
+        `jwt_cache_size ${JWT_CACHE_SIZE}; ${HIT_TOKENS} tokens in turn: ${hit.rps.toFixed(0)}/s, p99 ${hit.p99Ms.toFixed(2)} ms (${pct(hit)}); ` +
+        `${MISS_TOKENS} tokens in turn: ${miss.rps.toFixed(0)}/s, p99 ${miss.p99Ms.toFixed(2)} ms (${pct(miss)})`,
+    },
+    {
+      measure: "ext_authz route vs a no-work ext_authz server through the same Envoy (in-run baseline, Node)",
+      aim: "≥ 0.75x its req/s, p99 ≤ 1.5x",
+      measured:
+        `API-key route, wrk -c${sat.connections}: ${authz.rps.toFixed(0)}/s vs ${noop.rps.toFixed(0)}/s (measured) = ${x(authz.rps, noop.rps)}; ` +
+        `p99 ${authz.p99Ms.toFixed(2)} vs ${noop.p99Ms.toFixed(2)} ms = ${x(authz.p99Ms, noop.p99Ms)}`,
+    },
+  ];
 }
 
 try {

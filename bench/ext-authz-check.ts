@@ -1,27 +1,35 @@
 // ext-authz Check benchmark: requests/s and latency called directly over gRPC with cached
 // credentials (the hot path: verified-token cache, hashed API keys). The server runs in its own
 // process, as in production, so the load generator does not share its event loop.
-//   npx tsx bench/ext-authz-check.ts [--quick]
+//   npx tsx bench/ext-authz-check.ts [--quick] [--rounds N]
 // Prints: open-loop latency at 1,000 checks/s (handler time measured inside the server, and the
-// client's round trip), then closed-loop throughput at several concurrencies.
-import { fork, type ChildProcess } from "node:child_process";
+// client's round trip), then closed-loop throughput at several concurrencies, then the server's
+// CPU time per unbatched Check on an API-key hit beside the grpc-js floor (a server on the same
+// stack that decodes the request and sends a fixed answer), in interleaved rounds, medians.
+// BENCH_PROFILE=DIR writes a CPU profile of each server process there. BENCH_BASELINE=DIR (another
+// checkout of this repository, its dependencies installed) adds the CPU per Check of that
+// checkout's ext-authz beside this one's, both started as in production (ext-authz/src/main.ts).
+import { fork, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { parseArgs } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import {
   sha256Hex,
   Authorizer,
   AuthzServer,
   toRequestAttributes,
+  decodeCheckRequest,
   AUTHORIZATION_SERVICE,
   authTypes,
   method,
   loadPolicyFile,
 } from "@portico/ext-authz";
-import { claims, ISSUER, AUDIENCE, rsaKey, signJwt, freePort } from "@portico/testing";
+import { claims, ISSUER, AUDIENCE, rsaKey, signJwt, freePort, RUN_FROM_SOURCE } from "@portico/testing";
 import { REPO_ROOT } from "@portico/envoy";
 import { startFixedAnswerServer } from "./lib/grpc-echo.js";
+import { median } from "./lib/stats.js";
 
 type Obj = Record<string, unknown>;
 
@@ -33,20 +41,40 @@ const us = (ms: number) => `${(ms * 1000).toFixed(0)} µs`;
 
 // ---- server side (child process) -------------------------------------------------------------
 
+/** What every server child answers besides its own commands: its CPU time so far, in µs. */
+function answerCpu(msg: { cmd: string }): boolean {
+  if (msg.cmd !== "cpu") return false;
+  const u = process.cpuUsage();
+  process.send!({ cpuUs: u.user + u.system });
+  return true;
+}
+
 async function serve(port: number, policyFile: string): Promise<void> {
   const loaded = await loadPolicyFile(policyFile);
   if (!loaded.ok) throw new Error(loaded.error.message);
   const authorizer = new Authorizer({ policy: loaded.value });
   let handler: number[] = [];
+  let recording = true;
   const server = new AuthzServer({
     authorizer,
     address: `127.0.0.1:${port}`,
-    onCheckDone: (ms) => handler.push(ms),
+    onCheckDone: (ms) => {
+      if (recording) handler.push(ms);
+    },
   });
   await server.start();
   process.on("message", (msg: { cmd: string }) => {
+    if (answerCpu(msg)) return;
     if (msg.cmd === "reset") {
       handler = [];
+      recording = true;
+      process.send!({ n: 0 });
+    }
+    // The CPU rounds measure the server as it runs in production: without this benchmark's
+    // own per-check bookkeeping.
+    if (msg.cmd === "quiet") {
+      handler = [];
+      recording = false;
       process.send!({ n: 0 });
     }
     if (msg.cmd === "report") {
@@ -65,27 +93,36 @@ async function serve(port: number, policyFile: string): Promise<void> {
 }
 
 /**
- * The same gRPC stack with a handler that does nothing, and channelz off as in ext-authz: what the
- * transport alone costs on this machine.
+ * The same gRPC stack with a handler that does no work, and channelz off as in ext-authz: what
+ * the transport costs on this machine. `decode`: the floor also reads the request, as any
+ * service must, the way ext-authz reads it; without, it answers the bytes unread.
  */
-async function serveEcho(port: number): Promise<void> {
+async function serveFixed(port: number, decode: boolean): Promise<void> {
   const { CheckResponse } = authTypes();
   const ok = Buffer.from(
     CheckResponse.encode(CheckResponse.fromObject({ status: { code: 0 }, ok_response: {} })).finish(),
   );
-  const server = await startFixedAnswerServer(port, `/${AUTHORIZATION_SERVICE}/Check`, ok);
+  const read = decode ? readRequest() : undefined;
+  const server = await startFixedAnswerServer(port, `/${AUTHORIZATION_SERVICE}/Check`, ok, read);
   process.on("message", (msg: { cmd: string }) => {
+    if (answerCpu(msg)) return;
     if (msg.cmd === "stop") server.tryShutdown(() => process.exit(0));
     else process.send!({ n: 0 });
   });
   process.send!({ ready: true });
 }
 
-if (process.argv[2] === "--serve" || process.argv[2] === "--serve-echo") {
+/** The request as ext-authz reads it: into the attributes its decision reads. */
+function readRequest(): (b: Buffer) => unknown {
+  return decodeCheckRequest;
+}
+
+if (process.argv[2]?.startsWith("--serve")) {
   // The load generator owns this process: when it goes, so does the server.
   process.on("disconnect", () => process.exit(0));
-  if (process.argv[2] === "--serve") await serve(Number(process.argv[3]), process.argv[4]!);
-  else await serveEcho(Number(process.argv[3]));
+  const port = Number(process.argv[3]);
+  if (process.argv[2] === "--serve") await serve(port, process.argv[4]!);
+  else await serveFixed(port, process.argv[2] === "--serve-floor");
 } else {
   await main();
 }
@@ -99,6 +136,7 @@ interface ServerReport {
   p999: number;
   max: number;
   jwtHitRatio: number;
+  cpuUs: number;
 }
 
 interface Started {
@@ -107,10 +145,17 @@ interface Started {
   stop: () => Promise<void>;
 }
 
-async function startChild(args: string[]): Promise<Started> {
+async function startChild(args: string[], profileName: string): Promise<Started> {
   const port = await freePort();
+  const profile = process.env.BENCH_PROFILE
+    ? [
+        "--cpu-prof",
+        `--cpu-prof-dir=${process.env.BENCH_PROFILE}`,
+        `--cpu-prof-name=${profileName}.cpuprofile`,
+      ]
+    : [];
   const child: ChildProcess = fork(process.argv[1]!, [args[0]!, String(port), ...args.slice(1)], {
-    execArgv: process.execArgv,
+    execArgv: [...process.execArgv, ...profile],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
   await new Promise<void>((resolve, reject) => {
@@ -131,9 +176,66 @@ async function startChild(args: string[]): Promise<Started> {
   };
 }
 
+/** User + system CPU time of a process so far, in µs (from /proc; clock ticks of 10 ms). */
+function procCpuUs(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+/** ext-authz as production starts it, from the checkout at `root`, on a static policy. */
+async function startMain(root: string, policyFile: string): Promise<Started> {
+  const port = await freePort();
+  const child = spawn(
+    process.execPath,
+    [
+      ...RUN_FROM_SOURCE,
+      path.join(root, "ext-authz/src/main.ts"),
+      "--policy",
+      policyFile,
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--metrics",
+      "off",
+      "--log-level",
+      "warn",
+    ],
+    { cwd: root, stdio: ["ignore", "inherit", "inherit"] },
+  );
+  const exited = new Promise((r) => child.once("exit", r));
+  // Serving once its port takes connections.
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const up = await new Promise<boolean>((resolve) => {
+      const c = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+      c.waitForReady(Date.now() + 500, (err) => {
+        c.close();
+        resolve(!err);
+      });
+    });
+    if (up) break;
+    if (child.exitCode !== null || Date.now() > deadline)
+      throw new Error(`ext-authz from ${root} did not start`);
+  }
+  return {
+    port,
+    ask: async (cmd) => ({ n: 0, cpuUs: cmd === "cpu" ? procCpuUs(child.pid!) : 0 }) as ServerReport,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
 async function main(): Promise<void> {
-  const quick = process.argv.includes("--quick");
+  const { values: flags } = parseArgs({
+    options: {
+      quick: { type: "boolean", default: false },
+      rounds: { type: "string" },
+    },
+  });
+  const quick = flags.quick;
   const seconds = quick ? 3 : 10;
+  const rounds = Number(flags.rounds ?? (quick ? 3 : 5));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-bench-authz-"));
   const key = rsaKey("bench-1");
   const policyFile = path.join(dir, "policy.yaml");
@@ -156,11 +258,36 @@ async function main(): Promise<void> {
 
   const { CheckRequest, CheckResponse } = authTypes();
   const check = method<Obj, Obj>(AUTHORIZATION_SERVICE, "Check", CheckRequest, CheckResponse);
-  const requestObject = (headers: Record<string, string>) => ({
+  // What Envoy sends for a browser-like request: the pseudo-headers, a dozen ordinary headers,
+  // the request id and the route's settings.
+  const requestObject = (i: number, headers: Record<string, string>) => ({
     attributes: {
       source: { address: { socket_address: { address: "203.0.113.9", port_value: 40000 } } },
+      destination: { address: { socket_address: { address: "127.0.0.1", port_value: 10000 } } },
       request: {
-        http: { method: "GET", path: "/orders/42", headers: { ":path": "/orders/42", ...headers } },
+        time: { seconds: 1_700_000_000, nanos: 0 },
+        http: {
+          id: String(1_000_000 + i),
+          method: "GET",
+          path: "/orders/42",
+          host: "api.example.com",
+          scheme: "http",
+          protocol: "HTTP/1.1",
+          headers: {
+            ":authority": "api.example.com",
+            ":path": "/orders/42",
+            ":method": "GET",
+            ":scheme": "http",
+            "user-agent": "Mozilla/5.0 (X11; Linux x86_64) bench/1.0",
+            accept: "application/json",
+            "accept-encoding": "gzip, deflate, br",
+            "accept-language": "en-GB,en;q=0.9",
+            "x-forwarded-proto": "http",
+            "x-request-id": `0d9b3c1e-8a5f-4a7e-9c51-${String(i).padStart(12, "0")}`,
+            "x-envoy-expected-rq-timeout-ms": "15000",
+            ...headers,
+          },
+        },
       },
       context_extensions: { policy: "orders" },
     },
@@ -170,8 +297,8 @@ async function main(): Promise<void> {
     authorization: `Bearer ${signJwt(key, claims(now, { sub: `user-${i}`, exp: Math.floor(now / 1000) + 3600 }))}`,
   }));
   // Encoded once: the benchmark measures the server, not the client's protobuf encoding.
-  const jwtRequests = jwtHeaders.map((h) => check.requestSerialize(requestObject(h)));
-  const keyRequests = apiKeys.map((k) => check.requestSerialize(requestObject({ "x-api-key": k })));
+  const jwtRequests = jwtHeaders.map((h, i) => check.requestSerialize(requestObject(i, h)));
+  const keyRequests = apiKeys.map((k, i) => check.requestSerialize(requestObject(i, { "x-api-key": k })));
   const results: Record<string, unknown> = {};
   let denied = 0;
 
@@ -184,7 +311,7 @@ async function main(): Promise<void> {
     const loaded = await loadPolicyFile(policyFile);
     if (!loaded.ok) throw new Error(loaded.error.message);
     const authorizer = new Authorizer({ policy: loaded.value });
-    const attrs = jwtHeaders.map((h) => toRequestAttributes(requestObject(h)));
+    const attrs = jwtHeaders.map((h, i) => toRequestAttributes(requestObject(i, h)));
     for (const a of attrs) await authorizer.check(a);
     const n = quick ? 100_000 : 300_000;
     const lat = new Float64Array(n);
@@ -206,7 +333,7 @@ async function main(): Promise<void> {
     );
   }
 
-  async function run(target: Started) {
+  async function run(target: Started, expectAllowed = true) {
     const client = new grpc.Client(`127.0.0.1:${target.port}`, grpc.credentials.createInsecure());
     const send = (buf: Buffer) =>
       new Promise<void>((resolve, reject) =>
@@ -217,16 +344,18 @@ async function main(): Promise<void> {
           buf,
           (err, res) => {
             if (err) return reject(err);
-            const decoded = CheckResponse.decode(res!) as unknown as { ok_response?: unknown };
-            if (!decoded.ok_response) denied++;
+            if (expectAllowed) {
+              const decoded = CheckResponse.decode(res!) as unknown as { ok_response?: unknown };
+              if (!decoded.ok_response) denied++;
+            }
             resolve();
           },
         ),
       );
 
-    async function openLoop(label: string, requests: Buffer[], rate: number, secs: number) {
-      await target.ask("reset");
-      const total = rate * secs;
+    /** `rate` calls a second, each sent on its schedule whatever the previous one is doing. */
+    async function drive(requests: Buffer[], rate: number, secs: number): Promise<Float64Array> {
+      const total = Math.round(rate * secs);
       const rtt = new Float64Array(total);
       const start = performance.now();
       const pending: Promise<void>[] = [];
@@ -237,7 +366,14 @@ async function main(): Promise<void> {
         pending.push(send(requests[i % requests.length]!).then(() => void (rtt[i] = performance.now() - t0)));
       }
       await Promise.all(pending);
-      const perSec = total / ((performance.now() - start) / 1000);
+      return rtt;
+    }
+
+    async function openLoop(label: string, requests: Buffer[], rate: number, secs: number) {
+      await target.ask("reset");
+      const start = performance.now();
+      const rtt = await drive(requests, rate, secs);
+      const perSec = rtt.length / ((performance.now() - start) / 1000);
       const server = await target.ask("report");
       const handler = server.n > 0;
       results[label] = {
@@ -295,14 +431,23 @@ async function main(): Promise<void> {
       );
     }
 
+    /** The server's CPU time per call over `secs` of calls at `rate`/s, in µs. */
+    async function cpuPerCall(requests: Buffer[], rate: number, secs: number): Promise<number> {
+      const before = (await target.ask("cpu")).cpuUs;
+      const rtt = await drive(requests, rate, secs);
+      const after = (await target.ask("cpu")).cpuUs;
+      return (after - before) / rtt.length;
+    }
+
     // Warm-up: every token verified once (fills the cache), and the JIT on both sides.
     for (const r of jwtRequests) await send(r);
     for (let i = 0; i < 5_000; i++) await send(jwtRequests[i % jwtRequests.length]!);
-    return { openLoop, closedLoop, close: () => client.close() };
+    for (let i = 0; i < 5_000; i++) await send(keyRequests[i % keyRequests.length]!);
+    return { openLoop, closedLoop, cpuPerCall, close: () => client.close() };
   }
 
   // 2. Over gRPC, the server in its own process.
-  const authz = await startChild(["--serve", policyFile]);
+  const authz = await startChild(["--serve", policyFile], "ext-authz");
   const a = await run(authz);
   await a.openLoop("JWT (cached) @1000/s", jwtRequests, 1_000, seconds);
   await a.openLoop("API key @1000/s", keyRequests, 1_000, seconds);
@@ -310,20 +455,87 @@ async function main(): Promise<void> {
   for (const c of [1, 16, 64])
     await a.closedLoop(`JWT (cached) closed c=${c}`, jwtRequests, c, quick ? 2 : 5);
   const final = await authz.ask("report");
-  a.close();
-  await authz.stop();
 
   // 3. The same load on a gRPC server that answers a fixed response: the transport's share.
-  const echo = await startChild(["--serve-echo"]);
-  const e = await run(echo);
-  denied = 0;
+  const echo = await startChild(["--serve-echo"], "echo");
+  const e = await run(echo, false);
   await e.openLoop("no-op gRPC server @1000/s", jwtRequests, 1_000, seconds);
   await e.closedLoop("no-op gRPC server closed c=16", jwtRequests, 16, quick ? 2 : 5);
-  e.close();
-  await echo.stop();
 
+  // 4. CPU per unbatched Check: calls far enough apart that each is read, decided and answered
+  // on its own (no two in one read), API-key hits, ext-authz and the floor in turn.
+  const floor = await startChild(["--serve-floor"], "floor");
+  const f = await run(floor, false);
+  const baselineRoot = process.env.BENCH_BASELINE;
+  const mains = baselineRoot
+    ? { current: await startMain(REPO_ROOT, policyFile), baseline: await startMain(baselineRoot, policyFile) }
+    : undefined;
+  const m = mains ? { current: await run(mains.current), baseline: await run(mains.baseline) } : undefined;
+  const cpuRate = 500;
+  const cpuSeconds = quick ? 4 : 8;
+  await authz.ask("quiet");
+  const cpu = {
+    authz: [] as number[],
+    floor: [] as number[],
+    echo: [] as number[],
+    mainCurrent: [] as number[],
+    mainBaseline: [] as number[],
+  };
+  for (let r = 0; r < rounds; r++) {
+    cpu.authz.push(await a.cpuPerCall(keyRequests, cpuRate, cpuSeconds));
+    cpu.floor.push(await f.cpuPerCall(keyRequests, cpuRate, cpuSeconds));
+    cpu.echo.push(await e.cpuPerCall(keyRequests, cpuRate, cpuSeconds));
+    if (m) {
+      cpu.mainCurrent.push(await m.current.cpuPerCall(keyRequests, cpuRate, cpuSeconds));
+      cpu.mainBaseline.push(await m.baseline.cpuPerCall(keyRequests, cpuRate, cpuSeconds));
+    }
+  }
+  const cpuAuthz = median(cpu.authz);
+  const cpuFloor = median(cpu.floor);
+  const cpuEcho = median(cpu.echo);
+  results.cpuPerCheck = {
+    rate: cpuRate,
+    seconds: cpuSeconds,
+    rounds,
+    authzUs: cpuAuthz,
+    floorUs: cpuFloor,
+    unreadUs: cpuEcho,
+    samples: cpu,
+  };
   console.log(
-    `verified-token cache hit ratio in the server since start: ${(final.jwtHitRatio * 100).toFixed(2)}%; denied: ${denied}`,
+    `\nserver CPU per unbatched Check (${cpuRate}/s, ${cpuSeconds} s a round, ${rounds} interleaved rounds, medians):\n` +
+      `  ext-authz, API-key hit                 ${cpuAuthz.toFixed(1)} µs   (rounds: ${cpu.authz.map((x) => x.toFixed(0)).join(", ")})\n` +
+      `  grpc-js floor: decode + fixed answer   ${cpuFloor.toFixed(1)} µs   (rounds: ${cpu.floor.map((x) => x.toFixed(0)).join(", ")})\n` +
+      `  grpc-js, request unread, fixed answer  ${cpuEcho.toFixed(1)} µs   (rounds: ${cpu.echo.map((x) => x.toFixed(0)).join(", ")})`,
+  );
+  if (m && mains) {
+    const now = median(cpu.mainCurrent);
+    const before = median(cpu.mainBaseline);
+    results.cpuPerCheckMain = { currentUs: now, baselineUs: before, baseline: baselineRoot };
+    console.log(
+      `  ext-authz main.ts, this checkout       ${now.toFixed(1)} µs   (rounds: ${cpu.mainCurrent.map((x) => x.toFixed(0)).join(", ")})\n` +
+        `  ext-authz main.ts, ${baselineRoot}   ${before.toFixed(1)} µs   (rounds: ${cpu.mainBaseline.map((x) => x.toFixed(0)).join(", ")})`,
+    );
+    m.current.close();
+    m.baseline.close();
+    await mains.current.stop();
+    await mains.baseline.stop();
+  }
+  for (const s of [a, e, f]) s.close();
+  for (const s of [authz, echo, floor]) await s.stop();
+
+  const rows = [
+    {
+      measure: "ext-authz CPU per Check, unbatched, API-key hit",
+      aim: "≤ 1.3x the grpc-js floor (decode + fixed answer) measured in the same run",
+      measured: `${cpuAuthz.toFixed(0)} µs vs floor ${cpuFloor.toFixed(0)} µs (measured) = ${(cpuAuthz / cpuFloor).toFixed(2)}x`,
+      ratio: cpuAuthz / cpuFloor,
+    },
+  ];
+  console.log(`\n| measure | aim | measured |\n| --- | --- | --- |`);
+  for (const r of rows) console.log(`| ${r.measure} | ${r.aim} | ${r.measured} |`);
+  console.log(
+    `\nverified-token cache hit ratio in the server since start: ${(final.jwtHitRatio * 100).toFixed(2)}%; denied: ${denied}`,
   );
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(path.join(REPO_ROOT, "bench", "results"), { recursive: true });
@@ -337,6 +549,7 @@ async function main(): Promise<void> {
         node: process.version,
         loadAverage: os.loadavg(),
         denied,
+        rows,
         results,
       },
       null,

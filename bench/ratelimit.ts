@@ -4,9 +4,11 @@
 // the limiter alone (no gRPC); redis-benchmark's INCR and EVALSHA of the decision script with the
 // benchmarked descriptor's two keys, on the same Redis in the same run, as the ceiling; and the
 // over-admission measured with two local-first instances sharing one limit, beside its worst-case
-// bound (a formula, not a measurement). Loopback only. Prints figures; never fails on a time.
+// bound (a formula, not a measurement); and p50/p99 at a fixed 1,000 and 3,000 decisions/s
+// (open loop: ghz when installed, else a Node client) in local-first and strict modes, in
+// interleaved rounds, medians. Loopback only. Prints figures; never fails on a time.
 //
-//   npx tsx bench/ratelimit.ts [--quick] [--seconds N]
+//   npx tsx bench/ratelimit.ts [--quick] [--seconds N] [--rounds N] [--fixed-rate-only]
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -15,6 +17,8 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { startRedis, freePort, type RedisServer, RUN_FROM_SOURCE } from "@portico/testing";
+import { findGhz, ghzLoad, nodeLoad, writeProtoset, type LoadResult } from "./lib/grpc-load.js";
+import { median } from "./lib/stats.js";
 import {
   buildConfig,
   matchDescriptor,
@@ -40,6 +44,8 @@ const { values: argv } = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
     seconds: { type: "string" },
+    rounds: { type: "string" },
+    "fixed-rate-only": { type: "boolean", default: false },
   },
 });
 const QUICK = argv.quick;
@@ -94,19 +100,22 @@ async function load(
   return { perSecond: lat.length / seconds, p50: pct(sorted, 50), p99: pct(sorted, 99) };
 }
 
-function startService(args: string[], port: number): ChildProcess {
+/** The service from this checkout, or from `root` (another checkout, to compare with). */
+function startService(args: string[], port: number, root = REPO): ChildProcess {
   return spawn(
     process.execPath,
     [
+      // BENCH_PROFILE=DIR writes a CPU profile of each service process there.
+      ...(process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
       ...RUN_FROM_SOURCE,
-      "ratelimit-service/src/main.ts",
+      path.join(root, "ratelimit-service/src/main.ts"),
       "--listen",
       `127.0.0.1:${port}`,
       "--metrics-listen",
       "",
       ...args,
     ],
-    { cwd: REPO, env: { ...process.env, LOG_LEVEL: "warn" }, stdio: ["ignore", "ignore", "inherit"] },
+    { cwd: root, env: { ...process.env, LOG_LEVEL: "warn" }, stdio: ["ignore", "ignore", "inherit"] },
   );
 }
 
@@ -273,6 +282,216 @@ async function overAdmission(redis: RedisServer, syncPeriodMs: number, syncHits:
   return { admitted, extra: admitted - L, worstCaseBound: { formula: "ceil(L/2)", value: Math.ceil(L / 2) } };
 }
 
+interface FixedRatePoint {
+  mode: string;
+  rate: number;
+  generator: LoadResult["generator"];
+  rounds: number;
+  /** Medians over the rounds. */
+  p50: number;
+  p99: number;
+  perSecond: number;
+  errors: number;
+  /** The service's event-loop delay and GC during the runs (medians), from its own /metrics. */
+  loopLagP99Ms: number;
+  loopLagMaxMs: number;
+  gcMsPerSecond: number;
+  gcPausesOver1Ms: number;
+  syncsPerSecond: number;
+  /** The service's CPU time per decision (the scrapes around the run included), µs. */
+  cpuUsPerDecision: number;
+  samples: (LoadResult & ServiceHealth)[];
+}
+
+/** What held the service's event loop up during a run: its delay percentiles and GC pauses. */
+interface ServiceHealth {
+  loopLagP99Ms: number;
+  loopLagMaxMs: number;
+  gcSeconds: number;
+  gcOver1Ms: number;
+  /** Redis calls made off the request path (local-first sync batches). */
+  syncBatches: number;
+  /** The service process's CPU time so far (user + system), in µs. */
+  cpuUs: number;
+}
+
+/** User + system CPU time of a process so far, in µs (from /proc; clock ticks of 10 ms). */
+function procCpuUs(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+/** prom-client's event-loop probe fires every 10 ms; the delays it reports include those 10 ms. */
+const LOOP_PROBE_MS = 10;
+
+/**
+ * The service's event-loop delay beyond its 10 ms probe (prom-client resets it on every scrape,
+ * so a scrape before a run and one after give the run's) and its GC totals so far.
+ */
+async function serviceHealth(metricsPort: number, pid: number): Promise<ServiceHealth> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const cpuUs = procCpuUs(pid);
+  const one = (name: string) => Number(new RegExp(`^${name} ([\\d.e+-]+)`, "m").exec(text)?.[1] ?? NaN);
+  const sum = (re: RegExp) => [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
+  return {
+    loopLagP99Ms: Math.max(0, one("nodejs_eventloop_lag_p99_seconds") * 1000 - LOOP_PROBE_MS),
+    loopLagMaxMs: Math.max(0, one("nodejs_eventloop_lag_max_seconds") * 1000 - LOOP_PROBE_MS),
+    gcSeconds: sum(/^nodejs_gc_duration_seconds_sum\{[^}]*\} ([\d.e+-]+)/gm),
+    gcOver1Ms:
+      sum(/^nodejs_gc_duration_seconds_count\{[^}]*\} ([\d.e+-]+)/gm) -
+      sum(/^nodejs_gc_duration_seconds_bucket\{le="0\.001",[^}]*\} ([\d.e+-]+)/gm),
+    syncBatches: sum(/^portico_ratelimit_sync_batches_total\{[^}]*\} ([\d.e+-]+)/gm),
+    cpuUs,
+  };
+}
+
+/**
+ * p50 and p99 of ShouldRateLimit at fixed rates, local-first and strict on the same Redis, the
+ * modes and rates taken in turn in each round so that drift on a shared machine hits all alike.
+ * BENCH_BASELINE=DIR (another checkout of this repository, its dependencies installed) adds that
+ * checkout's service in both modes to the same rounds: before and after a change, measured alike.
+ */
+async function fixedRate(redis: RedisServer, dir: string): Promise<FixedPointSet> {
+  const rates = [1_000, 3_000];
+  const rounds = Number(argv.rounds ?? (QUICK ? 2 : 3));
+  const seconds = QUICK ? 4 : 8;
+  const ghz = findGhz();
+  const protoset = ghz
+    ? writeProtoset("envoy/service/ratelimit/v3/rls.proto", path.join(dir, "rls.protoset"))
+    : "";
+  const messages = Array.from({ length: KEYS }, (_, i) => ({
+    domain: "bench",
+    descriptors: [{ entries: [{ key: "api_key", value: `k${i}` }] }],
+  }));
+  const baseline = process.env.BENCH_BASELINE;
+  const modes: [string, string[], string][] = [
+    ["local-first", ["--backend", redis.url, "--mode", "local-first", "--redis-prefix", "f-lf:"], REPO],
+    ["strict", ["--backend", redis.url, "--mode", "strict", "--redis-prefix", "f-strict:"], REPO],
+    ...(baseline
+      ? ([
+          [
+            "local-first (baseline)",
+            ["--backend", redis.url, "--mode", "local-first", "--redis-prefix", "b-lf:"],
+            baseline,
+          ],
+          [
+            "strict (baseline)",
+            ["--backend", redis.url, "--mode", "strict", "--redis-prefix", "b-strict:"],
+            baseline,
+          ],
+        ] as [string, string[], string][])
+      : []),
+  ];
+  const services: {
+    mode: string;
+    port: number;
+    metricsPort: number;
+    child: ChildProcess;
+    client: RateLimitClient;
+  }[] = [];
+  try {
+    for (const [mode, args, root] of modes) {
+      const port = await freePort();
+      const metricsPort = await freePort();
+      const child = startService(
+        ["--config", dir, ...args, "--metrics-listen", `127.0.0.1:${metricsPort}`],
+        port,
+        root,
+      );
+      const client = createRateLimitClient(`127.0.0.1:${port}`);
+      services.push({ mode, port, metricsPort, child, client });
+      await ready(client);
+    }
+    const drive = (s: (typeof services)[number], rps: number, secs: number) =>
+      ghz
+        ? ghzLoad({
+            ghz,
+            protoset,
+            call: "envoy.service.ratelimit.v3.RateLimitService.ShouldRateLimit",
+            target: `127.0.0.1:${s.port}`,
+            messages,
+            rps,
+            seconds: secs,
+            dir,
+          })
+        : nodeLoad((i) => s.client.shouldRateLimit(messages[i % KEYS]!), rps, secs);
+    // Warm-up: the JIT, the connections and every key's counters.
+    for (const s of services) await drive(s, 1_000, 2);
+    const samples = new Map<string, (LoadResult & ServiceHealth)[]>();
+    for (let round = 0; round < rounds; round++) {
+      for (const rate of rates) {
+        for (const s of services) {
+          const before = await serviceHealth(s.metricsPort, s.child.pid!);
+          const load = await drive(s, rate, seconds);
+          const after = await serviceHealth(s.metricsPort, s.child.pid!);
+          const r = {
+            ...load,
+            loopLagP99Ms: after.loopLagP99Ms,
+            loopLagMaxMs: after.loopLagMaxMs,
+            gcSeconds: after.gcSeconds - before.gcSeconds,
+            gcOver1Ms: after.gcOver1Ms - before.gcOver1Ms,
+            syncBatches: after.syncBatches - before.syncBatches,
+            cpuUs: (after.cpuUs - before.cpuUs) / Math.max(1, load.count),
+          };
+          const key = `${s.mode}@${rate}`;
+          samples.set(key, [...(samples.get(key) ?? []), r]);
+          console.log(
+            `round ${round + 1}: ${s.mode.padEnd(12)} @${rate}/s  ${r.perSecond.toFixed(0)}/s answered  p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms` +
+              `  | service: event-loop delay p99 ${r.loopLagP99Ms.toFixed(1)} ms, max ${r.loopLagMaxMs.toFixed(1)} ms; GC ${((1000 * r.gcSeconds) / seconds).toFixed(1)} ms/s, ${r.gcOver1Ms} pauses > 1 ms; ${(r.syncBatches / seconds).toFixed(0)} syncs/s; ${r.cpuUs.toFixed(0)} µs CPU/decision` +
+              `${r.errors ? `  ${r.errors} errors` : ""}`,
+          );
+        }
+      }
+    }
+    const points: FixedRatePoint[] = [];
+    for (const rate of rates) {
+      for (const s of services) {
+        const rs = samples.get(`${s.mode}@${rate}`)!;
+        points.push({
+          mode: s.mode,
+          rate,
+          generator: rs[0]!.generator,
+          rounds,
+          p50: median(rs.map((r) => r.p50)),
+          p99: median(rs.map((r) => r.p99)),
+          perSecond: median(rs.map((r) => r.perSecond)),
+          errors: rs.reduce((n, r) => n + r.errors, 0),
+          loopLagP99Ms: median(rs.map((r) => r.loopLagP99Ms)),
+          loopLagMaxMs: median(rs.map((r) => r.loopLagMaxMs)),
+          gcMsPerSecond: median(rs.map((r) => (1000 * r.gcSeconds) / seconds)),
+          gcPausesOver1Ms: median(rs.map((r) => r.gcOver1Ms)),
+          syncsPerSecond: median(rs.map((r) => r.syncBatches / seconds)),
+          cpuUsPerDecision: median(rs.map((r) => r.cpuUs)),
+          samples: rs,
+        });
+      }
+    }
+    return { generator: ghz ? "ghz" : "node", seconds, points };
+  } finally {
+    for (const s of services) {
+      s.client.close();
+      s.child.kill("SIGTERM");
+    }
+  }
+}
+
+interface FixedPointSet {
+  generator: string;
+  seconds: number;
+  points: FixedRatePoint[];
+}
+
+/** The issue's row for these figures: measured beside the aim. */
+function fixedRateRow(set: FixedPointSet) {
+  const at = (mode: string, rate: number) => set.points.find((p) => p.mode === mode && p.rate === rate);
+  const p99s = (mode: string) => [1_000, 3_000].map((r) => at(mode, r)?.p99.toFixed(2) ?? "?").join(" / ");
+  return {
+    measure: "rate limiter p99 at 1,000 and 3,000 decisions/s (fixed-rate gRPC load, Redis on loopback)",
+    aim: "local-first ≤ 1.5 ms, strict ≤ 2 ms",
+    measured: `local-first ${p99s("local-first")} ms; strict ${p99s("strict")} ms (${set.generator}, medians of ${set.points[0]?.rounds ?? 0} rounds)`,
+  };
+}
+
 const fmt = (p: Point) =>
   `${p.backend.padEnd(22)} c=${String(p.concurrency).padEnd(3)} ${p.perSecond.toFixed(0).padStart(8)}/s   p50 ${p.p50.toFixed(3)} ms   p99 ${p.p99.toFixed(3)} ms`;
 
@@ -283,6 +502,20 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-bench-rl-"));
   try {
     fs.writeFileSync(path.join(dir, "bench.yaml"), CONFIG_YAML);
+    if (argv["fixed-rate-only"]) {
+      console.log(
+        `# rate-limit benchmark, fixed rates only (${os.cpus().length} CPUs, load average ${os.loadavg()[0]!.toFixed(2)})`,
+      );
+      const fixed = await fixedRate(redis, dir);
+      printFixed(fixed);
+      writeResults({
+        at: new Date().toISOString(),
+        quick: QUICK,
+        fixedRate: fixed,
+        rows: [fixedRateRow(fixed)],
+      });
+      return;
+    }
     console.log(
       `# rate-limit benchmark (${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? "?"}), ${SECONDS}s per point`,
     );
@@ -411,6 +644,12 @@ async function main(): Promise<void> {
       );
     }
 
+    console.log(
+      `\n## fixed rates: p50 / p99 at 1,000 and 3,000 decisions/s, one descriptor per call, ${KEYS} keys`,
+    );
+    const fixed = await fixedRate(redis, dir);
+    printFixed(fixed);
+
     const at = (backend: string) => grpcPoints.filter((p) => p.backend === backend);
     const best = (backend: string) => Math.max(...at(backend).map((p) => p.perSecond));
     console.log(
@@ -418,29 +657,43 @@ async function main(): Promise<void> {
         `local-first p99 at c=${CONCURRENCY.at(-1)}: ${at("redis local-first").at(-1)!.p99.toFixed(3)} ms`,
     );
     console.log(`total ${((performance.now() - started) / 1000).toFixed(0)} s`);
-    fs.mkdirSync(path.join(REPO, "bench", "results"), { recursive: true });
-    fs.writeFileSync(
-      path.join(REPO, "bench", "results", "ratelimit.json"),
-      JSON.stringify(
-        {
-          at: new Date().toISOString(),
-          quick: QUICK,
-          secondsPerPoint: SECONDS,
-          redisBenchmark: ceilingLines,
-          grpc: grpcPoints,
-          limiterAlone: alonePoints,
-          overAdmission: overAdmitted,
-          localFirstOverStrictGrpc: best("redis local-first") / best("redis strict"),
-        },
-        null,
-        2,
-      ),
-    );
+    writeResults({
+      at: new Date().toISOString(),
+      quick: QUICK,
+      cpus: os.cpus().length,
+      secondsPerPoint: SECONDS,
+      redisBenchmark: ceilingLines,
+      grpc: grpcPoints,
+      limiterAlone: alonePoints,
+      overAdmission: overAdmitted,
+      localFirstOverStrictGrpc: best("redis local-first") / best("redis strict"),
+      fixedRate: fixed,
+      rows: [fixedRateRow(fixed)],
+    });
   } finally {
     for (const c of children) c.kill("SIGKILL");
     await redis.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function printFixed(set: FixedPointSet): void {
+  console.log(`\nfixed-rate load (${set.generator}), ${set.seconds} s a run, medians of interleaved rounds:`);
+  for (const p of set.points) {
+    console.log(
+      `${p.mode.padEnd(12)} @${String(p.rate).padEnd(5)} p50 ${p.p50.toFixed(3)} ms   p99 ${p.p99.toFixed(3)} ms   (p99 by round: ${p.samples.map((r) => r.p99.toFixed(2)).join(", ")})` +
+        `   service event-loop delay p99 ${p.loopLagP99Ms.toFixed(1)} ms, GC ${p.gcMsPerSecond.toFixed(1)} ms/s, ${p.syncsPerSecond.toFixed(0)} syncs/s, ${p.cpuUsPerDecision.toFixed(0)} µs CPU/decision${p.errors ? `   ${p.errors} errors` : ""}`,
+    );
+  }
+  const row = fixedRateRow(set);
+  console.log(
+    `\n| measure | aim | measured |\n| --- | --- | --- |\n| ${row.measure} | ${row.aim} | ${row.measured} |`,
+  );
+}
+
+function writeResults(results: object): void {
+  fs.mkdirSync(path.join(REPO, "bench", "results"), { recursive: true });
+  fs.writeFileSync(path.join(REPO, "bench", "results", "ratelimit.json"), JSON.stringify(results, null, 2));
 }
 
 await main();

@@ -21,11 +21,19 @@ const STEPS: { name: string; script: string; args: string[] }[] = [
   { name: "xds", script: "bench/xds.ts", args: QUICK ? ["--quick"] : [] },
   { name: "admin", script: "bench/admin.ts", args: QUICK ? ["--quick"] : [] },
   { name: "ratelimit", script: "bench/ratelimit.ts", args: QUICK ? ["--quick"] : [] },
+  { name: "ext-authz-check", script: "bench/ext-authz-check.ts", args: QUICK ? ["--quick"] : [] },
   {
     name: "auth-envoy",
     script: "bench/auth-envoy.ts",
     args: QUICK ? ["--seconds", "3", "--rounds", "1"] : [],
   },
+  {
+    name: "native-jwt",
+    script: "bench/native-jwt.ts",
+    args: QUICK ? ["--seconds", "3", "--rounds", "1"] : [],
+  },
+  { name: "native-ratelimit", script: "bench/native-ratelimit.ts", args: QUICK ? ["--seconds", "2"] : [] },
+  { name: "quota", script: "bench/quota.ts", args: QUICK ? ["--rates", "300", "--envoys", "1"] : [] },
 ];
 
 function runStep(script: string, args: string[]): Promise<number> {
@@ -184,7 +192,62 @@ function rows(steps: Record<string, any>): Row[] {
     ...xdsRows(steps.xds),
     ...(steps.ratelimit ? ratelimitRows(steps.ratelimit) : []),
     ...authRows(steps["auth-envoy"]),
+    ...aimRows("hot path", [steps["ext-authz-check"], steps.ratelimit, steps["auth-envoy"]]),
+    ...nativeJwtRows(steps["native-jwt"]),
+    ...nativeLimitRows(steps["native-ratelimit"]),
+    ...quotaRows(steps.quota),
   ];
+}
+
+/** The rows a step states itself, each measured figure beside its aim. */
+function aimRows(area: string, results: any[]): Row[] {
+  return results
+    .flatMap((r) => (r?.rows ?? []) as { measure: string; aim: string; measured: string }[])
+    .map((r) => ({
+      area,
+      figure: r.measure,
+      value: r.measured,
+      reference: { kind: "aim", text: r.aim },
+      ratio: "",
+    }));
+}
+
+/** JWT routes Envoy verifies itself, against a bare route through the same Envoy. */
+function nativeJwtRows(jwt: any): Row[] {
+  const results: any[] = jwt?.results ?? [];
+  const bare = results.find((r) => r.key === "bare");
+  if (!bare) return [];
+  return results
+    .filter((r) => r !== bare)
+    .map((r) => ({
+      area: "native jwt",
+      figure: `${r.scenario}, wrk -c${jwt.connections}: req/s, p99 (aim ≥ 0.80x bare, p99 ≤ 1.3x)`,
+      value: `${r.rps.toFixed(0)}/s, ${f2(r.p99Ms)} ms`,
+      reference: measured(`bare route: ${bare.rps.toFixed(0)}/s, ${f2(bare.p99Ms)} ms`),
+      ratio: `${ratio(r.rps, bare.rps)}, p99 ${ratio(r.p99Ms, bare.p99Ms)}`,
+    }));
+}
+
+/** Limits each Envoy counts: admitted against what one exact counter would admit. */
+function nativeLimitRows(nl: any): Row[] {
+  return (nl?.rows ?? []).map((r: any) => ({
+    area: "native limits",
+    figure: `${r.scenario}, ${r.envoys} Envoys, ${r.traffic}: admitted of ${r.offered}`,
+    value: String(r.admitted),
+    reference: { kind: "formula", text: `one exact counter ${r.exact}; divided buckets ${r.bound}` },
+    ratio: ratio(r.admitted, r.exact),
+  }));
+}
+
+/** Calendar quotas counted from access logs: requests admitted past the quota. */
+function quotaRows(q: any): Row[] {
+  return (q?.rows ?? []).map((r: any) => ({
+    area: "quota (async)",
+    figure: `${r.store} store, ${r.envoys} Envoy(s), ${r.achieved.toFixed?.(0) ?? r.achieved}/s: over the quota of ${r.quota}`,
+    value: `${r.over} (first 429 ${r.exhaustToDenyMs.toFixed?.(0) ?? r.exhaustToDenyMs} ms after)`,
+    reference: { kind: "formula", text: `bound R × (flush + ledger + push) = ${r.bound}` },
+    ratio: "",
+  }));
 }
 
 /** Grouped bars (p50, p99) per scenario, log scale: one picture of where the milliseconds go. */

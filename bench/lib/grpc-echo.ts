@@ -13,11 +13,15 @@ export const SERVICE_SERVER_OPTIONS: grpc.ServerOptions = { "grpc.enable_channel
 
 const id = (b: Buffer) => b;
 
-/** Serves `methodPath` (`/package.Service/Method`) on loopback, answering `answer` to every call. */
+/**
+ * Serves `methodPath` (`/package.Service/Method`) on loopback, answering `answer` to every call.
+ * `read`, when given, reads each request first (a floor that decodes what a service must decode).
+ */
 export async function startFixedAnswerServer(
   port: number,
   methodPath: string,
   answer: Buffer,
+  read?: (request: Buffer) => unknown,
 ): Promise<grpc.Server> {
   const server = new grpc.Server(SERVICE_SERVER_OPTIONS);
   const name = methodPath.split("/").pop()!;
@@ -28,7 +32,7 @@ export async function startFixedAnswerServer(
         requestStream: false,
         responseStream: false,
         requestSerialize: id,
-        requestDeserialize: id,
+        requestDeserialize: read ?? id,
         responseSerialize: id,
         responseDeserialize: id,
       },

@@ -13,3 +13,5 @@ export * from "./log-budget.js";
 export * from "./workload-identity.js";
 export * from "./service-tls.js";
 export * from "./redis-credentials.js";
+export * from "./proto-wire.js";
+export * from "./metric-series.js";

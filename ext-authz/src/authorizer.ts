@@ -174,43 +174,59 @@ export class Authorizer {
   }
 
   async check(req: RequestAttributes): Promise<Decision> {
+    return this.checkNow(req);
+  }
+
+  /**
+   * `check` without a promise when nothing waits on I/O (API keys, cached tokens, refusals): the
+   * decision itself then; a promise of it only when a token is verified or introspected.
+   */
+  checkNow(req: RequestAttributes): Decision | Promise<Decision> {
     const started = performance.now();
-    let decision: Decision;
     try {
       const route = this.policy ? this.routeFor(this.policy, req.contextExtensions) : undefined;
-      if (!route) {
-        decision = noPolicyDecision();
-      } else if (!route.ok) {
-        decision = configErrorDecision(route.error);
-      } else {
-        decision = decide(route.value, await this.authenticate(route.value, req), req, this.settings);
+      if (!route) return this.done(noPolicyDecision(), started);
+      if (!route.ok) return this.done(configErrorDecision(route.error), started);
+      const outcome = this.authenticate(route.value, req);
+      if (outcome instanceof Promise) {
+        return outcome.then(
+          (o) => {
+            try {
+              return this.done(decide(route.value, o, req, this.settings), started);
+            } catch (err) {
+              return this.failed(err as Error, started);
+            }
+          },
+          (err: Error) => this.failed(err, started),
+        );
       }
+      return this.done(decide(route.value, outcome, req, this.settings), started);
     } catch (err) {
-      decision = internalErrorDecision((err as Error).message);
-      this.logger?.error({ err }, "check failed");
+      return this.failed(err as Error, started);
     }
+  }
+
+  private failed(err: Error, started: number): Decision {
+    this.logger?.error({ err }, "check failed");
+    return this.done(internalErrorDecision(err.message), started);
+  }
+
+  private done(decision: Decision, started: number): Decision {
     const result = decision.allowed ? "allow" : decision.status >= 500 ? "error" : "deny";
-    this.metrics.decisions.inc({ result, code: decision.code });
-    this.metrics.checkDuration.observe({ result }, (performance.now() - started) / 1000);
+    this.metrics.checked(result, decision.code, (performance.now() - started) / 1000);
     // The decision's log line is the gRPC server's: it also knows the caller's trace.
     return decision;
   }
 
-  /** Finds and verifies the caller's credential; the first accepted provider that recognises one decides. */
-  async authenticate(route: RoutePolicy, req: RequestAttributes): Promise<AuthOutcome> {
+  /**
+   * Finds and verifies the caller's credential; the first accepted provider that recognises one
+   * decides. A promise only when a token must be verified or introspected.
+   */
+  authenticate(route: RoutePolicy, req: RequestAttributes): AuthOutcome | Promise<AuthOutcome> {
     const policy = this.policy;
     if (!policy) return { kind: "none" };
     let bearerPresented = false;
     let memo: { token: string; key: string; iss: string | undefined } | undefined;
-    const authenticated = (identity: Identity, used: readonly FoundCredential[]): AuthOutcome => ({
-      kind: "authenticated",
-      identity,
-      used,
-    });
-    const refused = (provider: string, reason: string, scheme: "bearer" | "apiKey"): AuthOutcome => {
-      this.metrics.credentialFailures.inc({ provider, reason });
-      return { kind: "invalid", scheme, provider, reason };
-    };
 
     for (const accepted of route.accept) {
       if (accepted.kind === "apiKey") {
@@ -219,7 +235,7 @@ export class Authorizer {
         if (found.kind === "none") continue;
         const r = verifyApiKey(policy.apiKeys, found.value, this.clock());
         if (r.ok) return authenticated(r.identity, found.where);
-        return refused("apiKey", r.reason, "apiKey");
+        return this.refused("apiKey", r.reason, "apiKey");
       }
 
       if (accepted.kind === "jwt") {
@@ -232,23 +248,24 @@ export class Authorizer {
         bearerPresented = true;
         const token = found.value;
         if (token.length > verifier.provider.maxTokenBytes)
-          return refused(accepted.name, "too_large", "bearer");
+          return this.refused(accepted.name, "too_large", "bearer");
         if (memo?.token !== token) memo = { token, key: tokenCacheKey(token), iss: undefined };
         const cached = verifier.fromCache(memo.key);
         if (cached) {
           if (cached.ok) return authenticated(cached.identity, found.where);
-          return refused(accepted.name, cached.reason, "bearer");
+          return this.refused(accepted.name, cached.reason, "bearer");
         }
         memo.iss ??= peekIssuer(token);
         // Not this provider's token (another issuer, or not a JWT): another accepted provider may know it.
         if (memo.iss !== verifier.provider.issuer) continue;
-        const r = await verifier.verify(token, memo.key);
-        if (r.ok) return authenticated(r.identity, found.where);
-        if (r.reason === "jwks_unavailable") {
-          this.metrics.credentialFailures.inc({ provider: accepted.name, reason: r.reason });
-          return { kind: "unavailable", provider: accepted.name, failOpen: false, reason: r.reason };
-        }
-        return refused(accepted.name, r.reason, "bearer");
+        return verifier.verify(token, memo.key).then((r): AuthOutcome => {
+          if (r.ok) return authenticated(r.identity, found.where);
+          if (r.reason === "jwks_unavailable") {
+            this.metrics.credentialFailure(accepted.name, r.reason);
+            return { kind: "unavailable", provider: accepted.name, failOpen: false, reason: r.reason };
+          }
+          return this.refused(accepted.name, r.reason, "bearer");
+        });
       }
 
       const entry = this.oauth.get(accepted.name);
@@ -256,21 +273,30 @@ export class Authorizer {
       const found = extractCredential(req, entry.introspector.provider.from);
       if (found.kind === "conflict") return { kind: "conflict", scheme: "bearer" };
       if (found.kind === "none") continue;
-      bearerPresented = true;
-      const r = await entry.introspector.introspect(found.value);
-      if (r.ok) return authenticated(r.identity, found.where);
-      if (r.reason === "unavailable") {
-        this.metrics.credentialFailures.inc({ provider: accepted.name, reason: "unavailable" });
-        return {
-          kind: "unavailable",
-          provider: accepted.name,
-          failOpen: entry.introspector.provider.failureMode === "open",
-          reason: r.detail,
-        };
-      }
-      return refused(accepted.name, r.reason, "bearer");
+      return entry.introspector.introspect(found.value).then((r): AuthOutcome => {
+        if (r.ok) return authenticated(r.identity, found.where);
+        if (r.reason === "unavailable") {
+          this.metrics.credentialFailure(accepted.name, "unavailable");
+          return {
+            kind: "unavailable",
+            provider: accepted.name,
+            failOpen: entry.introspector.provider.failureMode === "open",
+            reason: r.detail,
+          };
+        }
+        return this.refused(accepted.name, r.reason, "bearer");
+      });
     }
-    if (bearerPresented) return refused("none", "no accepted provider recognises the token", "bearer");
+    if (bearerPresented) return this.refused("none", "no accepted provider recognises the token", "bearer");
     return { kind: "none" };
   }
+
+  private refused(provider: string, reason: string, scheme: "bearer" | "apiKey"): AuthOutcome {
+    this.metrics.credentialFailure(provider, reason);
+    return { kind: "invalid", scheme, provider, reason };
+  }
+}
+
+function authenticated(identity: Identity, used: readonly FoundCredential[]): AuthOutcome {
+  return { kind: "authenticated", identity, used };
 }

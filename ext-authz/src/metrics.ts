@@ -1,6 +1,8 @@
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Registry } from "prom-client";
+import { SeriesCounter, SeriesHistogram, type CounterSeries, type HistogramSeries } from "@portico/common";
 
 export type CacheName = "jwt" | "introspection";
+export type CheckResult = "allow" | "deny" | "error";
 
 /**
  * ext-authz's Prometheus metrics, on a registry of its own so several instances (tests, one
@@ -10,7 +12,7 @@ export class AuthzMetrics {
   readonly registry = new Registry();
 
   /** Every Check answer, by outcome and body code (`ok`, `invalid_token`, `auth_unavailable`…). */
-  readonly decisions = new Counter({
+  readonly decisions = new SeriesCounter({
     name: "portico_ext_authz_decisions_total",
     help: "Check answers by result (allow, deny, error) and code.",
     labelNames: ["result", "code"] as const,
@@ -18,7 +20,7 @@ export class AuthzMetrics {
   });
 
   /** Handler time, from the decoded request to the encoded answer; Envoy waits this plus the RPC. */
-  readonly checkDuration = new Histogram({
+  readonly checkDuration = new SeriesHistogram({
     name: "portico_ext_authz_check_duration_seconds",
     help: "Time spent answering one Check, by result.",
     labelNames: ["result"] as const,
@@ -26,7 +28,7 @@ export class AuthzMetrics {
     registers: [this.registry],
   });
 
-  readonly cacheLookups = new Counter({
+  readonly cacheLookups = new SeriesCounter({
     name: "portico_ext_authz_cache_lookups_total",
     help: "Lookups in the verified-token (jwt) and introspection caches, by hit or miss.",
     labelNames: ["cache", "result"] as const,
@@ -61,7 +63,7 @@ export class AuthzMetrics {
     registers: [this.registry],
   });
 
-  readonly credentialFailures = new Counter({
+  readonly credentialFailures = new SeriesCounter({
     name: "portico_ext_authz_credential_failures_total",
     help: "Refused credentials by provider and reason (never told to the caller).",
     labelNames: ["provider", "reason"] as const,
@@ -78,6 +80,29 @@ export class AuthzMetrics {
 
   private readonly hits: Record<CacheName, number> = { jwt: 0, introspection: 0 };
   private readonly misses: Record<CacheName, number> = { jwt: 0, introspection: 0 };
+
+  /*
+   * The series the hot path counts on, resolved once: a check adds to numbers, and prom-client
+   * is handed the sums when scraped.
+   */
+  private readonly decisionSeries = new Map<string, CounterSeries>();
+  private readonly durationSeries: Record<CheckResult, HistogramSeries> = {
+    allow: this.checkDuration.for({ result: "allow" }),
+    deny: this.checkDuration.for({ result: "deny" }),
+    error: this.checkDuration.for({ result: "error" }),
+  };
+  private readonly lookupSeries: Record<CacheName, { hit: CounterSeries; miss: CounterSeries }> = {
+    jwt: {
+      hit: this.cacheLookups.for({ cache: "jwt", result: "hit" }),
+      miss: this.cacheLookups.for({ cache: "jwt", result: "miss" }),
+    },
+    introspection: {
+      hit: this.cacheLookups.for({ cache: "introspection", result: "hit" }),
+      miss: this.cacheLookups.for({ cache: "introspection", result: "miss" }),
+    },
+  };
+  /** Per provider, then reason; both come from the policy and a fixed list, so the map stays small. */
+  private readonly failureSeries = new Map<string, Map<string, CounterSeries>>();
 
   constructor() {
     const { hits, misses } = this;
@@ -99,7 +124,28 @@ export class AuthzMetrics {
   cacheLookup(cache: CacheName, hit: boolean): void {
     if (hit) this.hits[cache]++;
     else this.misses[cache]++;
-    this.cacheLookups.inc({ cache, result: hit ? "hit" : "miss" });
+    const series = this.lookupSeries[cache];
+    (hit ? series.hit : series.miss).inc();
+  }
+
+  /** Counts one Check answer and its handler time. */
+  checked(result: CheckResult, code: string, seconds: number): void {
+    let series = this.decisionSeries.get(code);
+    if (series === undefined || series.labels.result !== result) {
+      series = this.decisions.for({ result, code });
+      // Each code has one result, but a map keyed by code alone must not assume it.
+      if (this.decisionSeries.get(code) === undefined) this.decisionSeries.set(code, series);
+    }
+    series.inc();
+    this.durationSeries[result].observe(seconds);
+  }
+
+  credentialFailure(provider: string, reason: string): void {
+    let byReason = this.failureSeries.get(provider);
+    if (!byReason) this.failureSeries.set(provider, (byReason = new Map()));
+    let series = byReason.get(reason);
+    if (!series) byReason.set(reason, (series = this.credentialFailures.for({ provider, reason })));
+    series.inc();
   }
 
   hitRatio(cache: CacheName): number {

@@ -24,11 +24,16 @@ export type BackendOptions =
       instances?: number | "auto";
       syncPeriodMs?: number;
       syncHits?: number;
+      /** Strict mode's over-limit cache, in descriptors; 0 turns it off. */
+      overLimitCacheKeys?: number;
     };
 
 /** The limiter a deployment asked for: memory (the default), or Redis strict or local-first. */
 export function createLimiter(opts: BackendOptions): RateLimiter {
   if (opts.kind === "memory") return new MemoryLimiter({ clock: opts.clock });
-  const { kind: _kind, mode, ...rest } = opts;
-  return mode === "strict" ? new StrictRedisLimiter(rest) : new LocalFirstRedisLimiter(rest);
+  const { kind: _kind, mode, overLimitCacheKeys, ...rest } = opts;
+  // Local-first decides a key over its limit from memory already: the cache is strict mode's.
+  return mode === "strict"
+    ? new StrictRedisLimiter({ ...rest, overLimitCacheKeys })
+    : new LocalFirstRedisLimiter(rest);
 }

@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import {
+  DEFAULT_MAX_KEYS,
   createLogger,
   hostPortFlag,
   positiveFlag,
@@ -42,6 +43,10 @@ const { values } = parseArgs({
     "sync-hits": { type: "string", default: env.PORTICO_RATELIMIT_SYNC_HITS ?? "100" },
     "failure-mode": { type: "string", default: env.PORTICO_RATELIMIT_FAILURE_MODE ?? "local" },
     "redis-timeout-ms": { type: "string", default: env.PORTICO_RATELIMIT_REDIS_TIMEOUT_MS ?? "10" },
+    "over-limit-cache-keys": {
+      type: "string",
+      default: env.PORTICO_RATELIMIT_OVER_LIMIT_CACHE_KEYS ?? String(DEFAULT_MAX_KEYS),
+    },
     instances: { type: "string", default: env.PORTICO_RATELIMIT_INSTANCES ?? "auto" },
     "redis-prefix": { type: "string", default: env.PORTICO_RATELIMIT_REDIS_PREFIX ?? "portico-rl:" },
     "redis-tls-ca": { type: "string", default: env.PORTICO_RATELIMIT_REDIS_TLS_CA },
@@ -164,7 +169,16 @@ function backendOptions(registry: Registry): BackendOptions {
     instances,
     syncPeriodMs: positiveFlag(values["sync-period-ms"]!, "sync-period-ms"),
     syncHits: positiveFlag(values["sync-hits"]!, "sync-hits"),
+    overLimitCacheKeys: cacheKeys(values["over-limit-cache-keys"]!),
   };
+}
+
+/** `--over-limit-cache-keys`: a whole number, 0 for no cache. */
+function cacheKeys(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new Error(`--over-limit-cache-keys must be a whole number (0 turns the cache off), got '${text}'`);
+  return n;
 }
 
 try {

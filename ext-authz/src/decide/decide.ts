@@ -2,7 +2,10 @@ import { ANONYMOUS, type Identity } from "../identity.js";
 import type { RoutePolicy } from "../policy/compile.js";
 import { parseCookies, type RequestAttributes } from "./request.js";
 import type { FoundCredential } from "./extract.js";
-import { ALL_IDENTITY_HEADERS, IDENTITY_HEADERS, safeValue } from "@portico/contract";
+import { grantFor, type Grant, type Header } from "./grant.js";
+import { ALL_IDENTITY_HEADERS, safeValue } from "@portico/contract";
+
+export type { Grant, Header } from "./grant.js";
 
 /** The credential family a failure concerns; it picks the `WWW-Authenticate` scheme. */
 export type Scheme = "bearer" | "apiKey";
@@ -42,8 +45,6 @@ export interface RateLimitMetadata {
   readonly provider: string;
 }
 
-export type Header = readonly [name: string, value: string];
-
 export interface Decision {
   readonly allowed: boolean;
   /** 200 when allowed; otherwise the status of the local reply. */
@@ -62,7 +63,25 @@ export interface Decision {
   readonly identity: Identity | undefined;
   /** Why, for logs only. */
   readonly reason: string | undefined;
+  /**
+   * Allowed: the caller's grant, shared by all its requests (`metadata` carries its consumer,
+   * plan and provider). Arrays a decision shares with others are frozen; the gRPC layer encodes
+   * each shared part once.
+   */
+  readonly grant?: Grant;
+  /** Denied: the refusal, shared by every request refused the same way on the same route. */
+  readonly refusal?: Refusal;
 }
+
+/** Everything of a denial but its reason: built once per route and kind of refusal. */
+export interface Refusal {
+  readonly status: number;
+  readonly code: Exclude<DecisionCode, "ok" | "anonymous" | "fail_open">;
+  readonly responseHeaders: readonly Header[];
+  readonly body: string;
+}
+
+const NONE: readonly never[] = Object.freeze([]);
 
 export interface DecideSettings {
   readonly realm: string;
@@ -82,33 +101,116 @@ const MESSAGES: Record<Exclude<DecisionCode, "ok" | "anonymous" | "fail_open">, 
   internal_error: "Authentication failed unexpectedly.",
 };
 
-function deny(
+function refusal(
   status: number,
-  code: keyof typeof MESSAGES,
+  code: Refusal["code"],
   challenge: string | undefined,
-  reason: string | undefined,
   extra: readonly Header[] = [],
-): Decision {
+): Refusal {
   const responseHeaders: Header[] = [
     ["content-type", "application/json"],
     ["cache-control", "no-store"],
     ...extra,
   ];
   if (challenge) responseHeaders.push(["www-authenticate", challenge]);
-  return {
-    allowed: false,
+  return Object.freeze({
     status,
     code,
-    headersToSet: [],
-    headersToRemove: [],
-    queryParamsToRemove: [],
-    responseHeaders,
+    responseHeaders: Object.freeze(responseHeaders),
     body: JSON.stringify({ code, message: MESSAGES[code] }),
+  });
+}
+
+function refuse(r: Refusal, reason: string | undefined): Decision {
+  return {
+    allowed: false,
+    status: r.status,
+    code: r.code,
+    headersToSet: NONE,
+    headersToRemove: NONE,
+    queryParamsToRemove: NONE,
+    responseHeaders: r.responseHeaders,
+    body: r.body,
     metadata: undefined,
     identity: undefined,
     reason,
+    refusal: r,
   };
 }
+
+/** Refusals that depend on no route. */
+const CONFIG_ERROR = refusal(500, "auth_config_error", undefined);
+const NO_POLICY = refusal(503, "auth_unavailable", undefined);
+const INTERNAL_ERROR = refusal(500, "internal_error", undefined);
+const UNAVAILABLE = refusal(503, "auth_unavailable", undefined, [["retry-after", "1"]]);
+
+/** The kinds of refusal whose headers depend on the route (its challenges). */
+type RouteRefusal =
+  | "missing"
+  | "conflict:bearer"
+  | "conflict:apiKey"
+  | "invalid_token"
+  | "invalid_api_key"
+  | "insufficient_scope"
+  | "consumer_not_allowed"
+  | "claims_not_allowed";
+
+/** Per route (and realm), each kind of refusal built once. Routes live as long as their policy. */
+const routeRefusals = new WeakMap<RoutePolicy, { realm: string; byKind: Map<RouteRefusal, Refusal> }>();
+
+function routeRefusal(route: RoutePolicy, realm: string, kind: RouteRefusal): Refusal {
+  let held = routeRefusals.get(route);
+  if (!held || held.realm !== realm) {
+    held = { realm, byKind: new Map() };
+    routeRefusals.set(route, held);
+  }
+  let r = held.byKind.get(kind);
+  if (!r) {
+    r = buildRouteRefusal(route, realm, kind);
+    held.byKind.set(kind, r);
+  }
+  return r;
+}
+
+function buildRouteRefusal(route: RoutePolicy, realm: string, kind: RouteRefusal): Refusal {
+  switch (kind) {
+    case "missing":
+      return refusal(401, "missing_credentials", challenges(route, realm));
+    case "conflict:bearer":
+    case "conflict:apiKey":
+      return refusal(
+        400,
+        "invalid_request",
+        challenges(route, realm, {
+          scheme: kind === "conflict:bearer" ? "bearer" : "apiKey",
+          error: "invalid_request",
+        }),
+      );
+    case "invalid_token":
+      return refusal(
+        401,
+        "invalid_token",
+        challenges(route, realm, { scheme: "bearer", error: "invalid_token" }),
+      );
+    case "invalid_api_key":
+      return refusal(401, "invalid_api_key", challenges(route, realm));
+    case "insufficient_scope": {
+      const scope = route.requiredScopes.map((s) => safeValue(s).replace(/["\\]/g, "")).join(" ");
+      return refusal(
+        403,
+        "insufficient_scope",
+        challenges(route, realm, { scheme: "bearer", error: "insufficient_scope", scope }),
+      );
+    }
+    case "consumer_not_allowed":
+      return refusal(403, "consumer_not_allowed", undefined);
+    case "claims_not_allowed":
+      return refusal(403, "claims_not_allowed", undefined);
+  }
+}
+
+/** An API-key caller without the scope: no bearer challenge for a credential that is no token. */
+const INSUFFICIENT_SCOPE_KEY = refusal(403, "insufficient_scope", undefined);
 
 /** Challenges for the schemes the route accepts; `error` goes on the scheme that failed (RFC 6750 §3). */
 function challenges(
@@ -133,16 +235,16 @@ function challenges(
 
 /** Refusal for a route whose context extensions cannot be read: fail closed, and say it is Portico's fault. */
 export function configErrorDecision(reason: string): Decision {
-  return deny(500, "auth_config_error", undefined, reason);
+  return refuse(CONFIG_ERROR, reason);
 }
 
 /** Refusal while no policy has been received: fail closed until the service knows the rules. */
 export function noPolicyDecision(): Decision {
-  return deny(503, "auth_unavailable", undefined, "no policy received yet");
+  return refuse(NO_POLICY, "no policy received yet");
 }
 
 export function internalErrorDecision(reason: string): Decision {
-  return deny(500, "internal_error", undefined, reason);
+  return refuse(INTERNAL_ERROR, reason);
 }
 
 function claimMatches(value: unknown, accepted: ReadonlySet<string>): boolean {
@@ -152,24 +254,51 @@ function claimMatches(value: unknown, accepted: ReadonlySet<string>): boolean {
   return false;
 }
 
-function scopesHeader(scopes: readonly string[], maxBytes: number): string {
-  let out = "";
-  for (const raw of scopes) {
-    const s = safeValue(raw, maxBytes);
-    const next = out ? `${out} ${s}` : s;
-    // Cut at a scope boundary: an upstream sees fewer scopes, never a mangled one.
-    if (next.length > maxBytes) break;
-    out = next;
+/** Identity headers removed on a public route, so a client cannot pass itself off as a consumer. */
+const ANONYMOUS_GRANT: Grant = Object.freeze({
+  headersToSet: NONE,
+  headersToRemove: Object.freeze([...ALL_IDENTITY_HEADERS]),
+  consumer: ANONYMOUS,
+  plan: ANONYMOUS,
+  provider: ANONYMOUS,
+});
+
+/**
+ * A grant's removals plus the header that carried the credential, per grant and header: the
+ * common edit (a credential in one header, stripped) then costs no allocation.
+ */
+const removalsWith = new WeakMap<Grant, Map<string, readonly string[]>>();
+
+function removalWith(grant: Grant, header: string): readonly string[] {
+  let byHeader = removalsWith.get(grant);
+  if (!byHeader) removalsWith.set(grant, (byHeader = new Map()));
+  let list = byHeader.get(header);
+  if (!list) {
+    list = Object.freeze(
+      grant.headersToRemove.includes(header)
+        ? [...grant.headersToRemove]
+        : [...grant.headersToRemove, header],
+    );
+    byHeader.set(header, list);
   }
-  return out;
+  return list;
 }
 
-/** The headers, query parameters and cookies that carried the credential, removed before the upstream. */
-function stripEdits(
-  used: readonly FoundCredential[],
-  req: RequestAttributes,
-): { remove: string[]; set: Header[]; query: string[] } {
-  const remove = new Set<string>();
+interface Edits {
+  readonly set: readonly Header[];
+  readonly remove: readonly string[];
+  readonly query: readonly string[];
+}
+
+/**
+ * The grant's headers plus what strips the credential before the upstream: the headers,
+ * query parameters and cookies that carried it.
+ */
+function stripEdits(grant: Grant, used: readonly FoundCredential[], req: RequestAttributes): Edits {
+  if (used.length === 1 && "header" in used[0]!.source) {
+    return { set: grant.headersToSet, remove: removalWith(grant, used[0]!.source.header), query: NONE };
+  }
+  const remove = new Set<string>(grant.headersToRemove);
   const query = new Set<string>();
   const cookieNames = new Set<string>();
   for (const { source } of used) {
@@ -177,7 +306,7 @@ function stripEdits(
     else if ("query" in source) query.add(source.query);
     else cookieNames.add(source.cookie);
   }
-  const set: Header[] = [];
+  const set: Header[] = [...grant.headersToSet];
   if (cookieNames.size > 0 && !remove.has("cookie")) {
     const kept = parseCookies(req.headers.get("cookie")).filter(([name]) => !cookieNames.has(name));
     if (kept.length === 0) remove.add("cookie");
@@ -187,24 +316,25 @@ function stripEdits(
 }
 
 function allowAnonymous(req: RequestAttributes, code: "anonymous" | "fail_open", reason?: string): Decision {
+  const g = ANONYMOUS_GRANT;
   return {
     allowed: true,
     status: 200,
     code,
-    headersToSet: [],
-    // Removed, so a client cannot pass itself off as a consumer on a public route.
-    headersToRemove: ALL_IDENTITY_HEADERS,
-    queryParamsToRemove: [],
-    responseHeaders: [],
+    headersToSet: g.headersToSet,
+    headersToRemove: g.headersToRemove,
+    queryParamsToRemove: NONE,
+    responseHeaders: NONE,
     body: "",
     metadata: {
-      consumer: ANONYMOUS,
-      plan: ANONYMOUS,
+      consumer: g.consumer,
+      plan: g.plan,
       ip: safeValue(req.sourceIp ?? "unknown"),
-      provider: ANONYMOUS,
+      provider: g.provider,
     },
     identity: undefined,
     reason,
+    grant: g,
   };
 }
 
@@ -224,28 +354,20 @@ export function decide(
   switch (outcome.kind) {
     case "none":
       if (route.allowAnonymous) return allowAnonymous(req, "anonymous");
-      return deny(401, "missing_credentials", challenges(route, realm), "no credentials");
+      return refuse(routeRefusal(route, realm, "missing"), "no credentials");
     case "conflict":
-      return deny(
-        400,
-        "invalid_request",
-        challenges(route, realm, { scheme: outcome.scheme, error: "invalid_request" }),
+      return refuse(
+        routeRefusal(route, realm, outcome.scheme === "bearer" ? "conflict:bearer" : "conflict:apiKey"),
         "credential in several places with different values",
       );
     case "invalid":
-      return outcome.scheme === "bearer"
-        ? deny(
-            401,
-            "invalid_token",
-            challenges(route, realm, { scheme: "bearer", error: "invalid_token" }),
-            `${outcome.provider}: ${outcome.reason}`,
-          )
-        : deny(401, "invalid_api_key", challenges(route, realm), `${outcome.provider}: ${outcome.reason}`);
+      return refuse(
+        routeRefusal(route, realm, outcome.scheme === "bearer" ? "invalid_token" : "invalid_api_key"),
+        `${outcome.provider}: ${outcome.reason}`,
+      );
     case "unavailable":
       if (outcome.failOpen) return allowAnonymous(req, "fail_open", `${outcome.provider}: ${outcome.reason}`);
-      return deny(503, "auth_unavailable", undefined, `${outcome.provider}: ${outcome.reason}`, [
-        ["retry-after", "1"],
-      ]);
+      return refuse(UNAVAILABLE, `${outcome.provider}: ${outcome.reason}`);
     case "authenticated":
       return authorize(route, outcome.identity, outcome.used, req, settings);
   }
@@ -260,16 +382,17 @@ function authorize(
 ): Decision {
   const bearer = identity.kind !== "apiKey";
   if (route.consumers !== undefined && !route.consumers.has(identity.consumer)) {
-    return deny(
-      403,
-      "consumer_not_allowed",
-      undefined,
+    return refuse(
+      routeRefusal(route, settings.realm, "consumer_not_allowed"),
       `consumer ${identity.consumer} not in the route's list`,
     );
   }
   for (const [claim, accepted] of route.requiredClaims) {
     if (!claimMatches(identity.claims[claim], accepted)) {
-      return deny(403, "claims_not_allowed", undefined, `claim ${claim} does not match`);
+      return refuse(
+        routeRefusal(route, settings.realm, "claims_not_allowed"),
+        `claim ${claim} does not match`,
+      );
     }
   }
   if (route.requiredScopes.length > 0) {
@@ -279,53 +402,34 @@ function authorize(
         ? route.requiredScopes.every((s) => granted.includes(s))
         : route.requiredScopes.some((s) => granted.includes(s));
     if (!ok) {
-      const scope = route.requiredScopes.map((s) => safeValue(s).replace(/["\\]/g, "")).join(" ");
-      return deny(
-        403,
-        "insufficient_scope",
-        bearer
-          ? challenges(route, settings.realm, { scheme: "bearer", error: "insufficient_scope", scope })
-          : undefined,
+      return refuse(
+        bearer ? routeRefusal(route, settings.realm, "insufficient_scope") : INSUFFICIENT_SCOPE_KEY,
         `scopes (${route.scopesMode}) ${route.requiredScopes.join(" ")} not granted`,
       );
     }
   }
 
-  const set: Header[] = [
-    [IDENTITY_HEADERS.consumer, safeValue(identity.consumer)],
-    [IDENTITY_HEADERS.plan, safeValue(identity.plan)],
-    [IDENTITY_HEADERS.provider, safeValue(identity.provider)],
-  ];
-  const remove: string[] = [];
-  if (identity.keyId !== undefined) set.push([IDENTITY_HEADERS.keyId, safeValue(identity.keyId)]);
-  else remove.push(IDENTITY_HEADERS.keyId);
-  const scopes = scopesHeader(identity.scopes, settings.maxScopesHeaderBytes);
-  if (scopes) set.push([IDENTITY_HEADERS.scopes, scopes]);
-  else remove.push(IDENTITY_HEADERS.scopes);
-
-  let queryParamsToRemove: string[] = [];
-  if (route.stripCredentials) {
-    const edits = stripEdits(used, req);
-    remove.push(...edits.remove);
-    set.push(...edits.set);
-    queryParamsToRemove = edits.query;
-  }
+  const grant = grantFor(identity, settings.maxScopesHeaderBytes);
+  const edits: Edits = route.stripCredentials
+    ? stripEdits(grant, used, req)
+    : { set: grant.headersToSet, remove: grant.headersToRemove, query: NONE };
   return {
     allowed: true,
     status: 200,
     code: "ok",
-    headersToSet: set,
-    headersToRemove: remove,
-    queryParamsToRemove,
-    responseHeaders: [],
+    headersToSet: edits.set,
+    headersToRemove: edits.remove,
+    queryParamsToRemove: edits.query,
+    responseHeaders: NONE,
     body: "",
     metadata: {
-      consumer: safeValue(identity.consumer),
-      plan: safeValue(identity.plan),
+      consumer: grant.consumer,
+      plan: grant.plan,
       ip: safeValue(req.sourceIp ?? "unknown"),
-      provider: safeValue(identity.provider),
+      provider: grant.provider,
     },
     identity,
     reason: undefined,
+    grant,
   };
 }

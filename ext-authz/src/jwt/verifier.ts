@@ -75,6 +75,11 @@ interface VerifiedToken {
   claims: Readonly<Record<string, unknown>>;
   /** The key that verified it; the entry is dropped when that key leaves the provider's set. */
   fingerprint: string;
+  /**
+   * The last answer, with the consumer records it was linked against: while those records are
+   * the same, a cache hit hands out the same identity (and so the same grant of headers).
+   */
+  answered?: { records: ReadonlyMap<string, Consumer>; identity: Identity };
 }
 
 export interface JwtVerifierOptions {
@@ -228,7 +233,9 @@ export class JwtVerifier {
 
   /** A subject the provider links to a consumer record gets that consumer's plan (see `linkConsumer`). */
   private answer(v: VerifiedToken, cached: boolean): JwtResult {
-    const link = linkConsumer(v.consumer, this.provider.consumers, this.opts.consumers());
+    const records = this.opts.consumers();
+    if (v.answered?.records === records) return { ok: true, identity: v.answered.identity, cached };
+    const link = linkConsumer(v.consumer, this.provider.consumers, records);
     if (!link.ok) return link;
     const record = link.record;
     const identity: Identity = {
@@ -239,6 +246,7 @@ export class JwtVerifier {
       scopes: v.scopes,
       claims: v.claims,
     };
+    v.answered = { records, identity };
     return { ok: true, identity, cached };
   }
 

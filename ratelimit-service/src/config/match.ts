@@ -37,12 +37,13 @@ export function matchDescriptor(
 
 export function matchInDomain(d: DomainConfig, entries: readonly DescriptorEntry[]): Match | undefined {
   let level: DescriptorLevel = d.root;
-  let key = escape(d.domain);
+  let key = domainPrefix(d);
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i]!;
     const node = lookup(level, e);
     if (!node) return undefined;
-    key += `|${escape(e.key)}=${escape(node.shareThreshold ? node.value! : e.value)}`;
+    // A shared wildcard's part is the same for every value: held whole, like every key's prefix.
+    key += node.shareThreshold ? sharedPart(node) : keyPart(node) + escape(e.value);
     let set: LimitSet = node;
     const plans = node.plans;
     const next = entries[i + 1];
@@ -66,6 +67,33 @@ function lookup(level: DescriptorLevel, e: DescriptorEntry): DescriptorNode | un
     if (w.key === e.key && matchesWildcard(w.wildcard!, e.value)) return w;
   }
   return level.keyOnly.get(e.key);
+}
+
+/*
+ * The fixed parts of counter keys, escaped once per config (its domains and nodes live as long as
+ * it does): a decision only escapes and appends the request's values.
+ */
+const domainPrefixes = new WeakMap<DomainConfig, string>();
+const keyParts = new WeakMap<DescriptorNode, string>();
+const sharedParts = new WeakMap<DescriptorNode, string>();
+
+function domainPrefix(d: DomainConfig): string {
+  let p = domainPrefixes.get(d);
+  if (p === undefined) domainPrefixes.set(d, (p = escape(d.domain)));
+  return p;
+}
+
+/** `|key=`: what precedes the request's value (a matched node's key is the entry's key). */
+function keyPart(node: DescriptorNode): string {
+  let p = keyParts.get(node);
+  if (p === undefined) keyParts.set(node, (p = `|${escape(node.key)}=`));
+  return p;
+}
+
+function sharedPart(node: DescriptorNode): string {
+  let p = sharedParts.get(node);
+  if (p === undefined) sharedParts.set(node, (p = keyPart(node) + escape(node.value!)));
+  return p;
 }
 
 /** Keeps `|` and `=` as separators, so no two descriptors share a counter by accident. */

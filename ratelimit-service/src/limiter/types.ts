@@ -33,6 +33,8 @@ export interface CheckResult {
   /** One per limit of the check, in order. */
   readonly outcomes: readonly LimitOutcome[];
   readonly degraded?: Degraded;
+  /** Refused from the over-limit cache, without asking the shared backend. */
+  readonly cached?: boolean;
 }
 
 /** A backend that decides: memory, or Redis in strict or local-first mode. */

@@ -18,6 +18,7 @@
 import { roundTat, type Before, decide, outcome, type LimitPlan, BUCKET_EPS } from "../limiter/algorithms.js";
 import type { CheckResult, LimitCheck, LimitOutcome } from "../limiter/types.js";
 import { counterItem, RedisBackend, type RedisLimiterOptions, type SyncItem } from "./backend.js";
+import { withDeadline } from "./deadline.js";
 import { loadScripts, SYNC } from "./scripts.js";
 import { BoundedMap, DEFAULT_MAX_KEYS } from "@portico/common";
 
@@ -52,6 +53,8 @@ interface KeyState {
   /** Bucket: this instance's own bucket at its share (for the local-only fallback). */
   shareTat: number;
   dirty: boolean;
+  /** When a decision last read it: only a state nobody uses is swept. */
+  usedAt: number;
 }
 
 interface Evaluation {
@@ -76,6 +79,7 @@ export class LocalFirstRedisLimiter extends RedisBackend {
   private resyncing = false;
   private readonly syncTimer: NodeJS.Timeout;
   private readonly sweepTimer: NodeJS.Timeout;
+  private readonly sweepEveryMs: number;
 
   constructor(opts: LocalFirstOptions) {
     super(opts);
@@ -89,7 +93,8 @@ export class LocalFirstRedisLimiter extends RedisBackend {
       if (this.isUp() && this.dirty.size > 0) this.requestFlush().catch(() => undefined);
     }, this.syncPeriodMs);
     this.syncTimer.unref();
-    this.sweepTimer = setInterval(() => this.sweep(), Math.max(1_000, this.syncPeriodMs * 10));
+    this.sweepEveryMs = Math.max(1_000, this.syncPeriodMs * 10);
+    this.sweepTimer = setInterval(() => this.sweep(), this.sweepEveryMs);
     this.sweepTimer.unref();
     this.start();
   }
@@ -212,6 +217,7 @@ export class LocalFirstRedisLimiter extends RedisBackend {
     let s = this.states.get(plan.key);
     if (s) {
       s.plan = plan;
+      s.usedAt = now;
       return s;
     }
     s = {
@@ -231,6 +237,7 @@ export class LocalFirstRedisLimiter extends RedisBackend {
       own: 0,
       shareTat: 0,
       dirty: false,
+      usedAt: now,
     };
     if (plan.kind === "sliding") {
       const prev = this.states.peek(plan.prevKey);
@@ -314,20 +321,12 @@ export class LocalFirstRedisLimiter extends RedisBackend {
     return this.next;
   }
 
-  private async refreshed(p: Promise<void>, ms: number): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-    try {
-      return await Promise.race([
-        p.then(
-          () => true,
-          () => false,
-        ),
-        timeout,
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+  /** Whether the refresh `p` lands within `ms` (a stall of this process does not count against it). */
+  private refreshed(p: Promise<void>, ms: number): Promise<boolean> {
+    return withDeadline(p, ms).then(
+      () => true,
+      () => false,
+    );
   }
 
   private async runFlush(): Promise<void> {
@@ -414,12 +413,22 @@ export class LocalFirstRedisLimiter extends RedisBackend {
     }
   }
 
+  /**
+   * Drops the state of windows that are over, and of buckets that are full again and unused
+   * since the last sweep. A bucket in use keeps its state even when it refills between two
+   * requests (a high rate): forgetting it would make each of its requests a new key, and each new
+   * key a sync of its own.
+   */
   private sweep(): void {
     const now = this.clock.now();
+    const idleSince = now - this.sweepEveryMs;
     for (const [key, s] of this.states) {
       if (s.dirty || s.sending) continue;
       const p = s.plan;
-      const done = p.kind === "bucket" ? s.lt + this.syncPeriodMs < now && s.g < now : p.expireAt <= now;
+      const done =
+        p.kind === "bucket"
+          ? s.lt + this.syncPeriodMs < now && s.g < now && s.usedAt <= idleSince
+          : p.expireAt <= now;
       if (done) this.states.delete(key);
     }
   }

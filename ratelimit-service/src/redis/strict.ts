@@ -7,9 +7,11 @@
  */
 import { isOver, outcome, type Before, type LimitPlan } from "../limiter/algorithms.js";
 import { MemoryLimiter } from "../limiter/memory.js";
+import { OverLimitCache } from "../limiter/over-limit-cache.js";
 import type { CheckResult, LimitCheck } from "../limiter/types.js";
 import { RedisBackend, counterItem, type RedisLimiterOptions, type SyncItem } from "./backend.js";
 import { createRedisClient, type RedisClient } from "./connect.js";
+import { withDeadline } from "./deadline.js";
 import { DECIDE, loadScripts, runScript } from "./scripts.js";
 import { BoundedMap, DEFAULT_MAX_KEYS } from "@portico/common";
 
@@ -20,17 +22,31 @@ interface Delta {
   after: number;
 }
 
+export interface StrictLimiterOptions extends RedisLimiterOptions {
+  /**
+   * Descriptors remembered as over their limit, answered from memory until the refusal can no
+   * longer hold (`OverLimitCache`); 0 turns the cache off. Default `DEFAULT_MAX_KEYS`.
+   */
+  overLimitCacheKeys?: number;
+}
+
 export class StrictRedisLimiter extends RedisBackend {
   readonly kind = "redis-strict";
   private readonly decideClient: RedisClient;
+  /** Refusals that will hold, answered without a round trip; undefined when turned off. */
+  readonly overLimit: OverLimitCache | undefined;
   private readonly fallback: MemoryLimiter;
   /** What the fallback counted while Redis was down, to hand over; bounded like every per-key store. */
   private readonly deltas: BoundedMap<string, Delta>;
 
-  constructor(opts: RedisLimiterOptions) {
+  constructor(opts: StrictLimiterOptions) {
     super(opts);
+    const cacheKeys = opts.overLimitCacheKeys ?? DEFAULT_MAX_KEYS;
+    this.overLimit = cacheKeys > 0 ? new OverLimitCache(Math.max(2, cacheKeys)) : undefined;
     this.decideClient = createRedisClient(opts.connection, {
-      commandTimeoutMs: this.timeoutMs,
+      // A backstop for a Redis that stops answering; a decision waits `timeoutMs` at most
+      // (`withDeadline`), and a reply that comes later is dropped.
+      commandTimeoutMs: Math.max(this.timeoutMs, opts.syncTimeoutMs ?? 1_000),
       connectTimeoutMs: opts.connectTimeoutMs,
       connectionName: "portico-ratelimit-decide",
     });
@@ -63,9 +79,13 @@ export class StrictRedisLimiter extends RedisBackend {
   async check(checks: readonly LimitCheck[]): Promise<CheckResult[]> {
     const now = this.clock.now();
     if (!this.isUp()) return checks.map((c) => this.degraded(c, now));
-    const settled = await Promise.allSettled(checks.map((c) => this.decide(c, now)));
+    const cache = this.overLimit;
+    const settled = await Promise.allSettled(checks.map((c) => cache?.recall(c, now) ?? this.decide(c, now)));
     return settled.map((s, i) => {
-      if (s.status === "fulfilled") return s.value;
+      if (s.status === "fulfilled") {
+        cache?.remember(checks[i]!, s.value, now);
+        return s.value;
+      }
       this.reportFailure(s.reason);
       return this.degraded(checks[i]!, now);
     });
@@ -98,7 +118,9 @@ export class StrictRedisLimiter extends RedisBackend {
           break;
       }
     }
-    const reply = (await runScript(this.decideClient, DECIDE, keys, args)) as (string | number)[];
+    const reply = (await withDeadline(runScript(this.decideClient, DECIDE, keys, args), this.timeoutMs)) as (
+      string | number
+    )[];
     this.reportSuccess();
     const admitted = Number(reply[0]) === 1;
     let r = 1;

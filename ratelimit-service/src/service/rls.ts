@@ -29,6 +29,13 @@ import {
 
 export const UNLIMITED_REMAINING = 4_294_967_295;
 
+/** The statuses that depend on no count: shared by every answer, and encoded once. */
+const UNLIMITED_STATUS: DescriptorStatus = Object.freeze({
+  code: "OK",
+  limit_remaining: UNLIMITED_REMAINING,
+});
+const NO_RULE_STATUS: DescriptorStatus = Object.freeze({ code: "OK", limit_remaining: 0 });
+
 /** Distinct request-carried limits remembered at once; a caller cannot make more live by inventing them. */
 const MAX_OVERRIDE_RULES = 10_000;
 
@@ -142,10 +149,9 @@ export class RateLimitHandler {
 
     const results = checks.length > 0 ? await this.opts.limiter.check(checks) : [];
     const judged: Judged[] = items.map((it, i): Judged => {
-      if (unlimited[i])
-        return { status: { code: "OK", limit_remaining: UNLIMITED_REMAINING }, quotaMode: false };
+      if (unlimited[i]) return { status: UNLIMITED_STATUS, quotaMode: false };
       const c = checkOf[i];
-      if (c === undefined) return { status: { code: "OK", limit_remaining: 0 }, quotaMode: false };
+      if (c === undefined) return { status: NO_RULE_STATUS, quotaMode: false };
       const result = results[c]!;
       this.record(result, it);
       return { status: toStatus(result), quotaMode: it.quotaMode };
@@ -153,7 +159,7 @@ export class RateLimitHandler {
     const refused = overallCode(judged) === "OVER_LIMIT";
     if (refused && this.opts.shadowMode) this.metrics.globalShadowMode.inc();
     const overall: Code = refused && !this.opts.shadowMode ? "OVER_LIMIT" : "OK";
-    this.metrics.responses.inc({ code: overall });
+    (overall === "OK" ? this.metrics.hot.ok : this.metrics.hot.overLimit).inc();
     const response: RateLimitResponse = { overall_code: overall, statuses: judged.map((j) => j.status) };
     const headline = this.opts.limitHeaders ? headlineStatus(judged) : undefined;
     if (headline) response.response_headers_to_add = limitHeaders(headline, this.opts.limitHeaders!);
@@ -169,16 +175,17 @@ export class RateLimitHandler {
   private record(result: CheckResult, it: Item): void {
     const m = this.metrics;
     const ratio = this.opts.nearLimitRatio ?? 0.8;
-    if (result.degraded) m.degradedDecisions.inc({ mode: result.degraded });
+    if (result.degraded) m.hot.degraded[result.degraded].inc();
     for (const o of result.outcomes) {
-      const labels = m.labels(o.rule, it.detailed);
-      m.totalHits.inc(labels, it.hits);
+      const series = m.forRule(o.rule, it.detailed);
+      series.total.inc(it.hits);
       if (o.over) {
-        m.overLimit.inc(labels, it.hits);
-        if (o.rule.shadowMode) m.shadowMode.inc(labels, it.hits);
+        series.over.inc(it.hits);
+        if (result.cached) series.cached.inc(it.hits);
+        if (o.rule.shadowMode) series.shadow.inc(it.hits);
       } else {
-        m.withinLimit.inc(labels, it.hits);
-        if (o.used > ratio * o.limit) m.nearLimit.inc(labels, it.hits);
+        series.within.inc(it.hits);
+        if (o.used > ratio * o.limit) series.near.inc(it.hits);
       }
     }
   }
@@ -232,18 +239,29 @@ export function toStatus(result: CheckResult): DescriptorStatus {
     }
   }
   const o = pick!;
-  const limit: DescriptorStatus["current_limit"] = {
-    requests_per_unit: o.rule.requestsPerUnit,
-    unit: PROTO_UNIT[o.rule.unit],
-  };
-  if (o.rule.name) limit.name = o.rule.name;
   return {
     code: result.admitted ? "OK" : "OVER_LIMIT",
-    current_limit: limit,
+    current_limit: currentLimit(o.rule),
     limit_remaining: Math.min(UNLIMITED_REMAINING, Math.max(0, Math.floor(o.remaining))),
     // Whole seconds rounded up, as upstream reports them and Envoy's headers use them.
     duration_until_reset: { seconds: Math.max(0, Math.ceil(o.resetMs / 1000)) },
   };
+}
+
+/** A rule's `current_limit`, built once per rule (and so encoded once). */
+const currentLimits = new WeakMap<LimitRule, NonNullable<DescriptorStatus["current_limit"]>>();
+
+function currentLimit(rule: LimitRule): NonNullable<DescriptorStatus["current_limit"]> {
+  let limit = currentLimits.get(rule);
+  if (!limit) {
+    limit = Object.freeze({
+      requests_per_unit: rule.requestsPerUnit,
+      unit: PROTO_UNIT[rule.unit],
+      ...(rule.name ? { name: rule.name } : {}),
+    });
+    currentLimits.set(rule, limit);
+  }
+  return limit;
 }
 
 function entryLabel(d: RateLimitDescriptor): string {

@@ -17,6 +17,7 @@ import {
   type RateLimitRequest,
   type RateLimitResponse,
 } from "./codec.js";
+import { decodeRateLimitRequest, encodeRateLimitResponse } from "./wire-codec.js";
 import { RateLimitMetrics } from "./metrics.js";
 import { InvalidRequestError, RateLimitHandler } from "./rls.js";
 import type { LimitHeaderNames } from "./verdict.js";
@@ -100,7 +101,16 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
       : {}),
     ...(opts.tls ? { interceptors: [opts.tls.interceptor] } : {}),
   });
-  server.addService(rateLimitServiceDefinition(), {
+  // The server reads and writes the wire format by hand (wire-codec.ts); clients keep protobufjs.
+  const definition = rateLimitServiceDefinition();
+  const service: grpc.ServiceDefinition = {
+    ShouldRateLimit: {
+      ...definition.ShouldRateLimit!,
+      requestDeserialize: decodeRateLimitRequest,
+      responseSerialize: encodeRateLimitResponse,
+    },
+  };
+  server.addService(service, {
     ShouldRateLimit: (
       call: grpc.ServerUnaryCall<RateLimitRequest, RateLimitResponse>,
       cb: grpc.sendUnaryData<RateLimitResponse>,
@@ -112,7 +122,8 @@ export async function startRateLimitService(opts: RateLimitServiceOptions): Prom
         cb({ code: grpc.status.UNAVAILABLE, details: "no rate-limit config received yet" });
         return;
       }
-      const end = metrics.decisionSeconds.startTimer();
+      const started = performance.now();
+      const end = () => metrics.hot.seconds.observe((performance.now() - started) / 1000);
       handler.shouldRateLimit(call.request).then(
         (res) => {
           end();
