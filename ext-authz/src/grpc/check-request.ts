@@ -145,29 +145,20 @@ function attributes(r: WireReader, out: Decoded): void {
   }
 }
 
-function request(r: WireReader, out: Decoded): void {
-  while (r.pos < r.end) {
-    const t = r.varint();
-    if (t === REQUEST_HTTP) nested(r, http, out);
-    else r.skip(t & 7);
-  }
+/** A reader of a message in which one nested field alone matters: it descends into that field. */
+function into(field: number, read: (r: WireReader, out: Decoded) => void) {
+  return (r: WireReader, out: Decoded): void => {
+    while (r.pos < r.end) {
+      const t = r.varint();
+      if (t === field) nested(r, read, out);
+      else r.skip(t & 7);
+    }
+  };
 }
 
-function peer(r: WireReader, out: Decoded): void {
-  while (r.pos < r.end) {
-    const t = r.varint();
-    if (t === PEER_ADDRESS) nested(r, address, out);
-    else r.skip(t & 7);
-  }
-}
-
-function address(r: WireReader, out: Decoded): void {
-  while (r.pos < r.end) {
-    const t = r.varint();
-    if (t === ADDRESS_SOCKET_ADDRESS) nested(r, socketAddress, out);
-    else r.skip(t & 7);
-  }
-}
+const request = into(REQUEST_HTTP, http);
+const address = into(ADDRESS_SOCKET_ADDRESS, socketAddress);
+const peer = into(PEER_ADDRESS, address);
 
 function socketAddress(r: WireReader, out: Decoded): void {
   while (r.pos < r.end) {
