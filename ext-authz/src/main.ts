@@ -16,7 +16,7 @@ import { Authorizer } from "./authorizer.js";
 import { AuthzServer } from "./grpc/server.js";
 import { AuthzMetrics } from "./metrics.js";
 import { compilePolicy, type CompiledPolicy } from "./policy/compile.js";
-import { formatPolicyError } from "@portico/contract";
+import { formatPolicyError, isLoopbackHost } from "@portico/contract";
 import { loadPolicyFile } from "./policy/load.js";
 import { defaultNodeId, XdsPolicySource } from "./xds/policy-source.js";
 
@@ -162,7 +162,7 @@ log.info(
 /** Whether a listen address reaches beyond this host (a unix socket or an odd form: assume not). */
 function beyondLoopback(listen: string): boolean {
   try {
-    return !/^(127\.|::1$|localhost$)/.test(hostPortFlag(listen, "listen").host);
+    return !isLoopbackHost(hostPortFlag(listen, "listen").host);
   } catch {
     return false;
   }

@@ -14,3 +14,4 @@ export * from "./schema/auth-policy-check.js";
 export * from "./schema/name.js";
 export * from "./schema/retry.js";
 export * from "./schema/ratelimit.js";
+export * from "./loopback.js";

@@ -17,6 +17,7 @@ import {
   withRedisCredentials,
   xdsClientTls,
 } from "@portico/common";
+import { isLoopbackHost } from "@portico/contract";
 import { createLimiter, type BackendOptions } from "./backend.js";
 import { loadConfig } from "./config/load.js";
 import { XdsConfigSource } from "./config/xds-source.js";
@@ -216,7 +217,7 @@ try {
     maxConnectionAgeGraceMs: optionalPositive("max-connection-age-grace-ms"),
     tracing,
   });
-  if (!tls && !/^(127\.|::1$|localhost$)/.test(host)) {
+  if (!tls && !isLoopbackHost(host)) {
     log.warn(
       { listen: values.listen },
       "the gRPC port is plaintext beyond loopback: any process that reaches it can spend quotas; set --tls-cert, --tls-key and --tls-client-ca",

@@ -1,4 +1,5 @@
-import { BlockList, isIP } from "node:net";
+import { isIP } from "node:net";
+import { isLoopbackHost } from "@portico/contract";
 import { RE2JS } from "re2js";
 import { parseDocument } from "yaml";
 import { authPolicyProblems } from "./auth-document.js";
@@ -364,14 +365,9 @@ function semanticProblems(config: Config, envoyChecks: boolean): FieldProblem[] 
   return problems;
 }
 
-const LOOPBACK = new BlockList();
-LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
-LOOPBACK.addAddress("::1", "ipv6");
-
-/** Whether a listener address takes connections from this host alone. */
+/** Whether a listener address (an IP, as Envoy binds it) takes connections from this host alone. */
 function isLoopback(address: string): boolean {
-  const family = isIP(address);
-  return family !== 0 && LOOPBACK.check(address, family === 4 ? "ipv4" : "ipv6");
+  return isIP(address) !== 0 && isLoopbackHost(address);
 }
 
 /**

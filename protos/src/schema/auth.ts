@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { Name } from "./name.js";
+import { isLoopbackHost } from "../loopback.js";
 
 /**
  * Authentication policy, one schema per kind: JWT and OAuth providers, consumers, API keys and
@@ -65,12 +66,6 @@ export function isReservedConsumer(name: string): boolean {
 
 /** Environment variables ext-authz may read secrets from; any other name (`AWS_SECRET_ACCESS_KEY`) is refused. */
 export const SECRET_ENV_PREFIX = "PORTICO_SECRET_";
-
-const LOOPBACK_HOSTS = new Set(["localhost", "[::1]", "::1"]);
-
-function isLoopbackHost(hostname: string): boolean {
-  return LOOPBACK_HOSTS.has(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname);
-}
 
 /**
  * Why a URL keys or verdicts are fetched from cannot be trusted, or undefined when it can: only
