@@ -6,8 +6,7 @@
 import http from "node:http";
 import https from "node:https";
 import tls from "node:tls";
-import { z } from "zod";
-import { insecureUrlProblem, JwkSchema, jwkProblem, type Jwk } from "@portico/contract";
+import { insecureUrlProblem, readPublishedJwks, type Jwk } from "@portico/contract";
 
 export interface JwksFetchOptions {
   timeoutMs: number;
@@ -32,9 +31,6 @@ export type JwksFetchResult =
 
 export type JwksFetcher = (uri: string, opts: JwksFetchOptions) => Promise<JwksFetchResult>;
 
-const JwksDocument = z.object({ keys: z.array(z.unknown()) });
-/** Published sets carry members Portico does not use (`x5u`, vendor fields); they are dropped, not refused. */
-const PublishedJwk = z.object(JwkSchema.shape);
 const MAX_BYTES = 1_048_576;
 
 /** Seconds of freshness a Cache-Control header grants, or undefined when it says nothing about it. */
@@ -122,21 +118,12 @@ export const fetchJwks: JwksFetcher = async (uri, opts) => {
   } catch {
     return { ok: false, error: "the answer is not JSON" };
   }
-  const doc = JwksDocument.safeParse(parsed);
-  if (!doc.success) return { ok: false, error: "the answer is not a JWK Set (no keys array)" };
-  const keys: Jwk[] = [];
-  const skipped: string[] = [];
-  doc.data.keys.forEach((raw, i) => {
-    const jwk = PublishedJwk.safeParse(raw);
-    if (!jwk.success) {
-      skipped.push(`keys[${i}]: not a supported JWK`);
-      return;
-    }
-    const why = jwkProblem(jwk.data, "remote");
-    if (why) skipped.push(`keys[${i}]${jwk.data.kid ? ` (kid ${jwk.data.kid})` : ""}: ${why}`);
-    else keys.push(jwk.data);
-  });
-  // An empty answer is far more likely a broken endpoint than a real revocation of every key.
-  if (keys.length === 0) return { ok: false, error: "the JWK Set holds no usable signing key" };
-  return { ok: true, keys, skipped, maxAgeSeconds: cacheControlMaxAge(answer.cacheControl) };
+  const read = readPublishedJwks(parsed);
+  if (read.error) return { ok: false, error: read.error };
+  return {
+    ok: true,
+    keys: read.keys,
+    skipped: read.skipped,
+    maxAgeSeconds: cacheControlMaxAge(answer.cacheControl),
+  };
 };

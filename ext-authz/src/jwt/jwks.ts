@@ -1,6 +1,5 @@
-import { z } from "zod";
 import type { Clock } from "../clock.js";
-import { JwkSchema, type Jwk, type JwsAlgorithm, jwkProblem } from "@portico/contract";
+import { readPublishedJwks, type Jwk, type JwsAlgorithm } from "@portico/contract";
 import { readCapped } from "../http-body.js";
 import { KeySet, type KeyEntry } from "./keys.js";
 
@@ -72,9 +71,6 @@ export interface RemoteJwksOptions {
   onFetch?: (event: JwksFetchEvent) => void;
 }
 
-const JwksDocument = z.object({ keys: z.array(z.unknown()) });
-/** Published sets carry members Portico does not use (`x5u`, vendor fields); they are dropped, not refused. */
-const PublishedJwk = z.object(JwkSchema.shape);
 /** After a failed fetch, the next attempt waits at least this long (or the cooldown, if shorter). */
 const FAILURE_BACKOFF_MS = 5_000;
 
@@ -162,22 +158,10 @@ export class RemoteJwks implements JwksSource {
       });
       if (!res.ok) throw new Error(`JWKS endpoint answered HTTP ${res.status}`);
       const text = await readCapped(res, this.maxBytes);
-      const doc = JwksDocument.safeParse(JSON.parse(text));
-      if (!doc.success) throw new Error("the answer is not a JWK Set (no keys array)");
-      const keys: Jwk[] = [];
-      doc.data.keys.forEach((raw, i) => {
-        const parsed = PublishedJwk.safeParse(raw);
-        if (!parsed.success) {
-          skipped.push(`keys[${i}]: not a supported JWK`);
-          return;
-        }
-        const problem = jwkProblem(parsed.data, "remote");
-        if (problem)
-          skipped.push(`keys[${i}]${parsed.data.kid ? ` (kid ${parsed.data.kid})` : ""}: ${problem}`);
-        else keys.push(parsed.data);
-      });
-      // An empty answer is far more likely a broken endpoint than a real revocation of every key.
-      if (keys.length === 0) throw new Error("the JWK Set holds no usable signing key");
+      const read = readPublishedJwks(JSON.parse(text));
+      skipped.push(...read.skipped);
+      if (read.error) throw new Error(read.error);
+      const keys = read.keys;
       this.set = new KeySet(keys);
       this.fetchedAt = this.opts.clock();
       this.lastFailed = false;

@@ -1,4 +1,5 @@
-import type { Jwk, JwsAlgorithm } from "./auth.js";
+import { z } from "zod";
+import { JwkSchema, type Jwk, type JwsAlgorithm } from "./auth.js";
 
 /*
  * Which JWKs can verify what. The control plane refuses a provider whose inline keys fail these
@@ -96,4 +97,32 @@ export function keyFitsAlg(jwk: Jwk, alg: JwsAlgorithm): boolean {
   if (jwk.alg !== undefined && !sameAlg(jwk.alg, alg)) return false;
   if (req.minSecretBytes !== undefined && base64urlBytes(jwk.k ?? "") < req.minSecretBytes) return false;
   return true;
+}
+
+const JwksDocument = z.object({ keys: z.array(z.unknown()) });
+/** Published sets carry members Portico does not use (`x5u`, vendor fields); they are dropped, not refused. */
+const PublishedJwk = z.object(JwkSchema.shape);
+
+/**
+ * A JWK Set as an issuer publishes it, read and checked: the keys that can verify a signature,
+ * each other key with the reason it was left out, and an error when the answer is no set or
+ * holds no usable key (far more likely a broken endpoint than a real revocation of every key).
+ */
+export function readPublishedJwks(json: unknown): { keys: Jwk[]; skipped: string[]; error?: string } {
+  const doc = JwksDocument.safeParse(json);
+  if (!doc.success) return { keys: [], skipped: [], error: "the answer is not a JWK Set (no keys array)" };
+  const keys: Jwk[] = [];
+  const skipped: string[] = [];
+  doc.data.keys.forEach((raw, i) => {
+    const jwk = PublishedJwk.safeParse(raw);
+    if (!jwk.success) {
+      skipped.push(`keys[${i}]: not a supported JWK`);
+      return;
+    }
+    const why = jwkProblem(jwk.data, "remote");
+    if (why) skipped.push(`keys[${i}]${jwk.data.kid ? ` (kid ${jwk.data.kid})` : ""}: ${why}`);
+    else keys.push(jwk.data);
+  });
+  if (keys.length === 0) return { keys, skipped, error: "the JWK Set holds no usable signing key" };
+  return { keys, skipped };
 }
