@@ -21,6 +21,7 @@
  * The route's rules arrive in its LuaPerRoute `filter_context` (`v`, `policy`, `c:<consumer>`).
  */
 import { IDENTITY_HEADERS, MAX_IDENTITY_VALUE_BYTES, RESERVED_CONSUMERS } from "@portico/contract";
+import { luaString as lua } from "./lua-string.js";
 
 /** The HTTP filter's name, also the dynamic metadata namespace a refusal is marked under. */
 export const JWT_CHECKS_FILTER = "portico.jwt_checks";
@@ -39,8 +40,6 @@ export const REFUSALS = {
   claims_not_allowed: "The credential does not meet this route's requirements.",
   internal_error: "Authentication failed unexpectedly.",
 } as const;
-
-const lua = (s: string) => JSON.stringify(s);
 
 const CONSTANTS = `
 local JWT_NS = ${lua(JWT_AUTHN_NAMESPACE)}

@@ -8,6 +8,7 @@
  */
 import { ANONYMOUS } from "../../model/ratelimit.js";
 import { UNIT_SECONDS, type QuotaDeny, type UsageCounter } from "../../model/usage-quota.js";
+import { luaString } from "./lua-string.js";
 import type { RouteUsage } from "./quota.js";
 
 /** What the answer's body says (Portico's error shape puts it in `detail`). */
@@ -15,17 +16,6 @@ export const QUOTA_EXHAUSTED = "quota_exhausted";
 
 /** The script when no caller of the gateway is denied. */
 export const NO_DENIES = "-- No caller of this gateway has used up a quota.\n";
-
-/** A Lua string literal: printable ASCII as it is, every other byte as a decimal escape. */
-export function luaString(s: string): string {
-  let out = '"';
-  for (const b of Buffer.from(s, "utf8")) {
-    if (b === 0x22 || b === 0x5c) out += `\\${String.fromCharCode(b)}`;
-    else if (b >= 0x20 && b < 0x7f) out += String.fromCharCode(b);
-    else out += `\\${String(b).padStart(3, "0")}`;
-  }
-  return out + '"';
-}
 
 const CHECK = String.raw`
 local time, tostring, match, type = os.time, tostring, string.match, type

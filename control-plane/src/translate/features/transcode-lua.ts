@@ -6,9 +6,7 @@
  * is not JSON, or a call no binding takes, is left to the transcoder.
  */
 import type { BodyShapes, ValueShape } from "../../model/transcode-body.js";
-
-/** A Lua string literal (the names and segments are ASCII without control characters). */
-const lua = (s: string) => JSON.stringify(s);
+import { luaString as lua } from "./lua-string.js";
 
 function luaShape(shape: ValueShape): string {
   if (shape === 0) return "0";
