@@ -148,7 +148,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     ca: opts.jwksCa,
     onChange: () => {
       try {
-        publisher.republishKeys();
+        publisher.republish();
       } catch (err) {
         log.error({ err: (err as Error).message }, "could not push the JWKS keys");
       }
@@ -175,7 +175,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     authorizeClients: xdsTransport === "mtls",
     onChange: () => {
       try {
-        publisher.republishDenies();
+        publisher.republish();
       } catch (err) {
         log.error({ err: (err as Error).message }, "could not push the quota denies");
       }

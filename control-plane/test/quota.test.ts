@@ -325,12 +325,12 @@ describe("the deny filter's config", () => {
     publisher.publish(fixture());
     const first = cache.get("edge")!;
     now = denies;
-    expect(publisher.republishDenies()?.changed).toHaveProperty("edge");
+    expect(publisher.republish()?.changed).toHaveProperty("edge");
     expect(cache.get("edge")!.get(TypeUrl.ExtensionConfig).version).not.toBe(
       first.get(TypeUrl.ExtensionConfig).version,
     );
     expect(cache.get("edge")!.get(TypeUrl.Route).version).toBe(first.get(TypeUrl.Route).version);
-    expect(publisher.republishDenies()?.changed).toEqual({});
+    expect(publisher.republish()?.changed).toEqual({});
   });
 
   it("is accepted by Envoy, the Lua script included", async () => {

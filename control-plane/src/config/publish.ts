@@ -108,20 +108,12 @@ export class Publisher {
   }
 
   /**
-   * Publishes the current config again with the quota denies as they are now: a deny or its lifting
-   * changes one resource (the deny filter's ECDS config) of the groups it concerns, and only that
-   * is pushed.
+   * Publishes the current config again with what changed beside it: the quota denies as they are
+   * now (a deny or its lifting changes one resource, the deny filter's ECDS config, of the groups
+   * it concerns, and only that is pushed), or the signing keys held now (a provider's keys were
+   * fetched for the first time, or rotated: its routes move to Envoy, or Envoy gets the new keys).
    */
-  republishDenies(): PublishResult | undefined {
-    if (!this.current) return undefined;
-    return this.publishWith(this.current.config, this.divided);
-  }
-
-  /**
-   * Publishes the current config again with the signing keys held now (a provider's keys were
-   * fetched for the first time, or rotated): its routes move to Envoy, or Envoy gets the new keys.
-   */
-  republishKeys(): PublishResult | undefined {
+  republish(): PublishResult | undefined {
     if (!this.current) return undefined;
     return this.publishWith(this.current.config, this.divided);
   }
