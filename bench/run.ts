@@ -18,7 +18,8 @@ const QUICK = values.quick;
 const RESULTS = path.join(REPO_ROOT, "bench", "results");
 
 const STEPS: { name: string; script: string; args: string[] }[] = [
-  { name: "xds", script: "bench/xds.ts", args: QUICK ? ["--quick"] : [] },
+  // The control plane as production runs it: compiled (ensure-deps builds it), with its runtime settings.
+  { name: "xds", script: "bench/xds.ts", args: ["--cp-compiled", ...(QUICK ? ["--quick"] : [])] },
   { name: "admin", script: "bench/admin.ts", args: QUICK ? ["--quick"] : [] },
   { name: "ratelimit", script: "bench/ratelimit.ts", args: QUICK ? ["--quick"] : [] },
   { name: "ext-authz-check", script: "bench/ext-authz-check.ts", args: QUICK ? ["--quick"] : [] },

@@ -3,16 +3,17 @@
 // plane's memory with a large fleet. Prints figures; never fails on a time.
 //
 //   npx tsx --conditions=source bench/xds.ts [--quick | --long] [--sections 1,2,3,4,5,6,7] [--cp-root DIR]
-//     [--cp-compiled] [--cp-node-arg FLAG]... [--cp-env NAME=VALUE]... [--cp-prof DIR] [--out FILE]
+//     [--cp-compiled] [--cp-runtime shipped|none] [--cp-node-arg FLAG]... [--cp-env NAME=VALUE]... [--cp-prof DIR] [--out FILE]
 //
 // `--quick`: 20 changes, 100 clients, well under a minute. `--long` adds the memory run with
-// delta clients, the 1,000-client run on one shared connection and the 3,000-client delta fleet.
+// delta clients and the 1,000-client run on one shared connection.
 // `--cp-prof DIR`: every control plane started as a child writes a CPU profile there on exit.
 // `--cp-root` runs the control plane from another checkout (same layout), e.g. a `git archive`
 // of a known-good commit while the working tree is mid-change. `--cp-compiled` runs the control
 // plane's build (control-plane/dist/main.js, after `npm run build`) as production does, not under tsx.
-// `--cp-node-arg` and `--cp-env` start it with a runtime setting to try (e.g. `--max-semi-space-size=2`,
-// `MALLOC_ARENA_MAX=2`), leaving this process as it is.
+// The control plane starts with the runtime settings it ships with (control-plane/src/runtime.ts);
+// `--cp-runtime none` leaves them out, and `--cp-node-arg` and `--cp-env` add a setting to try
+// (e.g. `--max-semi-space-size=4`, `MALLOC_ARENA_MAX=4`), leaving this process as it is.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";

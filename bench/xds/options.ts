@@ -1,5 +1,6 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { CONTROL_PLANE_ENV, CONTROL_PLANE_NODE_ARGS } from "@portico/control-plane";
 
 /** What the command line asked for. */
 export interface XdsBenchOptions {
@@ -15,7 +16,10 @@ export interface XdsBenchOptions {
   out: string;
   /** The control plane writes a CPU profile here when it exits (`--cpu-prof`). */
   cpProfileDir?: string;
-  /** Node flags and environment the control plane is started with, to try a runtime setting. */
+  /**
+   * Node flags and environment the control plane is started with: those it ships with
+   * (control-plane/src/runtime.ts) unless `--cp-runtime none`, then any `--cp-node-arg`/`--cp-env`.
+   */
   cpNodeArgs: string[];
   cpEnv: Record<string, string>;
 }
@@ -30,12 +34,17 @@ export function parseOptions(args: string[], repo: string): XdsBenchOptions {
       "cp-prof": { type: "string" },
       "cp-root": { type: "string", default: repo },
       "cp-compiled": { type: "boolean", default: false },
+      "cp-runtime": { type: "string", default: "shipped" },
       "cp-node-arg": { type: "string", multiple: true, default: [] },
       "cp-env": { type: "string", multiple: true, default: [] },
       out: { type: "string", default: path.join(repo, "bench", "results", "xds.json") },
     },
   });
   const cpRoot = path.resolve(values["cp-root"]);
+  const runtime = values["cp-runtime"];
+  if (runtime !== "shipped" && runtime !== "none")
+    throw new Error(`--cp-runtime: "shipped" (the default) or "none", not "${runtime}"`);
+  const shipped = runtime === "shipped";
   return {
     quick: values.quick,
     long: values.long && !values.quick,
@@ -46,10 +55,13 @@ export function parseOptions(args: string[], repo: string): XdsBenchOptions {
       : path.join(cpRoot, "control-plane", "src", "main.ts"),
     out: values.out,
     cpProfileDir: values["cp-prof"] ? path.resolve(values["cp-prof"]) : undefined,
-    cpNodeArgs: values["cp-node-arg"],
-    cpEnv: Object.fromEntries(
-      values["cp-env"].map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
-    ),
+    cpNodeArgs: [...(shipped ? CONTROL_PLANE_NODE_ARGS : []), ...values["cp-node-arg"]],
+    cpEnv: {
+      ...(shipped ? CONTROL_PLANE_ENV : {}),
+      ...Object.fromEntries(
+        values["cp-env"].map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+      ),
+    },
   };
 }
 

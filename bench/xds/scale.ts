@@ -123,7 +123,7 @@ function reportRun(ctx: BenchContext, run: ScaleRun, aims: { p99?: string; rss?:
   );
 }
 
-/** SotW and delta with `scaleClients` each, in the same run; the larger delta fleet with `--long`. */
+/** SotW and delta with `scaleClients` each, in the same run, then the larger delta fleet (not with `--quick`). */
 export async function scaleSection(ctx: BenchContext): Promise<void> {
   const { params: P, report } = ctx;
   const runs: Record<string, ScaleRun> = {};
@@ -147,7 +147,7 @@ export async function scaleSection(ctx: BenchContext): Promise<void> {
     p99: `≤ SotW's p99 in this run (${ms(median(sotw.p99))}) and ≤ 1 s`,
     rss: P.scaleClients >= 1000 ? "≤ 200 MiB" : undefined,
   });
-  if (ctx.long) {
+  if (P.scaleClients >= 1000) {
     const big = await scaleRun(ctx, "delta", P.scaleLongClients, Math.min(3, P.scaleRounds));
     runs.deltaLong = big;
     reportRun(ctx, big, { rss: "≤ 300 MiB, no client missed" });

@@ -1,6 +1,7 @@
 export * from "./admin/auth.js";
 export * from "./config/publish.js";
 export * from "./control-plane.js";
+export * from "./runtime.js";
 export * from "./model/auth-document.js";
 export * from "./model/schema.js";
 export * from "./model/validate.js";

@@ -1,0 +1,81 @@
+import fs from "node:fs";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { parse, parseAllDocuments } from "yaml";
+import { CONTROL_PLANE_ENV, CONTROL_PLANE_NODE_ARGS } from "@portico/control-plane";
+
+// Every way Portico ships the control plane starts it with the runtime settings its memory figures
+// were measured with (control-plane/src/runtime.ts), so a deployment does not hold twice the memory
+// the README quotes.
+const here = path.dirname(new URL(import.meta.url).pathname);
+const read = (file: string) => fs.readFileSync(path.join(here, file), "utf8");
+const MAIN = "control-plane/dist/main.js";
+
+/** The node arguments before the entry point, and the environment, of one way of starting it. */
+interface Launch {
+  nodeArgs: string[];
+  env: Record<string, string>;
+}
+
+function beforeMain(argv: readonly string[]): string[] {
+  const at = argv.indexOf(MAIN);
+  expect(at, `${MAIN} in ${JSON.stringify(argv)}`).toBeGreaterThanOrEqual(0);
+  return argv.slice(0, at);
+}
+
+function expectSettings(where: string, launch: Launch): void {
+  for (const arg of CONTROL_PLANE_NODE_ARGS) expect(launch.nodeArgs, where).toContain(arg);
+  for (const [name, value] of Object.entries(CONTROL_PLANE_ENV))
+    expect(launch.env[name], `${where}: ${name}`).toBe(value);
+}
+
+describe("the control plane's runtime settings", () => {
+  it("are in the image's default command and environment", () => {
+    const dockerfile = read("Dockerfile").replace(/\\\n/g, " ");
+    const cmd = /^CMD\s+(\[.*\])\s*$/m.exec(dockerfile);
+    expect(cmd, "a CMD in exec form").not.toBeNull();
+    const env: Record<string, string> = {};
+    for (const line of dockerfile.split("\n").filter((l) => l.startsWith("ENV ")))
+      for (const [, k, v] of line.slice(4).matchAll(/(\w+)=(\S+)/g)) env[k!] = v!;
+    expectSettings("Dockerfile", { nodeArgs: beforeMain(JSON.parse(cmd![1]!) as string[]), env });
+  });
+
+  it("are in docker-compose", () => {
+    const compose = parse(read("docker-compose.yml")) as {
+      services: Record<string, { command: string[]; environment: Record<string, string> }>;
+    };
+    const cp = compose.services["control-plane"]!;
+    expectSettings("docker-compose.yml", { nodeArgs: beforeMain(cp.command), env: cp.environment });
+  });
+
+  it("are in the Kubernetes Deployment", () => {
+    const docs = parseAllDocuments(read("k8s/control-plane.yaml")).map((d) => d.toJS()) as {
+      kind: string;
+      spec?: {
+        template?: {
+          spec: { containers: { args: string[]; env: { name: string; value?: string }[] }[] };
+        };
+      };
+    }[];
+    const container = docs.find((d) => d.kind === "Deployment")!.spec!.template!.spec.containers[0]!;
+    const env = Object.fromEntries(container.env.map((e) => [e.name, e.value ?? ""]));
+    expectSettings("k8s/control-plane.yaml", { nodeArgs: beforeMain(container.args), env });
+  });
+
+  it("are in `npm run control-plane`", () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(here, "..", "package.json"), "utf8")) as {
+      scripts: Record<string, string>;
+    };
+    const script = pkg.scripts["control-plane"]!;
+    const words = script
+      .slice(script.lastIndexOf("&&") + 2)
+      .trim()
+      .split(/\s+/);
+    const env = Object.fromEntries(
+      words
+        .filter((w) => /^[A-Z_]+=/.test(w))
+        .map((w) => [w.slice(0, w.indexOf("=")), w.slice(w.indexOf("=") + 1)]),
+    );
+    expectSettings("package.json", { nodeArgs: beforeMain(words), env });
+  });
+});
