@@ -13,6 +13,7 @@ import {
 import { authorizeXds, type Refusal } from "./authorize.js";
 import type { SnapshotCache } from "./cache.js";
 import type { FleetState, NodeStatus } from "./fleet.js";
+import { framed } from "./framed.js";
 import type { XdsMetrics } from "./metrics.js";
 import type { SendBudget } from "./send-budget.js";
 import type { Snapshot, EncodedResource } from "./snapshot.js";
@@ -51,8 +52,8 @@ let streamCounter = 0;
 const NONCE_FIELD = 5;
 
 /**
- * One response, nonce included, written as the same Buffer to every stream that sends it: a push
- * to a fleet then costs no per-stream copy of a large route table.
+ * One response, nonce included, framed once and written as the same Buffer to every stream that
+ * sends it: a push to a fleet then costs no per-stream copy of a large route table.
  */
 export interface SharedResponse {
   /**
@@ -61,7 +62,10 @@ export interface SharedResponse {
    */
   readonly seq: number;
   readonly nonce: string;
-  readonly bytes: Buffer;
+  /** What is written: the response with its nonce, framed for gRPC (./framed.ts). */
+  readonly message: Buffer;
+  /** The response's size in bytes, nonce included. */
+  readonly size: number;
   /** The response without its nonce, for a stream that must give it a nonce of its own. */
   readonly body: Uint8Array;
 }
@@ -71,8 +75,11 @@ let sharedCounter = 0;
 export function sharedResponse(body: Uint8Array): SharedResponse {
   const seq = ++sharedCounter;
   const nonce = `s${seq}`;
-  const bytes = withNonce(body, NONCE_FIELD, nonce);
-  return { seq, nonce, bytes, body: bytes.subarray(0, body.length) };
+  const response = withNonce(body, NONCE_FIELD, nonce);
+  const message = framed(response);
+  // The body is where the response starts in the message: the nonce is its last field.
+  const start = message.length - response.length;
+  return { seq, nonce, message, size: response.length, body: message.subarray(start, start + body.length) };
 }
 
 /**
@@ -262,7 +269,7 @@ export abstract class XdsStream<Req extends { node?: Node; type_url: string; res
   protected send(typeUrl: string, response: SharedResponse, version: string): string {
     if (response.seq > (this.sharedSent.get(typeUrl) ?? 0)) {
       this.sharedSent.set(typeUrl, response.seq);
-      this.write(typeUrl, response.bytes.length, () => response.bytes, response.nonce, version);
+      this.write(typeUrl, response.size, () => response.message, response.nonce, version);
       return response.nonce;
     }
     const nonce = `${this.id}-${++this.nonceCounter}`;
