@@ -5,10 +5,12 @@
 // benchmarked descriptor's two keys, on the same Redis in the same run, as the ceiling; and the
 // over-admission measured with two local-first instances sharing one limit, beside its worst-case
 // bound (a formula, not a measurement); and p50/p99 at a fixed 1,000 and 3,000 decisions/s
-// (open loop: ghz when installed, else a Node client) in local-first and strict modes, in
-// interleaved rounds, medians. Loopback only. Prints figures; never fails on a time.
+// (open loop: ghz when installed, else a Node client) in local-first and strict modes beside
+// envoyproxy/ratelimit (the reference Go implementation, built from the Go module proxy when Go
+// is installed) on the same Redis, in interleaved rounds, medians. Loopback only. Prints figures;
+// never fails on a time.
 //
-//   npx tsx bench/ratelimit.ts [--quick] [--seconds N] [--rounds N] [--fixed-rate-only]
+//   npx tsx bench/ratelimit.ts [--quick] [--seconds N] [--rounds N] [--fixed-rate-only] [--no-reference]
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -18,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { startRedis, freePort, type RedisServer, RUN_FROM_SOURCE } from "@portico/testing";
 import { findGhz, ghzLoad, nodeLoad, writeProtoset, type LoadResult } from "./lib/grpc-load.js";
+import { buildReference, REFERENCE_NAME, startReference } from "./lib/reference-ratelimit.js";
 import { median } from "./lib/stats.js";
 import {
   buildConfig,
@@ -46,6 +49,7 @@ const { values: argv } = parseArgs({
     seconds: { type: "string" },
     rounds: { type: "string" },
     "fixed-rate-only": { type: "boolean", default: false },
+    "no-reference": { type: "boolean", default: false },
   },
 });
 const QUICK = argv.quick;
@@ -345,9 +349,25 @@ async function serviceHealth(metricsPort: number, pid: number): Promise<ServiceH
   };
 }
 
+/** The reference has no event-loop or GC figures here: only its CPU time, from /proc. */
+function cpuOnly(pid: number): ServiceHealth {
+  return {
+    loopLagP99Ms: NaN,
+    loopLagMaxMs: NaN,
+    gcSeconds: NaN,
+    gcOver1Ms: NaN,
+    syncBatches: NaN,
+    cpuUs: procCpuUs(pid),
+  };
+}
+
+/** The mode under which the reference's figures are kept. */
+const REFERENCE = "reference";
+
 /**
- * p50 and p99 of ShouldRateLimit at fixed rates, local-first and strict on the same Redis, the
- * modes and rates taken in turn in each round so that drift on a shared machine hits all alike.
+ * p50 and p99 of ShouldRateLimit at fixed rates, local-first and strict on the same Redis, beside
+ * envoyproxy/ratelimit (unless --no-reference, or it cannot be built), the services and rates
+ * taken in turn in each round so that drift on a shared machine hits all alike.
  * BENCH_BASELINE=DIR (another checkout of this repository, its dependencies installed) adds that
  * checkout's service in both modes to the same rounds: before and after a change, measured alike.
  */
@@ -385,10 +405,13 @@ async function fixedRate(redis: RedisServer, dir: string): Promise<FixedPointSet
   const services: {
     mode: string;
     port: number;
-    metricsPort: number;
     child: ChildProcess;
     client: RateLimitClient;
+    health: () => Promise<ServiceHealth>;
   }[] = [];
+  let reference: FixedPointSet["reference"] = argv["no-reference"]
+    ? { name: REFERENCE_NAME, error: "left out (--no-reference)" }
+    : undefined;
   try {
     for (const [mode, args, root] of modes) {
       const port = await freePort();
@@ -399,8 +422,33 @@ async function fixedRate(redis: RedisServer, dir: string): Promise<FixedPointSet
         root,
       );
       const client = createRateLimitClient(`127.0.0.1:${port}`);
-      services.push({ mode, port, metricsPort, child, client });
+      services.push({ mode, port, child, client, health: () => serviceHealth(metricsPort, child.pid!) });
       await ready(client);
+    }
+    if (!reference) {
+      const built = await buildReference();
+      try {
+        if ("error" in built) throw new Error(built.error);
+        const ports = { grpc: await freePort(), http: await freePort(), debug: await freePort() };
+        const server = await startReference({ binary: built.binary, redisPort: redis.port, dir, ports });
+        const client = createRateLimitClient(`127.0.0.1:${server.port}`);
+        await ready(client).catch((err: unknown) => {
+          client.close();
+          server.stop();
+          throw err;
+        });
+        services.push({
+          mode: REFERENCE,
+          port: server.port,
+          child: server.child,
+          client,
+          health: () => Promise.resolve(cpuOnly(server.child.pid!)),
+        });
+        reference = { name: REFERENCE_NAME };
+      } catch (err) {
+        reference = { name: REFERENCE_NAME, error: (err as Error).message };
+      }
+      if (reference.error) console.log(`${REFERENCE_NAME} left out: ${reference.error}`);
     }
     const drive = (s: (typeof services)[number], rps: number, secs: number) =>
       ghz
@@ -421,9 +469,9 @@ async function fixedRate(redis: RedisServer, dir: string): Promise<FixedPointSet
     for (let round = 0; round < rounds; round++) {
       for (const rate of rates) {
         for (const s of services) {
-          const before = await serviceHealth(s.metricsPort, s.child.pid!);
+          const before = await s.health();
           const load = await drive(s, rate, seconds);
-          const after = await serviceHealth(s.metricsPort, s.child.pid!);
+          const after = await s.health();
           const r = {
             ...load,
             loopLagP99Ms: after.loopLagP99Ms,
@@ -435,10 +483,13 @@ async function fixedRate(redis: RedisServer, dir: string): Promise<FixedPointSet
           };
           const key = `${s.mode}@${rate}`;
           samples.set(key, [...(samples.get(key) ?? []), r]);
+          const service =
+            s.mode === REFERENCE
+              ? `${r.cpuUs.toFixed(0)} µs CPU/decision`
+              : `event-loop delay p99 ${r.loopLagP99Ms.toFixed(1)} ms, max ${r.loopLagMaxMs.toFixed(1)} ms; GC ${((1000 * r.gcSeconds) / seconds).toFixed(1)} ms/s, ${r.gcOver1Ms} pauses > 1 ms; ${(r.syncBatches / seconds).toFixed(0)} syncs/s; ${r.cpuUs.toFixed(0)} µs CPU/decision`;
           console.log(
             `round ${round + 1}: ${s.mode.padEnd(12)} @${rate}/s  ${r.perSecond.toFixed(0)}/s answered  p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms` +
-              `  | service: event-loop delay p99 ${r.loopLagP99Ms.toFixed(1)} ms, max ${r.loopLagMaxMs.toFixed(1)} ms; GC ${((1000 * r.gcSeconds) / seconds).toFixed(1)} ms/s, ${r.gcOver1Ms} pauses > 1 ms; ${(r.syncBatches / seconds).toFixed(0)} syncs/s; ${r.cpuUs.toFixed(0)} µs CPU/decision` +
-              `${r.errors ? `  ${r.errors} errors` : ""}`,
+              `  | service: ${service}${r.errors ? `  ${r.errors} errors` : ""}`,
           );
         }
       }
@@ -466,7 +517,7 @@ async function fixedRate(redis: RedisServer, dir: string): Promise<FixedPointSet
         });
       }
     }
-    return { generator: ghz ? "ghz" : "node", seconds, points };
+    return { generator: ghz ? "ghz" : "node", seconds, points, reference };
   } finally {
     for (const s of services) {
       s.client.close();
@@ -479,16 +530,28 @@ interface FixedPointSet {
   generator: string;
   seconds: number;
   points: FixedRatePoint[];
+  /** envoyproxy/ratelimit in the same rounds (its points have mode "reference"), or why not. */
+  reference?: { name: string; error?: string };
 }
 
-/** The issue's row for these figures: measured beside the aim. */
+/** The issue's row for these figures: measured beside the aim, and beside the reference's p99. */
 function fixedRateRow(set: FixedPointSet) {
   const at = (mode: string, rate: number) => set.points.find((p) => p.mode === mode && p.rate === rate);
   const p99s = (mode: string) => [1_000, 3_000].map((r) => at(mode, r)?.p99.toFixed(2) ?? "?").join(" / ");
+  const ratios = (mode: string) =>
+    [1_000, 3_000]
+      .map((r) => {
+        const [ours, ref] = [at(mode, r), at(REFERENCE, r)];
+        return ours && ref ? `${(ours.p99 / ref.p99).toFixed(2)}x` : "?";
+      })
+      .join(" / ");
+  const beside = at(REFERENCE, 1_000)
+    ? `; ${set.reference!.name}, same load and Redis: ${p99s(REFERENCE)} ms, so local-first ${ratios("local-first")} and strict ${ratios("strict")} of it`
+    : "";
   return {
     measure: "rate limiter p99 at 1,000 and 3,000 decisions/s (fixed-rate gRPC load, Redis on loopback)",
     aim: "local-first ≤ 1.5 ms, strict ≤ 2 ms",
-    measured: `local-first ${p99s("local-first")} ms; strict ${p99s("strict")} ms (${set.generator}, medians of ${set.points[0]?.rounds ?? 0} rounds)`,
+    measured: `local-first ${p99s("local-first")} ms; strict ${p99s("strict")} ms${beside} (${set.generator}, medians of ${set.points[0]?.rounds ?? 0} rounds)`,
   };
 }
 
@@ -680,10 +743,29 @@ async function main(): Promise<void> {
 function printFixed(set: FixedPointSet): void {
   console.log(`\nfixed-rate load (${set.generator}), ${set.seconds} s a run, medians of interleaved rounds:`);
   for (const p of set.points) {
+    const service =
+      p.mode === REFERENCE
+        ? `${p.cpuUsPerDecision.toFixed(0)} µs CPU/decision`
+        : `event-loop delay p99 ${p.loopLagP99Ms.toFixed(1)} ms, GC ${p.gcMsPerSecond.toFixed(1)} ms/s, ${p.syncsPerSecond.toFixed(0)} syncs/s, ${p.cpuUsPerDecision.toFixed(0)} µs CPU/decision`;
     console.log(
       `${p.mode.padEnd(12)} @${String(p.rate).padEnd(5)} p50 ${p.p50.toFixed(3)} ms   p99 ${p.p99.toFixed(3)} ms   (p99 by round: ${p.samples.map((r) => r.p99.toFixed(2)).join(", ")})` +
-        `   service event-loop delay p99 ${p.loopLagP99Ms.toFixed(1)} ms, GC ${p.gcMsPerSecond.toFixed(1)} ms/s, ${p.syncsPerSecond.toFixed(0)} syncs/s, ${p.cpuUsPerDecision.toFixed(0)} µs CPU/decision${p.errors ? `   ${p.errors} errors` : ""}`,
+        `   service ${service}${p.errors ? `   ${p.errors} errors` : ""}`,
     );
+  }
+  if (set.reference && !set.reference.error) {
+    console.log(
+      `${REFERENCE}: ${set.reference.name}, upstream's defaults, one fixed-window limit of the same descriptor (upstream has one limit per descriptor, no token bucket or calendar periods): INCRBY + EXPIRE in one pipeline per decision`,
+    );
+    console.log("p99 beside the reference (same load, same Redis, same rounds):");
+    for (const rate of [1_000, 3_000]) {
+      const ref = set.points.find((p) => p.mode === REFERENCE && p.rate === rate);
+      if (!ref) continue;
+      for (const p of set.points.filter((x) => x.rate === rate && x.mode !== REFERENCE)) {
+        console.log(
+          `  @${rate}/s ${p.mode.padEnd(22)} p50 ${p.p50.toFixed(3)} / p99 ${p.p99.toFixed(3)} ms   reference p50 ${ref.p50.toFixed(3)} / p99 ${ref.p99.toFixed(3)} ms   p99 ratio ${(p.p99 / ref.p99).toFixed(2)}x`,
+        );
+      }
+    }
   }
   const row = fixedRateRow(set);
   console.log(
