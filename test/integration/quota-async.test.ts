@@ -228,6 +228,33 @@ describe("calendar quotas counted from access logs (enforce: usage)", () => {
     ).toBeGreaterThan(ecdsUpdates!);
   });
 
+  it("tells a denied gRPC caller RESOURCE_EXHAUSTED, with the quota's words", async () => {
+    await deniedInEnvoy("c:acme");
+    const served = app.requests;
+    const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    try {
+      const metadata = new grpc.Metadata();
+      metadata.set("x-api-key", KEYS.acme);
+      const status = await new Promise<grpc.StatusObject>((resolve) => {
+        const call = client.makeUnaryRequest(
+          "/metered.Orders/List",
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          Buffer.alloc(0),
+          metadata,
+          { deadline: Date.now() + 5_000 },
+          () => undefined,
+        );
+        call.on("status", resolve);
+      });
+      expect(status.code, status.details).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      expect(status.details).toBe("quota_exhausted");
+    } finally {
+      client.close();
+    }
+    expect(app.requests).toBe(served);
+  });
+
   it("leaves another consumer, and routes without the quota, alone", async () => {
     expect(await send(3, "/metered/orders", { key: "globex" })).toEqual([200, 200, 200]);
     expect((await get("/open/x", { key: "acme" })).status).toBe(200);

@@ -44,14 +44,22 @@ function envoy_on_request(handle)
   local left = e[1] - time()
   if left <= 0 then return end
   local limit = tostring(e[2])
-  handle:respond({
+  local answer = {
     [":status"] = "429",
     ["retry-after"] = tostring(left),
     ["x-envoy-ratelimited"] = "true",
     ["x-ratelimit-limit"] = limit .. ", " .. limit .. ";w=" .. e[3],
     ["x-ratelimit-remaining"] = "0",
     ["x-ratelimit-reset"] = tostring(left),
-  }, QUOTA_EXHAUSTED)
+  }
+  -- A gRPC caller is told RESOURCE_EXHAUSTED, as the rate limiter's refusals tell it, not the
+  -- UNAVAILABLE (retry at once) that Envoy makes of a 429.
+  local h = handle:headers()
+  local ct = h:get("content-type")
+  if ct ~= nil and ct:sub(1, 16) == "application/grpc" and h:get("x-envoy-original-method") == nil then
+    answer["grpc-status"] = "8"
+  end
+  handle:respond(answer, QUOTA_EXHAUSTED)
 end
 `;
 
