@@ -119,6 +119,9 @@ export class XdsServer {
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.http2.max_ping_strikes": 0,
       "grpc.max_concurrent_streams": 1_000_000,
+      // Channelz keeps per-connection bookkeeping for every Envoy of the fleet and counts every
+      // message; the fleet view and Prometheus metrics say what operators need.
+      "grpc.enable_channelz": 0,
     });
     for (const spec of XDS_SERVICES) {
       this.server.addService(serviceDefinition(spec), {
