@@ -371,6 +371,34 @@ local function facts_of(hseg)
   return f
 end
 
+-- Bounded memos, per worker: two generations, the older dropped when the newer fills, so a
+-- value in use stays while one seen once ages out.
+local MEMO_SIZE = 1024
+local function memo_get(m, k)
+  local v = m.cur[k]
+  if v ~= nil then return v end
+  v = m.old[k]
+  if v ~= nil then
+    if m.n >= MEMO_SIZE then m.old, m.cur, m.n = m.cur, {}, 0 end
+    m.cur[k] = v
+    m.n = m.n + 1
+  end
+  return v
+end
+local function memo_put(m, k, v)
+  if m.n >= MEMO_SIZE then m.old, m.cur, m.n = m.cur, {}, 0 end
+  m.cur[k] = v
+  m.n = m.n + 1
+end
+local function memo_of(t, name)
+  local m = t[name]
+  if m == nil then
+    m = { cur = {}, old = {}, n = 0 }
+    t[name] = m
+  end
+  return m
+end
+
 -- Envoy's Struct lists arrive as tables keyed 1..n (a null item leaves a hole); objects by name.
 local function list_items(t)
   local keys = {}
@@ -451,15 +479,27 @@ local function parse_cookies(header)
   end
   return out
 end
+local NONE = {}
+-- The value a header source holds in a header's text (NONE when none): remembered per text.
+local function header_value(src, raw)
+  local m = memo_of(src, "_values")
+  local out = memo_get(m, raw)
+  if out ~= nil then return out end
+  if src.pl == nil then out = { trim(raw) }
+  else
+    local head, rest = u16split(raw, src.n)
+    if jlower(head) == src.pl then out = { trim(rest) }
+    elseif jlower(trim(raw)) == src.pt then out = { "" }
+    else out = NONE end
+  end
+  memo_put(m, raw, out)
+  return out
+end
 local function values_at(hs, src)
   if src.h then
     local raw = hs:get(src.h)
-    if raw == nil then return {} end
-    if src.pl == nil then return { trim(raw) } end
-    local head, rest = u16split(raw, src.n)
-    if jlower(head) == src.pl then return { trim(rest) } end
-    if jlower(trim(raw)) == src.pt then return { "" } end
-    return {}
+    if raw == nil then return NONE end
+    return header_value(src, raw)
   end
   if src.q then return query_values(hs:get(":path") or "", src.q) end
   local out = {}
@@ -507,7 +547,17 @@ local function is_reserved(name)
   return RESERVED[jlower(trim(name))] == true
 end
 
--- ext-authz's verifier on a token jwt_authn verified: nil when it passes, else a refusal.
+-- ext-authz's verifier on a token jwt_authn verified, in two parts that refuse alike: what the
+-- token alone decides (token_problem: nil when it passes, else a refusal), and what the clock
+-- decides (time_problem, on every request).
+local function time_problem(p, exp, nbf, iat, t)
+  local skew = p.skew
+  if exp ~= nil and exp <= t - skew then return "expired" end
+  if nbf ~= nil and nbf > t + skew then return "not_yet_valid" end
+  if p.age and (t - iat) - skew > p.age then return "too_old" end
+  if iat ~= nil and iat > t + skew then return "issued_in_future" end
+  return nil
+end
 local function token_problem(p, hseg, pseg, payload)
   local f = facts_of(hseg)
   if type(f.alg) ~= "string" or not p.algs[f.alg] then return "alg_not_allowed" end
@@ -518,18 +568,12 @@ local function token_problem(p, hseg, pseg, payload)
     return "malformed"
   end
   if p.typ and (type(f.typ) ~= "string" or typ_of(f.typ) ~= p.typ) then return "wrong_typ" end
-  local t = now()
-  local skew = p.skew
   local exp, nbf, iat = payload.exp, payload.nbf, payload.iat
   if p.exp and exp == nil then return "missing_claim" end
-  if exp ~= nil and (type(exp) ~= "number" or exp <= t - skew) then return "expired" end
-  if nbf ~= nil and (type(nbf) ~= "number" or nbf > t + skew) then return "not_yet_valid" end
+  if exp ~= nil and type(exp) ~= "number" then return "expired" end
+  if nbf ~= nil and type(nbf) ~= "number" then return "not_yet_valid" end
   if iat ~= nil and type(iat) ~= "number" then return "invalid_claim" end
-  if p.age then
-    if iat == nil then return "missing_claim" end
-    if (t - iat) - skew > p.age then return "too_old" end
-  end
-  if iat ~= nil and iat > t + skew then return "issued_in_future" end
+  if p.age and iat == nil then return "missing_claim" end
   local raw
   for _, claim in ipairs(p.req) do
     if payload[claim] == nil then
@@ -545,8 +589,10 @@ local function deny(status, code, challenge)
   return { status = status, code = code, challenge = challenge }
 end
 
--- The token of provider p, which jwt_authn verified: ext-authz's verdict, then the route's rules.
-local function authenticate(pol, fc, p, where, hseg, pseg, payload)
+-- The token of provider p, which jwt_authn verified: ext-authz's verdict but for the clock, then
+-- the route's rules. It depends on the token and the route's filter context only (whose version
+-- covers the consumer records), so it is remembered per token.
+local function verdict(pol, fc, p, hseg, pseg, payload)
   if token_problem(p, hseg, pseg, payload) then return deny(401, "invalid_token", pol.ch.invalid) end
   local raw = payload[p.cc]
   local consumer = type(raw) == "string" and raw or type(raw) == "number" and numstr(raw) or ""
@@ -580,7 +626,37 @@ local function authenticate(pol, fc, p, where, hseg, pseg, payload)
     end
     if not ok then return deny(403, "insufficient_scope", pol.ch.scope) end
   end
-  return { status = 200, provider = p, consumer = consumer, plan = plan, scopes = scopes, where = where }
+  return { status = 200, consumer = safe(consumer), plan = safe(plan), scopes = scopes_header(scopes, pol.maxs) }
+end
+
+-- Per token of a provider: its segments, or why it is no token of anyone's (checked once).
+local function shape_of(p, token)
+  local m = memo_of(p, "_tokens")
+  local s = memo_get(m, token)
+  if s ~= nil then return s end
+  if u16len(token) > p.max then s = { long = true }
+  elseif find(token, "^[A-Za-z0-9_%-]+%.[A-Za-z0-9_%-]+%.[A-Za-z0-9_%-]+$") then
+    local first = find(token, ".", 1, true)
+    local second = find(token, ".", first + 1, true)
+    s = { hseg = sub(token, 1, first - 1), pseg = sub(token, first + 1, second - 1) }
+  else
+    s = { jws = false }
+  end
+  memo_put(m, token, s)
+  return s
+end
+
+local function authenticate(pol, fc, p, where, s, payload)
+  local v = s.verdict
+  if v == nil then
+    v = verdict(pol, fc, p, s.hseg, s.pseg, payload)
+    s.verdict, s.exp, s.nbf, s.iat = v, payload.exp, payload.nbf, payload.iat
+  end
+  -- Every refusal before the route's rules is this 401, so only those wait for the clock.
+  if v.status == 401 then return v end
+  if time_problem(p, s.exp, s.nbf, s.iat, now()) then return deny(401, "invalid_token", pol.ch.invalid) end
+  if v.status ~= 200 then return v end
+  return { status = 200, provider = p, consumer = v.consumer, plan = v.plan, scopes = v.scopes, where = where }
 end
 
 -- Envoy's ext_authz query_parameters_to_remove: the query parsed without decoding, the keys
@@ -641,18 +717,16 @@ local function decide(h, fc, pol)
     end
     if token ~= nil then
       presented = true
-      if u16len(token) > p.max then return deny(401, "invalid_token", pol.ch.invalid) end
+      local s = shape_of(p, token)
+      if s.long then return deny(401, "invalid_token", pol.ch.invalid) end
       -- Three base64url segments, or it is no JWT of anyone's (ext-authz's COMPACT_JWS).
-      if find(token, "^[A-Za-z0-9_%-]+%.[A-Za-z0-9_%-]+%.[A-Za-z0-9_%-]+$") then
-        local first = find(token, ".", 1, true)
-        local second = find(token, ".", first + 1, true)
-        local hseg, pseg = sub(token, 1, first - 1), sub(token, first + 1, second - 1)
-        if verified(hs, p, pseg, dm) then
+      if s.pseg then
+        if verified(hs, p, s.pseg, dm) then
           if stopped_earlier(passed) then return deny(401, "invalid_token", pol.ch.invalid) end
-          return authenticate(pol, fc, p, where, hseg, pseg, dm[p.pk])
+          return authenticate(pol, fc, p, where, s, dm[p.pk])
         end
         passed = passed or {}
-        passed[#passed + 1] = { p = p, pseg = pseg }
+        passed[#passed + 1] = { p = p, pseg = s.pseg }
       end
     end
   end
@@ -679,11 +753,10 @@ local function admit(h, pol, d)
     meta:set(ID_NS, "provider", "anonymous")
     return
   end
-  local consumer, plan = safe(d.consumer), safe(d.plan)
+  local consumer, plan, scopes = d.consumer, d.plan, d.scopes
   hs:replace(H_CONSUMER, consumer)
   hs:replace(H_PLAN, plan)
   hs:replace(H_PROVIDER, d.provider.sn)
-  local scopes = scopes_header(d.scopes, pol.maxs)
   local remove = { H_KEY_ID }
   if scopes ~= "" then hs:replace(H_SCOPES, scopes) else remove[#remove + 1] = H_SCOPES end
   if pol.strip then

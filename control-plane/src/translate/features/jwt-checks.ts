@@ -107,9 +107,10 @@ export function policyTable(p: AuthPolicy, providers: readonly NativeProvider[])
 }
 
 /**
- * The route's LuaPerRoute: its rules (`policy`, with `v` naming their version, so each worker
- * reads them once) and every consumer record by name (`c:<name>`, looked up one at a time): a
- * token's subject that names a record must be linked to it by the provider, and takes its plan.
+ * The route's LuaPerRoute: its rules (`policy`) and every consumer record by name (`c:<name>`,
+ * looked up one at a time): a token's subject that names a record must be linked to it by the
+ * provider, and takes its plan. `v` names the version of both: each worker reads the rules once
+ * per version, and remembers its verdict on a token per version.
  */
 export function jwtChecksPerRoute(
   config: Config,
@@ -117,10 +118,10 @@ export function jwtChecksPerRoute(
   providers: readonly NativeProvider[],
 ): object {
   const policy = policyTable(p, providers);
-  const v = createHash("sha256").update(JSON.stringify(policy)).digest("base64url").slice(0, 16);
   const records: Record<string, Json> = {};
   for (const c of config.consumers)
     records[`c:${c.name}`] = { off: c.disabled, ...(c.plan !== undefined ? { plan: c.plan } : {}) };
+  const v = createHash("sha256").update(JSON.stringify({ policy, records })).digest("base64url").slice(0, 16);
   return {
     "@type": TYPE_PREFIX + LUA_PER_ROUTE,
     filter_context: struct({ v, policy, ...records }),
@@ -138,6 +139,9 @@ export function jwtChecksFilter(): HttpFilter {
       "@type": TYPE_PREFIX + LUA,
       default_source_code: { inline_string: JWT_CHECKS_LUA },
       stat_prefix: "jwt_checks",
+      // The route stays the one matched before the checks, as with ext_authz (which keeps it):
+      // the headers the checks set or remove never choose another.
+      clear_route_cache: { value: false },
     },
   };
 }
