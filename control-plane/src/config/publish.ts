@@ -33,6 +33,8 @@ export function buildSnapshots(
   membersOf?: (group: string) => number,
   quotaDenies?: readonly QuotaDeny[],
   keys?: FetchedKeys,
+  /** Each group's snapshot now, whose encodings an unchanged resource keeps. */
+  previous?: (group: string) => Snapshot | undefined,
 ): Map<string, Snapshot> {
   const snapshots = new Map<string, Snapshot>();
   // The policy group first: its pushes (a new provider, key or limit) start before the Envoy
@@ -43,7 +45,7 @@ export function buildSnapshots(
   ]);
   for (const [group, resources] of groups) {
     try {
-      snapshots.set(group, buildSnapshot(group, resources, revision));
+      snapshots.set(group, buildSnapshot(group, resources, revision, previous?.(group)));
     } catch (err) {
       throw new ConfigError("translation_failed", `gateway '${group}' could not be translated`, [
         { field: `gateways.${group}`, reason: (err as Error).message },
@@ -128,6 +130,7 @@ export class Publisher {
       (g) => divided.get(g) ?? 1,
       this.quotaDenies(),
       this.keySource?.keys(),
+      (g) => this.cache.get(g),
     );
     for (const group of this.groups) {
       if (!snapshots.has(group)) snapshots.set(group, buildSnapshot(group, [], revision));

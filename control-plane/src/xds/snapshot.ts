@@ -17,6 +17,8 @@ export interface EncodedResource {
    * service until those endpoints arrived, so nothing that routes to it may go before them.
    */
   readonly warmsOn?: string;
+  /** Hash of the plain object it was encoded from: an unchanged one is not encoded again. */
+  readonly input?: string;
 }
 
 export interface TypeResources {
@@ -80,7 +82,12 @@ function edsServiceOf(typeUrl: string, name: string, message: object): string | 
   return c.eds_cluster_config?.service_name || name;
 }
 
-export function encodeResource(typeUrl: string, name: string, message: object): EncodedResource {
+export function encodeResource(
+  typeUrl: string,
+  name: string,
+  message: object,
+  input?: string,
+): EncodedResource {
   const typeName = typeUrl.slice(typeUrl.lastIndexOf("/") + 1);
   const packed = encodeAny(packAny(typeName, message));
   const version = hashHex(packed);
@@ -90,7 +97,31 @@ export function encodeResource(typeUrl: string, name: string, message: object): 
     version,
     ...encodeDeltaResource(name, version, packed),
     ...(warmsOn ? { warmsOn } : {}),
+    ...(input ? { input } : {}),
   };
+}
+
+/**
+ * The hash of a resource's plain object, or undefined for one JSON cannot tell apart from another
+ * (a number that is not finite, a bigint): equal JSON is equal content, so equal bytes.
+ */
+function inputHash(message: object): string | undefined {
+  let json: string;
+  try {
+    json = JSON.stringify(message);
+    // JSON writes NaN and ±Infinity as null: only a text with a null in it may hide one.
+    if (json.includes("null")) {
+      let exact = true;
+      JSON.stringify(message, (_k, v: unknown) => {
+        if (typeof v === "number" && !Number.isFinite(v)) exact = false;
+        return v;
+      });
+      if (!exact) return undefined;
+    }
+  } catch {
+    return undefined;
+  }
+  return hashHex(json);
 }
 
 function typeVersion(resources: ReadonlyMap<string, EncodedResource>): string {
@@ -185,15 +216,31 @@ function emptyType(typeUrl: string): TypeResources {
   return t;
 }
 
-/** Builds a snapshot: every resource encoded and hashed exactly once. */
-export function buildSnapshot(group: string, inputs: ResourceInput[], source = ""): Snapshot {
+/**
+ * Builds a snapshot: every resource encoded and hashed exactly once. A resource whose plain object
+ * is the one `previous` (the group's snapshot now) was built from keeps its encoding there: a
+ * change of one route re-encodes the route table, not the group's thousands of clusters.
+ */
+export function buildSnapshot(
+  group: string,
+  inputs: ResourceInput[],
+  source = "",
+  previous?: Snapshot,
+): Snapshot {
   const grouped = new Map<string, Map<string, EncodedResource>>();
   for (const t of pushOrder()) grouped.set(t, new Map());
   for (const input of inputs) {
     if (!isKnownType(input.typeUrl)) throw new Error(`unknown resource type ${input.typeUrl}`);
     const m = grouped.get(input.typeUrl)!;
     if (m.has(input.name)) throw new Error(`duplicate ${input.typeUrl} resource named ${input.name}`);
-    m.set(input.name, encodeResource(input.typeUrl, input.name, input.message));
+    const hash = inputHash(input.message);
+    const before = previous?.get(input.typeUrl).resources.get(input.name);
+    m.set(
+      input.name,
+      hash !== undefined && before?.input === hash
+        ? before
+        : encodeResource(input.typeUrl, input.name, input.message, hash),
+    );
   }
   const types = new Map<string, TypeResources>();
   for (const [typeUrl, resources] of grouped)
