@@ -77,7 +77,7 @@ async function main(): Promise<void> {
   );
 
   report.note(
-    "simulated clients (sections 2, 4-7) are XdsClient with decode:false in this process, so they share the 2 cores with the control plane; SotW and delta ones ask for CDS/LDS by wildcard and for EDS/RDS by name, as Envoy does",
+    "simulated clients (sections 2, 4-7) are minimal ADS clients in this process (bench/xds/ads-load-client.ts: node:http2, each response read only for the version, type and nonce its ACK needs, its resources skipped uncopied), so they share the 2 cores with the control plane; SotW and delta ones ask for CDS/LDS by wildcard and for EDS/RDS by name, as Envoy does",
   );
   report.note(
     "each simulated client gets its own TCP connection (grpc-js would otherwise multiplex them all onto one, see the 'shared pool' run); the connection count is read from /proc/net/tcp",

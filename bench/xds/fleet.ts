@@ -1,42 +1,11 @@
-// Simulated Envoys: many ADS clients in this process, each on its own connection.
-import { createRequire } from "node:module";
-import type { ClientHttp2Session, SecureClientSessionOptions } from "node:http2";
+// Simulated Envoys: many ADS clients in this process, each on its own connection (or all on one).
+import type { ClientHttp2Session } from "node:http2";
 import { performance } from "node:perf_hooks";
-import { XdsClient, type ClientUpdate } from "@portico/common";
+import type { ClientUpdate } from "@portico/common";
 import { TypeUrl } from "@portico/control-plane";
 import type { XdsProtocol } from "@portico/envoy";
 import { waitFor } from "@portico/testing";
-
-// XdsClient gives every client its own grpc.Client, but grpc-js pools subchannels process-wide by
-// target and options, so by default all clients multiplex onto one HTTP/2 connection. A real
-// fleet is one connection per node; XdsClient offers no way to set grpc.use_local_subchannel_pool,
-// so the pool lookup is switched here while clients are created.
-const requireCjs = createRequire(import.meta.url);
-const subchannelPool = requireCjs("@grpc/grpc-js/build/src/subchannel-pool.js") as {
-  getSubchannelPool: (global: boolean) => unknown;
-};
-const globalPoolLookup = subchannelPool.getSubchannelPool;
-function useSharedConnection(shared: boolean): void {
-  subchannelPool.getSubchannelPool = shared ? globalPoolLookup : () => globalPoolLookup(false);
-}
-
-// Envoy's HTTP/2 windows default to 256 MiB per stream and per connection, so a large response
-// reaches it without waiting for WINDOW_UPDATEs; grpc-js opens with 64 KiB, which on a 350 KiB
-// route table makes every response wait on several round trips through this busy process. The
-// simulated Envoys open their sessions with Envoy's windows, so the bench measures the server.
-const ENVOY_WINDOW = 256 * 1024 * 1024;
-const http2 = requireCjs("node:http2") as typeof import("node:http2");
-const http2Connect = http2.connect as (...args: unknown[]) => ClientHttp2Session;
-(http2 as { connect: unknown }).connect = (
-  authority: unknown,
-  options?: SecureClientSessionOptions,
-  listener?: unknown,
-): ClientHttp2Session => {
-  const settings = { ...options?.settings, initialWindowSize: ENVOY_WINDOW };
-  const session = http2Connect(authority, { ...options, settings }, listener);
-  session.once("connect", () => session.setLocalWindowSize(ENVOY_WINDOW));
-  return session;
-};
+import { AdsLoadClient, connect } from "./ads-load-client.js";
 
 /** What an Envoy subscribes to over ADS: a node is synced once it has all four. */
 export const FOUR_TYPES = [TypeUrl.Cluster, TypeUrl.Endpoint, TypeUrl.Listener, TypeUrl.Route];
@@ -61,7 +30,9 @@ type UpdateListener = (i: number, u: ClientUpdate, at: number) => void;
 let fleetCounter = 0;
 
 export class Fleet {
-  readonly clients: XdsClient[] = [];
+  readonly clients: AdsLoadClient[] = [];
+  /** The one connection of a shared fleet. */
+  private session?: ClientHttp2Session;
   readonly versions: Map<string, string>[] = [];
   private readonly seen: Set<string>[] = [];
   private readonly listeners = new Set<UpdateListener>();
@@ -91,14 +62,13 @@ export class Fleet {
 
   private add(): number {
     const i = this.clients.length;
-    useSharedConnection(this.shared);
-    const client = new XdsClient({
+    if (this.shared) this.session ??= connect(this.target);
+    const client = new AdsLoadClient({
       target: this.target,
       node: { id: `${this.group}-${this.protocol}-${this.id}-${i}`, cluster: this.group },
       protocol: this.protocol,
-      decode: false,
+      session: this.session,
     });
-    useSharedConnection(true);
     const versions = new Map<string, string>();
     const seen = new Set<string>();
     this.clients.push(client);
@@ -190,5 +160,6 @@ export class Fleet {
 
   close(): void {
     for (const c of this.clients) c.close();
+    this.session?.close();
   }
 }
