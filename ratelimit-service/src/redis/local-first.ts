@@ -216,7 +216,10 @@ export class LocalFirstRedisLimiter extends RedisBackend {
   private state(plan: LimitPlan, now: number): KeyState {
     let s = this.states.get(plan.key);
     if (s) {
-      s.plan = plan;
+      // Same key, same rule: the same plan in all that a sync reads. Keeping the first one spares a
+      // long-lived state a pointer to every decision's plan, which would keep each alive past the
+      // next scavenge; a new config's rule still replaces it.
+      if (s.plan.rule !== plan.rule) s.plan = plan;
       s.usedAt = now;
       return s;
     }
