@@ -1,7 +1,6 @@
 import { DEGRADED_HEADER, PARTIAL_HEADER, STALE_HEADER } from "@portico/contract";
 import { failsTheCall, type PartResult } from "./fanout.js";
 
-
 export interface Composed {
   status: number;
   headers: Record<string, string>;

@@ -24,7 +24,6 @@ const STATUS_CLASS_INPUT = "envoy.type.matcher.v3.HttpResponseStatusCodeClassMat
 const AGGREGATE = "envoy.extensions.clusters.aggregate.v3.ClusterConfig";
 const PREVIOUS_PRIORITIES = "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig";
 
-
 /** The name of the aggregate cluster that fails over from one upstream to another. */
 export function aggregateName(primary: string, fallback: string): string {
   return `${primary}~or~${fallback}`;
