@@ -2,10 +2,10 @@
 import http from "node:http";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { XdsClient } from "@portico/common";
 import { TypeUrl } from "@portico/control-plane";
 import { freePort, startHttpUpstream, waitFor } from "@portico/testing";
 import { percentile } from "../lib/stats.js";
+import { AdsLoadClient } from "./ads-load-client.js";
 import { changeConfig } from "./configs.js";
 import type { BenchContext } from "./context.js";
 import { ControlPlaneProcess } from "./control-plane.js";
@@ -37,11 +37,10 @@ export async function changeToServed(ctx: BenchContext): Promise<void> {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     // A second ADS client beside Envoy: when the push left the control plane, as opposed to when
     // Envoy served it.
-    const observer = new XdsClient({
+    const observer = new AdsLoadClient({
       target: cp.target,
       node: { id: `observer-${protocol}`, cluster: "bench" },
       protocol: "delta",
-      decode: false,
     });
     observer.on("error", () => {});
     let lastRoutePush = 0;

@@ -40,8 +40,6 @@ export interface XdsClientOptions {
   credentials?: grpc.ChannelCredentials;
   /** Reconnect after the stream ends (policy services); off for one-shot tools. */
   reconnect?: boolean;
-  /** Skip decoding resources (load generators that only ACK). */
-  decode?: boolean;
 }
 
 interface Subscription {
@@ -215,13 +213,14 @@ export class XdsClient extends EventEmitter<{
   }
 
   private onSotw(buf: Buffer): void {
-    const decode = this.opts.decode !== false;
-    const res = decode ? decodeDiscoveryResponse(buf) : sotwHeader(buf);
+    const res = decodeDiscoveryResponse(buf);
     const sub = this.subs.get(res.type_url);
     if (!sub) return;
-    const resources: ClientResource[] = decode
-      ? res.resources.map((any) => ({ name: resourceName(any), version: res.version_info, any }))
-      : [];
+    const resources: ClientResource[] = res.resources.map((any) => ({
+      name: resourceName(any),
+      version: res.version_info,
+      any,
+    }));
     const update: ClientUpdate = {
       typeUrl: res.type_url,
       version: res.version_info,
@@ -245,7 +244,7 @@ export class XdsClient extends EventEmitter<{
     }
     sub.version = res.version_info;
     sub.nonce = res.nonce;
-    if (decode) sub.resources = new Map(resources.map((r) => [r.name, r]));
+    sub.resources = new Map(resources.map((r) => [r.name, r]));
     this.sendSotw({
       type_url: res.type_url,
       version_info: res.version_info,
@@ -256,25 +255,6 @@ export class XdsClient extends EventEmitter<{
   }
 
   private onDelta(buf: Buffer): void {
-    if (this.opts.decode === false) {
-      // Load generators: answer like a node would, without the cost of decoding resources.
-      const f = readStrings(buf, [1, 4, 5]);
-      const typeUrl = f.get(4) ?? "";
-      const sub = this.subs.get(typeUrl);
-      if (!sub) return;
-      sub.version = f.get(1) ?? "";
-      sub.nonce = f.get(5) ?? "";
-      this.sendDelta({ type_url: typeUrl, response_nonce: sub.nonce });
-      this.emit("update", {
-        typeUrl,
-        version: sub.version,
-        nonce: sub.nonce,
-        resources: [],
-        removed: [],
-        bytes: buf.length,
-      });
-      return;
-    }
     const res = decodeDeltaDiscoveryResponse(buf);
     const sub = this.subs.get(res.type_url);
     if (!sub) return;
@@ -337,14 +317,4 @@ function readStrings(buf: Uint8Array, wanted: readonly number[]): Map<number, st
 /** Every xDS resource type keeps its name in field 1 (ClusterLoadAssignment: cluster_name). */
 function resourceName(any: { type_url: string; value: Uint8Array }): string {
   return readStrings(any.value, [1]).get(1) ?? "";
-}
-
-function sotwHeader(buf: Buffer): {
-  version_info: string;
-  type_url: string;
-  nonce: string;
-  resources: { type_url: string; value: Uint8Array }[];
-} {
-  const f = readStrings(buf, [1, 4, 5]);
-  return { version_info: f.get(1) ?? "", type_url: f.get(4) ?? "", nonce: f.get(5) ?? "", resources: [] };
 }
