@@ -20,8 +20,8 @@
 // turn by a wrk script. Any answer other than 2xx, or any socket error, fails the run: the figures
 // would describe errors, not authentication.
 //   npx tsx bench/auth-envoy.ts [--seconds 8] [--rounds 3] [--connections 32]
-import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { createHash, generateKeyPairSync, sign } from "node:crypto";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -41,7 +41,17 @@ import {
   waitFor,
   RUN_FROM_SOURCE,
 } from "@portico/testing";
+import { ISSUER, jwk, token } from "./lib/bench-jwt.js";
+import { benchCacheDir } from "./lib/cache.js";
 import { startStaticEnvoy, type StaticEnvoy } from "./lib/static-envoy.js";
+import { median } from "./lib/stats.js";
+import {
+  bearerScript,
+  headerScript as headerScriptIn,
+  requireWrk,
+  wrk as runWrk,
+  type WrkResult,
+} from "./lib/wrk.js";
 
 const { values } = parseArgs({
   options: {
@@ -59,21 +69,8 @@ const JWT_CACHE_SIZE = 100;
 const HIT_TOKENS = 10;
 const MISS_TOKENS = 4 * JWT_CACHE_SIZE;
 
-if (spawnSync("wrk", ["--version"]).error) {
-  console.error("wrk is needed (apt-get install -y wrk)");
-  process.exit(1);
-}
+requireWrk();
 
-const ISSUER = "https://idp.bench";
-const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
-const jwk = { ...(publicKey.export({ format: "jwk" }) as object), kid: "bench-1", alg: "RS256", use: "sig" };
-const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString("base64url");
-const now = Math.floor(Date.now() / 1000);
-/** A signed token for subject `user-<i>`: distinct tokens, so distinct cache entries. */
-function token(i: number): string {
-  const input = `${b64({ alg: "RS256", kid: "bench-1", typ: "JWT" })}.${b64({ iss: ISSUER, aud: "bench", sub: `user-${i}`, iat: now, exp: now + 3600 })}`;
-  return `${input}.${sign("sha256", Buffer.from(input), privateKey).toString("base64url")}`;
-}
 const provider = {
   name: "idp",
   issuer: ISSUER,
@@ -87,75 +84,16 @@ const children: ChildProcess[] = [];
 const envoys: EnvoyProcess[] = [];
 const staticEnvoys: StaticEnvoy[] = [];
 
-/** A wrk script sending `Authorization: Bearer <token>` with each token in turn. */
-function tokenScript(name: string, tokens: string[]): string {
-  return headerScript(
-    name,
-    "Authorization",
-    tokens.map((t) => `Bearer ${t}`),
-  );
-}
-
-/** A wrk script sending header `header` with each of `values` in turn. */
-function headerScript(name: string, header: string, values: string[]): string {
-  const file = path.join(dir, `${name}.lua`);
-  fs.writeFileSync(
-    file,
-    [
-      "local values = {",
-      ...values.map((v) => `  "${v}",`),
-      "}",
-      "local n, i = #values, 0",
-      "request = function()",
-      "  i = i % n + 1",
-      `  return wrk.format(nil, nil, { ["${header}"] = values[i] })`,
-      "end",
-      "",
-    ].join("\n"),
-  );
-  return file;
-}
+const tokenScript = (name: string, tokens: string[]) => bearerScript(dir, name, tokens);
+const headerScript = (name: string, header: string, values: string[]) =>
+  headerScriptIn(dir, name, header, values);
 
 /** API keys of the bench consumer, used in turn. */
 const API_KEYS = Array.from({ length: 10 }, (_, i) => `pk_bench_${i}_${"k".repeat(24)}`);
 
-interface WrkResult {
-  requests: number;
-  rps: number;
-  p50: number;
-  p99: number;
-  /** Answers with a status of 400 or more (wrk's "Non-2xx or 3xx responses"). */
-  non2xx: number;
-  /** connect, read, write and timeout errors. */
-  socketErrors: number;
-}
-
-function toMs(v: string): number {
-  const m = /^([\d.]+)(us|ms|s)$/.exec(v.trim());
-  if (!m) throw new Error(`wrk latency '${v}'`);
-  const n = Number(m[1]);
-  return m[2] === "us" ? n / 1000 : m[2] === "s" ? n * 1000 : n;
-}
-
 /** wrk in a child process, awaited: the upstream in this process must keep answering meanwhile. */
-async function wrk(url: string, script: string, connections = CONNECTIONS): Promise<WrkResult> {
-  const args = ["-t1", `-c${connections}`, `-d${SECONDS}s`, "--latency", "-s", script, url];
-  const child = spawn("wrk", args, { stdio: ["ignore", "pipe", "inherit"] });
-  let out = "";
-  child.stdout.on("data", (b: Buffer) => (out += b.toString()));
-  await new Promise((resolve) => child.on("close", resolve));
-  if (!/Requests\/sec/.test(out)) throw new Error(`wrk failed: ${out}`);
-  const pct = (p: string) => toMs(new RegExp(`^\\s+${p}%\\s+(\\S+)`, "m").exec(out)![1]!);
-  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  return {
-    requests: Number(/(\d+) requests in/.exec(out)![1]),
-    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)![1]),
-    p50: pct("50"),
-    p99: pct("99"),
-    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
-    socketErrors: socket ? socket.slice(1).reduce((a, n) => a + Number(n), 0) : 0,
-  };
-}
+const wrk = (url: string, script: string, connections = CONNECTIONS): Promise<WrkResult> =>
+  runWrk(url, script, { connections, seconds: SECONDS });
 
 /** User + system CPU time of a process so far, in ms (from /proc; clock ticks are 10 ms). */
 function cpuMs(pid: number): number {
@@ -168,8 +106,6 @@ function ownCpuMs(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const GO_NOOP_SOURCE = path.join(REPO_ROOT, "bench/go/noop-authz");
 
@@ -188,7 +124,7 @@ async function buildGoNoop(): Promise<{ binary: string } | { error: string }> {
   }
   const hash = createHash("sha256").update(goVersion);
   for (const f of ["go.mod", "go.sum", "main.go"]) hash.update(fs.readFileSync(path.join(GO_NOOP_SOURCE, f)));
-  const cache = process.env.PORTICO_BENCH_CACHE ?? path.join(os.homedir(), ".cache", "portico-bench");
+  const cache = benchCacheDir();
   const binary = path.join(cache, `noop-authz-${hash.digest("hex").slice(0, 12)}`);
   if (fs.existsSync(binary)) return { binary };
   try {

@@ -8,8 +8,6 @@
 // in this process, configured as a user would configure it; no ext-authz runs at all. Any answer
 // other than 2xx, or any socket error, fails the run.
 //   npx tsx bench/native-jwt.ts [--seconds 5] [--rounds 3] [--connections 32]
-import { spawn, spawnSync } from "node:child_process";
-import { generateKeyPairSync, sign } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -25,7 +23,9 @@ import {
   type AdminHandle,
   type EnvoyProcess,
 } from "@portico/testing";
+import { ISSUER, jwk, token as signedToken } from "./lib/bench-jwt.js";
 import { median } from "./lib/stats.js";
+import { bearerScript, requireWrk, wrk as runWrk, type WrkResult } from "./lib/wrk.js";
 
 const { values } = parseArgs({
   options: {
@@ -43,83 +43,14 @@ const HIT_TOKENS = 10;
 /** More tokens than the cache holds, in turn: each is gone by the time it comes back. */
 const MISS_TOKENS = JWT_CACHE_SIZE + 2_000;
 
-if (spawnSync("wrk", ["--version"]).error) {
-  console.error("wrk is needed (apt-get install -y wrk)");
-  process.exit(1);
-}
-
-const ISSUER = "https://idp.bench";
-const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
-const jwk = { ...(publicKey.export({ format: "jwk" }) as object), kid: "bench-1", alg: "RS256", use: "sig" };
-const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString("base64url");
-const now = Math.floor(Date.now() / 1000);
-/** A signed token for subject `user-<i>`: distinct tokens (and consumers), so distinct cache entries. */
-function token(i: number): string {
-  const input = `${b64({ alg: "RS256", kid: "bench-1", typ: "JWT" })}.${b64({ iss: ISSUER, aud: "bench", sub: `user-${i}`, iat: now, exp: now + 3600, scope: "read" })}`;
-  return `${input}.${sign("sha256", Buffer.from(input), privateKey).toString("base64url")}`;
-}
+requireWrk();
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-bench-native-jwt-"));
-
-/**
- * A wrk script sending `Authorization: Bearer <token>` with each token in turn, from the one after
- * `start`: wrk begins each run afresh, and the miss runs carry on where the last one stopped, so
- * their tokens come round in one strict cycle longer than the cache (none is still there when it
- * returns).
- */
-function tokenScript(name: string, tokens: string[], start = 0): string {
-  const file = path.join(dir, `${name}.lua`);
-  fs.writeFileSync(
-    file,
-    [
-      "local tokens = {",
-      ...tokens.map((t) => `  "${t}",`),
-      "}",
-      `local n, i = #tokens, ${start % tokens.length}`,
-      "request = function()",
-      "  i = i % n + 1",
-      '  return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[i] })',
-      "end",
-      "",
-    ].join("\n"),
-  );
-  return file;
-}
-
-interface WrkResult {
-  requests: number;
-  rps: number;
-  p50: number;
-  p99: number;
-  non2xx: number;
-  socketErrors: number;
-}
-
-function toMs(v: string): number {
-  const m = /^([\d.]+)(us|ms|s)$/.exec(v.trim());
-  if (!m) throw new Error(`wrk latency '${v}'`);
-  const n = Number(m[1]);
-  return m[2] === "us" ? n / 1000 : m[2] === "s" ? n * 1000 : n;
-}
-
-async function wrk(url: string, script: string): Promise<WrkResult> {
-  const args = ["-t1", `-c${CONNECTIONS}`, `-d${SECONDS}s`, "--latency", "-s", script, url];
-  const child = spawn("wrk", args, { stdio: ["ignore", "pipe", "inherit"] });
-  let out = "";
-  child.stdout.on("data", (b: Buffer) => (out += b.toString()));
-  await new Promise((resolve) => child.on("close", resolve));
-  if (!/Requests\/sec/.test(out)) throw new Error(`wrk failed: ${out}`);
-  const pct = (p: string) => toMs(new RegExp(`^\\s+${p}%\\s+(\\S+)`, "m").exec(out)![1]!);
-  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  return {
-    requests: Number(/(\d+) requests in/.exec(out)![1]),
-    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)![1]),
-    p50: pct("50"),
-    p99: pct("99"),
-    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
-    socketErrors: socket ? socket.slice(1).reduce((a, n) => a + Number(n), 0) : 0,
-  };
-}
+/** The bench's tokens carry the scope its routes require. */
+const token = (i: number) => signedToken(i, { scope: "read" });
+const tokenScript = (name: string, tokens: string[], start = 0) => bearerScript(dir, name, tokens, start);
+const wrk = (url: string, script: string) =>
+  runWrk(url, script, { connections: CONNECTIONS, seconds: SECONDS });
 
 let api: AdminHandle | undefined;
 let envoy: EnvoyProcess | undefined;

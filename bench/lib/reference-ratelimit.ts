@@ -3,9 +3,9 @@
 // use, and started against the same Redis. A bench baseline only; nothing else depends on Go.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+import { benchCacheDir } from "./cache.js";
 
 const run = promisify(execFile);
 
@@ -17,14 +17,9 @@ export const REFERENCE_MODULE = "github.com/envoyproxy/ratelimit";
 export const REFERENCE_VERSION = "v1.4.1-0.20260122083618-3fb702589d36";
 export const REFERENCE_NAME = `envoyproxy/ratelimit (Go, ${REFERENCE_VERSION.replace(/^v[\d.]+-0\.\d+-/, "main@")})`;
 
-/** Where built binaries are kept between runs: $PORTICO_BENCH_CACHE, else ~/.cache/portico-bench. */
-function cacheDir(): string {
-  return process.env.PORTICO_BENCH_CACHE ?? path.join(os.homedir(), ".cache", "portico-bench");
-}
-
 /** The reference server's binary, built on first use; or why there is none. */
 export async function buildReference(): Promise<{ binary: string } | { error: string }> {
-  const bin = path.join(cacheDir(), `envoyproxy-ratelimit-${REFERENCE_VERSION}`);
+  const bin = path.join(benchCacheDir(), `envoyproxy-ratelimit-${REFERENCE_VERSION}`);
   const binary = path.join(bin, "service_cmd");
   if (fs.existsSync(binary)) return { binary };
   try {
