@@ -20,13 +20,13 @@
 // turn by a wrk script. Any answer other than 2xx, or any socket error, fails the run: the figures
 // would describe errors, not authentication.
 //   npx tsx bench/auth-envoy.ts [--seconds 8] [--rounds 3] [--connections 32]
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { parseArgs, promisify } from "node:util";
+import { parseArgs } from "node:util";
 import { hashToken, TokenRegistry, startControlPlane } from "@portico/control-plane";
 import { silentLogger } from "@portico/common";
 import { AUTHORIZATION_SERVICE, authTypes, sha256Hex } from "@portico/ext-authz";
@@ -42,7 +42,7 @@ import {
   RUN_FROM_SOURCE,
 } from "@portico/testing";
 import { ISSUER, jwk, token } from "./lib/bench-jwt.js";
-import { benchCacheDir } from "./lib/cache.js";
+import { benchCacheDir, goBuild, goVersion } from "./lib/cache.js";
 import { startStaticEnvoy, type StaticEnvoy } from "./lib/static-envoy.js";
 import { median } from "./lib/stats.js";
 import {
@@ -115,31 +115,13 @@ const GO_NOOP_SOURCE = path.join(REPO_ROOT, "bench/go/noop-authz");
  * the Go version, so an edit builds afresh; or why there is none.
  */
 async function buildGoNoop(): Promise<{ binary: string } | { error: string }> {
-  const run = promisify(execFile);
-  let goVersion: string;
-  try {
-    goVersion = (await run("go", ["version"], { timeout: 10_000 })).stdout.trim();
-  } catch {
-    return { error: "no `go` on PATH to build it with" };
-  }
-  const hash = createHash("sha256").update(goVersion);
+  const version = await goVersion();
+  if (version === undefined) return { error: "no `go` on PATH to build it with" };
+  const hash = createHash("sha256").update(version);
   for (const f of ["go.mod", "go.sum", "main.go"]) hash.update(fs.readFileSync(path.join(GO_NOOP_SOURCE, f)));
-  const cache = benchCacheDir();
-  const binary = path.join(cache, `noop-authz-${hash.digest("hex").slice(0, 12)}`);
+  const binary = path.join(benchCacheDir(), `noop-authz-${hash.digest("hex").slice(0, 12)}`);
   if (fs.existsSync(binary)) return { binary };
-  try {
-    fs.mkdirSync(cache, { recursive: true });
-    await run("go", ["build", "-o", binary, "."], {
-      cwd: GO_NOOP_SOURCE,
-      timeout: 10 * 60_000,
-      maxBuffer: 16 * 1024 * 1024,
-    });
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    const why = (e.stderr ?? "").trim().split("\n").slice(-5).join(" | ") || e.message;
-    return { error: `go build in bench/go/noop-authz failed: ${why}` };
-  }
-  return fs.existsSync(binary) ? { binary } : { error: `go build left no ${binary}` };
+  return goBuild(["build", "-o", binary, "."], binary, { cwd: GO_NOOP_SOURCE, timeoutMs: 10 * 60_000 });
 }
 
 /** Resolves once something accepts TCP connections on the loopback port. */

@@ -1,13 +1,10 @@
 // envoyproxy/ratelimit, the reference Go implementation, as a baseline beside the rate-limit
 // service: built from the Go module proxy into a cache directory outside the repository on first
 // use, and started against the same Redis. A bench baseline only; nothing else depends on Go.
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { promisify } from "node:util";
-import { benchCacheDir } from "./cache.js";
-
-const run = promisify(execFile);
+import { benchCacheDir, goBuild } from "./cache.js";
 
 export const REFERENCE_MODULE = "github.com/envoyproxy/ratelimit";
 /**
@@ -22,24 +19,10 @@ export async function buildReference(): Promise<{ binary: string } | { error: st
   const bin = path.join(benchCacheDir(), `envoyproxy-ratelimit-${REFERENCE_VERSION}`);
   const binary = path.join(bin, "service_cmd");
   if (fs.existsSync(binary)) return { binary };
-  try {
-    await run("go", ["version"], { timeout: 10_000 });
-  } catch {
-    return { error: "no `go` on PATH to build it with" };
-  }
-  try {
-    fs.mkdirSync(bin, { recursive: true });
-    await run("go", ["install", `${REFERENCE_MODULE}/src/service_cmd@${REFERENCE_VERSION}`], {
-      env: { ...process.env, GOBIN: bin, GOFLAGS: "-mod=mod" },
-      timeout: 15 * 60_000,
-      maxBuffer: 16 * 1024 * 1024,
-    });
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    const why = (e.stderr ?? "").trim().split("\n").slice(-5).join(" | ") || e.message;
-    return { error: `go install ${REFERENCE_MODULE}/src/service_cmd@${REFERENCE_VERSION} failed: ${why}` };
-  }
-  return fs.existsSync(binary) ? { binary } : { error: `go install left no ${binary}` };
+  return goBuild(["install", `${REFERENCE_MODULE}/src/service_cmd@${REFERENCE_VERSION}`], binary, {
+    env: { ...process.env, GOBIN: bin, GOFLAGS: "-mod=mod" },
+    timeoutMs: 15 * 60_000,
+  });
 }
 
 /**
