@@ -274,7 +274,7 @@ for (const n of [1, 2, 4]) {
     offered: 4 * BURST_LIMIT,
     exact: BURST_LIMIT,
     admitted: before + after,
-    bound: `≤ ${4 * Math.floor(BURST_LIMIT / 4)} before + ${3 * Math.floor(BURST_LIMIT / 3)} after: a push starts every bucket of the route afresh`,
+    bound: `≤ ${4 * Math.floor(BURST_LIMIT / 4)} before + ${3 * Math.floor(BURST_LIMIT / 3)} after: a re-division starts every bucket of the group afresh`,
   });
   const d = freshConsumer();
   const before2 = await burst(d, split(2 * BURST_LIMIT, 3, false));
@@ -291,7 +291,7 @@ for (const n of [1, 2, 4]) {
     offered: 4 * BURST_LIMIT,
     exact: BURST_LIMIT,
     admitted: before2 + after2,
-    bound: `≤ ${3 * Math.floor(BURST_LIMIT / 3)} before + ${4 * Math.floor(BURST_LIMIT / 4)} after: a push starts every bucket of the route afresh`,
+    bound: `≤ ${3 * Math.floor(BURST_LIMIT / 3)} before + ${4 * Math.floor(BURST_LIMIT / 4)} after: a re-division starts every bucket of the group afresh`,
   });
   const e = freshConsumer();
   const before3 = await burst(e, split(2 * BURST_LIMIT, 4, false));
@@ -309,7 +309,7 @@ for (const n of [1, 2, 4]) {
     offered: 4 * BURST_LIMIT,
     exact: BURST_LIMIT,
     admitted: before3 + after3,
-    bound: `≤ ${4 * Math.floor(BURST_LIMIT / 4)} per route table pushed: the same fresh start`,
+    bound: `≤ ${4 * Math.floor(BURST_LIMIT / 4)}: a route table pushed leaves the buckets as they are`,
   });
 }
 

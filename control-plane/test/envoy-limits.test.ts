@@ -66,11 +66,16 @@ function edge(cfg: ReturnType<typeof config>, members = 1) {
   const resources = translate(cfg, () => members).get("edge")!;
   const listener = resources.find((r) => r.typeUrl === TypeUrl.Listener)!.message as any;
   const table = resources.find((r) => r.typeUrl === TypeUrl.Route)!.message as any;
+  const ecds = resources.find(
+    (r) => r.typeUrl === TypeUrl.ExtensionConfig && r.name === CALLER_LIMITS_FILTER,
+  );
   return {
     filters: listener.filter_chains[0].filters[0].typed_config.http_filters.map(
       (f: any) => f.name,
     ) as string[],
     routes: new Map<string, any>(table.virtual_hosts[0].routes.map((r: any) => [r.name, r])),
+    callerLimits: (ecds?.message as any)?.typed_config,
+    localReplies: listener.filter_chains[0].filters[0].typed_config.local_reply_config.mappers as any[],
   };
 }
 
@@ -160,15 +165,17 @@ describe("limits Envoy counts: each Envoy's share", () => {
   for (const members of [1, 2, 4]) {
     it(`matches the golden file for ${members} Envoy(s) in the group`, () => {
       const cfg = fixture();
-      const { filters, routes } = edge(cfg, members);
+      const { filters, routes, callerLimits } = edge(cfg, members);
       const domain = rateLimitPolicyResources(cfg).find((r) => r.typeUrl === RATE_LIMIT_CONFIG_TYPE_URL)!;
       expectGolden(dir, `members-${members}`, {
         filters,
+        callerLimits,
         routes: Object.fromEntries(
           [...routes].map(([name, r]) => [
             name,
             {
-              callerLimits: r.typed_per_filter_config?.[CALLER_LIMITS_FILTER],
+              callerLimits: r.metadata?.filter_metadata?.[CALLER_LIMITS_FILTER],
+              callerLimitsOff: r.typed_per_filter_config?.[CALLER_LIMITS_FILTER],
               serviceDescriptors: r.route.rate_limits,
             },
           ]),
@@ -198,16 +205,53 @@ describe("limits Envoy counts: each Envoy's share", () => {
   });
 });
 
+describe("limits Envoy counts: buckets that outlive route changes", () => {
+  const filterConfig = (cfg: ReturnType<typeof config>) => JSON.stringify(edge(cfg).callerLimits);
+  const withRoutes = (extra: object[]) => {
+    const base = config([{ requests: 10, per: "second" }], { service: false }) as any;
+    return validateConfig({ ...base, routes: [...base.routes, ...extra] });
+  };
+
+  it("leaves the filter config (and so the buckets) as it is when routes are added, changed or removed", () => {
+    const before = filterConfig(withRoutes([]));
+    const open = { name: "open", gateway: "edge", match: { path: "/open" }, upstream: "app" };
+    expect(filterConfig(withRoutes([open]))).toBe(before);
+    // Another route of the same policy names the same limit: the same buckets.
+    const same = { ...open, name: "same", match: { path: "/same" }, rateLimitPolicy: "p" };
+    const shared = edge(withRoutes([same]));
+    expect(JSON.stringify(shared.callerLimits)).toBe(before);
+    const meta = (name: string) => shared.routes.get(name).metadata.filter_metadata[CALLER_LIMITS_FILTER];
+    expect(meta("same")).toEqual(meta("r"));
+    expect(shared.routes.get("r").typed_per_filter_config?.[CALLER_LIMITS_FILTER]).toBeUndefined();
+  });
+
+  it("carries the route's Retry-After in its metadata, and sends it with the gateway's refusals", () => {
+    const { routes, localReplies } = edge(config([{ requests: 10, per: "minute" }], { service: false }), 2);
+    const meta = routes.get("r").metadata.filter_metadata[CALLER_LIMITS_FILTER].fields;
+    // Each of 2 Envoys gets a token every 60 s × 2 / 10 = 12 s.
+    expect(meta.retry_after.stringValue).toBe("12");
+    const limited = localReplies.filter((m) =>
+      m.headers_to_add?.some((h: any) => h.header.key === "retry-after"),
+    );
+    expect(limited).toHaveLength(2);
+    expect(limited[0].headers_to_add[0].header.value).toBe(
+      `%METADATA(ROUTE:${CALLER_LIMITS_FILTER}:retry_after)%`,
+    );
+    // Without limits Envoy counts, the mappers are as they were.
+    const none = edge(config([{ requests: 10, per: "hour" }]));
+    expect(none.localReplies.some((m) => m.headers_to_add?.length)).toBe(false);
+  });
+});
+
 describe("limits Envoy counts: re-divided when an Envoy joins or leaves", () => {
   afterEach(() => {
     vi.useRealTimers();
   });
 
   const node = (id: string, group = "edge") => ({ id, cluster: group });
-  const bucketOf = (cache: SnapshotCache) => {
-    const table = cache.get("edge")!.get(TypeUrl.Route).resources.values().next().value!;
-    return table.version;
-  };
+  /** The version of the group's filter config, which holds the buckets. */
+  const bucketOf = (cache: SnapshotCache) =>
+    cache.get("edge")!.get(TypeUrl.ExtensionConfig).resources.get(CALLER_LIMITS_FILTER)!.version;
 
   it("publishes again only when a group that divides limits has another count of Envoys", () => {
     const cache = new SnapshotCache();
@@ -222,8 +266,6 @@ describe("limits Envoy counts: re-divided when an Envoy joins or leaves", () => 
     counts.set("edge", 2).set("other-group", 7);
     expect(Object.keys(publisher.refresh()!.changed)).toEqual(["edge"]);
     expect(bucketOf(cache)).not.toBe(one);
-    const table = cache.get("edge")!.get(TypeUrl.Route).resources;
-    expect(table.size).toBe(1);
     counts.set("edge", 1);
     publisher.refresh();
     expect(bucketOf(cache)).toBe(one);

@@ -1,10 +1,11 @@
 import http from "node:http";
 import type { EnvoyProcess } from "./envoy.js";
 
-/** One answer on a lane: its status and headers (lower-cased names). */
+/** One answer on a lane: its status, headers (lower-cased names) and body. */
 export interface LaneAnswer {
   status: number;
   headers: http.IncomingHttpHeaders;
+  body: string;
 }
 
 /** A kept-alive connection to one known Envoy of several sharing a listening port. */
@@ -36,9 +37,11 @@ function get(agent: http.Agent, port: number, path: string, headers: Record<stri
   return new Promise<LaneAnswer & { localPort: number | undefined }>((resolve, reject) => {
     const req = http.request({ host: "127.0.0.1", port, path, headers, agent }, (res) => {
       const localPort = res.socket?.localPort;
-      res.resume();
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => (body += chunk));
       res.on("error", reject);
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, localPort }));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, localPort }));
     });
     req.setTimeout(5_000, () => req.destroy(new Error(`GET ${path} through a lane took more than 5 s`)));
     req.on("error", reject);
@@ -77,7 +80,7 @@ export async function openLane(o: OpenLaneOptions): Promise<Lane> {
         if (answer.localPort !== localPort) {
           throw new Error(`the connection to Envoy ${envoy} was closed: a new one may reach another Envoy`);
         }
-        return { status: answer.status, headers: answer.headers };
+        return { status: answer.status, headers: answer.headers, body: answer.body };
       },
       close: () => agent.destroy(),
     };

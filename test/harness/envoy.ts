@@ -94,6 +94,8 @@ export interface EnvoyProcess {
   listeners(): Promise<string[]>;
   /** Dynamic route configurations, as config_dump shows them. */
   routeConfigs(): Promise<any[]>;
+  /** Filter configs Envoy fetched by ECDS, by name, as config_dump shows them. */
+  extensionConfigs(): Promise<Map<string, any>>;
   /** Names of active dynamic clusters. */
   clusters(): Promise<string[]>;
   /** "address:port" of each host Envoy has for `cluster`; [] for an unknown cluster. */
@@ -360,6 +362,15 @@ export async function startEnvoy(o: StartEnvoyOptions): Promise<EnvoyProcess> {
     async routeConfigs() {
       const s = dumpSection(await configDump(), ".RoutesConfigDump");
       return ((s.dynamic_route_configs ?? []) as any[]).map((r) => r.route_config);
+    },
+    async extensionConfigs() {
+      const s = dumpSection(await configDump(), ".EcdsConfigDump");
+      return new Map(
+        ((s.ecds_filters ?? []) as any[]).map((f) => [
+          String(f.ecds_filter?.name),
+          f.ecds_filter?.typed_config,
+        ]),
+      );
     },
     async clusters() {
       const s = dumpSection(await configDump(), ".ClustersConfigDump");

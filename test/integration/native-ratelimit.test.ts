@@ -25,6 +25,7 @@ const KEYS = {
   initech: "pk_native_initech_0123456789",
   hooli: "pk_native_hooli_0123456789",
   umbrella: "pk_native_umbrella_0123456789",
+  wayne: "pk_native_wayne_0123456789",
 } as const;
 type Consumer = keyof typeof KEYS;
 
@@ -54,17 +55,13 @@ describe("limits each Envoy counts, divided among the Envoys of the group", () =
     expect(res.status, res.text).toBeLessThan(300);
   };
 
-  /** The bucket size the Envoy's route config gives each consumer, as its config_dump shows. */
+  /** The bucket size the Envoy's filter config (by ECDS) gives each consumer, as its config_dump shows. */
   async function bucketOf(e: EnvoyProcess): Promise<number | undefined> {
-    for (const rc of await e.routeConfigs()) {
-      for (const vh of rc?.virtual_hosts ?? []) {
-        for (const r of vh.routes ?? []) {
-          const d = r.typed_per_filter_config?.["portico.caller_limits"]?.descriptors?.[0];
-          if (r.name === "limited" && d) return d.token_bucket.max_tokens;
-        }
-      }
-    }
-    return undefined;
+    const config = (await e.extensionConfigs()).get("portico.caller_limits");
+    const d = (config?.descriptors ?? []).find((x: any) =>
+      x.entries.some((en: any) => en.key === "limit" && en.value === "native.limits[0]"),
+    );
+    return d?.token_bucket?.max_tokens;
   }
 
   const waitForBuckets = (es: EnvoyProcess[], size: number) =>
@@ -90,16 +87,18 @@ describe("limits each Envoy counts, divided among the Envoys of the group", () =
    * Sends `n` requests of one caller on a lane and counts the admitted ones, with the tokens the
    * Envoy may have refilled meanwhile (its share of the rate: LIMIT per WINDOW_S × members).
    */
-  async function send(l: Lane, n: number, who: Consumer | "anonymous", members: number) {
+  async function send(l: Lane, n: number, who: Consumer | "anonymous", members: number, path = "/limited") {
     const headers: Record<string, string> = who === "anonymous" ? {} : { "x-api-key": KEYS[who] };
     const started = performance.now();
     let admitted = 0;
     for (let i = 0; i < n; i++) {
-      const res = await l.get("/limited", headers);
+      const res = await l.get(path, headers);
       if (res.status === 200) admitted++;
       else {
         expect(res.status).toBe(429);
-        expect(Number(res.headers["retry-after"])).toBeGreaterThan(0);
+        // A token is back within the window × Envoys / limit: 60 s × 2 / 20 = 6 s with two Envoys.
+        expect(res.headers["retry-after"]).toBe(String(Math.ceil((WINDOW_S * members) / LIMIT)));
+        expect(JSON.parse(res.body).code).toBe("rate_limited");
       }
     }
     const seconds = (performance.now() - started) / 1000;
@@ -223,6 +222,37 @@ describe("limits each Envoy counts, divided among the Envoys of the group", () =
     const fresh = await send(other, 12, "anonymous", 2);
     expect(fresh.admitted).toBeGreaterThanOrEqual(LIMIT / 2);
     expect(fresh.admitted).toBeLessThanOrEqual(LIMIT / 2 + fresh.refill);
+  });
+
+  it("keeps every bucket when the route table is pushed again, and shares them between the routes of a policy", async () => {
+    const a = await lane(0, "127.0.0.5");
+    const first = await send(a, LIMIT / 2 + 2, "globex", 2);
+    expect(first.admitted).toBeLessThanOrEqual(LIMIT / 2 + first.refill);
+    // A route of the same policy and an unrelated one: a new route table for every Envoy.
+    const before = await envoys[0]!.stat("listener_manager.lds.update_success");
+    await put("/api/v1/routes/also-limited", {
+      name: "also-limited",
+      gateway: "edge",
+      match: { pathPrefix: "/also-limited" },
+      upstream: "app",
+      authPolicy: "keys",
+      rateLimitPolicy: "native",
+    });
+    await put("/api/v1/routes/unrelated", {
+      name: "unrelated",
+      gateway: "edge",
+      match: { path: "/unrelated" },
+      upstream: "app",
+    });
+    // Neither listener nor filter config was pushed again: only the route tables.
+    expect(await envoys[0]!.stat("listener_manager.lds.update_success")).toBe(before);
+    // globex's bucket on this Envoy is as empty as it was, on both routes of the policy.
+    const again = await send(a, 3, "globex", 2);
+    const other = await send(a, 3, "globex", 2, "/also-limited");
+    expect(again.admitted).toBeLessThanOrEqual(first.refill + again.refill);
+    expect(other.admitted).toBeLessThanOrEqual(first.refill + again.refill + other.refill);
+    // A consumer the Envoy has not seen gets its share on the new route too.
+    expect((await send(a, 1, "wayne", 2, "/also-limited")).admitted).toBe(1);
   });
 
   it("gives the remaining Envoy the whole limit when the other leaves, and halves it when one joins", async () => {

@@ -104,6 +104,8 @@ export interface RoutePatch {
   readonly responseHeadersToAdd?: readonly object[];
   /** Answers in the route's place, placed before it. */
   readonly guards?: readonly RouteGuard[];
+  /** The route's `metadata.filter_metadata`, by namespace (read by filters and local replies). */
+  readonly metadata?: Readonly<Record<string, Readonly<Record<string, string>>>>;
 }
 
 /** What a feature adds to one listener and the routes it serves. */
@@ -156,6 +158,7 @@ export function combineRoutePatches(patches: readonly (RoutePatch | undefined)[]
   const requestHeadersToAdd: object[] = [];
   const responseHeadersToAdd: object[] = [];
   const guards: RouteGuard[] = [];
+  const metadata: Record<string, Readonly<Record<string, string>>> = {};
   let pathTemplate = false;
   for (const p of patches) {
     if (!p) continue;
@@ -167,6 +170,7 @@ export function combineRoutePatches(patches: readonly (RoutePatch | undefined)[]
     requestHeadersToAdd.push(...(p.requestHeadersToAdd ?? []));
     responseHeadersToAdd.push(...(p.responseHeadersToAdd ?? []));
     guards.push(...(p.guards ?? []));
+    Object.assign(metadata, p.metadata);
     pathTemplate ||= p.pathTemplate === true;
   }
   return {
@@ -179,6 +183,7 @@ export function combineRoutePatches(patches: readonly (RoutePatch | undefined)[]
     requestHeadersToAdd,
     responseHeadersToAdd,
     guards,
+    metadata,
   };
 }
 

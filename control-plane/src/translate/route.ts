@@ -1,5 +1,5 @@
 /** One route as an Envoy route entry: its match, its action, its header edits, its features' config. */
-import { duration } from "@portico/contract";
+import { duration, struct } from "@portico/contract";
 import type { Route } from "../model/schema.js";
 import type { RoutePatch } from "./feature.js";
 import { routeMatch } from "./route-match.js";
@@ -108,11 +108,15 @@ export function routeEntry(r: Route, patch: RoutePatch): object {
     ];
   }
   const perFilter = patch.perFilterConfig ?? {};
+  const metadata = Object.entries(patch.metadata ?? {});
   return {
     name: r.name,
     match: routeMatch(r.match, patch.alsoMethods),
     ...action,
     ...edits,
+    ...(metadata.length
+      ? { metadata: { filter_metadata: Object.fromEntries(metadata.map(([ns, m]) => [ns, struct(m)])) } }
+      : {}),
     ...(Object.keys(perFilter).length ? { typed_per_filter_config: perFilter } : {}),
   };
 }

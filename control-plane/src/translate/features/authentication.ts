@@ -143,11 +143,7 @@ export function authPerFilterConfig(ctx: GatewayContext, r: Route): Record<strin
  * policy and for requests that did not authenticate: the action's default (`anonymous`) applies,
  * so every descriptor has a value.
  */
-export function identityMetadataKey(
-  _ctx: GatewayContext,
-  _r: Route,
-  field: "consumer" | "plan",
-): { key: string; path: { key: string }[] } {
+export function identityMetadataKey(field: "consumer" | "plan"): { key: string; path: { key: string }[] } {
   return { key: EXT_AUTHZ_NAMESPACE, path: [{ key: field }] };
 }
 

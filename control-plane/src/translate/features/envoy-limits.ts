@@ -19,18 +19,28 @@
  * the group the control plane sees connected (`GatewayContext.members`), re-divided and pushed
  * when one joins or leaves.
  *
+ * Where the buckets live: in the filter's own config, which Envoy fetches by ECDS, one per gateway
+ * group, holding the descriptors of every limit the group's routes use. A route only names its
+ * limits, in its metadata (`portico.caller_limits`: the limit of each slot the filter's actions
+ * read, and the Retry-After of its refusals). So a route table pushed again (a route added,
+ * changed or removed) leaves every bucket as it is, and the routes of one policy share them, as
+ * they share the service's count. What starts the buckets full again is a change of the filter's
+ * config: a limit added, removed or changed, or a re-division.
+ *
  * What that costs in exactness, against the service's one count for the group: a caller whose
  * requests land unevenly on the Envoys gets less than the limit (down to one Envoy's share when
- * all land on one); the buckets belong to the route's config, so two routes of one policy count
- * apart, and every push of the route table (a re-division, any route change of the listener)
- * starts them full again. bench/native-ratelimit.ts measures each.
+ * all land on one), and each re-division or change of the group's limits starts the buckets
+ * full. bench/native-ratelimit.ts measures each. Until an Envoy has the filter's config its
+ * listener waits (warms); if it never comes, the filter limits nothing.
  */
 import { duration, TYPE_PREFIX } from "@portico/contract";
 import { ANONYMOUS, windowSeconds } from "../../model/ratelimit.js";
 import { envoyLimits, hasServiceLimits } from "../../model/ratelimit-enforcement.js";
 import type { RateLimit, RateLimitPolicy, Route } from "../../model/schema.js";
+import type { ResourceInput } from "../../xds/snapshot.js";
+import { TypeUrl } from "../../xds/types.js";
 import type { GatewayContext } from "../context.js";
-import type { HttpFilter, HttpFilterName } from "../feature.js";
+import type { HttpFilter, HttpFilterName, RoutePatch } from "../feature.js";
 import { DESCRIPTOR_KEY } from "../ratelimit-policy.js";
 import { identityMetadataKey } from "./authentication.js";
 
@@ -39,6 +49,12 @@ export const CALLER_LIMITS_FILTER: HttpFilterName = "portico.caller_limits";
 
 /** The descriptor key naming the limit (`<policy>.limits[<i>]`). */
 export const LIMIT_KEY = "limit";
+
+/** The route metadata namespace naming the route's limits (and the filter's ECDS resource). */
+export const CALLER_LIMITS_METADATA = CALLER_LIMITS_FILTER;
+
+/** The route metadata key of the Retry-After that the gateway's refusals by these limits carry. */
+export const RETRY_AFTER_KEY = "retry_after";
 
 /**
  * Callers (consumers, addresses) each Envoy keeps a bucket for, per limit of a route. A caller
@@ -55,6 +71,9 @@ const UNLIMITED = {
   tokens_per_fill: { value: MAX_U32 },
   fill_interval: duration(1_000),
 };
+const FILTER_CONFIG = "envoy.config.route.v3.FilterConfig";
+/** ADS, as every resource a Portico Envoy fetches. */
+const ADS = { ads: {}, resource_api_version: "V3" };
 
 /** An Envoy's token bucket for its share of a limit. */
 export interface EnvoyShare {
@@ -105,105 +124,227 @@ function members(ctx: GatewayContext): number {
   return Math.max(1, ctx.members ?? 1);
 }
 
-interface Descriptors {
-  rateLimits: object[];
-  descriptors: object[];
-}
+/**
+ * What Envoy sends for a limit, after the entry naming it: the caller's consumer, its address, or
+ * both. Each shape is one action list of the filter per slot; a route fills a slot with a limit.
+ */
+type Shape = "consumer" | "address" | "address_consumer" | "route";
+const SHAPES: readonly Shape[] = ["consumer", "address", "address_consumer", "route"];
 
-/** One limit's actions (what Envoy sends) and descriptors (its buckets). */
-function limitDescriptors(ctx: GatewayContext, r: Route, id: string, l: RateLimit, out: Descriptors): void {
-  const named = { generic_key: { descriptor_key: LIMIT_KEY, descriptor_value: id } };
-  const name = { key: LIMIT_KEY, value: id };
+function shapeActions(shape: Shape): object[] {
   const consumer = {
     metadata: {
       descriptor_key: DESCRIPTOR_KEY.consumer,
-      metadata_key: identityMetadataKey(ctx, r, "consumer"),
+      metadata_key: identityMetadataKey("consumer"),
       // No identity (no credentials, or no auth on the route): still a value, so still limited.
       default_value: ANONYMOUS,
       source: "DYNAMIC",
     },
   };
   const address = { remote_address: {} };
-  const anyConsumer = { key: DESCRIPTOR_KEY.consumer, value: "" };
-  const anonymous = { key: DESCRIPTOR_KEY.consumer, value: ANONYMOUS };
-  const anyAddress = { key: DESCRIPTOR_KEY.ip, value: "" };
-  const bucket = tokenBucket(envoyShare(l, members(ctx)));
-  const add = (actions: object[], entries: object[], token_bucket: object) => {
-    out.rateLimits.push({ actions });
-    out.descriptors.push({ entries, token_bucket });
-  };
-  switch (l.by) {
+  switch (shape) {
     case "consumer":
-      add([named, consumer], [name, anyConsumer], bucket);
-      // An exact value is looked up before the wildcard: anonymous callers get no shared bucket
-      // here, which would hold all of them together.
-      out.descriptors.push({ entries: [name, anonymous], token_bucket: UNLIMITED });
-      // An anonymous caller has no consumer: its address stands for it.
-      if (l.callers === "all") add([named, address, consumer], [name, anyAddress, anonymous], bucket);
-      return;
-    case "ip":
-      if (l.callers === "anonymous") add([named, address, consumer], [name, anyAddress, anonymous], bucket);
-      else add([named, address], [name, anyAddress], bucket);
-      return;
+      return [consumer];
+    case "address":
+      return [address];
+    case "address_consumer":
+      return [address, consumer];
     case "route":
-      if (l.callers === "anonymous") add([named, consumer], [name, anonymous], bucket);
-      else add([named], [name], bucket);
-      return;
+      return [];
   }
 }
 
-/** The listener's filter, when one of its routes has limits its Envoys count. */
+/** The route metadata key of a slot: which limit the route puts in it. */
+const slotKey = (shape: Shape, slot: number) => `${shape}.${slot}`;
+
+/** One limit's shapes (what Envoy sends for it) and descriptors (its buckets). */
+function limitParts(
+  ctx: GatewayContext,
+  id: string,
+  l: RateLimit,
+): { shapes: Shape[]; descriptors: object[] } {
+  const name = { key: LIMIT_KEY, value: id };
+  const anyConsumer = { key: DESCRIPTOR_KEY.consumer, value: "" };
+  const anonymous = { key: DESCRIPTOR_KEY.consumer, value: ANONYMOUS };
+  const anyAddress = { key: DESCRIPTOR_KEY.ip, value: "" };
+  const token_bucket = tokenBucket(envoyShare(l, members(ctx)));
+  switch (l.by) {
+    case "consumer": {
+      const shapes: Shape[] = ["consumer"];
+      const descriptors: object[] = [
+        { entries: [name, anyConsumer], token_bucket },
+        // An exact value is looked up before the wildcard: anonymous callers get no shared bucket
+        // here, which would hold all of them together.
+        { entries: [name, anonymous], token_bucket: UNLIMITED },
+      ];
+      // An anonymous caller has no consumer: its address stands for it.
+      if (l.callers === "all") {
+        shapes.push("address_consumer");
+        descriptors.push({ entries: [name, anyAddress, anonymous], token_bucket });
+      }
+      return { shapes, descriptors };
+    }
+    case "ip":
+      return l.callers === "anonymous"
+        ? {
+            shapes: ["address_consumer"],
+            descriptors: [{ entries: [name, anyAddress, anonymous], token_bucket }],
+          }
+        : { shapes: ["address"], descriptors: [{ entries: [name, anyAddress], token_bucket }] };
+    case "route":
+      return l.callers === "anonymous"
+        ? { shapes: ["consumer"], descriptors: [{ entries: [name, anonymous], token_bucket }] }
+        : { shapes: ["route"], descriptors: [{ entries: [name], token_bucket }] };
+  }
+}
+
+/** The route's limits each Envoy counts, by id (`<policy>.limits[<i>]`). */
+function routeLimits(ctx: GatewayContext, r: Route): { id: string; limit: RateLimit }[] {
+  const { policy, limits } = limitsOf(ctx, r);
+  if (!policy) return [];
+  return limits.map(({ limit, index }) => ({ id: `${policy.name}.limits[${index}]`, limit }));
+}
+
+/** The route's slots: the limit each slot of each shape holds for it. */
+function routeSlots(ctx: GatewayContext, r: Route): Map<string, string> {
+  const used = new Map<Shape, number>();
+  const slots = new Map<string, string>();
+  for (const { id, limit } of routeLimits(ctx, r)) {
+    for (const shape of limitParts(ctx, id, limit).shapes) {
+      const slot = used.get(shape) ?? 0;
+      used.set(shape, slot + 1);
+      slots.set(slotKey(shape, slot), id);
+    }
+  }
+  return slots;
+}
+
+/** The Retry-After (seconds) of the route's refusals: a token is back within it, whichever limit refused. */
+function retryAfter(ctx: GatewayContext, r: Route): number {
+  return Math.max(
+    1,
+    ...routeLimits(ctx, r).map(({ limit }) => {
+      const s = envoyShare(limit, members(ctx));
+      return Math.ceil(s.fillIntervalMs / s.tokensPerFill / 1_000);
+    }),
+  );
+}
+
+/** The group's routes whose limits its Envoys count. */
+function limitedRoutes(ctx: GatewayContext): Route[] {
+  return ctx.config.routes.filter((r) => r.gateway === ctx.gateway.name && routeLimits(ctx, r).length > 0);
+}
+
+/**
+ * The filter's config for the gateway group: the buckets of every limit its routes use (each
+ * once, however many routes use it), and one action list per slot the routes fill.
+ */
+function callerLimitsConfig(ctx: GatewayContext, routes: readonly Route[]): object {
+  const descriptors = new Map<string, object[]>();
+  const slots = new Map<Shape, number>();
+  let serviceToo = false;
+  for (const r of routes) {
+    const perShape = new Map<Shape, number>();
+    for (const { id, limit } of routeLimits(ctx, r)) {
+      const parts = limitParts(ctx, id, limit);
+      if (!descriptors.has(id)) descriptors.set(id, parts.descriptors);
+      for (const shape of parts.shapes) perShape.set(shape, (perShape.get(shape) ?? 0) + 1);
+    }
+    for (const [shape, n] of perShape) slots.set(shape, Math.max(slots.get(shape) ?? 0, n));
+    const p = policyOf(ctx, r);
+    serviceToo ||= p !== undefined && hasServiceLimits(p);
+  }
+  const rateLimits: object[] = [];
+  for (const shape of SHAPES) {
+    for (let slot = 0; slot < (slots.get(shape) ?? 0); slot++) {
+      const named = {
+        metadata: {
+          descriptor_key: LIMIT_KEY,
+          metadata_key: { key: CALLER_LIMITS_METADATA, path: [{ key: slotKey(shape, slot) }] },
+          // A route that leaves the slot empty sends no descriptor for it.
+          source: "ROUTE_ENTRY",
+        },
+      };
+      rateLimits.push({ actions: [named, ...shapeActions(shape)] });
+    }
+  }
+  return {
+    "@type": TYPE_PREFIX + LOCAL_RATE_LIMIT,
+    stat_prefix: "caller_limits",
+    // No default bucket: a request that matches no descriptor is not limited here.
+    filter_enabled: ALWAYS,
+    filter_enforced: ALWAYS,
+    // Where the rate-limit service counts limits of a route too, its headers say more (quotas);
+    // Envoy's would come on top of them.
+    ...(serviceToo ? {} : { enable_x_ratelimit_headers: "DRAFT_VERSION_03" }),
+    rate_limited_as_resource_exhausted: true,
+    rate_limits: rateLimits,
+    descriptors: [...descriptors.values()].flat(),
+    max_dynamic_descriptors: { value: MAX_CALLERS_PER_LIMIT },
+  };
+}
+
+/** The config before the group's arrives, and if it never does: limits nothing. */
+const NO_LIMITS = {
+  "@type": TYPE_PREFIX + LOCAL_RATE_LIMIT,
+  stat_prefix: "caller_limits",
+  filter_enabled: ALWAYS,
+  filter_enforced: ALWAYS,
+};
+
+/** Whether one of the listener's routes has limits its Envoys count. */
+export function hasCallerLimits(ctx: GatewayContext, routes: readonly Route[]): boolean {
+  return routes.some((r) => routeLimits(ctx, r).length > 0);
+}
+
+/** The listener's filter, its config fetched by ECDS, when one of its routes has limits its Envoys count. */
 export function envoyLimitsHttpFilters(ctx: GatewayContext, routes: readonly Route[]): HttpFilter[] {
-  // Without a bucket here the filter acts only on routes that carry one.
-  if (!routes.some((r) => limitsOf(ctx, r).limits.length > 0)) return [];
+  if (!hasCallerLimits(ctx, routes)) return [];
   return [
     {
       name: CALLER_LIMITS_FILTER,
-      typed_config: { "@type": TYPE_PREFIX + LOCAL_RATE_LIMIT, stat_prefix: "caller_limits" },
+      config_discovery: {
+        config_source: ADS,
+        default_config: NO_LIMITS,
+        type_urls: [TYPE_PREFIX + LOCAL_RATE_LIMIT],
+      },
     },
   ];
 }
 
-/** The route's `local_ratelimit` config for the limits each Envoy counts, by filter name. */
-export function envoyLimitsPerRoute(ctx: GatewayContext, r: Route): Record<string, object> {
-  const { policy, limits } = limitsOf(ctx, r);
-  if (!policy || limits.length === 0) return {};
-  const out: Descriptors = { rateLimits: [], descriptors: [] };
-  for (const { limit, index } of limits)
-    limitDescriptors(ctx, r, `${policy.name}.limits[${index}]`, limit, out);
-  // A refused caller gets a token back within this time, whichever limit refused it.
-  const retryAfter = Math.max(
-    ...limits.map(({ limit }) => {
-      const s = envoyShare(limit, members(ctx));
-      return Math.max(1, Math.ceil(s.fillIntervalMs / s.tokensPerFill / 1_000));
-    }),
-  );
+/** The gateway group's ECDS resource for the filter, when a route of it has limits its Envoys count. */
+export function envoyLimitsExtensionConfigs(ctx: GatewayContext): ResourceInput[] {
+  const routes = limitedRoutes(ctx);
+  if (routes.length === 0) return [];
+  return [
+    {
+      typeUrl: TypeUrl.ExtensionConfig,
+      name: CALLER_LIMITS_FILTER,
+      message: { name: CALLER_LIMITS_FILTER, typed_config: callerLimitsConfig(ctx, routes) },
+    },
+  ];
+}
+
+const OFF = { [CALLER_LIMITS_FILTER]: { "@type": TYPE_PREFIX + FILTER_CONFIG, disabled: true } };
+
+/**
+ * What a route of a listener with the filter carries: the limits it names, in metadata; or, for a
+ * route without any, the filter off (no descriptor to work out).
+ */
+export function envoyLimitsRoutePatch(ctx: GatewayContext, r: Route): RoutePatch {
+  const slots = routeSlots(ctx, r);
+  if (slots.size === 0) return { perFilterConfig: OFF };
   return {
-    [CALLER_LIMITS_FILTER]: {
-      "@type": TYPE_PREFIX + LOCAL_RATE_LIMIT,
-      stat_prefix: `caller_limits_${r.name}`,
-      // Required on a route; used only by a request that matches no descriptor, and every one does.
-      token_bucket: UNLIMITED,
-      always_consume_default_token_bucket: { value: false },
-      filter_enabled: ALWAYS,
-      filter_enforced: ALWAYS,
-      // The rate-limit service's headers, when it counts limits of the route too, say more (quotas).
-      ...(hasServiceLimits(policy) ? {} : { enable_x_ratelimit_headers: "DRAFT_VERSION_03" }),
-      rate_limited_as_resource_exhausted: true,
-      response_headers_to_add: [
-        {
-          header: { key: "retry-after", value: String(retryAfter) },
-          append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
-        },
-      ],
-      rate_limits: out.rateLimits,
-      descriptors: out.descriptors,
-      max_dynamic_descriptors: { value: MAX_CALLERS_PER_LIMIT },
+    metadata: {
+      [CALLER_LIMITS_METADATA]: {
+        ...Object.fromEntries(slots),
+        [RETRY_AFTER_KEY]: String(retryAfter(ctx, r)),
+      },
     },
   };
 }
 
 /** Whether any route of the config has limits its gateway's Envoys count (and so divide among them). */
 export function dividesLimits(ctx: GatewayContext): boolean {
-  return ctx.config.routes.some((r) => r.gateway === ctx.gateway.name && limitsOf(ctx, r).limits.length > 0);
+  return limitedRoutes(ctx).length > 0;
 }

@@ -86,8 +86,8 @@ function routeUsage(ctx: GatewayContext, r: Route, counters: UsageCounter[]): Ro
     gateway: r.gateway,
     policy: r.rateLimitPolicy!,
     counters,
-    consumerKey: identityMetadataKey(ctx, r, "consumer"),
-    planKey: identityMetadataKey(ctx, r, "plan"),
+    consumerKey: identityMetadataKey("consumer"),
+    planKey: identityMetadataKey("plan"),
   };
 }
 

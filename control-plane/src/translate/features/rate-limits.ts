@@ -17,7 +17,11 @@ import {
   type DescriptorShape,
 } from "../ratelimit-policy.js";
 import { identityMetadataKey } from "./authentication.js";
-import { envoyLimitsHttpFilters, envoyLimitsPerRoute } from "./envoy-limits.js";
+import {
+  envoyLimitsExtensionConfigs,
+  envoyLimitsHttpFilters,
+  envoyLimitsRoutePatch,
+} from "./envoy-limits.js";
 
 const RATE_LIMIT = "envoy.extensions.filters.http.ratelimit.v3.RateLimit";
 const LOCAL_RATE_LIMIT = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
@@ -122,7 +126,7 @@ function action(ctx: GatewayContext, r: Route, entry: DescriptorShape[number]): 
       return {
         metadata: {
           descriptor_key: DESCRIPTOR_KEY[entry],
-          metadata_key: identityMetadataKey(ctx, r, entry),
+          metadata_key: identityMetadataKey(entry),
           // No identity (no credentials, or no auth on the route): still a value, so still limited.
           default_value: ANONYMOUS,
           source: "DYNAMIC",
@@ -143,20 +147,26 @@ export function routeRateLimits(ctx: GatewayContext, r: Route): object[] | undef
 
 export const rateLimits: HttpFeature = {
   name: "rate limits",
-  listener: (ctx, _listener, routes) => ({
-    httpFilters: [
-      ...localRateLimitHttpFilters(ctx, routes),
-      ...envoyLimitsHttpFilters(ctx, routes),
-      ...rateLimitHttpFilters(ctx, routes),
-    ],
-    route: (r) => {
-      const limits = routeRateLimits(ctx, r);
-      return {
-        perFilterConfig: { ...rateLimitPerRoute(ctx, r), ...envoyLimitsPerRoute(ctx, r) },
-        ...(limits?.length ? { action: { rate_limits: limits } } : {}),
-      };
-    },
-  }),
+  listener: (ctx, _listener, routes) => {
+    const callerLimits = envoyLimitsHttpFilters(ctx, routes);
+    return {
+      httpFilters: [
+        ...localRateLimitHttpFilters(ctx, routes),
+        ...callerLimits,
+        ...rateLimitHttpFilters(ctx, routes),
+      ],
+      route: (r) => {
+        const limits = routeRateLimits(ctx, r);
+        const caller = callerLimits.length > 0 ? envoyLimitsRoutePatch(ctx, r) : {};
+        return {
+          perFilterConfig: { ...rateLimitPerRoute(ctx, r), ...caller.perFilterConfig },
+          ...(caller.metadata ? { metadata: caller.metadata } : {}),
+          ...(limits?.length ? { action: { rate_limits: limits } } : {}),
+        };
+      },
+    };
+  },
   // The policy service the gateway's filter calls, whether or not a route uses it yet.
   upstreams: (ctx) => (ctx.gateway.rateLimit ? [ctx.gateway.rateLimit.upstream] : []),
+  extensionConfigs: envoyLimitsExtensionConfigs,
 };
