@@ -116,18 +116,13 @@ async function addEnvoy(): Promise<void> {
   envoys.push(e);
 }
 
-/** The burst route's bucket in the Envoy's config (its share of BURST_LIMIT). */
+/** The burst policy's bucket in the Envoy's caller-limits filter config (its share of BURST_LIMIT), fetched by ECDS. */
 async function bucketOf(e: EnvoyProcess): Promise<number | undefined> {
-  for (const rc of await e.routeConfigs()) {
-    for (const vh of rc?.virtual_hosts ?? []) {
-      for (const r of vh.routes ?? []) {
-        if (r.name !== "burst") continue;
-        return r.typed_per_filter_config?.["portico.caller_limits"]?.descriptors?.[0]?.token_bucket
-          ?.max_tokens;
-      }
-    }
-  }
-  return undefined;
+  const config = (await e.extensionConfigs()).get("portico.caller_limits");
+  const d = (config?.descriptors ?? []).find((x: { entries: { key: string; value: string }[] }) =>
+    x.entries.some((en) => en.key === "limit" && en.value === "burst.limits[0]"),
+  );
+  return d?.token_bucket?.max_tokens;
 }
 
 /** Waits until every running Envoy holds its share for `n` Envoys; returns how long that took. */
