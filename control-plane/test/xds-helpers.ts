@@ -103,8 +103,23 @@ export function resources(opts: {
   listeners?: string[];
   endpointPort?: number;
   routeTag?: string;
+  /** With an ECDS filter config (`filter`), whose content this tag sets. */
+  filterTag?: string;
 }): ResourceInput[] {
   const out: ResourceInput[] = [];
+  if (opts.filterTag !== undefined) {
+    out.push({
+      typeUrl: TypeUrl.ExtensionConfig,
+      name: "filter",
+      message: {
+        name: "filter",
+        typed_config: {
+          "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+          stat_prefix: opts.filterTag,
+        },
+      },
+    });
+  }
   for (const c of opts.clusters ?? ["a"]) {
     out.push({
       typeUrl: TypeUrl.Cluster,

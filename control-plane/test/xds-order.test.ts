@@ -79,6 +79,21 @@ describe.each(["sotw", "delta"] as const)("make-before-break on ADS (%s)", (prot
     expect(pushed.findIndex(gone)).toBeGreaterThan(rds);
   });
 
+  it("sends a filter config before the route table that names what it holds", async () => {
+    server.cache.set(snapshot("edge", { clusters: ["a"], filterTag: "one" }));
+    const r = envoy();
+    r.client.subscribe(TypeUrl.ExtensionConfig, ["filter"]);
+    await until("the first route table", () => r.ofType(TypeUrl.Route).length === 1);
+    await until("the first filter config", () => r.ofType(TypeUrl.ExtensionConfig).length === 1);
+    await sleep(50);
+    const before = r.updates.length;
+    // One change: a route naming a new limit, and the filter config holding its buckets.
+    server.cache.set(snapshot("edge", { clusters: ["a"], filterTag: "two", routeTag: "limited" }));
+    await until("the new route table", () => r.ofType(TypeUrl.Route).length === 2);
+    await sleep(50);
+    expect(r.updates.slice(before).map((u) => u.typeUrl)).toEqual([TypeUrl.ExtensionConfig, TypeUrl.Route]);
+  });
+
   it("does not hold routes for a cluster whose endpoints are unchanged", async () => {
     server.cache.set(snapshot("edge", { clusters: ["a"] }));
     const r = envoy();

@@ -12,16 +12,17 @@ export const TypeUrl = {
 } as const;
 
 /**
- * Make-before-break: clusters before the endpoints that warm them, listeners before the routes
- * and filter configs they wait for, secrets last. Types not listed here (Portico's policy types)
- * follow in the order they were registered.
+ * Make-before-break: clusters before the endpoints that warm them, listeners before the filter
+ * configs and routes they wait for, filter configs before the routes that name what they hold (a
+ * route naming a new limit finds its buckets there), secrets last. Types not listed here
+ * (Portico's policy types) follow in the order they were registered.
  */
 export const PUSH_ORDER: readonly string[] = [
   TypeUrl.Cluster,
   TypeUrl.Endpoint,
   TypeUrl.Listener,
-  TypeUrl.Route,
   TypeUrl.ExtensionConfig,
+  TypeUrl.Route,
   TypeUrl.Secret,
 ];
 
