@@ -43,6 +43,7 @@ import {
 } from "@portico/testing";
 import { ISSUER, jwk, token } from "./lib/bench-jwt.js";
 import { benchCacheDir, goBuild, goVersion } from "./lib/cache.js";
+import { processCpuUs } from "./lib/proc.js";
 import { startStaticEnvoy, type StaticEnvoy } from "./lib/static-envoy.js";
 import { median } from "./lib/stats.js";
 import {
@@ -95,11 +96,8 @@ const API_KEYS = Array.from({ length: 10 }, (_, i) => `pk_bench_${i}_${"k".repea
 const wrk = (url: string, script: string, connections = CONNECTIONS): Promise<WrkResult> =>
   runWrk(url, script, { connections, seconds: SECONDS });
 
-/** User + system CPU time of a process so far, in ms (from /proc; clock ticks are 10 ms). */
-function cpuMs(pid: number): number {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
+/** User + system CPU time of a process so far, in ms. */
+const cpuMs = (pid: number): number => processCpuUs(pid) / 1000;
 
 /** User + system CPU time of this process so far, in ms: the control plane and the upstream run here. */
 function ownCpuMs(): number {

@@ -29,6 +29,7 @@ import {
 import { claims, ISSUER, AUDIENCE, rsaKey, signJwt, freePort, RUN_FROM_SOURCE } from "@portico/testing";
 import { REPO_ROOT } from "@portico/envoy";
 import { startFixedAnswerServer } from "./lib/grpc-echo.js";
+import { processCpuUs } from "./lib/proc.js";
 import { median } from "./lib/stats.js";
 
 type Obj = Record<string, unknown>;
@@ -176,12 +177,6 @@ async function startChild(args: string[], profileName: string): Promise<Started>
   };
 }
 
-/** User + system CPU time of a process so far, in µs (from /proc; clock ticks of 10 ms). */
-function procCpuUs(pid: number): number {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
-}
-
 /** ext-authz as production starts it, from the checkout at `root`, on a static policy. */
 async function startMain(root: string, policyFile: string): Promise<Started> {
   const port = await freePort();
@@ -218,7 +213,7 @@ async function startMain(root: string, policyFile: string): Promise<Started> {
   }
   return {
     port,
-    ask: async (cmd) => ({ n: 0, cpuUs: cmd === "cpu" ? procCpuUs(child.pid!) : 0 }) as ServerReport,
+    ask: async (cmd) => ({ n: 0, cpuUs: cmd === "cpu" ? processCpuUs(child.pid!) : 0 }) as ServerReport,
     stop: async () => {
       child.kill("SIGTERM");
       await exited;

@@ -24,6 +24,7 @@ import {
   type EnvoyProcess,
 } from "@portico/testing";
 import { ISSUER, jwk, token as signedToken } from "./lib/bench-jwt.js";
+import { processCpuUs } from "./lib/proc.js";
 import { median } from "./lib/stats.js";
 import { bearerScript, requireWrk, wrk as runWrk, type WrkResult } from "./lib/wrk.js";
 
@@ -164,6 +165,8 @@ try {
   for (const s of scenarios) await run(`warm-up ${s.label}`, s.url, s.script);
   const results = new Map<string, WrkResult[]>(scenarios.map((s) => [s.key, []]));
   const cache = new Map(scenarios.map((s) => [s.key, { hits: 0, misses: 0 }]));
+  /** Envoy's CPU (user + system) per request, µs: what each path costs the proxy, whatever else shares the cores. */
+  const cpu = new Map<string, number[]>(scenarios.map((s) => [s.key, []]));
   const counter = async (suffix: string) => {
     let total = 0;
     for (const [name, v] of await envoy!.stats()) if (name.endsWith(suffix)) total += v;
@@ -173,7 +176,10 @@ try {
   for (let round = 0; round < ROUNDS; round++) {
     for (const s of scenarios) {
       const [h0, m0] = [await counter("jwt_cache_hit"), await counter("jwt_cache_miss")];
-      results.get(s.key)!.push(await run(s.label, s.url, s.script));
+      const cpu0 = processCpuUs(envoy!.pid);
+      const r = await run(s.label, s.url, s.script);
+      cpu.get(s.key)!.push((processCpuUs(envoy!.pid) - cpu0) / r.requests);
+      results.get(s.key)!.push(r);
       const c = cache.get(s.key)!;
       c.hits += (await counter("jwt_cache_hit")) - h0;
       c.misses += (await counter("jwt_cache_miss")) - m0;
@@ -189,6 +195,7 @@ try {
       p50Ms: median(rs.map((r) => r.p50)),
       p99Ms: median(rs.map((r) => r.p99)),
       rounds: rs.map((r) => Math.round(r.rps)),
+      envoyCpuUsPerRequest: median(cpu.get(s.key)!),
       jwtCache: { ...c, hitRatio: c.hits / Math.max(1, c.hits + c.misses) },
     };
   });
@@ -198,12 +205,14 @@ try {
       `Envoy --concurrency 1 on ${os.cpus().length} CPUs; ${HIT_TOKENS} tokens (hit) or ${MISS_TOKENS} (miss) in turn, cache ${JWT_CACHE_SIZE}\n`,
   );
   console.log(
-    "scenario                              req/s    p50 ms   p99 ms  cache hits  vs bare (req/s, p99)",
+    "scenario                              req/s    p50 ms   p99 ms  cache hits  vs bare (req/s, p99)  Envoy CPU µs/req (vs bare)",
   );
   for (const r of summary) {
     const hits = r.key === "bare" ? "" : `${(r.jwtCache.hitRatio * 100).toFixed(0)}%`;
+    const ratios = `${(r.rps / bare.rps).toFixed(2)}x, ${(r.p99Ms / bare.p99Ms).toFixed(2)}x`;
+    const cpuCell = `${r.envoyCpuUsPerRequest.toFixed(0)} (${(r.envoyCpuUsPerRequest / bare.envoyCpuUsPerRequest).toFixed(2)}x)`;
     console.log(
-      `${r.scenario.padEnd(36)} ${r.rps.toFixed(0).padStart(6)}   ${r.p50Ms.toFixed(2).padStart(6)}   ${r.p99Ms.toFixed(2).padStart(6)}  ${hits.padStart(10)}  ${(r.rps / bare.rps).toFixed(2)}x, ${(r.p99Ms / bare.p99Ms).toFixed(2)}x`,
+      `${r.scenario.padEnd(36)} ${r.rps.toFixed(0).padStart(6)}   ${r.p50Ms.toFixed(2).padStart(6)}   ${r.p99Ms.toFixed(2).padStart(6)}  ${hits.padStart(10)}  ${ratios.padEnd(20)}  ${cpuCell}`,
     );
   }
   fs.mkdirSync(path.join(REPO_ROOT, "bench/results"), { recursive: true });

@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { startRedis, freePort, type RedisServer, RUN_FROM_SOURCE } from "@portico/testing";
 import { findGhz, ghzLoad, nodeLoad, writeProtoset, type LoadResult } from "./lib/grpc-load.js";
+import { processCpuUs } from "./lib/proc.js";
 import { buildReference, REFERENCE_NAME, startReference } from "./lib/reference-ratelimit.js";
 import { median } from "./lib/stats.js";
 import {
@@ -319,12 +320,6 @@ interface ServiceHealth {
   cpuUs: number;
 }
 
-/** User + system CPU time of a process so far, in µs (from /proc; clock ticks of 10 ms). */
-function procCpuUs(pid: number): number {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
-}
-
 /** prom-client's event-loop probe fires every 10 ms; the delays it reports include those 10 ms. */
 const LOOP_PROBE_MS = 10;
 
@@ -334,7 +329,7 @@ const LOOP_PROBE_MS = 10;
  */
 async function serviceHealth(metricsPort: number, pid: number): Promise<ServiceHealth> {
   const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  const cpuUs = procCpuUs(pid);
+  const cpuUs = processCpuUs(pid);
   const one = (name: string) => Number(new RegExp(`^${name} ([\\d.e+-]+)`, "m").exec(text)?.[1] ?? NaN);
   const sum = (re: RegExp) => [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
   return {
@@ -357,7 +352,7 @@ function cpuOnly(pid: number): ServiceHealth {
     gcSeconds: NaN,
     gcOver1Ms: NaN,
     syncBatches: NaN,
-    cpuUs: procCpuUs(pid),
+    cpuUs: processCpuUs(pid),
   };
 }
 

@@ -8,6 +8,12 @@ export function processMemory(pid: number): { rssKiB: number; hwmKiB: number } {
   return { rssKiB: field("VmRSS"), hwmKiB: field("VmHWM") };
 }
 
+/** User + system CPU time of a process so far, in µs (from /proc/PID/stat; clock ticks of 10 ms). */
+export function processCpuUs(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
 /** Established client-side TCP connections to a local port, from the kernel's table. */
 export function connectionsTo(port: number): number {
   let n = 0;
