@@ -258,6 +258,36 @@ describe("keys pinned for Envoy", () => {
   });
 });
 
+describe("the headers jwt_authn reports verified tokens in", () => {
+  /** The headers a listener removes as a request arrives. */
+  const stripped = (c: Config) => {
+    const hcm = (
+      translate(c)
+        .get("edge")!
+        .find((r) => r.typeUrl === TypeUrl.Listener)!.message as any
+    ).filter_chains[0].filters[0].typed_config;
+    return (hcm.early_header_mutation_extensions ?? []).flatMap((e: any) =>
+      e.typed_config.mutations.map((m: { remove: string }) => m.remove),
+    ) as string[];
+  };
+
+  it("are removed on arrival on every listener, also one that trusts its peer's identity headers", () => {
+    expect(stripped(config())).toEqual(expect.arrayContaining(["x-portico-consumer", "x-portico-jwt-idp"]));
+    const base = config();
+    const trusting = ConfigSchema.parse({
+      ...base,
+      gateways: [
+        {
+          ...base.gateways[0],
+          listeners: [{ name: "http", port: 10000, address: "127.0.0.1", trustIdentityHeaders: true }],
+        },
+      ],
+    });
+    // The identity its peer sends stays; the payload of a token only jwt_authn may report.
+    expect(stripped(trusting)).toEqual(["x-portico-jwt-idp"]);
+  });
+});
+
 describe("the route status", () => {
   it("names each route's path, the reason when ext-authz verifies it, and the keys' state", () => {
     const c = config();

@@ -77,6 +77,7 @@ describe("JWT routes answer alike whether Envoy or ext-authz verifies them", () 
   let jwks: JwksServer;
   const envoys: EnvoyProcess[] = [];
   const ports = { service: 0, native: 0 };
+  let trustedPort = 0;
   let checks = 0;
 
   beforeAll(async () => {
@@ -203,6 +204,21 @@ describe("JWT routes answer alike whether Envoy or ext-authz verifies them", () 
           upstream: "api",
         });
     }
+    // A listener that trusts the identity its peer sends (loopback): jwt_authn's verdicts still
+    // come only from jwt_authn.
+    trustedPort = await freePort();
+    await put("/api/v1/gateways/trusted", {
+      name: "trusted",
+      listeners: [{ name: "http", port: trustedPort, address: "127.0.0.1", trustIdentityHeaders: true }],
+      extAuthz: { upstream: "ext-authz", timeoutMs: 1000, jwt: "jwt_authn" },
+    });
+    await put("/api/v1/routes/trusted-profile", {
+      name: "trusted-profile",
+      gateway: "trusted",
+      match: { pathPrefix: "/profile" },
+      authPolicy: "idp-users",
+      upstream: "api",
+    });
     // The published keys arrive: the rotating provider's routes move to Envoy too.
     await waitFor(
       async () => {
@@ -211,7 +227,7 @@ describe("JWT routes answer alike whether Envoy or ext-authz verifies them", () 
       },
       { what: "the rotating provider's keys fetched by the control plane" },
     );
-    for (const gateway of Object.keys(ports))
+    for (const gateway of [...Object.keys(ports), "trusted"])
       envoys.push(
         track(await startEnvoy({ nodeId: `${gateway}-modes`, group: gateway, xdsPort: api.cp.xdsPort })),
       );
@@ -480,6 +496,24 @@ describe("JWT routes answer alike whether Envoy or ext-authz verifies them", () 
       if (status === 200) expect(seen(b), what).toEqual(seen(a));
       else expect(shape(b), what).toEqual(shape(a));
     }
+  });
+
+  it("takes jwt_authn's verdict from jwt_authn alone, even on a listener that trusts its peer's identity", async () => {
+    const now = Date.now();
+    const get = (headers: Record<string, string>) =>
+      httpRequest(`http://127.0.0.1:${trustedPort}/profile/me`, { headers });
+    const good = signJwt(rsa, claims(now, { sub: "acme" }));
+    expect((await get(bearer(good))).status).toBe(200);
+    // Signed with a key the provider does not have, and sent with the header in which jwt_authn
+    // reports the payload of a token it verified.
+    const forged = signJwt(cookieKey, claims(now, { sub: "acme" }));
+    const refused = await get({ ...bearer(forged), "x-portico-jwt-idp": forged.split(".")[1]! });
+    expect(refused.status, refused.body).toBe(401);
+    expect(JSON.parse(refused.body).code).toBe("invalid_token");
+    // A valid token with a stale payload header from the peer: judged on what jwt_authn verified.
+    const stale = await get({ ...bearer(good), "x-portico-jwt-idp": forged.split(".")[1]! });
+    expect(stale.status, stale.body).toBe(200);
+    expect(seen(stale).headers["x-portico-consumer"]).toBe("acme");
   });
 
   it("counts a per-consumer limit per natively verified caller", async () => {

@@ -37,9 +37,12 @@ export const EXT_AUTHZ_NAMESPACE = IDENTITY_NAMESPACE;
  * filter, so whatever reaches an upstream was set by authentication: a client can never forge an
  * identity, on any route, whichever filter authenticates it (or none).
  */
-export function identityHeaderStrip(ctx?: GatewayContext): object {
-  // So are the headers jwt_authn reports verified tokens in: only Envoy may write them.
-  const names = [...ALL_IDENTITY_HEADERS, ...(ctx ? payloadHeaders(ctx) : [])];
+export function identityHeaderStrip(ctx: GatewayContext, trusted: boolean): object | undefined {
+  // So are the headers jwt_authn reports verified tokens in: only Envoy may write them, on every
+  // listener, even one that trusts the identity its peer sends (the checks after jwt_authn take
+  // one as jwt_authn's verdict on the token).
+  const names = [...(trusted ? [] : ALL_IDENTITY_HEADERS), ...payloadHeaders(ctx)];
+  if (names.length === 0) return undefined;
   return {
     name: "portico.strip-identity",
     typed_config: {
@@ -151,9 +154,10 @@ export const authentication: HttpFeature = {
   name: "authentication",
   listener: (ctx, listener, routes) => ({
     httpFilters: authHttpFilters(ctx, routes),
-    connectionManager: listener.trustIdentityHeaders
-      ? {}
-      : { early_header_mutation_extensions: [identityHeaderStrip(ctx)] },
+    connectionManager: (() => {
+      const strip = identityHeaderStrip(ctx, listener.trustIdentityHeaders === true);
+      return strip ? { early_header_mutation_extensions: [strip] } : {};
+    })(),
     route: (r) => {
       // Guards authenticate like their route: a caller learns nothing about a protected route unauthenticated.
       const perFilterConfig = authPerFilterConfig(ctx, r);

@@ -520,9 +520,9 @@ local function extract(hs, sources)
   return value, where, false
 end
 
--- Whether Envoy verified this very token for the provider: every payload it verified there is the token's.
-local function verified(hs, p, pseg, payloads)
-  if payloads == nil or payloads[p.pk] == nil then return false end
+-- Whether jwt_authn verified this very token for the provider: the payload header it writes (only
+-- it can: every listener removes a client's on arrival) carries the token's payload segment.
+local function verified(hs, p, pseg)
   local n = hs:getNumValues(p.fh)
   if n == 0 then return false end
   for i = 0, n - 1 do
@@ -706,7 +706,6 @@ end
 
 local function decide(h, fc, pol)
   local hs = h:headers()
-  local dm = h:streamInfo():dynamicMetadata():get(JWT_NS)
   local presented = false
   local passed = nil
   for _, p in ipairs(pol.ps) do
@@ -721,9 +720,18 @@ local function decide(h, fc, pol)
       if s.long then return deny(401, "invalid_token", pol.ch.invalid) end
       -- Three base64url segments, or it is no JWT of anyone's (ext-authz's COMPACT_JWS).
       if s.pseg then
-        if verified(hs, p, s.pseg, dm) then
+        -- The payload jwt_authn filed is read only for a token without a verdict yet: building
+        -- the table of the whole namespace costs more than the rest of a known token's checks.
+        local payload = nil
+        local ok = verified(hs, p, s.pseg)
+        if ok and s.verdict == nil then
+          local dm = h:streamInfo():dynamicMetadata():get(JWT_NS)
+          payload = dm and dm[p.pk]
+          ok = payload ~= nil
+        end
+        if ok then
           if stopped_earlier(passed) then return deny(401, "invalid_token", pol.ch.invalid) end
-          return authenticate(pol, fc, p, where, s, dm[p.pk])
+          return authenticate(pol, fc, p, where, s, payload)
         end
         passed = passed or {}
         passed[#passed + 1] = { p = p, pseg = s.pseg }
