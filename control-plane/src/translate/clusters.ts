@@ -4,8 +4,8 @@ import { duration, struct, TYPE_PREFIX } from "@portico/contract";
 import type { Upstream } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
-import type { UpstreamVariant } from "./feature.js";
-import { ads, upstreamTls } from "./tls.js";
+import { ads, type UpstreamVariant } from "./feature.js";
+import { upstreamTls } from "./tls.js";
 
 const HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 

@@ -5,6 +5,7 @@
  */
 import type { Config, Listener, Route } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
+import { TypeUrl } from "../xds/types.js";
 import type { GatewayContext } from "./context.js";
 
 /**
@@ -42,6 +43,30 @@ export interface HttpFilter {
   readonly typed_config?: object;
   readonly config_discovery?: object;
   readonly disabled?: boolean;
+}
+
+/** ADS: where a Portico Envoy fetches every resource it is not given in its bootstrap. */
+export const ads = { ads: {}, resource_api_version: "V3" };
+
+/**
+ * A filter whose config Envoy fetches by ECDS, under the filter's name, from the gateway group's
+ * `filterConfig` resource. Until the first arrives the listener waits (warms); if it never does,
+ * `defaultConfig` applies.
+ */
+export function discoveredFilter(name: HttpFilterName, defaultConfig: { "@type": string }): HttpFilter {
+  return {
+    name,
+    config_discovery: {
+      config_source: ads,
+      default_config: defaultConfig,
+      type_urls: [defaultConfig["@type"]],
+    },
+  };
+}
+
+/** The gateway group's ECDS resource for a filter of `discoveredFilter`. */
+export function filterConfig(name: HttpFilterName, typedConfig: { "@type": string }): ResourceInput {
+  return { typeUrl: TypeUrl.ExtensionConfig, name, message: { name, typed_config: typedConfig } };
 }
 
 /** The connection manager fields a feature may set, beside the ones every listener has. */

@@ -7,13 +7,14 @@ import { TYPE_PREFIX } from "@portico/contract";
 import type { Listener } from "../model/schema.js";
 import type { GatewayContext } from "./context.js";
 import {
+  ads,
   HTTP_FILTER_ORDER,
   type ConnectionManagerField,
   type HttpFilter,
   type HttpFilterName,
   type ListenerPatch,
 } from "./feature.js";
-import { ads, downstreamTls, gatewayIdentityDownstreamTls } from "./tls.js";
+import { downstreamTls, gatewayIdentityDownstreamTls } from "./tls.js";
 
 const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER = "envoy.extensions.filters.http.router.v3.Router";

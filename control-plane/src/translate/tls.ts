@@ -8,12 +8,11 @@ import { TYPE_PREFIX } from "@portico/contract";
 import { GATEWAY_IDENTITY_SECRET, INTERNAL_CA_SECRET } from "@portico/envoy";
 import type { Certificate, Config, Upstream } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
+import { ads } from "./feature.js";
 import { TypeUrl } from "../xds/types.js";
 
 const DOWNSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
 const UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
-
-export const ads = { ads: {}, resource_api_version: "V3" };
 
 /** SDS secret names: one per part of a certificate. */
 export function secretName(certificate: string, part: "cert" | "ca" | "tickets"): string {

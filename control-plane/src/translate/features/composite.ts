@@ -28,14 +28,13 @@ import type { CompositeRoute, Config, GatewayAggregator, Route } from "../../mod
 import type { ResourceInput } from "../../xds/snapshot.js";
 import { TypeUrl } from "../../xds/types.js";
 import type { GatewayContext } from "../context.js";
-import type { HttpFeature } from "../feature.js";
+import { ads, type HttpFeature } from "../feature.js";
 import { INTERNAL_REQUEST_HEADERS, QUIET_ROUTER } from "./internal-headers.js";
 import { retryPolicy } from "./retries.js";
 
 const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER = "envoy.extensions.filters.http.router.v3.Router";
 const STDOUT_LOG = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
-const ads = { ads: {}, resource_api_version: "V3" };
 
 /**
  * Envoy waits this much longer than the route's timeout, so the aggregator's own answer at its

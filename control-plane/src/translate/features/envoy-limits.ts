@@ -38,9 +38,14 @@ import { ANONYMOUS, windowSeconds } from "../../model/ratelimit.js";
 import { envoyLimits, hasServiceLimits } from "../../model/ratelimit-enforcement.js";
 import type { RateLimit, RateLimitPolicy, Route } from "../../model/schema.js";
 import type { ResourceInput } from "../../xds/snapshot.js";
-import { TypeUrl } from "../../xds/types.js";
 import type { GatewayContext } from "../context.js";
-import type { HttpFilter, HttpFilterName, RoutePatch } from "../feature.js";
+import {
+  discoveredFilter,
+  filterConfig,
+  type HttpFilter,
+  type HttpFilterName,
+  type RoutePatch,
+} from "../feature.js";
 import { DESCRIPTOR_KEY } from "../ratelimit-policy.js";
 import { identityMetadataKey } from "./authentication.js";
 
@@ -72,8 +77,6 @@ const UNLIMITED = {
   fill_interval: duration(1_000),
 };
 const FILTER_CONFIG = "envoy.config.route.v3.FilterConfig";
-/** ADS, as every resource a Portico Envoy fetches. */
-const ADS = { ads: {}, resource_api_version: "V3" };
 
 /** An Envoy's token bucket for its share of a limit. */
 export interface EnvoyShare {
@@ -239,7 +242,7 @@ function limitedRoutes(ctx: GatewayContext): Route[] {
  * The filter's config for the gateway group: the buckets of every limit its routes use (each
  * once, however many routes use it), and one action list per slot the routes fill.
  */
-function callerLimitsConfig(ctx: GatewayContext, routes: readonly Route[]): object {
+function callerLimitsConfig(ctx: GatewayContext, routes: readonly Route[]) {
   const descriptors = new Map<string, object[]>();
   const slots = new Map<Shape, number>();
   let serviceToo = false;
@@ -300,29 +303,14 @@ export function hasCallerLimits(ctx: GatewayContext, routes: readonly Route[]): 
 /** The listener's filter, its config fetched by ECDS, when one of its routes has limits its Envoys count. */
 export function envoyLimitsHttpFilters(ctx: GatewayContext, routes: readonly Route[]): HttpFilter[] {
   if (!hasCallerLimits(ctx, routes)) return [];
-  return [
-    {
-      name: CALLER_LIMITS_FILTER,
-      config_discovery: {
-        config_source: ADS,
-        default_config: NO_LIMITS,
-        type_urls: [TYPE_PREFIX + LOCAL_RATE_LIMIT],
-      },
-    },
-  ];
+  return [discoveredFilter(CALLER_LIMITS_FILTER, NO_LIMITS)];
 }
 
 /** The gateway group's ECDS resource for the filter, when a route of it has limits its Envoys count. */
 export function envoyLimitsExtensionConfigs(ctx: GatewayContext): ResourceInput[] {
   const routes = limitedRoutes(ctx);
   if (routes.length === 0) return [];
-  return [
-    {
-      typeUrl: TypeUrl.ExtensionConfig,
-      name: CALLER_LIMITS_FILTER,
-      message: { name: CALLER_LIMITS_FILTER, typed_config: callerLimitsConfig(ctx, routes) },
-    },
-  ];
+  return [filterConfig(CALLER_LIMITS_FILTER, callerLimitsConfig(ctx, routes))];
 }
 
 const OFF = { [CALLER_LIMITS_FILTER]: { "@type": TYPE_PREFIX + FILTER_CONFIG, disabled: true } };

@@ -18,9 +18,14 @@ import { duration, TYPE_PREFIX } from "@portico/contract";
 import type { Config, Route } from "../../model/schema.js";
 import { policyCounters, type UsageCounter } from "../../model/usage-quota.js";
 import type { ResourceInput } from "../../xds/snapshot.js";
-import { TypeUrl } from "../../xds/types.js";
 import type { GatewayContext } from "../context.js";
-import type { HttpFeature, HttpFilter, HttpFilterName } from "../feature.js";
+import {
+  discoveredFilter,
+  filterConfig,
+  type HttpFeature,
+  type HttpFilter,
+  type HttpFilterName,
+} from "../feature.js";
 import { identityMetadataKey } from "./authentication.js";
 import { denyScript, NO_DENIES } from "./quota-lua.js";
 
@@ -43,9 +48,6 @@ export const USAGE_LOG_FLUSH_MS = 1_000;
 
 /** Entries waiting beyond this many bytes go at once: at a high rate, the flush comes sooner. */
 export const USAGE_LOG_BUFFER_BYTES = 16_384;
-
-/** ADS, as every resource a Portico Envoy fetches. */
-const ADS = { ads: {}, resource_api_version: "V3" };
 
 /** Where a value is in a request's dynamic metadata: a namespace and a path of keys. */
 export interface MetadataKey {
@@ -115,24 +117,15 @@ function usageOf(ctx: GatewayContext): RouteUsage[] {
   return u;
 }
 
-function luaConfig(script: string): object {
+function luaConfig(script: string) {
   return { "@type": TYPE_PREFIX + LUA, default_source_code: { inline_string: script } };
 }
 
 /**
- * The filter, its config fetched by ECDS. Until the first arrives the listener waits (warms), so
- * denies in force apply from the first request; if it never arrives, the filter denies nobody.
+ * The filter, its config fetched by ECDS: the listener waits for it (warms), so denies in force
+ * apply from the first request; if it never arrives, the filter denies nobody.
  */
-function denyFilter(): HttpFilter {
-  return {
-    name: QUOTA_FILTER,
-    config_discovery: {
-      config_source: ADS,
-      default_config: luaConfig(NO_DENIES),
-      type_urls: [TYPE_PREFIX + LUA],
-    },
-  };
-}
+const denyFilter = (): HttpFilter => discoveredFilter(QUOTA_FILTER, luaConfig(NO_DENIES));
 
 /** The access log entry that reports served requests of the listener's usage-counted routes. */
 function usageLog(counted: readonly string[], all: boolean): object {
@@ -166,13 +159,7 @@ function usageLog(counted: readonly string[], all: boolean): object {
 export function quotaExtensionConfigs(ctx: GatewayContext): ResourceInput[] {
   const usage = usageOf(ctx);
   if (usage.length === 0) return [];
-  return [
-    {
-      typeUrl: TypeUrl.ExtensionConfig,
-      name: QUOTA_FILTER,
-      message: { name: QUOTA_FILTER, typed_config: luaConfig(denyScript(usage, ctx.quotaDenies ?? [])) },
-    },
-  ];
+  return [filterConfig(QUOTA_FILTER, luaConfig(denyScript(usage, ctx.quotaDenies ?? [])))];
 }
 
 const OFF = { [QUOTA_FILTER]: { "@type": TYPE_PREFIX + FILTER_CONFIG, disabled: true } };
