@@ -230,14 +230,20 @@ function nativeJwtRows(jwt: any): Row[] {
   const results: any[] = jwt?.results ?? [];
   const bare = results.find((r) => r.key === "bare");
   if (!bare) return [];
+  const cpu = (r: any) =>
+    r.envoyCpuUsPerRequest === undefined ? "" : `, Envoy CPU ${r.envoyCpuUsPerRequest.toFixed(0)} µs/req`;
   return results
     .filter((r) => r !== bare)
     .map((r) => ({
       area: "native jwt",
       figure: `${r.scenario}, wrk -c${jwt.connections}: req/s, p99 (aim ≥ 0.80x bare, p99 ≤ 1.3x)`,
-      value: `${r.rps.toFixed(0)}/s, ${f2(r.p99Ms)} ms`,
-      reference: measured(`bare route: ${bare.rps.toFixed(0)}/s, ${f2(bare.p99Ms)} ms`),
-      ratio: `${ratio(r.rps, bare.rps)}, p99 ${ratio(r.p99Ms, bare.p99Ms)}`,
+      value: `${r.rps.toFixed(0)}/s, ${f2(r.p99Ms)} ms${cpu(r)}`,
+      reference: measured(`bare route: ${bare.rps.toFixed(0)}/s, ${f2(bare.p99Ms)} ms${cpu(bare)}`),
+      ratio: `${ratio(r.rps, bare.rps)}, p99 ${ratio(r.p99Ms, bare.p99Ms)}${
+        r.envoyCpuUsPerRequest === undefined
+          ? ""
+          : `, CPU ${ratio(r.envoyCpuUsPerRequest, bare.envoyCpuUsPerRequest)}`
+      }`,
     }));
 }
 
