@@ -152,18 +152,18 @@ export function identityMetadataKey(field: "consumer" | "plan"): { key: string; 
 
 export const authentication: HttpFeature = {
   name: "authentication",
-  listener: (ctx, listener, routes) => ({
-    httpFilters: authHttpFilters(ctx, routes),
-    connectionManager: (() => {
-      const strip = identityHeaderStrip(ctx, listener.trustIdentityHeaders === true);
-      return strip ? { early_header_mutation_extensions: [strip] } : {};
-    })(),
-    route: (r) => {
-      // Guards authenticate like their route: a caller learns nothing about a protected route unauthenticated.
-      const perFilterConfig = authPerFilterConfig(ctx, r);
-      return { perFilterConfig, guardPerFilterConfig: perFilterConfig };
-    },
-  }),
+  listener: (ctx, listener, routes) => {
+    const strip = identityHeaderStrip(ctx, listener.trustIdentityHeaders === true);
+    return {
+      httpFilters: authHttpFilters(ctx, routes),
+      connectionManager: strip ? { early_header_mutation_extensions: [strip] } : {},
+      route: (r) => {
+        // Guards authenticate like their route: a caller learns nothing about a protected route unauthenticated.
+        const perFilterConfig = authPerFilterConfig(ctx, r);
+        return { perFilterConfig, guardPerFilterConfig: perFilterConfig };
+      },
+    };
+  },
   // The policy service the gateway's filter calls, whether or not a route uses it yet.
   upstreams: (ctx) => (ctx.gateway.extAuthz ? [ctx.gateway.extAuthz.upstream] : []),
 };

@@ -58,7 +58,7 @@ export const LIMIT_KEY = "limit";
 /** The route metadata namespace naming the route's limits (and the filter's ECDS resource). */
 export const CALLER_LIMITS_METADATA = CALLER_LIMITS_FILTER;
 
-/** The route metadata key of the Retry-After that the gateway's refusals by these limits carry. */
+/** The route metadata key of the Retry-After that this filter's refusals on the route carry. */
 export const RETRY_AFTER_KEY = "retry_after";
 
 /**
@@ -208,18 +208,28 @@ function routeLimits(ctx: GatewayContext, r: Route): { id: string; limit: RateLi
   return limits.map(({ limit, index }) => ({ id: `${policy.name}.limits[${index}]`, limit }));
 }
 
-/** The route's slots: the limit each slot of each shape holds for it. */
-function routeSlots(ctx: GatewayContext, r: Route): Map<string, string> {
+/** One slot a route fills: the `slot`th action list of `shape` sends limit `id` for it. */
+interface Slot {
+  shape: Shape;
+  slot: number;
+  id: string;
+}
+
+/** The route's slots, and the descriptors (buckets) of its limits by id. */
+function routeSlots(ctx: GatewayContext, r: Route): { slots: Slot[]; descriptors: Map<string, object[]> } {
   const used = new Map<Shape, number>();
-  const slots = new Map<string, string>();
+  const slots: Slot[] = [];
+  const descriptors = new Map<string, object[]>();
   for (const { id, limit } of routeLimits(ctx, r)) {
-    for (const shape of limitParts(ctx, id, limit).shapes) {
+    const parts = limitParts(ctx, id, limit);
+    descriptors.set(id, parts.descriptors);
+    for (const shape of parts.shapes) {
       const slot = used.get(shape) ?? 0;
       used.set(shape, slot + 1);
-      slots.set(slotKey(shape, slot), id);
+      slots.push({ shape, slot, id });
     }
   }
-  return slots;
+  return { slots, descriptors };
 }
 
 /** The Retry-After (seconds) of the route's refusals: a token is back within it, whichever limit refused. */
@@ -247,13 +257,9 @@ function callerLimitsConfig(ctx: GatewayContext, routes: readonly Route[]) {
   const slots = new Map<Shape, number>();
   let serviceToo = false;
   for (const r of routes) {
-    const perShape = new Map<Shape, number>();
-    for (const { id, limit } of routeLimits(ctx, r)) {
-      const parts = limitParts(ctx, id, limit);
-      if (!descriptors.has(id)) descriptors.set(id, parts.descriptors);
-      for (const shape of parts.shapes) perShape.set(shape, (perShape.get(shape) ?? 0) + 1);
-    }
-    for (const [shape, n] of perShape) slots.set(shape, Math.max(slots.get(shape) ?? 0, n));
+    const route = routeSlots(ctx, r);
+    for (const [id, d] of route.descriptors) if (!descriptors.has(id)) descriptors.set(id, d);
+    for (const { shape, slot } of route.slots) slots.set(shape, Math.max(slots.get(shape) ?? 0, slot + 1));
     const p = policyOf(ctx, r);
     serviceToo ||= p !== undefined && hasServiceLimits(p);
   }
@@ -281,6 +287,17 @@ function callerLimitsConfig(ctx: GatewayContext, routes: readonly Route[]) {
     // Envoy's would come on top of them.
     ...(serviceToo ? {} : { enable_x_ratelimit_headers: "DRAFT_VERSION_03" }),
     rate_limited_as_resource_exhausted: true,
+    // Added to this filter's refusals only; the config is the group's, so the value is the
+    // refused request's route's, from its metadata.
+    response_headers_to_add: [
+      {
+        header: {
+          key: "retry-after",
+          value: `%METADATA(ROUTE:${CALLER_LIMITS_METADATA}:${RETRY_AFTER_KEY})%`,
+        },
+        append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+      },
+    ],
     rate_limits: rateLimits,
     descriptors: [...descriptors.values()].flat(),
     max_dynamic_descriptors: { value: MAX_CALLERS_PER_LIMIT },
@@ -295,14 +312,9 @@ const NO_LIMITS = {
   filter_enforced: ALWAYS,
 };
 
-/** Whether one of the listener's routes has limits its Envoys count. */
-export function hasCallerLimits(ctx: GatewayContext, routes: readonly Route[]): boolean {
-  return routes.some((r) => routeLimits(ctx, r).length > 0);
-}
-
 /** The listener's filter, its config fetched by ECDS, when one of its routes has limits its Envoys count. */
 export function envoyLimitsHttpFilters(ctx: GatewayContext, routes: readonly Route[]): HttpFilter[] {
-  if (!hasCallerLimits(ctx, routes)) return [];
+  if (!routes.some((r) => routeLimits(ctx, r).length > 0)) return [];
   return [discoveredFilter(CALLER_LIMITS_FILTER, NO_LIMITS)];
 }
 
@@ -320,12 +332,12 @@ const OFF = { [CALLER_LIMITS_FILTER]: { "@type": TYPE_PREFIX + FILTER_CONFIG, di
  * route without any, the filter off (no descriptor to work out).
  */
 export function envoyLimitsRoutePatch(ctx: GatewayContext, r: Route): RoutePatch {
-  const slots = routeSlots(ctx, r);
-  if (slots.size === 0) return { perFilterConfig: OFF };
+  const { slots } = routeSlots(ctx, r);
+  if (slots.length === 0) return { perFilterConfig: OFF };
   return {
     metadata: {
       [CALLER_LIMITS_METADATA]: {
-        ...Object.fromEntries(slots),
+        ...Object.fromEntries(slots.map((s) => [slotKey(s.shape, s.slot), s.id])),
         [RETRY_AFTER_KEY]: String(retryAfter(ctx, r)),
       },
     },

@@ -9,7 +9,6 @@
 import { struct, TYPE_PREFIX, DEGRADED_HEADER } from "@portico/contract";
 import type { Listener } from "../../model/schema.js";
 import type { HttpFeature } from "../feature.js";
-import { CALLER_LIMITS_METADATA, hasCallerLimits, RETRY_AFTER_KEY } from "./envoy-limits.js";
 import { JWT_CHECKS_FILTER } from "./jwt-checks-lua.js";
 import { otherIdHeader, REQUEST_ID_VALUE } from "./request-ids.js";
 
@@ -63,8 +62,6 @@ const ANSWERS: readonly Answer[] = [
  * A transcoded REST call carries a gRPC content-type once the transcoder has seen it, and
  * `x-envoy-original-method` too: it is no gRPC caller.
  */
-const GRPC_CALLER =
-  '("content-type" in request.headers && request.headers["content-type"].startsWith("application/grpc") && !("x-envoy-original-method" in request.headers))';
 const KEPT = [
   "response.code < 400",
   'response.code_details == "direct_response"',
@@ -72,24 +69,8 @@ const KEPT = [
   // The refusals of the checks after jwt_authn, in ext-authz's words, are marked in dynamic metadata.
   `"${JWT_CHECKS_FILTER}" in metadata.filter_metadata`,
   `"${DEGRADED_HEADER}" in response.headers`,
-  GRPC_CALLER,
+  '("content-type" in request.headers && request.headers["content-type"].startsWith("application/grpc") && !("x-envoy-original-method" in request.headers))',
 ].join(" || ");
-
-/**
- * A refusal by the limits each Envoy counts (features/envoy-limits.ts), on a route that names
- * them: it carries the Retry-After the route's metadata gives (the filter's config is the whole
- * group's, so it cannot say it per route).
- */
-const CALLER_LIMITED = `response.code_details == "local_rate_limited" && "${CALLER_LIMITS_METADATA}" in xds.route_metadata.filter_metadata`;
-const CALLER_RETRY_AFTER = {
-  header: {
-    key: "retry-after",
-    value: `%METADATA(ROUTE:${CALLER_LIMITS_METADATA}:${RETRY_AFTER_KEY})%`,
-  },
-  // A Retry-After already there (another limit's) is kept.
-  append_action: "ADD_IF_ABSENT",
-};
-const RATE_LIMITED = ANSWERS.find((a) => a.code === "rate_limited")!;
 
 function cel(expression: string): object {
   return {
@@ -116,19 +97,12 @@ function jsonBody(a: Answer, withId: boolean): object {
  * The connection manager's `local_reply_config`: the replies kept as they are first, then a mapper
  * per answer. A request id header other than `x-request-id` is added by each.
  */
-export function localReplyConfig(listener: Listener, callerLimits = false): object {
+export function localReplyConfig(listener: Listener): object {
   const header = otherIdHeader(listener);
   const headers = header ? { headers_to_add: [header] } : {};
   const withId = listener.returnRequestId !== false;
-  const limited = { headers_to_add: [CALLER_RETRY_AFTER, ...(header ? [header] : [])] };
   return {
     mappers: [
-      ...(callerLimits
-        ? [
-            { filter: cel(`${CALLER_LIMITED} && ${GRPC_CALLER}`), ...limited },
-            { filter: cel(CALLER_LIMITED), ...limited, body_format_override: jsonBody(RATE_LIMITED, withId) },
-          ]
-        : []),
       { filter: cel(KEPT), ...headers },
       ...ANSWERS.map((a) => ({ filter: a.filter, ...headers, body_format_override: jsonBody(a, withId) })),
     ],
@@ -137,7 +111,5 @@ export function localReplyConfig(listener: Listener, callerLimits = false): obje
 
 export const errorAnswers: HttpFeature = {
   name: "error answers",
-  listener: (ctx, listener, routes) => ({
-    connectionManager: { local_reply_config: localReplyConfig(listener, hasCallerLimits(ctx, routes)) },
-  }),
+  listener: (_ctx, listener) => ({ connectionManager: { local_reply_config: localReplyConfig(listener) } }),
 };
