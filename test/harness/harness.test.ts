@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -116,6 +116,30 @@ describe("ports", () => {
     expect(typed).toBeGreaterThan(0);
     const n: number = 3;
     expect(await freePorts(n)).toHaveLength(3);
+  });
+
+  it("hands out no port the kernel could give to a port-0 bind or a connection meanwhile", async () => {
+    const [low] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/);
+    for (const port of await freePorts(10)) expect(port).toBeLessThan(Number(low));
+  });
+
+  it("never hands out a port twice, even once it is free again, and skips one that is bound", async () => {
+    const seen = new Set<number>();
+    for (let i = 0; i < 50; i++) seen.add(await freePort());
+    expect(seen.size).toBe(50);
+    // Bind the port that comes next; it is passed over.
+    const next = Math.max(...seen) + 1;
+    const srv = createServer();
+    const bound = await new Promise<boolean>((resolve) =>
+      srv.once("error", () => resolve(false)).listen(next, "127.0.0.1", () => resolve(true)),
+    );
+    try {
+      const got = await freePorts(5);
+      if (bound) expect(got).not.toContain(next);
+      for (const p of got) expect(seen.has(p)).toBe(false);
+    } finally {
+      if (bound) await new Promise((resolve) => srv.close(resolve));
+    }
   });
 });
 
