@@ -2,6 +2,7 @@ import { parseArgs } from "node:util";
 import { createLogger, stopOnSignals } from "@portico/common";
 import { hashToken, TokenRegistry, type TokenRecord } from "./admin/auth.js";
 import { startControlPlane } from "./control-plane.js";
+import { startIdleRelease } from "./idle-release.js";
 
 const env = process.env;
 const { values } = parseArgs({
@@ -22,6 +23,7 @@ const { values } = parseArgs({
     "validate-with-envoy": { type: "boolean", default: env.PORTICO_VALIDATE_WITH_ENVOY === "true" },
     "debounce-ms": { type: "string", default: env.PORTICO_DEBOUNCE_MS ?? "100" },
     "secrets-key-file": { type: "string", default: env.PORTICO_SECRETS_KEY_FILE },
+    "idle-release": { type: "string", default: env.PORTICO_IDLE_RELEASE ?? "on" },
   },
 });
 
@@ -36,14 +38,27 @@ if (env.PORTICO_ADMIN_TOKEN)
   envTokens.push({ name: "admin", role: "admin", sha256: hashToken(env.PORTICO_ADMIN_TOKEN) });
 if (env.PORTICO_READ_TOKEN)
   envTokens.push({ name: "read", role: "read", sha256: hashToken(env.PORTICO_READ_TOKEN) });
+let idle: { stop(): void } | undefined;
 try {
   const cert = values["xds-tls-cert"];
   const key = values["xds-tls-key"];
   const clientCa = values["xds-tls-client-ca"];
   if (Boolean(cert) !== Boolean(key))
     throw new Error("--xds-tls-cert and --xds-tls-key go together: give both to serve xDS over TLS");
+  if (values["idle-release"] !== "on" && values["idle-release"] !== "off")
+    throw new Error(`--idle-release (PORTICO_IDLE_RELEASE): "on" or "off", not "${values["idle-release"]}"`);
   if (clientCa && !cert)
     throw new Error("--xds-tls-client-ca (mTLS) needs --xds-tls-cert and --xds-tls-key, the server's own");
+  // Sampling starts before the start-up's own busy spell (reading and translating the config).
+  idle =
+    values["idle-release"] === "on"
+      ? startIdleRelease((r) =>
+          log.debug(
+            { freedMiB: Math.round((r.rssBefore - r.rssAfter) / 1048576), ms: Math.round(r.ms) },
+            "returned memory after a busy spell",
+          ),
+        )
+      : undefined;
   const cp = await startControlPlane({
     store: values.store,
     configFile: values.config,
@@ -70,9 +85,14 @@ try {
     );
     log.warn({ tokensFile: values["tokens-file"] }, "created an admin token, shown once on stderr");
   }
-  stopOnSignals(log, [() => cp.stop()], "shutting down: ending xDS streams so Envoys reconnect elsewhere");
+  stopOnSignals(
+    log,
+    [() => idle?.stop(), () => cp.stop()],
+    "shutting down: ending xDS streams so Envoys reconnect elsewhere",
+  );
 } catch (err) {
   const e = err as Error & { details?: unknown };
+  idle?.stop();
   log.fatal({ details: e.details }, e.message);
   process.exit(1);
 }

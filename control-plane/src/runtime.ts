@@ -2,8 +2,9 @@
  * How the control plane's process is started wherever Portico ships it (the image's default
  * command, docker-compose, Kubernetes, `npm run control-plane`): measured in `bench/xds.ts`
  * section 6, 10,000 routes served to 1,000 delta clients, where they hold its resident memory
- * after the fleet has synced near 180 MiB instead of about 400 MiB, at no measured cost to the
- * time a change takes to reach the fleet.
+ * after the fleet has synced near 210 MiB instead of about 400 MiB, at no measured cost to the
+ * time a change takes to reach the fleet (and near 170 MiB once the release after a busy spell,
+ * idle-release.ts, has run).
  *
  * - A 2 MiB young generation: every fan-out makes hundreds of MiB of short-lived buffers and
  *   objects, and V8 otherwise grows each semi-space to its maximum and keeps it committed.
