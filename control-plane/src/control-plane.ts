@@ -202,7 +202,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       skipSemanticChecks: opts.skipSemanticChecks,
       apply: async (config, cause) => {
         const message = cause === "start" ? `loaded ${shownAs}` : `file ${shownAs} changed`;
-        const result = await service.write(() => config, { message, author: "file" });
+        // The source validated it with the service's options.
+        const result = await service.replace(config, { message, author: "file" });
         return { revision: result.revision.number, hash: result.revision.hash, changed: result.changed };
       },
     });

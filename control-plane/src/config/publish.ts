@@ -89,8 +89,9 @@ export class Publisher {
     return new Map(groupsDividingLimits(config).map((g) => [g, Math.max(1, connected.get(g) ?? 0)]));
   }
 
-  publish(config: Config): PublishResult {
-    return this.publishWith(config, this.membersFor(config));
+  /** `revision`: `configRevision(config)`, when the caller has it (a stored revision's hash). */
+  publish(config: Config, revision?: string): PublishResult {
+    return this.publishWith(config, this.membersFor(config), revision);
   }
 
   /**
@@ -106,7 +107,7 @@ export class Publisher {
       { members: Object.fromEntries(now) },
       "gateway group membership changed: dividing the limits their Envoys count again",
     );
-    return this.publishWith(this.current.config, now);
+    return this.publishWith(this.current.config, now, this.current.revision);
   }
 
   /**
@@ -117,11 +118,14 @@ export class Publisher {
    */
   republish(): PublishResult | undefined {
     if (!this.current) return undefined;
-    return this.publishWith(this.current.config, this.divided);
+    return this.publishWith(this.current.config, this.divided, this.current.revision);
   }
 
-  private publishWith(config: Config, divided: Map<string, number>): PublishResult {
-    const revision = configRevision(config);
+  private publishWith(
+    config: Config,
+    divided: Map<string, number>,
+    revision = configRevision(config),
+  ): PublishResult {
     const started = process.hrtime.bigint();
     this.keySource?.track(config);
     const snapshots = buildSnapshots(

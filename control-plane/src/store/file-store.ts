@@ -222,7 +222,8 @@ export class FileStore implements ConfigStore {
     await this.prune();
     // After the caller's continuation: the committer publishes its own revision before watchers.
     setImmediate(() => this.deliver(number, text));
-    return JSON.parse(text) as Revision;
+    // The committer built `config`; the store keeps its own text, so no copy is needed.
+    return rev;
   }
 
   private async writeDurably(number: number, data: string): Promise<void> {

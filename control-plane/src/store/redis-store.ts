@@ -265,7 +265,8 @@ export class RedisStore implements ConfigStore {
       // Written either way: watchers hear of it like of any head.
       this.feed.deliverOwn(number, text);
     }
-    return JSON.parse(text) as Revision;
+    // The committer built `config`; the store keeps its own text, so no copy is needed.
+    return rev;
   }
 
   /** Runs a command once the connection is ready (waiting up to the command timeout for a reconnection). */

@@ -4,7 +4,8 @@ import type { SecretSealer } from "./sealer.js";
 import type { CommitMeta, Revision, RevisionSummary } from "./types.js";
 
 export function newRevision(number: number, config: Config, meta: CommitMeta = {}): Revision {
-  const rev: Revision = { number, hash: configRevision(config), config, createdAt: new Date().toISOString() };
+  const hash = meta.hash ?? configRevision(config);
+  const rev: Revision = { number, hash, config, createdAt: new Date().toISOString() };
   if (meta.message !== undefined) rev.message = meta.message;
   if (meta.author !== undefined) rev.author = meta.author;
   return rev;

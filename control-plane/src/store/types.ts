@@ -21,6 +21,8 @@ export interface RevisionSummary {
 export interface CommitMeta {
   message?: string;
   author?: string;
+  /** `configRevision(config)`, when the committer has worked it out already: not worked out again. */
+  hash?: string;
 }
 
 /** The head moved since the caller read it: re-read, re-apply, retry. */
