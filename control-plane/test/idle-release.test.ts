@@ -1,9 +1,8 @@
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { freePorts, RUN_FROM_SOURCE, waitFor } from "@portico/testing";
+import { freePorts, runControlPlaneUntil } from "@portico/testing";
 import { IdleReleasePolicy, releaseNow } from "../src/idle-release.js";
 
 describe("the idle release policy", () => {
@@ -58,8 +57,6 @@ describe("the idle release policy", () => {
 });
 
 describe("the control plane process", () => {
-  const main = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "src", "main.ts");
-
   async function start(extra: string[], until: (out: string) => boolean) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-idle-"));
     // A config large enough that translating it keeps the event loop busy for a while.
@@ -78,37 +75,21 @@ describe("the control plane process", () => {
     };
     fs.writeFileSync(path.join(dir, "portico.json"), JSON.stringify(config));
     const [adminPort, xdsPort] = await freePorts(2);
-    const child = spawn(
-      process.execPath,
-      [
-        ...RUN_FROM_SOURCE,
-        main,
-        ...["--config", path.join(dir, "portico.json"), "--store", `file:${path.join(dir, "store")}`],
-        ...["--tokens-file", path.join(dir, "tokens.json")],
-        ...["--admin-port", String(adminPort), "--xds-port", String(xdsPort), ...extra],
-      ],
-      { env: { ...process.env, LOG_LEVEL: "debug" }, stdio: ["ignore", "pipe", "pipe"] },
-    );
-    const out = { text: "", code: null as number | null };
-    child.stdout.on("data", (b: Buffer) => (out.text += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (out.text += b.toString()));
-    const exited = new Promise<void>((resolve) =>
-      child.once("exit", (code) => {
-        out.code = code;
-        resolve();
-      }),
-    );
     try {
-      await waitFor(() => out.code !== null || until(out.text) || undefined, {
-        what: "the control plane's output",
-        timeoutMs: 30_000,
-      });
+      const out = await runControlPlaneUntil(
+        [
+          ...["--config", path.join(dir, "portico.json"), "--store", `file:${path.join(dir, "store")}`],
+          ...["--tokens-file", path.join(dir, "tokens.json")],
+          ...["--admin-port", String(adminPort), "--xds-port", String(xdsPort), ...extra],
+        ],
+        { LOG_LEVEL: "debug" },
+        (o) => until(o.stdout + o.stderr),
+        30_000,
+      );
+      return { text: out.stdout + out.stderr, code: out.code };
     } finally {
-      if (out.code === null) child.kill("SIGTERM");
-      await exited;
       fs.rmSync(dir, { recursive: true, force: true });
     }
-    return out;
   }
 
   it("gives memory back once the start-up's translation is over", async () => {

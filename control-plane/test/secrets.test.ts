@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { generateKeyPairSync, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
@@ -8,10 +7,9 @@ import { silentLogger } from "@portico/common";
 import {
   freePort,
   READ_TOKEN,
-  RUN_FROM_SOURCE,
+  runControlPlaneUntil,
   startAdmin,
   testTokens,
-  waitFor,
   type AdminHandle,
 } from "@portico/testing";
 import { startControlPlane } from "../src/control-plane.js";
@@ -165,38 +163,11 @@ describe("secrets are write-only and sealed at rest", () => {
 });
 
 describe("the control plane process", () => {
-  const main = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "src", "main.ts");
-
-  /** Runs main.ts until `done` says its output is enough, or it exits; its stdout and stderr. */
-  async function run(
+  const run = (
     args: string[],
     env: Record<string, string>,
     done: (out: { stdout: string; stderr: string }) => boolean,
-  ): Promise<{ stdout: string; stderr: string; code: number | null }> {
-    const child = spawn(process.execPath, [...RUN_FROM_SOURCE, main, ...args], {
-      env: { ...process.env, LOG_LEVEL: "info", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    const out = { stdout: "", stderr: "", code: null as number | null };
-    child.stdout.on("data", (b: Buffer) => (out.stdout += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (out.stderr += b.toString()));
-    const exited = new Promise<void>((resolve) =>
-      child.once("exit", (code) => {
-        out.code = code;
-        resolve();
-      }),
-    );
-    try {
-      await waitFor(() => out.code !== null || done(out) || undefined, {
-        what: "the control plane's output",
-        timeoutMs: 20_000,
-      });
-    } finally {
-      if (out.code === null) child.kill("SIGTERM");
-      await exited;
-    }
-    return out;
-  }
+  ) => runControlPlaneUntil(args, env, done);
 
   it("shows a new admin token once on the terminal, never in the log; a wrong secrets key stops the start", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-main-"));
