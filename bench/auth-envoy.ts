@@ -7,7 +7,8 @@
 // counts from access logs) against the bare route. The jwt_authn
 // baseline is an Envoy on a static bootstrap written as its users would write it, with
 // `jwt_cache_config` (without it Envoy verifies every token on every request); it owes nothing to
-// Portico's translation. Same binary, one worker each. And an API-key route through ext_authz
+// Portico's translation; beside it, the same jwt_authn followed by a Lua filter that does nothing,
+// the floor of any check written in Lua after it. Same binary, one worker each. And an API-key route through ext_authz
 // against the same route with the ext_authz cluster pointed at a server that does no work (a Node
 // gRPC server answering OK at once, request unread), through the same Envoy: what the call itself
 // costs, and what Portico's ext-authz adds to it. The API-key route again with the issue's per-key
@@ -143,70 +144,76 @@ function counterSum(text: string, name: string, labels = ""): number {
   return sum;
 }
 
-/** The static Envoy's listener: jwt_authn with a verified-token cache on /auth, nothing on /bare. */
-function jwtAuthnBootstrap(port: number, upstreamPort: number): object {
+/**
+ * The static Envoy: on `port`, jwt_authn with a verified-token cache on /auth and nothing on /bare;
+ * on `luaPort`, the same jwt_authn followed by a Lua filter that does nothing, the least any check
+ * written in Lua costs after it.
+ */
+function jwtAuthnBootstrap(port: number, luaPort: number, upstreamPort: number): object {
   const JWT_AUTHN = "envoy.filters.http.jwt_authn";
-  return {
-    static_resources: {
-      listeners: [
-        {
-          name: "jwt",
-          address: { socket_address: { address: "127.0.0.1", port_value: port } },
-          filter_chains: [
-            {
-              filters: [
-                {
-                  name: "envoy.filters.network.http_connection_manager",
-                  typed_config: {
-                    "@type":
-                      "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    stat_prefix: "jwt",
-                    route_config: {
-                      name: "local",
-                      virtual_hosts: [
-                        {
-                          name: "all",
-                          domains: ["*"],
-                          routes: [
-                            { match: { path: "/auth" }, route: { cluster: "app" } },
-                            { match: { path: "/bare" }, route: { cluster: "app" } },
-                          ],
-                        },
-                      ],
-                    },
-                    http_filters: [
-                      {
-                        name: JWT_AUTHN,
-                        typed_config: {
-                          "@type":
-                            "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-                          providers: {
-                            idp: {
-                              issuer: ISSUER,
-                              audiences: ["bench"],
-                              local_jwks: { inline_string: JSON.stringify({ keys: [jwk] }) },
-                              forward: false,
-                              claim_to_headers: [{ header_name: "x-portico-consumer", claim_name: "sub" }],
-                              jwt_cache_config: { jwt_cache_size: JWT_CACHE_SIZE },
-                            },
-                          },
-                          rules: [{ match: { path: "/auth" }, requires: { provider_name: "idp" } }],
-                        },
-                      },
-                      {
-                        name: "envoy.filters.http.router",
-                        typed_config: {
-                          "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-                        },
-                      },
+  const jwtAuthn = {
+    name: JWT_AUTHN,
+    typed_config: {
+      "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+      providers: {
+        idp: {
+          issuer: ISSUER,
+          audiences: ["bench"],
+          local_jwks: { inline_string: JSON.stringify({ keys: [jwk] }) },
+          forward: false,
+          claim_to_headers: [{ header_name: "x-portico-consumer", claim_name: "sub" }],
+          jwt_cache_config: { jwt_cache_size: JWT_CACHE_SIZE },
+        },
+      },
+      rules: [{ match: { path: "/auth" }, requires: { provider_name: "idp" } }],
+    },
+  };
+  const emptyLua = {
+    name: "envoy.filters.http.lua",
+    typed_config: {
+      "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+      default_source_code: { inline_string: "function envoy_on_request(h) end" },
+    },
+  };
+  const router = {
+    name: "envoy.filters.http.router",
+    typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
+  };
+  const listener = (name: string, listenPort: number, filters: object[]) => ({
+    name,
+    address: { socket_address: { address: "127.0.0.1", port_value: listenPort } },
+    filter_chains: [
+      {
+        filters: [
+          {
+            name: "envoy.filters.network.http_connection_manager",
+            typed_config: {
+              "@type":
+                "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+              stat_prefix: name,
+              route_config: {
+                name: "local",
+                virtual_hosts: [
+                  {
+                    name: "all",
+                    domains: ["*"],
+                    routes: [
+                      { match: { path: "/auth" }, route: { cluster: "app" } },
+                      { match: { path: "/bare" }, route: { cluster: "app" } },
                     ],
                   },
-                },
-              ],
+                ],
+              },
+              http_filters: [...filters, router],
             },
-          ],
-        },
-      ],
+          },
+        ],
+      },
+    ],
+  });
+  return {
+    static_resources: {
+      listeners: [listener("jwt", port, [jwtAuthn]), listener("jwt_lua", luaPort, [jwtAuthn, emptyLua])],
       clusters: [
         {
           name: "app",
@@ -257,7 +264,8 @@ async function main(): Promise<void> {
     rlMetricsPort,
     noopPort,
     goNoopPort,
-  ] = await freePorts(10);
+    portLua,
+  ] = await freePorts(11);
   const upstream = await startHttpUpstream("bench");
 
   // ext-authz as its own process, from a static policy with the same provider and cache size.
@@ -442,7 +450,7 @@ async function main(): Promise<void> {
   });
   envoys.push(envoy);
   await envoy.waitReady({ timeoutMs: 30_000 });
-  const native = await startStaticEnvoy(dir, "jwt-authn", jwtAuthnBootstrap(portB, upstream.port));
+  const native = await startStaticEnvoy(dir, "jwt-authn", jwtAuthnBootstrap(portB, portLua, upstream.port));
   staticEnvoys.push(native);
   if (!(await native.configDump()).includes("jwt_cache_config"))
     throw new Error("the jwt_authn baseline runs without jwt_cache_config");
@@ -456,6 +464,7 @@ async function main(): Promise<void> {
   for (const [port, p, headers] of [
     [portA, "/auth", auth],
     [portB, "/auth", auth],
+    [portLua, "/auth", auth],
     [portA, "/chain", auth],
     [portA, "/key", { "x-api-key": API_KEYS[0]! }],
     [portA, "/key-limited", { "x-api-key": API_KEYS[0]! }],
@@ -480,6 +489,7 @@ async function main(): Promise<void> {
   // Warm-up: connections, the hit tokens into both caches, JIT.
   await checked("warm-up ext_authz", `http://127.0.0.1:${portA}/auth`, hitScript);
   await checked("warm-up jwt_authn", `http://127.0.0.1:${portB}/auth`, hitScript);
+  await checked("warm-up jwt_authn + empty Lua", `http://127.0.0.1:${portLua}/auth`, hitScript);
   await checked("warm-up API keys", `http://127.0.0.1:${portA}/key`, keyScript);
   await checked("warm-up API keys, limited", `http://127.0.0.1:${portA}/key-limited`, keyScript);
   type Cache = "ext-authz" | "jwt_authn" | undefined;
@@ -582,6 +592,14 @@ async function main(): Promise<void> {
       key: "native-hit",
       label: "jwt_authn (Envoy), cache hit",
       url: `http://127.0.0.1:${portB}/auth`,
+      script: hitScript,
+      cache: "jwt_authn",
+      baseline: "native-bare",
+    },
+    {
+      key: "native-lua-hit",
+      label: "jwt_authn + a Lua filter that does nothing, cache hit",
+      url: `http://127.0.0.1:${portLua}/auth`,
       script: hitScript,
       cache: "jwt_authn",
       baseline: "native-bare",
