@@ -2,8 +2,8 @@
  * Gives memory back to the system once a busy spell is over, as Go's scavenger does.
  *
  * A push to a large fleet makes hundreds of MiB of short-lived objects. V8 frees them, but keeps the
- * pages they lived on: with 10,000 routes and 1,000 delta Envoys synced, about 30 MiB of resident
- * memory that no heap statistic counts (`bench/xds.ts` section 6). Only a last-resort collection
+ * pages they lived on: with 10,000 routes and 1,000 delta Envoys synced, about 40 MiB of resident
+ * memory, most of which no heap statistic counts (`bench/xds.ts` section 6). Only a last-resort collection
  * (every reachable object compacted, pooled pages returned) hands them back. It takes 100–200 ms
  * of the main thread at that size (measured), so it runs only when the event loop has been nearly
  * idle for two whole samples (a second) after a busy one, and at most once per busy spell: changes
