@@ -119,11 +119,7 @@ export class ConfigService {
     meta: WriteMeta = {},
     expected?: number,
   ): Promise<WriteResult> {
-    // Writes of this replica go one at a time, so they never race each other; only other
-    // replicas' commits can make a compare-and-set fail.
-    const run = this.queue.then(() => this.writeNow(change, meta, expected));
-    this.queue = run.catch(() => undefined);
-    return run;
+    return this.enqueue(change, meta, expected);
   }
 
   /**
@@ -132,12 +128,24 @@ export class ConfigService {
    * again, which for 10,000 routes saves a copy and a validation per change.
    */
   replace(config: Config, meta: WriteMeta = {}): Promise<WriteResult> {
-    const run = this.queue.then(() => this.writeNow(config, meta, undefined));
-    this.queue = run.catch(() => undefined);
-    return run;
+    return this.enqueue(config, meta, undefined);
   }
 
   private queue: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Writes of this replica go one at a time, so they never race each other; only other replicas'
+   * commits can make a compare-and-set fail.
+   */
+  private enqueue(
+    change: ((draft: Config) => Config | void) | Config,
+    meta: WriteMeta,
+    expected: number | undefined,
+  ): Promise<WriteResult> {
+    const run = this.queue.then(() => this.writeNow(change, meta, expected));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
 
   private async writeNow(
     change: ((draft: Config) => Config | void) | Config,
