@@ -25,11 +25,7 @@ export interface IdleReleaseOptions {
   quietSamples?: number;
 }
 
-export interface Sample {
-  utilization: number;
-}
-
-/** The decision alone, one sample at a time: true when this sample should release. */
+/** The decision alone, one sample of the event loop's utilization at a time: true when this one should release. */
 export class IdleReleasePolicy {
   private busy = false;
   private quiet = 0;
@@ -45,14 +41,14 @@ export class IdleReleasePolicy {
       throw new Error(`idle release: quietSamples must be a positive integer, got ${quietSamples}`);
   }
 
-  next(s: Sample): boolean {
-    if (s.utilization >= this.busyAt) {
+  next(utilization: number): boolean {
+    if (utilization >= this.busyAt) {
       this.busy = true;
       this.quiet = 0;
       return false;
     }
     if (!this.busy) return false;
-    this.quiet = s.utilization < this.idleBelow ? this.quiet + 1 : 0;
+    this.quiet = utilization < this.idleBelow ? this.quiet + 1 : 0;
     if (this.quiet < this.quietSamples) return false;
     this.busy = false;
     this.quiet = 0;
@@ -105,7 +101,7 @@ export function startIdleRelease(
     const now = performance.eventLoopUtilization();
     const utilization = performance.eventLoopUtilization(now, last).utilization;
     last = now;
-    if (policy.next({ utilization })) {
+    if (policy.next(utilization)) {
       onRelease(releaseNow());
       // The collection's own time is not the next sample's load.
       last = performance.eventLoopUtilization();

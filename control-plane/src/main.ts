@@ -38,7 +38,6 @@ if (env.PORTICO_ADMIN_TOKEN)
   envTokens.push({ name: "admin", role: "admin", sha256: hashToken(env.PORTICO_ADMIN_TOKEN) });
 if (env.PORTICO_READ_TOKEN)
   envTokens.push({ name: "read", role: "read", sha256: hashToken(env.PORTICO_READ_TOKEN) });
-let idle: { stop(): void } | undefined;
 try {
   const cert = values["xds-tls-cert"];
   const key = values["xds-tls-key"];
@@ -50,7 +49,7 @@ try {
   if (clientCa && !cert)
     throw new Error("--xds-tls-client-ca (mTLS) needs --xds-tls-cert and --xds-tls-key, the server's own");
   // Sampling starts before the start-up's own busy spell (reading and translating the config).
-  idle =
+  const idle =
     values["idle-release"] === "on"
       ? startIdleRelease((r) =>
           log.debug(
@@ -92,7 +91,6 @@ try {
   );
 } catch (err) {
   const e = err as Error & { details?: unknown };
-  idle?.stop();
   log.fatal({ details: e.details }, e.message);
   process.exit(1);
 }

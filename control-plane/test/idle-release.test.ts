@@ -6,8 +6,7 @@ import { freePorts, runControlPlaneUntil } from "@portico/testing";
 import { IdleReleasePolicy, releaseNow } from "../src/idle-release.js";
 
 describe("the idle release policy", () => {
-  const feed = (policy: IdleReleasePolicy, xs: number[]) =>
-    xs.map((utilization) => policy.next({ utilization }));
+  const feed = (policy: IdleReleasePolicy, xs: number[]) => xs.map((u) => policy.next(u));
 
   it("releases once the loop has been quiet for the samples asked for after a busy spell, once", () => {
     const p = new IdleReleasePolicy(0.25, 0.05, 2);
