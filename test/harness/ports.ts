@@ -23,9 +23,9 @@ function ephemeralLow(): number {
   }
 }
 
+/** This process's slice: its first port, and the offset of the next one to try. */
 interface Slice {
   start: number;
-  size: number;
   next: number;
 }
 
@@ -36,7 +36,7 @@ function makeSlice(): Slice | undefined {
   const worker = Number(process.env.VITEST_POOL_ID);
   const index = Number.isInteger(worker) && worker > 0 ? (worker - 1) % slices : process.pid % slices;
   const start = WINDOW_START + index * SLICE;
-  return { start, size: SLICE, next: (process.pid * 7_919) % SLICE };
+  return { start, next: (process.pid * 7_919) % SLICE };
 }
 
 let slice: Slice | undefined | null = null;
@@ -70,13 +70,13 @@ async function hold(): Promise<Server> {
     if (srv === undefined) throw new Error("no ephemeral loopback port");
     return srv;
   }
-  for (let tried = 0; tried < slice.size; tried++) {
+  for (let tried = 0; tried < SLICE; tried++) {
     const port = slice.start + slice.next;
-    slice.next = (slice.next + 1) % slice.size;
+    slice.next = (slice.next + 1) % SLICE;
     const srv = await listen(port);
     if (srv !== undefined) return srv;
   }
-  throw new Error(`no free loopback port in ${slice.start}-${slice.start + slice.size - 1}`);
+  throw new Error(`no free loopback port in ${slice.start}-${slice.start + SLICE - 1}`);
 }
 
 /**
