@@ -163,12 +163,6 @@ describe("secrets are write-only and sealed at rest", () => {
 });
 
 describe("the control plane process", () => {
-  const run = (
-    args: string[],
-    env: Record<string, string>,
-    done: (out: { stdout: string; stderr: string }) => boolean,
-  ) => runControlPlaneUntil(args, env, done);
-
   it("shows a new admin token once on the terminal, never in the log; a wrong secrets key stops the start", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-main-"));
     try {
@@ -176,7 +170,7 @@ describe("the control plane process", () => {
         ...["--store", `file:${path.join(dir, "store")}`, "--tokens-file", path.join(dir, "tokens.json")],
         ...["--admin-port", String(await freePort()), "--xds-port", String(await freePort())],
       ];
-      const first = await run(args, {}, (o) => o.stdout.includes("admin API listening"));
+      const first = await runControlPlaneUntil(args, {}, (o) => o.stdout.includes("admin API listening"));
       const token = /^ {2}(\S+)$/m.exec(first.stderr)?.[1];
       expect(token, first.stderr).toBeDefined();
       expect(first.stderr).toContain("it will not be shown again");
@@ -193,7 +187,11 @@ describe("the control plane process", () => {
       });
       await store.service.write((c) => void c.certificates.push({ name: "tls", privateKeyPem: PEM }));
       await store.stop();
-      const wrong = await run(args, { PORTICO_SECRETS_KEY: randomBytes(32).toString("hex") }, () => false);
+      const wrong = await runControlPlaneUntil(
+        args,
+        { PORTICO_SECRETS_KEY: randomBytes(32).toString("hex") },
+        () => false,
+      );
       expect(wrong.code).toBe(1);
       expect(wrong.stdout).toContain("the secrets key (PORTICO_SECRETS_KEY) does not open");
       expect(wrong.stdout + wrong.stderr).not.toContain(PEM_BODY);
