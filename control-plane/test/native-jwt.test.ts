@@ -225,10 +225,17 @@ describe("keys pinned for Envoy", () => {
     const hcm = (out.find((r) => r.typeUrl === TypeUrl.Listener)!.message as any).filter_chains[0].filters[0]
       .typed_config;
     const names = hcm.http_filters.map((f: { name: string }) => f.name);
-    expect(names.slice(1, 4)).toEqual([
+    expect(names.slice(1, 5)).toEqual([
       "envoy.filters.http.jwt_authn",
       "portico.jwt_checks",
+      "portico.jwt_identity",
       "envoy.filters.http.ext_authz",
+    ]);
+    // The identity copied into metadata comes only from the headers the checks set.
+    expect(hcm.http_filters[3].typed_config.request_rules.map((r: { header: string }) => r.header)).toEqual([
+      "x-portico-consumer",
+      "x-portico-plan",
+      "x-portico-provider",
     ]);
     const jwt = hcm.http_filters[1].typed_config;
     expect(Object.keys(jwt.providers)).toEqual(["idp", "remote"]);
@@ -245,6 +252,8 @@ describe("keys pinned for Envoy", () => {
       requirement_name: "remote-users",
     });
     expect(perFilter("members")["portico.jwt_checks"]).toMatchObject({ disabled: true });
+    expect(perFilter("members")["portico.jwt_identity"]).toMatchObject({ disabled: true });
+    expect(perFilter("remote")["portico.jwt_identity"]).toBeUndefined();
     expect(perFilter("members")["envoy.filters.http.ext_authz"].check_settings).toBeDefined();
     // Without keys, the same route is ext-authz's.
     const without = translate(c).get("edge")!;

@@ -43,6 +43,7 @@ export const ENVOY_PROTO_FILES = [
   "envoy/extensions/access_loggers/filters/cel/v3/cel.proto",
   "envoy/extensions/filters/http/header_mutation/v3/header_mutation.proto",
   "envoy/extensions/filters/http/lua/v3/lua.proto",
+  "envoy/extensions/filters/http/header_to_metadata/v3/header_to_metadata.proto",
   "envoy/extensions/retry/priority/previous_priorities/v3/previous_priorities_config.proto",
   "google/rpc/status.proto",
   "portico/ratelimit/v1/ratelimit.proto",

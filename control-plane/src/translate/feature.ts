@@ -23,6 +23,7 @@ export const HTTP_FILTER_ORDER = [
   "envoy.filters.http.local_ratelimit",
   "envoy.filters.http.jwt_authn",
   "portico.jwt_checks",
+  "portico.jwt_identity",
   "envoy.filters.http.ext_authz",
   "portico.quota",
   "portico.caller_limits",

@@ -8,7 +8,15 @@ import { ALL_IDENTITY_HEADERS, duration, TYPE_PREFIX } from "@portico/contract";
 import type { AuthPolicy, Route } from "../../model/schema.js";
 import type { GatewayContext } from "../context.js";
 import type { HttpFeature, HttpFilter, HttpFilterName } from "../feature.js";
-import { JWT_CHECKS, JWT_CHECKS_OFF, jwtChecksFilter, jwtChecksPerRoute } from "./jwt-checks.js";
+import {
+  JWT_CHECKS,
+  JWT_CHECKS_OFF,
+  JWT_IDENTITY,
+  JWT_IDENTITY_OFF,
+  jwtChecksFilter,
+  jwtChecksPerRoute,
+  jwtIdentityFilter,
+} from "./jwt-checks.js";
 import { IDENTITY_NAMESPACE } from "./jwt-checks-lua.js";
 import {
   authPath,
@@ -71,7 +79,10 @@ export function authHttpFilters(ctx: GatewayContext, routes: readonly Route[]): 
   if (!ctx.gateway.extAuthz || !routes.some((r) => authPolicyOf(ctx, r))) return [];
   const native = jwtAuthnFilter(ctx, routes);
   const viaService = routes.some((r) => authPath(ctx, r).kind === "ext_authz");
-  return [...(native ? [native, jwtChecksFilter()] : []), ...(viaService ? [extAuthzFilter(ctx)] : [])];
+  return [
+    ...(native ? [native, jwtChecksFilter(), jwtIdentityFilter()] : []),
+    ...(viaService ? [extAuthzFilter(ctx)] : []),
+  ];
 }
 
 function extAuthzFilter(ctx: GatewayContext): HttpFilter {
@@ -121,7 +132,9 @@ export function authPerFilterConfig(ctx: GatewayContext, r: Route): Record<strin
   const serviceOff = filterOn(ctx)
     ? { [EXT_AUTHZ_FILTER]: { "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE, disabled: true } }
     : {};
-  const nativeOff = native ? { [JWT_AUTHN_FILTER]: JWT_AUTHN_OFF, [JWT_CHECKS]: JWT_CHECKS_OFF } : {};
+  const nativeOff = native
+    ? { [JWT_AUTHN_FILTER]: JWT_AUTHN_OFF, [JWT_CHECKS]: JWT_CHECKS_OFF, [JWT_IDENTITY]: JWT_IDENTITY_OFF }
+    : {};
   if (path.kind === "native") {
     return {
       [JWT_AUTHN_FILTER]: jwtAuthnPerRoute(path.policy),

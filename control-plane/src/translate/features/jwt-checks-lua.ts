@@ -14,8 +14,10 @@
  *   scopes;
  * - refusals: 400/401/403 with ext-authz's JSON body and request id, its `WWW-Authenticate`
  *   (never the URL), marked in dynamic metadata so the gateway's error mapping keeps them;
- * - admitted: identity headers and the rate limiter's metadata as ext-authz sets them, the
- *   credential removed as it removes it.
+ * - admitted: identity headers as ext-authz sets them, the credential removed as it removes it;
+ *   the identity's consumer, plan and provider reach dynamic metadata (where limits, quotas and
+ *   logs read it) through `portico.jwt_identity`, a native filter that copies those headers. The
+ *   caller's address is not copied: Envoy's own (`%DOWNSTREAM_REMOTE_ADDRESS%`) is what reads it.
  *
  * A script error refuses with 500 (ext-authz's `internal_error`), never lets the request through.
  * The route's rules arrive in its LuaPerRoute `filter_context` (`v`, `policy`, `c:<consumer>`).
@@ -522,11 +524,14 @@ end
 
 -- Whether jwt_authn verified this very token for the provider: the payload header it writes (only
 -- it can: every listener removes a client's on arrival) carries the token's payload segment.
+-- jwt_authn writes one value for each place it found the token in, and Envoy's get joins a
+-- header's values with "," (which no payload segment holds): every one must be this token's.
 local function verified(hs, p, pseg)
-  local n = hs:getNumValues(p.fh)
-  if n == 0 then return false end
-  for i = 0, n - 1 do
-    if hs:getAtIndex(p.fh, i) ~= pseg then return false end
+  local v = hs:get(p.fh)
+  if v == pseg then return true end
+  if v == nil then return false end
+  for item in gmatch(v .. ",", "([^,]*),") do
+    if item ~= pseg then return false end
   end
   return true
 end
@@ -689,11 +694,6 @@ local function without_query_params(path, names)
   return base .. "?" .. concat(out, "&")
 end
 
-local function client_ip(h)
-  local a = h:streamInfo():downstreamRemoteAddress() or ""
-  return a:match("^%[(.*)%]:%d+$") or a:match("^(.*):%d+$") or a
-end
-
 -- Tokens jwt_authn did not verify for their provider, passed over on the way to a later one:
 -- ext-authz stopped at the first whose token named that provider's issuer (and refused it).
 local function stopped_earlier(passed)
@@ -748,16 +748,17 @@ local function clean(h, pol)
   for _, p in ipairs(pol.ps) do hs:remove(p.fh) end
 end
 
+-- An admitted consumer's identity reaches dynamic metadata through the headers set here (the
+-- native filter after this one, portico.jwt_identity, copies them): setting it from Lua costs more
+-- than every check before it. An anonymous caller has no identity headers, so its is set here.
 local function admit(h, pol, d)
   local hs = h:headers()
-  local meta = h:streamInfo():dynamicMetadata()
-  local ip = safe(client_ip(h))
   clean(h, pol)
   if d.anonymous then
+    local meta = h:streamInfo():dynamicMetadata()
     for _, name in ipairs(ALL_ID) do hs:remove(name) end
     meta:set(ID_NS, "consumer", "anonymous")
     meta:set(ID_NS, "plan", "anonymous")
-    meta:set(ID_NS, "ip", ip)
     meta:set(ID_NS, "provider", "anonymous")
     return
   end
@@ -786,10 +787,6 @@ local function admit(h, pol, d)
     if any_query then hs:replace(":path", without_query_params(hs:get(":path") or "", query)) end
   end
   for _, name in ipairs(remove) do hs:remove(name) end
-  meta:set(ID_NS, "consumer", consumer)
-  meta:set(ID_NS, "plan", plan)
-  meta:set(ID_NS, "ip", ip)
-  meta:set(ID_NS, "provider", d.provider.sn)
 end
 
 local function refuse(h, d)

@@ -5,16 +5,26 @@
  * policy leaves a setting to ext-authz (realm, scopes header size, credential stripping).
  */
 import { createHash } from "node:crypto";
-import { safeValue, SettingsSchema, struct, TYPE_PREFIX, type CredentialSource } from "@portico/contract";
+import {
+  IDENTITY_HEADERS,
+  safeValue,
+  SettingsSchema,
+  struct,
+  TYPE_PREFIX,
+  type CredentialSource,
+} from "@portico/contract";
 import type { NativeProvider } from "../../model/auth-path.js";
 import type { AuthPolicy, Config } from "../../model/schema.js";
 import type { HttpFilter, HttpFilterName } from "../feature.js";
-import { JWT_CHECKS_FILTER, JWT_CHECKS_LUA } from "./jwt-checks-lua.js";
+import { IDENTITY_NAMESPACE, JWT_CHECKS_FILTER, JWT_CHECKS_LUA } from "./jwt-checks-lua.js";
 import { pinnedKeys } from "./jwt-keys.js";
 
 const LUA = "envoy.extensions.filters.http.lua.v3.Lua";
 const LUA_PER_ROUTE = "envoy.extensions.filters.http.lua.v3.LuaPerRoute";
+const HEADER_TO_METADATA = "envoy.extensions.filters.http.header_to_metadata.v3.Config";
+const FILTER_CONFIG = "envoy.config.route.v3.FilterConfig";
 export const JWT_CHECKS: HttpFilterName = JWT_CHECKS_FILTER;
+export const JWT_IDENTITY: HttpFilterName = "portico.jwt_identity";
 
 /** ext-authz's settings as the control plane runs it: it sends no `settings`, so the defaults hold. */
 const SETTINGS = SettingsSchema.parse({});
@@ -145,3 +155,27 @@ export function jwtChecksFilter(): HttpFilter {
     },
   };
 }
+
+/**
+ * The identity the checks admitted, copied from the headers they set into dynamic metadata
+ * (ext_authz's namespace, where limits, quotas and logs read it), by a native filter right after
+ * them: a Lua filter setting it costs more than all its checks together (bench/native-jwt.ts).
+ * Its rules copy only headers the checks have just set or removed, and it is off on every route
+ * they do not decide, so a header a client sent never becomes an identity.
+ */
+export function jwtIdentityFilter(): HttpFilter {
+  const copy = (key: keyof typeof IDENTITY_HEADERS) => ({
+    header: IDENTITY_HEADERS[key],
+    on_header_present: { metadata_namespace: IDENTITY_NAMESPACE, key, type: "STRING" },
+  });
+  return {
+    name: JWT_IDENTITY,
+    typed_config: {
+      "@type": TYPE_PREFIX + HEADER_TO_METADATA,
+      request_rules: [copy("consumer"), copy("plan"), copy("provider")],
+    },
+  };
+}
+
+/** A route the checks do not decide: nothing is copied. */
+export const JWT_IDENTITY_OFF = { "@type": TYPE_PREFIX + FILTER_CONFIG, disabled: true };
