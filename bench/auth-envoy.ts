@@ -20,7 +20,8 @@
 // and the upstream) says where a machine's cores go. Load: wrk (closed loop), credentials taken in
 // turn by a wrk script. Any answer other than 2xx, or any socket error, fails the run: the figures
 // would describe errors, not authentication.
-//   npx tsx bench/auth-envoy.ts [--seconds 8] [--rounds 3] [--connections 32]
+//   npx tsx bench/auth-envoy.ts [--seconds 8] [--rounds 3] [--connections 32] [--compiled]
+// `--compiled` runs ext-authz and the rate-limit service from their build (bench/lib/service.ts).
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
@@ -45,6 +46,7 @@ import {
 import { ISSUER, jwk, token } from "./lib/bench-jwt.js";
 import { benchCacheDir, goBuild, goVersion } from "./lib/cache.js";
 import { processCpuUs } from "./lib/proc.js";
+import { serviceEntry } from "./lib/service.js";
 import { startStaticEnvoy, type StaticEnvoy } from "./lib/static-envoy.js";
 import { median } from "./lib/stats.js";
 import {
@@ -60,6 +62,7 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "8" },
     rounds: { type: "string", default: "3" },
     connections: { type: "string", default: "32" },
+    compiled: { type: "boolean", default: false },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -326,8 +329,7 @@ async function main(): Promise<void> {
     [
       // BENCH_PROFILE=DIR writes a CPU profile of ext-authz there.
       ...(process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
-      ...RUN_FROM_SOURCE,
-      path.join(REPO_ROOT, "ext-authz/src/main.ts"),
+      ...serviceEntry(REPO_ROOT, "ext-authz", values.compiled),
       "--policy",
       policyFile,
       "--listen",
@@ -345,8 +347,7 @@ async function main(): Promise<void> {
   const ratelimit = spawn(
     process.execPath,
     [
-      ...RUN_FROM_SOURCE,
-      path.join(REPO_ROOT, "ratelimit-service/src/main.ts"),
+      ...serviceEntry(REPO_ROOT, "ratelimit-service", values.compiled),
       "--xds",
       `127.0.0.1:${xdsPort}`,
       "--listen",

@@ -10,7 +10,9 @@
 // is installed) on the same Redis, in interleaved rounds, medians. Loopback only. Prints figures;
 // never fails on a time.
 //
-//   npx tsx bench/ratelimit.ts [--quick] [--seconds N] [--rounds N] [--fixed-rate-only] [--no-reference]
+//   npx tsx bench/ratelimit.ts [--quick] [--seconds N] [--rounds N] [--fixed-rate-only] [--no-reference] [--compiled]
+//
+// `--compiled` runs the service's build as production does (bench/lib/service.ts).
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -22,6 +24,7 @@ import { startRedis, freePort, type RedisServer, RUN_FROM_SOURCE } from "@portic
 import { findGhz, ghzLoad, nodeLoad, writeProtoset, type LoadResult } from "./lib/grpc-load.js";
 import { processCpuUs } from "./lib/proc.js";
 import { buildReference, REFERENCE_NAME, startReference } from "./lib/reference-ratelimit.js";
+import { serviceEntry } from "./lib/service.js";
 import { median } from "./lib/stats.js";
 import {
   buildConfig,
@@ -51,6 +54,7 @@ const { values: argv } = parseArgs({
     rounds: { type: "string" },
     "fixed-rate-only": { type: "boolean", default: false },
     "no-reference": { type: "boolean", default: false },
+    compiled: { type: "boolean", default: false },
   },
 });
 const QUICK = argv.quick;
@@ -112,8 +116,7 @@ function startService(args: string[], port: number, root = REPO): ChildProcess {
     [
       // BENCH_PROFILE=DIR writes a CPU profile of each service process there.
       ...(process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
-      ...RUN_FROM_SOURCE,
-      path.join(root, "ratelimit-service/src/main.ts"),
+      ...serviceEntry(root, "ratelimit-service", argv.compiled),
       "--listen",
       `127.0.0.1:${port}`,
       "--metrics-listen",

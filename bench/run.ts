@@ -31,12 +31,13 @@ const STEPS: { name: string; script: string; args: string[] }[] = [
   { name: "xds-scale", script: "bench/xds.ts", args: xdsArgs("6", "xds-scale") },
   { name: "xds-replicas", script: "bench/xds.ts", args: xdsArgs("7", "xds-replicas") },
   { name: "admin", script: "bench/admin.ts", args: QUICK ? ["--quick"] : [] },
-  { name: "ratelimit", script: "bench/ratelimit.ts", args: QUICK ? ["--quick"] : [] },
+  // The services as production runs them: compiled (ensure-deps builds them).
+  { name: "ratelimit", script: "bench/ratelimit.ts", args: ["--compiled", ...(QUICK ? ["--quick"] : [])] },
   { name: "ext-authz-check", script: "bench/ext-authz-check.ts", args: QUICK ? ["--quick"] : [] },
   {
     name: "auth-envoy",
     script: "bench/auth-envoy.ts",
-    args: QUICK ? ["--seconds", "3", "--rounds", "1"] : [],
+    args: ["--compiled", ...(QUICK ? ["--seconds", "3", "--rounds", "1"] : [])],
   },
   {
     name: "native-jwt",
