@@ -1,14 +1,15 @@
 // ext-authz Check benchmark: requests/s and latency called directly over gRPC with cached
 // credentials (the hot path: verified-token cache, hashed API keys). The server runs in its own
 // process, as in production, so the load generator does not share its event loop.
-//   npx tsx bench/ext-authz-check.ts [--quick] [--rounds N]
+//   npx tsx bench/ext-authz-check.ts [--quick] [--rounds N] [--compiled]
 // Prints: open-loop latency at 1,000 checks/s (handler time measured inside the server, and the
 // client's round trip), then closed-loop throughput at several concurrencies, then the server's
 // CPU time per unbatched Check on an API-key hit beside the grpc-js floor (a server on the same
 // stack that decodes the request and sends a fixed answer), in interleaved rounds, medians.
 // BENCH_PROFILE=DIR writes a CPU profile of each server process there. BENCH_BASELINE=DIR (another
 // checkout of this repository, its dependencies installed) adds the CPU per Check of that
-// checkout's ext-authz beside this one's, both started as in production (ext-authz/src/main.ts).
+// checkout's ext-authz beside this one's, both started as in production (its main). `--compiled`
+// runs ext-authz from its build (the servers load the packages' dist/, main.js for BENCH_BASELINE).
 import { fork, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -26,10 +27,11 @@ import {
   method,
   loadPolicyFile,
 } from "@portico/ext-authz";
-import { claims, ISSUER, AUDIENCE, rsaKey, signJwt, freePort, RUN_FROM_SOURCE } from "@portico/testing";
+import { claims, ISSUER, AUDIENCE, rsaKey, signJwt, freePort } from "@portico/testing";
 import { REPO_ROOT } from "@portico/envoy";
 import { startFixedAnswerServer } from "./lib/grpc-echo.js";
 import { processCpuUs } from "./lib/proc.js";
+import { serviceEntry } from "./lib/service.js";
 import { median } from "./lib/stats.js";
 
 type Obj = Record<string, unknown>;
@@ -146,7 +148,12 @@ interface Started {
   stop: () => Promise<void>;
 }
 
-async function startChild(args: string[], profileName: string): Promise<Started> {
+/** Node's flags for a server child: this process's, less the `source` condition when `compiled`. */
+function childExecArgv(compiled: boolean): string[] {
+  return compiled ? process.execArgv.filter((a) => a !== "--conditions=source") : process.execArgv;
+}
+
+async function startChild(args: string[], profileName: string, compiled: boolean): Promise<Started> {
   const port = await freePort();
   const profile = process.env.BENCH_PROFILE
     ? [
@@ -156,7 +163,7 @@ async function startChild(args: string[], profileName: string): Promise<Started>
       ]
     : [];
   const child: ChildProcess = fork(process.argv[1]!, [args[0]!, String(port), ...args.slice(1)], {
-    execArgv: [...process.execArgv, ...profile],
+    execArgv: [...childExecArgv(compiled), ...profile],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
   await new Promise<void>((resolve, reject) => {
@@ -178,13 +185,12 @@ async function startChild(args: string[], profileName: string): Promise<Started>
 }
 
 /** ext-authz as production starts it, from the checkout at `root`, on a static policy. */
-async function startMain(root: string, policyFile: string): Promise<Started> {
+async function startMain(root: string, policyFile: string, compiled: boolean): Promise<Started> {
   const port = await freePort();
   const child = spawn(
     process.execPath,
     [
-      ...RUN_FROM_SOURCE,
-      path.join(root, "ext-authz/src/main.ts"),
+      ...serviceEntry(root, "ext-authz", compiled),
       "--policy",
       policyFile,
       "--listen",
@@ -226,9 +232,11 @@ async function main(): Promise<void> {
     options: {
       quick: { type: "boolean", default: false },
       rounds: { type: "string" },
+      compiled: { type: "boolean", default: false },
     },
   });
   const quick = flags.quick;
+  const compiled = flags.compiled;
   const seconds = quick ? 3 : 10;
   const rounds = Number(flags.rounds ?? (quick ? 3 : 5));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-bench-authz-"));
@@ -442,7 +450,7 @@ async function main(): Promise<void> {
   }
 
   // 2. Over gRPC, the server in its own process.
-  const authz = await startChild(["--serve", policyFile], "ext-authz");
+  const authz = await startChild(["--serve", policyFile], "ext-authz", compiled);
   const a = await run(authz);
   await a.openLoop("JWT (cached) @1000/s", jwtRequests, 1_000, seconds);
   await a.openLoop("API key @1000/s", keyRequests, 1_000, seconds);
@@ -452,18 +460,21 @@ async function main(): Promise<void> {
   const final = await authz.ask("report");
 
   // 3. The same load on a gRPC server that answers a fixed response: the transport's share.
-  const echo = await startChild(["--serve-echo"], "echo");
+  const echo = await startChild(["--serve-echo"], "echo", compiled);
   const e = await run(echo, false);
   await e.openLoop("no-op gRPC server @1000/s", jwtRequests, 1_000, seconds);
   await e.closedLoop("no-op gRPC server closed c=16", jwtRequests, 16, quick ? 2 : 5);
 
   // 4. CPU per unbatched Check: calls far enough apart that each is read, decided and answered
   // on its own (no two in one read), API-key hits, ext-authz and the floor in turn.
-  const floor = await startChild(["--serve-floor"], "floor");
+  const floor = await startChild(["--serve-floor"], "floor", compiled);
   const f = await run(floor, false);
   const baselineRoot = process.env.BENCH_BASELINE;
   const mains = baselineRoot
-    ? { current: await startMain(REPO_ROOT, policyFile), baseline: await startMain(baselineRoot, policyFile) }
+    ? {
+        current: await startMain(REPO_ROOT, policyFile, compiled),
+        baseline: await startMain(baselineRoot, policyFile, compiled),
+      }
     : undefined;
   const m = mains ? { current: await run(mains.current), baseline: await run(mains.baseline) } : undefined;
   const cpuRate = 500;

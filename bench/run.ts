@@ -33,7 +33,11 @@ const STEPS: { name: string; script: string; args: string[] }[] = [
   { name: "admin", script: "bench/admin.ts", args: QUICK ? ["--quick"] : [] },
   // The services as production runs them: compiled (ensure-deps builds them).
   { name: "ratelimit", script: "bench/ratelimit.ts", args: ["--compiled", ...(QUICK ? ["--quick"] : [])] },
-  { name: "ext-authz-check", script: "bench/ext-authz-check.ts", args: QUICK ? ["--quick"] : [] },
+  {
+    name: "ext-authz-check",
+    script: "bench/ext-authz-check.ts",
+    args: ["--compiled", ...(QUICK ? ["--quick"] : [])],
+  },
   {
     name: "auth-envoy",
     script: "bench/auth-envoy.ts",
