@@ -7,7 +7,8 @@
 // bound (a formula, not a measurement); and p50/p99 at a fixed 1,000 and 3,000 decisions/s
 // (open loop: ghz when installed, else a Node client) in local-first and strict modes beside
 // envoyproxy/ratelimit (the reference Go implementation, built from the Go module proxy when Go
-// is installed) on the same Redis, in interleaved rounds, medians. Loopback only. Prints figures;
+// is installed) and a grpc-js server that does no work (the floor of any service in Node) on the
+// same Redis and load, in interleaved rounds, medians. Loopback only. Prints figures;
 // never fails on a time.
 //
 //   npx tsx bench/ratelimit.ts [--quick] [--seconds N] [--rounds N] [--fixed-rate-only] [--no-reference] [--compiled]
@@ -359,8 +360,37 @@ function cpuOnly(pid: number): ServiceHealth {
   };
 }
 
+/** What the no-work gRPC server answers every call with: OK, one status per limit, as the service answers. */
+function fixedAnswer(): Buffer {
+  const { response } = messageTypes();
+  return Buffer.from(
+    response
+      .encode(
+        response.fromObject({
+          overall_code: "OK",
+          // One status per limit of the descriptor, as the service answers.
+          statuses: [
+            {
+              code: "OK",
+              current_limit: { requests_per_unit: 1000000, unit: "SECOND" },
+              limit_remaining: 999999,
+            },
+            {
+              code: "OK",
+              current_limit: { requests_per_unit: 4000000000, unit: "MONTH" },
+              limit_remaining: 3999999999,
+            },
+          ],
+        }),
+      )
+      .finish(),
+  );
+}
+
 /** The mode under which the reference's figures are kept. */
 const REFERENCE = "reference";
+/** The grpc-js server answering at once, request unread: the floor of any service in Node here. */
+const NO_WORK = "grpc-js no-work";
 
 /**
  * p50 and p99 of ShouldRateLimit at fixed rates, local-first and strict on the same Redis, beside
@@ -423,6 +453,19 @@ async function fixedRate(redis: RedisServer, dir: string): Promise<FixedPointSet
       services.push({ mode, port, child, client, health: () => serviceHealth(metricsPort, child.pid!) });
       await ready(client);
     }
+    {
+      const port = await freePort();
+      const child = startEcho(port, fixedAnswer());
+      const client = createRateLimitClient(`127.0.0.1:${port}`);
+      services.push({
+        mode: NO_WORK,
+        port,
+        child,
+        client,
+        health: () => Promise.resolve(cpuOnly(child.pid!)),
+      });
+      await ready(client);
+    }
     if (!reference) {
       const built = await buildReference();
       try {
@@ -482,7 +525,7 @@ async function fixedRate(redis: RedisServer, dir: string): Promise<FixedPointSet
           const key = `${s.mode}@${rate}`;
           samples.set(key, [...(samples.get(key) ?? []), r]);
           const service =
-            s.mode === REFERENCE
+            s.mode === REFERENCE || s.mode === NO_WORK
               ? `${r.cpuUs.toFixed(0)} µs CPU/decision`
               : `event-loop delay p99 ${r.loopLagP99Ms.toFixed(1)} ms, max ${r.loopLagMaxMs.toFixed(1)} ms; GC ${((1000 * r.gcSeconds) / seconds).toFixed(1)} ms/s, ${r.gcOver1Ms} pauses > 1 ms; ${(r.syncBatches / seconds).toFixed(0)} syncs/s; ${r.cpuUs.toFixed(0)} µs CPU/decision`;
           console.log(
@@ -546,10 +589,13 @@ function fixedRateRow(set: FixedPointSet) {
   const beside = at(REFERENCE, 1_000)
     ? `; ${set.reference!.name}, same load and Redis: ${p99s(REFERENCE)} ms, so local-first ${ratios("local-first")} and strict ${ratios("strict")} of it`
     : "";
+  const floor = at(NO_WORK, 1_000)
+    ? `; a grpc-js server that does no work, same load: ${p99s(NO_WORK)} ms`
+    : "";
   return {
     measure: "rate limiter p99 at 1,000 and 3,000 decisions/s (fixed-rate gRPC load, Redis on loopback)",
     aim: "local-first ≤ 1.5 ms, strict ≤ 2 ms",
-    measured: `local-first ${p99s("local-first")} ms; strict ${p99s("strict")} ms${beside} (${set.generator}, medians of ${set.points[0]?.rounds ?? 0} rounds)`,
+    measured: `local-first ${p99s("local-first")} ms; strict ${p99s("strict")} ms${beside}${floor} (${set.generator}, medians of ${set.points[0]?.rounds ?? 0} rounds)`,
   };
 }
 
@@ -591,29 +637,7 @@ async function main(): Promise<void> {
       "\n## ShouldRateLimit over gRPC (the service in its own process, this process as the client)",
     );
     const grpcPoints: Point[] = [];
-    const { response } = messageTypes();
-    const okAnswer = Buffer.from(
-      response
-        .encode(
-          response.fromObject({
-            overall_code: "OK",
-            // One status per limit of the descriptor, as the service answers.
-            statuses: [
-              {
-                code: "OK",
-                current_limit: { requests_per_unit: 1000000, unit: "SECOND" },
-                limit_remaining: 999999,
-              },
-              {
-                code: "OK",
-                current_limit: { requests_per_unit: 4000000000, unit: "MONTH" },
-                limit_remaining: 3999999999,
-              },
-            ],
-          }),
-        )
-        .finish(),
-    );
+    const okAnswer = fixedAnswer();
     const backends: [string, string[]][] = [
       ["grpc-js echo (ceiling)", []],
       ["memory", ["--backend", "memory"]],
@@ -742,7 +766,7 @@ function printFixed(set: FixedPointSet): void {
   console.log(`\nfixed-rate load (${set.generator}), ${set.seconds} s a run, medians of interleaved rounds:`);
   for (const p of set.points) {
     const service =
-      p.mode === REFERENCE
+      p.mode === REFERENCE || p.mode === NO_WORK
         ? `${p.cpuUsPerDecision.toFixed(0)} µs CPU/decision`
         : `event-loop delay p99 ${p.loopLagP99Ms.toFixed(1)} ms, GC ${p.gcMsPerSecond.toFixed(1)} ms/s, ${p.syncsPerSecond.toFixed(0)} syncs/s, ${p.cpuUsPerDecision.toFixed(0)} µs CPU/decision`;
     console.log(
