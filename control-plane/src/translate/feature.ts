@@ -3,6 +3,7 @@
  * translates: each feature says what it adds to a listener's connection manager, to each route
  * the listener serves, and to the gateway's resources, and reads nothing the others produce.
  */
+import { TYPE_PREFIX } from "@portico/contract";
 import type { Config, Listener, Route } from "../model/schema.js";
 import type { ResourceInput } from "../xds/snapshot.js";
 import { TypeUrl } from "../xds/types.js";
@@ -45,6 +46,12 @@ export interface HttpFilter {
   readonly config_discovery?: object;
   readonly disabled?: boolean;
 }
+
+/**
+ * A route's `typed_per_filter_config` entry that turns a listener's filter off there: Envoy's own,
+ * for filters whose per-route config cannot say it (header_to_metadata, ECDS-discovered filters).
+ */
+export const FILTER_OFF = { "@type": TYPE_PREFIX + "envoy.config.route.v3.FilterConfig", disabled: true };
 
 /** ADS: where a Portico Envoy fetches every resource it is not given in its bootstrap. */
 export const ads = { ads: {}, resource_api_version: "V3" };

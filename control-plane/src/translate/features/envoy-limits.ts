@@ -41,6 +41,7 @@ import type { ResourceInput } from "../../xds/snapshot.js";
 import type { GatewayContext } from "../context.js";
 import {
   discoveredFilter,
+  FILTER_OFF,
   filterConfig,
   type HttpFilter,
   type HttpFilterName,
@@ -76,7 +77,6 @@ const UNLIMITED = {
   tokens_per_fill: { value: MAX_U32 },
   fill_interval: duration(1_000),
 };
-const FILTER_CONFIG = "envoy.config.route.v3.FilterConfig";
 
 /** An Envoy's token bucket for its share of a limit. */
 export interface EnvoyShare {
@@ -325,7 +325,7 @@ export function envoyLimitsExtensionConfigs(ctx: GatewayContext): ResourceInput[
   return [filterConfig(CALLER_LIMITS_FILTER, callerLimitsConfig(ctx, routes))];
 }
 
-const OFF = { [CALLER_LIMITS_FILTER]: { "@type": TYPE_PREFIX + FILTER_CONFIG, disabled: true } };
+const OFF = { [CALLER_LIMITS_FILTER]: FILTER_OFF };
 
 /**
  * What a route of a listener with the filter carries: the limits it names, in metadata; or, for a

@@ -15,14 +15,13 @@ import {
 } from "@portico/contract";
 import type { NativeProvider } from "../../model/auth-path.js";
 import type { AuthPolicy, Config } from "../../model/schema.js";
-import type { HttpFilter, HttpFilterName } from "../feature.js";
+import { FILTER_OFF, type HttpFilter, type HttpFilterName } from "../feature.js";
 import { IDENTITY_NAMESPACE, JWT_CHECKS_FILTER, JWT_CHECKS_LUA } from "./jwt-checks-lua.js";
 import { pinnedKeys } from "./jwt-keys.js";
 
 const LUA = "envoy.extensions.filters.http.lua.v3.Lua";
 const LUA_PER_ROUTE = "envoy.extensions.filters.http.lua.v3.LuaPerRoute";
 const HEADER_TO_METADATA = "envoy.extensions.filters.http.header_to_metadata.v3.Config";
-const FILTER_CONFIG = "envoy.config.route.v3.FilterConfig";
 export const JWT_CHECKS: HttpFilterName = JWT_CHECKS_FILTER;
 export const JWT_IDENTITY: HttpFilterName = "portico.jwt_identity";
 
@@ -178,4 +177,4 @@ export function jwtIdentityFilter(): HttpFilter {
 }
 
 /** A route the checks do not decide: nothing is copied. */
-export const JWT_IDENTITY_OFF = { "@type": TYPE_PREFIX + FILTER_CONFIG, disabled: true };
+export const JWT_IDENTITY_OFF = FILTER_OFF;

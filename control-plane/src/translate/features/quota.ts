@@ -21,6 +21,7 @@ import type { ResourceInput } from "../../xds/snapshot.js";
 import type { GatewayContext } from "../context.js";
 import {
   discoveredFilter,
+  FILTER_OFF,
   filterConfig,
   type HttpFeature,
   type HttpFilter,
@@ -30,7 +31,6 @@ import { identityMetadataKey } from "./authentication.js";
 import { denyScript, NO_DENIES } from "./quota-lua.js";
 
 const LUA = "envoy.extensions.filters.http.lua.v3.Lua";
-const FILTER_CONFIG = "envoy.config.route.v3.FilterConfig";
 const HTTP_GRPC_LOG = "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig";
 const CEL_FILTER = "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter";
 
@@ -162,7 +162,7 @@ export function quotaExtensionConfigs(ctx: GatewayContext): ResourceInput[] {
   return [filterConfig(QUOTA_FILTER, luaConfig(denyScript(usage, ctx.quotaDenies ?? [])))];
 }
 
-const OFF = { [QUOTA_FILTER]: { "@type": TYPE_PREFIX + FILTER_CONFIG, disabled: true } };
+const OFF = { [QUOTA_FILTER]: FILTER_OFF };
 
 export const quota: HttpFeature = {
   name: "quota",
