@@ -743,17 +743,13 @@ local function decide(h, fc, pol)
   return deny(401, "missing_credentials", pol.ch.missing)
 end
 
-local function clean(h, pol)
-  local hs = h:headers()
-  for _, p in ipairs(pol.ps) do hs:remove(p.fh) end
-end
-
 -- An admitted consumer's identity reaches dynamic metadata through the headers set here (the
 -- native filter after this one, portico.jwt_identity, copies them): setting it from Lua costs more
 -- than every check before it. An anonymous caller has no identity headers, so its is set here.
 local function admit(h, pol, d)
   local hs = h:headers()
-  clean(h, pol)
+  -- jwt_authn's payload headers never reach the upstream.
+  for _, p in ipairs(pol.ps) do hs:remove(p.fh) end
   if d.anonymous then
     local meta = h:streamInfo():dynamicMetadata()
     for _, name in ipairs(ALL_ID) do hs:remove(name) end
