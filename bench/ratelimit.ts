@@ -25,7 +25,7 @@ import { startRedis, freePort, type RedisServer, RUN_FROM_SOURCE } from "@portic
 import { findGhz, ghzLoad, nodeLoad, writeProtoset, type LoadResult } from "./lib/grpc-load.js";
 import { processCpuUs } from "./lib/proc.js";
 import { buildReference, REFERENCE_NAME, startReference } from "./lib/reference-ratelimit.js";
-import { serviceEntry } from "./lib/service.js";
+import { serviceEntry, SHIPPED_NODE_ARGS } from "./lib/service.js";
 import { median } from "./lib/stats.js";
 import {
   buildConfig,
@@ -128,11 +128,21 @@ function startService(args: string[], port: number, root = REPO): ChildProcess {
   );
 }
 
-/** The grpc-js ceiling (bench/lib/grpc-echo.ts) in its own process, as the services run in theirs. */
+/**
+ * The grpc-js ceiling (bench/lib/grpc-echo.ts) in its own process, as the services run in theirs,
+ * with the Node arguments the rate limiter ships with.
+ */
 function startEcho(port: number, answer: Buffer): ChildProcess {
   return spawn(
     process.execPath,
-    [...RUN_FROM_SOURCE, "bench/lib/grpc-echo.ts", String(port), RLS_METHOD, answer.toString("base64")],
+    [
+      ...SHIPPED_NODE_ARGS["ratelimit-service"],
+      ...RUN_FROM_SOURCE,
+      "bench/lib/grpc-echo.ts",
+      String(port),
+      RLS_METHOD,
+      answer.toString("base64"),
+    ],
     { cwd: REPO, stdio: ["ignore", "ignore", "inherit"] },
   );
 }

@@ -3,10 +3,12 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse, parseAllDocuments } from "yaml";
 import { CONTROL_PLANE_ENV, CONTROL_PLANE_NODE_ARGS } from "@portico/control-plane";
+import { RATELIMIT_NODE_ARGS } from "@portico/ratelimit-service/runtime";
 
 // Every way Portico ships the control plane starts it with the runtime settings its memory figures
 // were measured with (control-plane/src/runtime.ts), so a deployment does not hold twice the memory
-// the README quotes.
+// the README quotes; and the rate limiter with the young generation its latency figures were
+// measured with (ratelimit-service/src/runtime.ts).
 const here = path.dirname(new URL(import.meta.url).pathname);
 const read = (file: string) => fs.readFileSync(path.join(here, file), "utf8");
 const MAIN = "control-plane/dist/main.js";
@@ -17,9 +19,9 @@ interface Launch {
   env: Record<string, string>;
 }
 
-function beforeMain(argv: readonly string[]): string[] {
-  const at = argv.indexOf(MAIN);
-  expect(at, `${MAIN} in ${JSON.stringify(argv)}`).toBeGreaterThanOrEqual(0);
+function beforeMain(argv: readonly string[], main = MAIN): string[] {
+  const at = argv.indexOf(main);
+  expect(at, `${main} in ${JSON.stringify(argv)}`).toBeGreaterThanOrEqual(0);
   return argv.slice(0, at);
 }
 
@@ -77,5 +79,40 @@ describe("the control plane's runtime settings", () => {
         .map((w) => [w.slice(0, w.indexOf("=")), w.slice(w.indexOf("=") + 1)]),
     );
     expectSettings("package.json", { nodeArgs: beforeMain(words), env });
+  });
+});
+
+describe("the rate limiter's runtime settings", () => {
+  const main = "ratelimit-service/dist/main.js";
+  const expectArgs = (where: string, argv: readonly string[]) => {
+    expect(RATELIMIT_NODE_ARGS.length, "settings to check").toBeGreaterThan(0);
+    for (const arg of RATELIMIT_NODE_ARGS) expect(beforeMain(argv, main), where).toContain(arg);
+  };
+
+  it("are in docker-compose", () => {
+    const compose = parse(read("docker-compose.yml")) as { services: Record<string, { command: string[] }> };
+    expectArgs("docker-compose.yml", compose.services["ratelimit"]!.command);
+  });
+
+  it("are in the Kubernetes Deployment", () => {
+    const docs = parseAllDocuments(read("k8s/policy-services.yaml")).map((d) => d.toJS()) as {
+      kind: string;
+      metadata: { name: string };
+      spec?: { template?: { spec: { containers: { name: string; args: string[] }[] } } };
+    }[];
+    const containers = docs
+      .filter((d) => d.kind === "Deployment")
+      .flatMap((d) => d.spec!.template!.spec.containers)
+      .filter((c) => c.args.includes(main));
+    expect(containers.length, "a container running the rate limiter").toBe(1);
+    expectArgs("k8s/policy-services.yaml", containers[0]!.args);
+  });
+
+  it("are in the image's documented command", () => {
+    const line = read("Dockerfile")
+      .split("\n")
+      .find((l) => l.includes(main));
+    expect(line, "the Dockerfile names the rate limiter's command").toBeDefined();
+    expectArgs("Dockerfile", line!.replace(/^#\s*/, "").split(/\s+/));
   });
 });

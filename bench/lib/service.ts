@@ -3,15 +3,43 @@
 // (`<service>/dist/main.js`, after `npm run build`) as production runs it. `npm run bench` passes
 // `--compiled`: tsx adds work of its own to every call (its `__name` helper shows in profiles).
 import fs from "node:fs";
+import { createRequire } from "node:module";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { RATELIMIT_NODE_ARGS } from "@portico/ratelimit-service/runtime";
 import { RUN_FROM_SOURCE } from "@portico/testing";
 
 export type Service = "ext-authz" | "ratelimit-service";
 
-/** Node's arguments before the service's own: its entry point, and tsx when it is the source. */
+/** The Node arguments a service of this checkout ships with (its runtime module), before its entry point. */
+export const SHIPPED_NODE_ARGS: Readonly<Record<Service, readonly string[]>> = {
+  "ext-authz": [],
+  "ratelimit-service": RATELIMIT_NODE_ARGS,
+};
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const require = createRequire(import.meta.url);
+
+/**
+ * What the service of the checkout at `root` ships with: this checkout's, or another's (a
+ * BENCH_BASELINE) as its build says, nothing where its build has no runtime module.
+ */
+function shippedNodeArgs(root: string, service: Service): readonly string[] {
+  if (path.resolve(root) === REPO) return SHIPPED_NODE_ARGS[service];
+  if (service !== "ratelimit-service") return [];
+  const runtime = path.join(root, service, "dist", "runtime.js");
+  if (!fs.existsSync(runtime)) return [];
+  return (require(runtime) as { RATELIMIT_NODE_ARGS?: readonly string[] }).RATELIMIT_NODE_ARGS ?? [];
+}
+
+/**
+ * Node's arguments before the service's own: those it ships with, its entry point, and tsx when
+ * it is the source.
+ */
 export function serviceEntry(root: string, service: Service, compiled: boolean): string[] {
-  if (!compiled) return [...RUN_FROM_SOURCE, path.join(root, service, "src", "main.ts")];
+  const shipped = shippedNodeArgs(root, service);
+  if (!compiled) return [...shipped, ...RUN_FROM_SOURCE, path.join(root, service, "src", "main.ts")];
   const main = path.join(root, service, "dist", "main.js");
   if (!fs.existsSync(main)) throw new Error(`--compiled: ${main} is missing (npm run build makes it)`);
-  return [main];
+  return [...shipped, main];
 }

@@ -23,6 +23,7 @@ import {
   type ControlPlane,
 } from "@portico/control-plane";
 import { renderBootstrap, REPO_ROOT } from "@portico/envoy";
+import { RATELIMIT_NODE_ARGS } from "@portico/ratelimit-service/runtime";
 import { followFile, withDemoPorts } from "./config.js";
 import { demoEnvoy } from "./envoy-binary.js";
 import {
@@ -166,24 +167,26 @@ async function main(): Promise<void> {
     // A signal during the start stops what exists; no process is started after it.
     if (stopping) return;
     const xds = `127.0.0.1:${ports.xds}`;
-    const services: [string, string, string[]][] = [
+    const services: [string, string, string[], readonly string[]][] = [
       [
         "ext-authz",
         "ext-authz",
         [`--listen=127.0.0.1:${ports.authz}`, `--metrics=127.0.0.1:${ports.authzMetrics}`],
+        [],
       ],
       [
         "rate limiter",
         "ratelimit-service",
         [`--listen=127.0.0.1:${ports.ratelimit}`, `--metrics-listen=127.0.0.1:${ports.ratelimitMetrics}`],
+        RATELIMIT_NODE_ARGS,
       ],
-      ["aggregator", "aggregator", [`--listen=127.0.0.1:${ports.aggregator}`]],
+      ["aggregator", "aggregator", [`--listen=127.0.0.1:${ports.aggregator}`], []],
     ];
     const childEnv = { LOG_LEVEL: process.env.LOG_LEVEL ?? "warn" };
-    for (const [name, pkg, args] of services)
+    for (const [name, pkg, args, nodeArgs] of services)
       started.services.push({
         name,
-        child: startNodeService(serviceEntry(pkg), [`--xds=${xds}`, ...args], childEnv),
+        child: startNodeService(serviceEntry(pkg), [`--xds=${xds}`, ...args], childEnv, nodeArgs),
       });
 
     const bootstrapFile = path.join(workDir, "envoy-edge.yaml");

@@ -13,13 +13,17 @@ export function serviceEntry(pkg: string): string {
   return path.join(REPO_ROOT, pkg, FROM_SOURCE ? "src/main.ts" : "dist/main.js");
 }
 
-/** Starts `node <entry> ARGS…` on this process's Node, with its loader flags, output to this terminal. */
+/**
+ * Starts `node NODE_ARGS… <entry> ARGS…` on this process's Node, with its loader flags, output to
+ * this terminal. `nodeArgs`: what the service is shipped with (e.g. RATELIMIT_NODE_ARGS).
+ */
 export function startNodeService(
   entry: string,
   args: readonly string[],
   env: NodeJS.ProcessEnv,
+  nodeArgs: readonly string[] = [],
 ): ChildProcess {
-  return spawn(process.execPath, [...process.execArgv, entry, ...args], {
+  return spawn(process.execPath, [...process.execArgv, ...nodeArgs, entry, ...args], {
     stdio: ["ignore", "inherit", "inherit"],
     env: { ...process.env, ...env },
   });

@@ -13,3 +13,4 @@ export * from "./redis/strict.js";
 export * from "./service/codec.js";
 export * from "./service/rls.js";
 export * from "./service/server.js";
+export * from "./runtime.js";
