@@ -46,7 +46,7 @@ import {
 import { ISSUER, jwk, token } from "./lib/bench-jwt.js";
 import { benchCacheDir, goBuild, goVersion } from "./lib/cache.js";
 import { processCpuUs } from "./lib/proc.js";
-import { serviceEntry } from "./lib/service.js";
+import { serviceEntry, SHIPPED_NODE_ARGS } from "./lib/service.js";
 import { startStaticEnvoy, type StaticEnvoy } from "./lib/static-envoy.js";
 import { median } from "./lib/stats.js";
 import {
@@ -286,7 +286,8 @@ async function main(): Promise<void> {
   );
 
   // The no-work ext_authz server: a Node gRPC server on the same stack that answers OK at once,
-  // the request unread (bench/lib/grpc-echo.ts), in its own process as ext-authz is.
+  // the request unread (bench/lib/grpc-echo.ts), in its own process and with the Node arguments
+  // ext-authz ships with, as ext-authz runs.
   const { CheckResponse } = authTypes();
   const okAnswer = Buffer.from(
     CheckResponse.encode(CheckResponse.fromObject({ status: { code: 0 }, ok_response: {} })).finish(),
@@ -294,6 +295,7 @@ async function main(): Promise<void> {
   const noop = spawn(
     process.execPath,
     [
+      ...SHIPPED_NODE_ARGS["ext-authz"],
       ...RUN_FROM_SOURCE,
       path.join(REPO_ROOT, "bench/lib/grpc-echo.ts"),
       String(noopPort),

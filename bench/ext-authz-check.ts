@@ -31,7 +31,7 @@ import { claims, ISSUER, AUDIENCE, rsaKey, signJwt, freePort } from "@portico/te
 import { REPO_ROOT } from "@portico/envoy";
 import { startFixedAnswerServer } from "./lib/grpc-echo.js";
 import { processCpuUs } from "./lib/proc.js";
-import { serviceEntry } from "./lib/service.js";
+import { serviceEntry, SHIPPED_NODE_ARGS } from "./lib/service.js";
 import { median } from "./lib/stats.js";
 
 type Obj = Record<string, unknown>;
@@ -148,9 +148,13 @@ interface Started {
   stop: () => Promise<void>;
 }
 
-/** Node's flags for a server child: this process's, less the `source` condition when `compiled`. */
+/**
+ * Node's flags for a server child: this process's, less the `source` condition when `compiled`,
+ * and those ext-authz ships with, so that it and the floor run as production runs ext-authz.
+ */
 function childExecArgv(compiled: boolean): string[] {
-  return compiled ? process.execArgv.filter((a) => a !== "--conditions=source") : process.execArgv;
+  const own = compiled ? process.execArgv.filter((a) => a !== "--conditions=source") : process.execArgv;
+  return [...own, ...SHIPPED_NODE_ARGS["ext-authz"]];
 }
 
 async function startChild(args: string[], profileName: string, compiled: boolean): Promise<Started> {

@@ -3,12 +3,13 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse, parseAllDocuments } from "yaml";
 import { CONTROL_PLANE_ENV, CONTROL_PLANE_NODE_ARGS } from "@portico/control-plane";
+import { EXT_AUTHZ_NODE_ARGS } from "@portico/ext-authz/runtime";
 import { RATELIMIT_NODE_ARGS } from "@portico/ratelimit-service/runtime";
 
 // Every way Portico ships the control plane starts it with the runtime settings its memory figures
 // were measured with (control-plane/src/runtime.ts), so a deployment does not hold twice the memory
-// the README quotes; and the rate limiter with the young generation its latency figures were
-// measured with (ratelimit-service/src/runtime.ts).
+// the README quotes; and ext-authz and the rate limiter with the young generation their latency
+// figures were measured with (each one's src/runtime.ts).
 const here = path.dirname(new URL(import.meta.url).pathname);
 const read = (file: string) => fs.readFileSync(path.join(here, file), "utf8");
 const MAIN = "control-plane/dist/main.js";
@@ -82,29 +83,32 @@ describe("the control plane's runtime settings", () => {
   });
 });
 
-describe("the rate limiter's runtime settings", () => {
-  const main = "ratelimit-service/dist/main.js";
+const POLICY_SERVICES: [name: string, composeService: string, main: string, args: readonly string[]][] = [
+  ["ext-authz", "ext-authz", "ext-authz/dist/main.js", EXT_AUTHZ_NODE_ARGS],
+  ["the rate limiter", "ratelimit", "ratelimit-service/dist/main.js", RATELIMIT_NODE_ARGS],
+];
+
+describe.each(POLICY_SERVICES)("%s's runtime settings", (_name, composeService, main, nodeArgs) => {
   const expectArgs = (where: string, argv: readonly string[]) => {
-    expect(RATELIMIT_NODE_ARGS.length, "settings to check").toBeGreaterThan(0);
-    for (const arg of RATELIMIT_NODE_ARGS) expect(beforeMain(argv, main), where).toContain(arg);
+    expect(nodeArgs.length, "settings to check").toBeGreaterThan(0);
+    for (const arg of nodeArgs) expect(beforeMain(argv, main), where).toContain(arg);
   };
 
   it("are in docker-compose", () => {
     const compose = parse(read("docker-compose.yml")) as { services: Record<string, { command: string[] }> };
-    expectArgs("docker-compose.yml", compose.services["ratelimit"]!.command);
+    expectArgs("docker-compose.yml", compose.services[composeService]!.command);
   });
 
   it("are in the Kubernetes Deployment", () => {
     const docs = parseAllDocuments(read("k8s/policy-services.yaml")).map((d) => d.toJS()) as {
       kind: string;
-      metadata: { name: string };
       spec?: { template?: { spec: { containers: { name: string; args: string[] }[] } } };
     }[];
     const containers = docs
       .filter((d) => d.kind === "Deployment")
       .flatMap((d) => d.spec!.template!.spec.containers)
       .filter((c) => c.args.includes(main));
-    expect(containers.length, "a container running the rate limiter").toBe(1);
+    expect(containers.length, `a container running ${main}`).toBe(1);
     expectArgs("k8s/policy-services.yaml", containers[0]!.args);
   });
 
@@ -112,7 +116,7 @@ describe("the rate limiter's runtime settings", () => {
     const line = read("Dockerfile")
       .split("\n")
       .find((l) => l.includes(main));
-    expect(line, "the Dockerfile names the rate limiter's command").toBeDefined();
+    expect(line, `the Dockerfile names ${main}'s command`).toBeDefined();
     expectArgs("Dockerfile", line!.replace(/^#\s*/, "").split(/\s+/));
   });
 });

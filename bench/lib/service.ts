@@ -6,6 +6,7 @@ import fs from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { EXT_AUTHZ_NODE_ARGS } from "@portico/ext-authz/runtime";
 import { RATELIMIT_NODE_ARGS } from "@portico/ratelimit-service/runtime";
 import { RUN_FROM_SOURCE } from "@portico/testing";
 
@@ -13,8 +14,14 @@ export type Service = "ext-authz" | "ratelimit-service";
 
 /** The Node arguments a service of this checkout ships with (its runtime module), before its entry point. */
 export const SHIPPED_NODE_ARGS: Readonly<Record<Service, readonly string[]>> = {
-  "ext-authz": [],
+  "ext-authz": EXT_AUTHZ_NODE_ARGS,
   "ratelimit-service": RATELIMIT_NODE_ARGS,
+};
+
+/** The name each service's runtime module gives its Node arguments. */
+const RUNTIME_EXPORT: Readonly<Record<Service, string>> = {
+  "ext-authz": "EXT_AUTHZ_NODE_ARGS",
+  "ratelimit-service": "RATELIMIT_NODE_ARGS",
 };
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -26,10 +33,12 @@ const require = createRequire(import.meta.url);
  */
 function shippedNodeArgs(root: string, service: Service): readonly string[] {
   if (path.resolve(root) === REPO) return SHIPPED_NODE_ARGS[service];
-  if (service !== "ratelimit-service") return [];
   const runtime = path.join(root, service, "dist", "runtime.js");
   if (!fs.existsSync(runtime)) return [];
-  return (require(runtime) as { RATELIMIT_NODE_ARGS?: readonly string[] }).RATELIMIT_NODE_ARGS ?? [];
+  const shipped = (require(runtime) as Record<string, readonly string[] | undefined>)[
+    RUNTIME_EXPORT[service]
+  ];
+  return shipped ?? [];
 }
 
 /**

@@ -23,6 +23,7 @@ import {
   type ControlPlane,
 } from "@portico/control-plane";
 import { renderBootstrap, REPO_ROOT } from "@portico/envoy";
+import { EXT_AUTHZ_NODE_ARGS } from "@portico/ext-authz/runtime";
 import { RATELIMIT_NODE_ARGS } from "@portico/ratelimit-service/runtime";
 import { followFile, withDemoPorts } from "./config.js";
 import { demoEnvoy } from "./envoy-binary.js";
@@ -172,7 +173,7 @@ async function main(): Promise<void> {
         "ext-authz",
         "ext-authz",
         [`--listen=127.0.0.1:${ports.authz}`, `--metrics=127.0.0.1:${ports.authzMetrics}`],
-        [],
+        EXT_AUTHZ_NODE_ARGS,
       ],
       [
         "rate limiter",
