@@ -401,6 +401,8 @@ function fixedAnswer(): Buffer {
 const REFERENCE = "reference";
 /** The grpc-js server answering at once, request unread: the floor of any service in Node here. */
 const NO_WORK = "grpc-js no-work";
+/** The servers that are not Portico's: only their CPU is known, not their event loop or syncs. */
+const cpuOnlyMode = (mode: string) => mode === REFERENCE || mode === NO_WORK;
 
 /**
  * p50 and p99 of ShouldRateLimit at fixed rates, local-first and strict on the same Redis, beside
@@ -534,10 +536,9 @@ async function fixedRate(redis: RedisServer, dir: string): Promise<FixedPointSet
           };
           const key = `${s.mode}@${rate}`;
           samples.set(key, [...(samples.get(key) ?? []), r]);
-          const service =
-            s.mode === REFERENCE || s.mode === NO_WORK
-              ? `${r.cpuUs.toFixed(0)} µs CPU/decision`
-              : `event-loop delay p99 ${r.loopLagP99Ms.toFixed(1)} ms, max ${r.loopLagMaxMs.toFixed(1)} ms; GC ${((1000 * r.gcSeconds) / seconds).toFixed(1)} ms/s, ${r.gcOver1Ms} pauses > 1 ms; ${(r.syncBatches / seconds).toFixed(0)} syncs/s; ${r.cpuUs.toFixed(0)} µs CPU/decision`;
+          const service = cpuOnlyMode(s.mode)
+            ? `${r.cpuUs.toFixed(0)} µs CPU/decision`
+            : `event-loop delay p99 ${r.loopLagP99Ms.toFixed(1)} ms, max ${r.loopLagMaxMs.toFixed(1)} ms; GC ${((1000 * r.gcSeconds) / seconds).toFixed(1)} ms/s, ${r.gcOver1Ms} pauses > 1 ms; ${(r.syncBatches / seconds).toFixed(0)} syncs/s; ${r.cpuUs.toFixed(0)} µs CPU/decision`;
           console.log(
             `round ${round + 1}: ${s.mode.padEnd(12)} @${rate}/s  ${r.perSecond.toFixed(0)}/s answered  p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms` +
               `  | service: ${service}${r.errors ? `  ${r.errors} errors` : ""}`,
@@ -775,10 +776,9 @@ async function main(): Promise<void> {
 function printFixed(set: FixedPointSet): void {
   console.log(`\nfixed-rate load (${set.generator}), ${set.seconds} s a run, medians of interleaved rounds:`);
   for (const p of set.points) {
-    const service =
-      p.mode === REFERENCE || p.mode === NO_WORK
-        ? `${p.cpuUsPerDecision.toFixed(0)} µs CPU/decision`
-        : `event-loop delay p99 ${p.loopLagP99Ms.toFixed(1)} ms, GC ${p.gcMsPerSecond.toFixed(1)} ms/s, ${p.syncsPerSecond.toFixed(0)} syncs/s, ${p.cpuUsPerDecision.toFixed(0)} µs CPU/decision`;
+    const service = cpuOnlyMode(p.mode)
+      ? `${p.cpuUsPerDecision.toFixed(0)} µs CPU/decision`
+      : `event-loop delay p99 ${p.loopLagP99Ms.toFixed(1)} ms, GC ${p.gcMsPerSecond.toFixed(1)} ms/s, ${p.syncsPerSecond.toFixed(0)} syncs/s, ${p.cpuUsPerDecision.toFixed(0)} µs CPU/decision`;
     console.log(
       `${p.mode.padEnd(12)} @${String(p.rate).padEnd(5)} p50 ${p.p50.toFixed(3)} ms   p99 ${p.p99.toFixed(3)} ms   (p99 by round: ${p.samples.map((r) => r.p99.toFixed(2)).join(", ")})` +
         `   service ${service}${p.errors ? `   ${p.errors} errors` : ""}`,

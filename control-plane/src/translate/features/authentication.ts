@@ -7,12 +7,11 @@
 import { ALL_IDENTITY_HEADERS, duration, TYPE_PREFIX } from "@portico/contract";
 import type { AuthPolicy, Route } from "../../model/schema.js";
 import type { GatewayContext } from "../context.js";
-import type { HttpFeature, HttpFilter, HttpFilterName } from "../feature.js";
+import { FILTER_OFF, type HttpFeature, type HttpFilter, type HttpFilterName } from "../feature.js";
 import {
   JWT_CHECKS,
   JWT_CHECKS_OFF,
   JWT_IDENTITY,
-  JWT_IDENTITY_OFF,
   jwtChecksFilter,
   jwtChecksPerRoute,
   jwtIdentityFilter,
@@ -133,7 +132,7 @@ export function authPerFilterConfig(ctx: GatewayContext, r: Route): Record<strin
     ? { [EXT_AUTHZ_FILTER]: { "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE, disabled: true } }
     : {};
   const nativeOff = native
-    ? { [JWT_AUTHN_FILTER]: JWT_AUTHN_OFF, [JWT_CHECKS]: JWT_CHECKS_OFF, [JWT_IDENTITY]: JWT_IDENTITY_OFF }
+    ? { [JWT_AUTHN_FILTER]: JWT_AUTHN_OFF, [JWT_CHECKS]: JWT_CHECKS_OFF, [JWT_IDENTITY]: FILTER_OFF }
     : {};
   if (path.kind === "native") {
     return {

@@ -15,7 +15,7 @@ import {
 } from "@portico/contract";
 import type { NativeProvider } from "../../model/auth-path.js";
 import type { AuthPolicy, Config } from "../../model/schema.js";
-import { FILTER_OFF, type HttpFilter, type HttpFilterName } from "../feature.js";
+import type { HttpFilter, HttpFilterName } from "../feature.js";
 import { IDENTITY_NAMESPACE, JWT_CHECKS_FILTER, JWT_CHECKS_LUA } from "./jwt-checks-lua.js";
 import { pinnedKeys } from "./jwt-keys.js";
 
@@ -175,6 +175,3 @@ export function jwtIdentityFilter(): HttpFilter {
     },
   };
 }
-
-/** A route the checks do not decide: nothing is copied. */
-export const JWT_IDENTITY_OFF = FILTER_OFF;
