@@ -47,7 +47,14 @@ import { ISSUER, jwk, token } from "./lib/bench-jwt.js";
 import { benchCacheDir, goBuild, goVersion } from "./lib/cache.js";
 import { processCpuUs } from "./lib/proc.js";
 import { serviceEntry, SHIPPED_NODE_ARGS } from "./lib/service.js";
-import { startStaticEnvoy, type StaticEnvoy } from "./lib/static-envoy.js";
+import {
+  appCluster,
+  EMPTY_LUA,
+  startStaticEnvoy,
+  staticJwtAuthn,
+  staticListener,
+  type StaticEnvoy,
+} from "./lib/static-envoy.js";
 import { median } from "./lib/stats.js";
 import {
   bearerScript,
@@ -153,91 +160,14 @@ function counterSum(text: string, name: string, labels = ""): number {
  * written in Lua costs after it.
  */
 function jwtAuthnBootstrap(port: number, luaPort: number, upstreamPort: number): object {
-  const JWT_AUTHN = "envoy.filters.http.jwt_authn";
-  const jwtAuthn = {
-    name: JWT_AUTHN,
-    typed_config: {
-      "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-      providers: {
-        idp: {
-          issuer: ISSUER,
-          audiences: ["bench"],
-          local_jwks: { inline_string: JSON.stringify({ keys: [jwk] }) },
-          forward: false,
-          claim_to_headers: [{ header_name: "x-portico-consumer", claim_name: "sub" }],
-          jwt_cache_config: { jwt_cache_size: JWT_CACHE_SIZE },
-        },
-      },
-      rules: [{ match: { path: "/auth" }, requires: { provider_name: "idp" } }],
-    },
-  };
-  const emptyLua = {
-    name: "envoy.filters.http.lua",
-    typed_config: {
-      "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-      default_source_code: { inline_string: "function envoy_on_request(h) end" },
-    },
-  };
-  const router = {
-    name: "envoy.filters.http.router",
-    typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
-  };
-  const listener = (name: string, listenPort: number, filters: object[]) => ({
-    name,
-    address: { socket_address: { address: "127.0.0.1", port_value: listenPort } },
-    filter_chains: [
-      {
-        filters: [
-          {
-            name: "envoy.filters.network.http_connection_manager",
-            typed_config: {
-              "@type":
-                "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-              stat_prefix: name,
-              route_config: {
-                name: "local",
-                virtual_hosts: [
-                  {
-                    name: "all",
-                    domains: ["*"],
-                    routes: [
-                      { match: { path: "/auth" }, route: { cluster: "app" } },
-                      { match: { path: "/bare" }, route: { cluster: "app" } },
-                    ],
-                  },
-                ],
-              },
-              http_filters: [...filters, router],
-            },
-          },
-        ],
-      },
-    ],
-  });
+  const jwtAuthn = staticJwtAuthn("/auth", JWT_CACHE_SIZE);
   return {
     static_resources: {
-      listeners: [listener("jwt", port, [jwtAuthn]), listener("jwt_lua", luaPort, [jwtAuthn, emptyLua])],
-      clusters: [
-        {
-          name: "app",
-          type: "STATIC",
-          connect_timeout: "1s",
-          load_assignment: {
-            cluster_name: "app",
-            endpoints: [
-              {
-                lb_endpoints: [
-                  {
-                    endpoint: {
-                      address: { socket_address: { address: "127.0.0.1", port_value: upstreamPort } },
-                    },
-                  },
-                ],
-              },
-            ],
-          },
-        },
+      listeners: [
+        staticListener("jwt", port, ["/auth", "/bare"], [jwtAuthn]),
+        staticListener("jwt_lua", luaPort, ["/auth", "/bare"], [jwtAuthn, EMPTY_LUA]),
       ],
+      clusters: [appCluster(upstreamPort)],
     },
   };
 }

@@ -5,8 +5,12 @@
 // never to refuse, so every request still takes a token from its consumer's bucket. Tokens are
 // taken in turn by a wrk script: a few that stay in Envoy's cache (hit), or more than the cache
 // holds (miss: every request verifies a signature). One Envoy (--concurrency 1), the control plane
-// in this process, configured as a user would configure it; no ext-authz runs at all. Any answer
-// other than 2xx, or any socket error, fails the run.
+// in this process, configured as a user would configure it; no ext-authz runs at all. Beside it,
+// in the same rounds, a static Envoy written by hand shows what the least of each design costs on
+// the limited route against its own bare route: jwt_authn and the same per-consumer limit with no
+// Lua at all (the subject copied to a header by jwt_authn, then to metadata), and the same with a
+// Lua filter that does nothing after jwt_authn. Any answer other than 2xx, or any socket error,
+// fails the run.
 //   npx tsx bench/native-jwt.ts [--seconds 5] [--rounds 3] [--connections 32]
 import fs from "node:fs";
 import os from "node:os";
@@ -25,6 +29,14 @@ import {
 } from "@portico/testing";
 import { ISSUER, jwk, token as signedToken } from "./lib/bench-jwt.js";
 import { processCpuUs } from "./lib/proc.js";
+import {
+  appCluster,
+  EMPTY_LUA,
+  startStaticEnvoy,
+  staticJwtAuthn,
+  staticListener,
+  type StaticEnvoy,
+} from "./lib/static-envoy.js";
 import { median } from "./lib/stats.js";
 import { bearerScript, requireWrk, wrk as runWrk, type WrkResult } from "./lib/wrk.js";
 
@@ -46,6 +58,76 @@ const MISS_TOKENS = JWT_CACHE_SIZE + 2_000;
 
 requireWrk();
 
+/** The identity's namespace in dynamic metadata, where Portico's limits read the consumer. */
+const IDENTITY_NAMESPACE = "envoy.filters.http.ext_authz";
+
+/**
+ * The static Envoy's floors, all on /limited: a bare route, jwt_authn then a per-consumer limit
+ * as Envoy's users would write it (one token bucket per consumer, the subject jwt_authn put in a
+ * header copied to metadata as Portico's identity filter copies it), and the same with an empty
+ * Lua filter after jwt_authn.
+ */
+function floorsBootstrap(ports: { bare: number; native: number; lua: number }, upstreamPort: number): object {
+  const jwtAuthn = staticJwtAuthn("/limited", JWT_CACHE_SIZE);
+  const identity = {
+    name: "envoy.filters.http.header_to_metadata",
+    typed_config: {
+      "@type": "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config",
+      request_rules: [
+        {
+          header: "x-portico-consumer",
+          on_header_present: { metadata_namespace: IDENTITY_NAMESPACE, key: "consumer", type: "STRING" },
+        },
+      ],
+    },
+  };
+  const always = { default_value: { numerator: 100, denominator: "HUNDRED" } };
+  const limit = {
+    name: "envoy.filters.http.local_ratelimit",
+    typed_config: {
+      "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+      stat_prefix: "caller_limits",
+      filter_enabled: always,
+      filter_enforced: always,
+      rate_limits: [
+        {
+          actions: [
+            { generic_key: { descriptor_key: "limit", descriptor_value: "per-consumer" } },
+            {
+              metadata: {
+                descriptor_key: "consumer",
+                metadata_key: { key: IDENTITY_NAMESPACE, path: [{ key: "consumer" }] },
+                default_value: "anonymous",
+                source: "DYNAMIC",
+              },
+            },
+          ],
+        },
+      ],
+      descriptors: [
+        {
+          entries: [
+            { key: "limit", value: "per-consumer" },
+            { key: "consumer", value: "" },
+          ],
+          token_bucket: { max_tokens: 1_000_000, tokens_per_fill: { value: 1_000_000 }, fill_interval: "1s" },
+        },
+      ],
+      max_dynamic_descriptors: { value: 10_000 },
+    },
+  };
+  return {
+    static_resources: {
+      listeners: [
+        staticListener("bare", ports.bare, ["/limited"], []),
+        staticListener("native", ports.native, ["/limited"], [jwtAuthn, identity, limit]),
+        staticListener("lua", ports.lua, ["/limited"], [jwtAuthn, EMPTY_LUA, identity, limit]),
+      ],
+      clusters: [appCluster(upstreamPort)],
+    },
+  };
+}
+
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "portico-bench-native-jwt-"));
 /** The bench's tokens carry the scope its routes require. */
 const token = (i: number) => signedToken(i, { scope: "read" });
@@ -55,6 +137,7 @@ const wrk = (url: string, script: string) =>
 
 let api: AdminHandle | undefined;
 let envoy: EnvoyProcess | undefined;
+let floors: StaticEnvoy | undefined;
 const upstream = await startHttpUpstream("app");
 try {
   api = await startAdmin();
@@ -114,6 +197,8 @@ try {
     componentLogLevel: "upstream:warn",
   });
   await envoy.waitReady({ timeoutMs: 30_000 });
+  const floorPorts = { bare: await freePort(), native: await freePort(), lua: await freePort() };
+  floors = await startStaticEnvoy(dir, "floors", floorsBootstrap(floorPorts, upstream.port));
 
   console.log(`signing ${HIT_TOKENS + MISS_TOKENS} tokens…`);
   const hitScript = tokenScript(
@@ -125,31 +210,90 @@ try {
   const missScript = () => tokenScript("miss", missTokens, missSent);
   const url = (p: string) => `http://127.0.0.1:${port}${p}`;
   const auth = { authorization: `Bearer ${token(0)}` };
-  for (const p of ["/jwt", "/limited"]) {
-    await waitFor(async () => (await httpRequest(url(p), { headers: auth })).status === 200, {
+  const floorUrl = (port: number) => `http://127.0.0.1:${port}/limited`;
+  for (const u of [url("/jwt"), url("/limited"), floorUrl(floorPorts.native), floorUrl(floorPorts.lua)]) {
+    await waitFor(async () => (await httpRequest(u, { headers: auth })).status === 200, {
       timeoutMs: 30_000,
-      what: `route ${p} admitting a valid token`,
+      what: `${u} admitting a valid token`,
     });
-    const refused = await httpRequest(url(p));
-    if (refused.status !== 401) throw new Error(`${p} let an unauthenticated request through`);
+    const refused = await httpRequest(u);
+    if (refused.status !== 401) throw new Error(`${u} let an unauthenticated request through`);
   }
 
   const hit = () => hitScript;
-  const scenarios = [
-    { key: "bare", label: "bare route (no auth)", url: url("/bare"), script: hit },
-    { key: "native-hit", label: "native JWT, cache hit", url: url("/jwt"), script: hit },
-    { key: "native-miss", label: "native JWT, cache miss", url: url("/jwt"), script: missScript },
+  const scenarios: {
+    key: string;
+    label: string;
+    url: string;
+    script: () => string;
+    /** Which Envoy serves it: Portico's, or the static one of the floors. */
+    on: "portico" | "static";
+    /** The scenario its ratios are against. */
+    baseline: string;
+  }[] = [
+    {
+      key: "bare",
+      label: "bare route (no auth)",
+      url: url("/bare"),
+      script: hit,
+      on: "portico",
+      baseline: "bare",
+    },
+    {
+      key: "native-hit",
+      label: "native JWT, cache hit",
+      url: url("/jwt"),
+      script: hit,
+      on: "portico",
+      baseline: "bare",
+    },
+    {
+      key: "native-miss",
+      label: "native JWT, cache miss",
+      url: url("/jwt"),
+      script: missScript,
+      on: "portico",
+      baseline: "bare",
+    },
     {
       key: "limited-hit",
       label: "native JWT + consumer limit, hit",
       url: url("/limited"),
       script: hit,
+      on: "portico",
+      baseline: "bare",
     },
     {
       key: "limited-miss",
       label: "native JWT + consumer limit, miss",
       url: url("/limited"),
       script: missScript,
+      on: "portico",
+      baseline: "bare",
+    },
+    {
+      key: "static-bare",
+      label: "static Envoy, bare route",
+      url: floorUrl(floorPorts.bare),
+      script: hit,
+      on: "static",
+      baseline: "static-bare",
+    },
+    {
+      key: "static-limit",
+      label: "static: jwt_authn + consumer limit, no Lua, hit",
+      url: floorUrl(floorPorts.native),
+      script: hit,
+      on: "static",
+      baseline: "static-bare",
+    },
+    {
+      key: "static-lua-limit",
+      label: "static: jwt_authn + empty Lua + consumer limit, hit",
+      url: floorUrl(floorPorts.lua),
+      script: hit,
+      on: "static",
+      baseline: "static-bare",
     },
   ];
   const invalid: string[] = [];
@@ -167,22 +311,24 @@ try {
   const cache = new Map(scenarios.map((s) => [s.key, { hits: 0, misses: 0 }]));
   /** Envoy's CPU (user + system) per request, µs: what each path costs the proxy, whatever else shares the cores. */
   const cpu = new Map<string, number[]>(scenarios.map((s) => [s.key, []]));
-  const counter = async (suffix: string) => {
+  const counter = async (on: "portico" | "static", suffix: string) => {
+    if (on === "static") return floors!.counter(suffix);
     let total = 0;
     for (const [name, v] of await envoy!.stats()) if (name.endsWith(suffix)) total += v;
     return total;
   };
+  const pidOf = (on: "portico" | "static") => (on === "static" ? floors!.pid : envoy!.pid);
   // Interleaved rounds, so drift in a noisy machine hits every scenario alike.
   for (let round = 0; round < ROUNDS; round++) {
     for (const s of scenarios) {
-      const [h0, m0] = [await counter("jwt_cache_hit"), await counter("jwt_cache_miss")];
-      const cpu0 = processCpuUs(envoy!.pid);
+      const [h0, m0] = [await counter(s.on, "jwt_cache_hit"), await counter(s.on, "jwt_cache_miss")];
+      const cpu0 = processCpuUs(pidOf(s.on));
       const r = await run(s.label, s.url, s.script);
-      cpu.get(s.key)!.push((processCpuUs(envoy!.pid) - cpu0) / r.requests);
+      cpu.get(s.key)!.push((processCpuUs(pidOf(s.on)) - cpu0) / r.requests);
       results.get(s.key)!.push(r);
       const c = cache.get(s.key)!;
-      c.hits += (await counter("jwt_cache_hit")) - h0;
-      c.misses += (await counter("jwt_cache_miss")) - m0;
+      c.hits += (await counter(s.on, "jwt_cache_hit")) - h0;
+      c.misses += (await counter(s.on, "jwt_cache_miss")) - m0;
     }
   }
   const summary = scenarios.map((s) => {
@@ -191,6 +337,7 @@ try {
     return {
       key: s.key,
       scenario: s.label,
+      baseline: s.baseline,
       rps: median(rs.map((r) => r.rps)),
       p50Ms: median(rs.map((r) => r.p50)),
       p99Ms: median(rs.map((r) => r.p99)),
@@ -199,20 +346,23 @@ try {
       jwtCache: { ...c, hitRatio: c.hits / Math.max(1, c.hits + c.misses) },
     };
   });
-  const bare = summary[0]!;
+  const byKey = new Map(summary.map((r) => [r.key, r]));
+  const baseOf = (r: (typeof summary)[number]) => byKey.get(r.baseline)!;
   console.log(
     `\nnative JWT through Envoy: wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} interleaved rounds, medians; ` +
-      `Envoy --concurrency 1 on ${os.cpus().length} CPUs; ${HIT_TOKENS} tokens (hit) or ${MISS_TOKENS} (miss) in turn, cache ${JWT_CACHE_SIZE}\n`,
+      `Envoy --concurrency 1 on ${os.cpus().length} CPUs; ${HIT_TOKENS} tokens (hit) or ${MISS_TOKENS} (miss) in turn, cache ${JWT_CACHE_SIZE}; ` +
+      `each against the bare route of its own Envoy\n`,
   );
   console.log(
-    "scenario                              req/s    p50 ms   p99 ms  cache hits  vs bare (req/s, p99)  Envoy CPU µs/req (vs bare)",
+    `${"scenario".padEnd(52)} req/s    p50 ms   p99 ms  cache hits  vs bare (req/s, p99)  Envoy CPU µs/req (vs bare)`,
   );
   for (const r of summary) {
-    const hits = r.key === "bare" ? "" : `${(r.jwtCache.hitRatio * 100).toFixed(0)}%`;
-    const ratios = `${(r.rps / bare.rps).toFixed(2)}x, ${(r.p99Ms / bare.p99Ms).toFixed(2)}x`;
-    const cpuCell = `${r.envoyCpuUsPerRequest.toFixed(0)} (${(r.envoyCpuUsPerRequest / bare.envoyCpuUsPerRequest).toFixed(2)}x)`;
+    const base = baseOf(r);
+    const hits = r === base ? "" : `${(r.jwtCache.hitRatio * 100).toFixed(0)}%`;
+    const ratios = `${(r.rps / base.rps).toFixed(2)}x, ${(r.p99Ms / base.p99Ms).toFixed(2)}x`;
+    const cpuCell = `${r.envoyCpuUsPerRequest.toFixed(0)} (${(r.envoyCpuUsPerRequest / base.envoyCpuUsPerRequest).toFixed(2)}x)`;
     console.log(
-      `${r.scenario.padEnd(36)} ${r.rps.toFixed(0).padStart(6)}   ${r.p50Ms.toFixed(2).padStart(6)}   ${r.p99Ms.toFixed(2).padStart(6)}  ${hits.padStart(10)}  ${ratios.padEnd(20)}  ${cpuCell}`,
+      `${r.scenario.padEnd(52)} ${r.rps.toFixed(0).padStart(6)}   ${r.p50Ms.toFixed(2).padStart(6)}   ${r.p99Ms.toFixed(2).padStart(6)}  ${hits.padStart(10)}  ${ratios.padEnd(20)}  ${cpuCell}`,
     );
   }
   fs.mkdirSync(path.join(REPO_ROOT, "bench/results"), { recursive: true });
@@ -228,7 +378,10 @@ try {
         jwtCacheSize: JWT_CACHE_SIZE,
         tokens: { hit: HIT_TOKENS, miss: MISS_TOKENS },
         invalid,
-        results: summary.map((r) => ({ ...r, vsBare: { rps: r.rps / bare.rps, p99: r.p99Ms / bare.p99Ms } })),
+        results: summary.map((r) => ({
+          ...r,
+          vsBare: { rps: r.rps / baseOf(r).rps, p99: r.p99Ms / baseOf(r).p99Ms },
+        })),
       },
       null,
       2,
@@ -240,6 +393,7 @@ try {
   }
 } finally {
   await envoy?.stop().catch(() => undefined);
+  await floors?.stop().catch(() => undefined);
   await api?.stop().catch(() => undefined);
   await upstream.close();
   fs.rmSync(dir, { recursive: true, force: true });

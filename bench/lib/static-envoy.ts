@@ -6,8 +6,11 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { findEnvoy } from "@portico/envoy";
 import { httpGet } from "@portico/testing";
+import { ISSUER, jwk } from "./bench-jwt.js";
 
 export interface StaticEnvoy {
+  /** Envoy's process id, for its CPU time. */
+  readonly pid: number;
   /** Counters whose name ends with `suffix`, summed over every stat prefix. */
   counter(suffix: string): Promise<number>;
   configDump(): Promise<string>;
@@ -58,6 +61,7 @@ export async function startStaticEnvoy(dir: string, name: string, bootstrap: obj
     await sleep(50);
   }
   return {
+    pid: child.pid!,
     async counter(suffix) {
       let total = 0;
       for (const line of (await admin(`/stats?filter=${encodeURIComponent(suffix)}$`)).split("\n")) {
@@ -70,6 +74,101 @@ export async function startStaticEnvoy(dir: string, name: string, bootstrap: obj
     async stop() {
       child.kill("SIGTERM");
       await exited;
+    },
+  };
+}
+
+const ROUTER = {
+  name: "envoy.filters.http.router",
+  typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
+};
+
+/** A loopback HTTP listener whose `paths` go to the cluster `app`, through `filters` then the router. */
+export function staticListener(
+  name: string,
+  port: number,
+  paths: readonly string[],
+  filters: object[],
+): object {
+  return {
+    name,
+    address: { socket_address: { address: "127.0.0.1", port_value: port } },
+    filter_chains: [
+      {
+        filters: [
+          {
+            name: "envoy.filters.network.http_connection_manager",
+            typed_config: {
+              "@type":
+                "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+              stat_prefix: name,
+              route_config: {
+                name: "local",
+                virtual_hosts: [
+                  {
+                    name: "all",
+                    domains: ["*"],
+                    routes: paths.map((p) => ({ match: { path: p }, route: { cluster: "app" } })),
+                  },
+                ],
+              },
+              http_filters: [...filters, ROUTER],
+            },
+          },
+        ],
+      },
+    ],
+  };
+}
+
+/** The cluster `app`: one upstream on loopback. */
+export function appCluster(port: number): object {
+  return {
+    name: "app",
+    type: "STATIC",
+    connect_timeout: "1s",
+    load_assignment: {
+      cluster_name: "app",
+      endpoints: [
+        {
+          lb_endpoints: [
+            { endpoint: { address: { socket_address: { address: "127.0.0.1", port_value: port } } } },
+          ],
+        },
+      ],
+    },
+  };
+}
+
+/** A Lua filter that does nothing: the least any check written in Lua costs. */
+export const EMPTY_LUA = {
+  name: "envoy.filters.http.lua",
+  typed_config: {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+    default_source_code: { inline_string: "function envoy_on_request(h) end" },
+  },
+};
+
+/**
+ * jwt_authn as its users write it: the bench's provider with its key inline, a verified-token
+ * cache of `cacheSize`, the token's subject in `x-portico-consumer`, required on `path`.
+ */
+export function staticJwtAuthn(path: string, cacheSize: number): object {
+  return {
+    name: "envoy.filters.http.jwt_authn",
+    typed_config: {
+      "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+      providers: {
+        idp: {
+          issuer: ISSUER,
+          audiences: ["bench"],
+          local_jwks: { inline_string: JSON.stringify({ keys: [jwk] }) },
+          forward: false,
+          claim_to_headers: [{ header_name: "x-portico-consumer", claim_name: "sub" }],
+          jwt_cache_config: { jwt_cache_size: cacheSize },
+        },
+      },
+      rules: [{ match: { path }, requires: { provider_name: "idp" } }],
     },
   };
 }
