@@ -7,4 +7,3 @@ export * from "./grpc/server.js";
 export * from "./policy/compile.js";
 export * from "./policy/load.js";
 export * from "./xds/policy-source.js";
-export * from "./runtime.js";

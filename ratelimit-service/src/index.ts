@@ -13,4 +13,3 @@ export * from "./redis/strict.js";
 export * from "./service/codec.js";
 export * from "./service/rls.js";
 export * from "./service/server.js";
-export * from "./runtime.js";
