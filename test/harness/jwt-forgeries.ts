@@ -1,4 +1,4 @@
-import { b64url, claims, rsaKey, signJwt, type TestKey } from "./jwt-keys.js";
+import { AUDIENCE, b64url, claims, rsaKey, signJwt, type TestKey } from "./jwt-keys.js";
 
 /**
  * The forged and broken tokens every JWT verifier of Portico must refuse, for a provider of
@@ -72,6 +72,13 @@ export function forgedTokens(
     "reserved subject": signJwt(key, claims(nowMs, { sub: "anonymous" })),
     "reserved subject, spaced and capitalised": signJwt(key, claims(nowMs, { sub: " Anonymous\u00a0" })),
     "reserved subject, Kelvin sign": signJwt(key, claims(nowMs, { sub: "UN\u212ANOWN" })),
+    // RFC 7519's types for the registered claims (a number as the subject names no one).
+    "subject a number": signJwt(key, claims(nowMs, { sub: 12345 })),
+    "subject null": signJwt(key, claims(nowMs, { sub: null })),
+    "token id a number": signJwt(key, claims(nowMs, { jti: 7 })),
+    "audience beside a number": signJwt(key, claims(nowMs, { aud: [AUDIENCE, 5] })),
+    "issued before 1970": signJwt(key, claims(nowMs, { iat: -5 })),
+    "expiry null": signJwt(key, claims(nowMs, { exp: null })),
     oversized: signJwt(key, claims(nowMs, { pad: "x".repeat(9_000) })),
     "two segments": `${h}.${p}`,
     "four segments": `${good}.${sig}`,

@@ -196,6 +196,7 @@ export class JwtVerifier {
     } catch (err) {
       return { ok: false, reason: classify(err) };
     }
+    if (!registeredClaimsWellTyped(payload)) return { ok: false, reason: "invalid_claim" };
     // jose checks `iat` against the clock only together with maxTokenAge; a token from the future is refused regardless.
     if (typeof payload.iat === "number" && payload.iat * 1000 > now + this.skewMs) {
       return { ok: false, reason: "issued_in_future" };
@@ -253,6 +254,33 @@ export class JwtVerifier {
   clearCache(): void {
     this.cache.clear();
   }
+}
+
+/** 2^64: Envoy reads the times into 64-bit unsigned integers. */
+const TIME_LIMIT = 2 ** 64;
+
+/**
+ * RFC 7519's types for the registered claims that are present, held as Envoy's jwt_authn holds
+ * them, so that a token is refused on both paths or on neither: `iss`, `sub` and `jti` strings,
+ * `aud` a string or a list of strings, `exp`, `nbf` and `iat` numbers from 0 below 2^64 (null is
+ * of no such type). A subject that is a number is no subject; another consumer claim may be one.
+ */
+function registeredClaimsWellTyped(payload: JWTPayload): boolean {
+  const present = (claim: string) => Object.hasOwn(payload, claim);
+  for (const claim of ["iss", "sub", "jti"])
+    if (present(claim) && typeof payload[claim] !== "string") return false;
+  const aud: unknown = payload.aud;
+  if (
+    present("aud") &&
+    typeof aud !== "string" &&
+    !(Array.isArray(aud) && aud.every((a) => typeof a === "string"))
+  )
+    return false;
+  for (const claim of ["exp", "nbf", "iat"]) {
+    const t = payload[claim];
+    if (present(claim) && !(typeof t === "number" && t >= 0 && t < TIME_LIMIT)) return false;
+  }
+  return true;
 }
 
 function scopesOf(payload: JWTPayload, claim: string | undefined): string[] {
