@@ -37,7 +37,7 @@ describe("Envoy's API descriptors", () => {
     expect(local.fields["max_dynamic_descriptors"]).toBeDefined();
     expect(local.fields["descriptors"]).toBeDefined();
     const jwt = messageType("envoy.extensions.filters.http.jwt_authn.v3.JwtProvider");
-    for (const f of ["local_jwks", "jwt_cache_config", "claim_to_headers", "payload_in_metadata"]) {
+    for (const f of ["local_jwks", "jwt_cache_config", "claim_to_headers", "forward_payload_header"]) {
       expect(jwt.fields[f], f).toBeDefined();
     }
   });

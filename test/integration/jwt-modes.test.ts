@@ -385,6 +385,77 @@ describe("JWT routes answer alike whether Envoy or ext-authz verifies them", () 
     expect(seen(query).path).toBe("/profile/me?a=2&flag=&z=1");
   });
 
+  it("reads the claims as ext-authz reads them, whatever the payload's JSON looks like", async () => {
+    const now = Date.now();
+    const s = Math.floor(now / 1000);
+    const head = `"iss":"${ISSUER}","aud":"${AUDIENCE}","iat":${s - 10},"exp":${s + 600}`;
+    /** A payload written as text, so its JSON is exactly what is signed. */
+    const raw = (text: string) => bearer(signJwt(rsa, text));
+    const cases: Record<string, [string, Record<string, string>, number]> = {
+      "spacing and escapes everywhere": [
+        "/profile/me",
+        raw(
+          `\n { ${head.replace(/,/g, " ,\t")} ,\r\n "sub" : "us\\u0065r-\\u00e9\\ud83d\\ude00\\"\\\\\\/\\t" , "scope":"a\\u0020b" }  `,
+        ),
+        200,
+      ],
+      "a plan claim that is a number": ["/profile/me", raw(`{${head},"sub":"p-1","tier":3}`), 200],
+      "a plan claim that is null": ["/profile/me", raw(`{${head},"sub":"p-2","tier":null}`), 200],
+      "a plan claim that is an object": [
+        "/profile/me",
+        raw(`{${head},"sub":"p-3","tier":{"name":"gold"}}`),
+        200,
+      ],
+      "scopes repeated, with runs of spaces, and in both claims": [
+        "/profile/me",
+        raw(`{${head},"sub":"s-1","scope":"b  a b ","scp":["c",null,3,"a",{"x":1},["d"],"",true]}`),
+        200,
+      ],
+      "scp an object": ["/profile/me", raw(`{${head},"sub":"s-2","scope":null,"scp":{"0":"a"}}`), 200],
+      "a claim in a list with nulls": [
+        "/admin/x",
+        raw(`{${head},"sub":"acme","scope":"admin","tenant":[null,"t1"]}`),
+        200,
+      ],
+      "a claim in a nested list": [
+        "/admin/x",
+        raw(`{${head},"sub":"acme","scope":"admin","tenant":[["t0"],["t1"]]}`),
+        200,
+      ],
+      "a claim in an object": [
+        "/admin/x",
+        raw(`{${head},"sub":"acme","scope":"admin","tenant":{"1":"t1"}}`),
+        403,
+      ],
+      "a claim that is true": ["/admin/x", raw(`{${head},"sub":"acme","scope":"admin","tenant":true}`), 403],
+      "the subject deep in nothing": [
+        "/profile/me",
+        raw(`{${head},"sub":"deep","extra":${"[".repeat(60)}1${"]".repeat(60)}}`),
+        200,
+      ],
+      "fractional times": [
+        "/profile/me",
+        raw(`{"iss":"${ISSUER}","aud":"${AUDIENCE}","iat":${s - 10.5},"exp":${s + 600.25},"sub":"f-1"}`),
+        200,
+      ],
+    };
+    for (const [what, [path, headers, status]] of Object.entries(cases)) {
+      const [a, b] = await both(path, headers);
+      expect(a.status, `${what}: ${a.body}`).toBe(status);
+      expect(b.status, `${what}: ${b.body}`).toBe(status);
+      if (status === 200) expect(seen(b), what).toEqual(seen(a));
+      else expect(shape(b), what).toEqual(shape(a));
+    }
+    // What ext-authz makes of two of them, as a reminder of what "the same" means here.
+    const [, escaped] = await both("/profile/me", cases["spacing and escapes everywhere"]![1]);
+    expect(seen(escaped).headers["x-portico-consumer"]).toBe('user-%C3%A9%F0%9F%98%80"\\/%09');
+    const [, scopes] = await both(
+      "/profile/me",
+      cases["scopes repeated, with runs of spaces, and in both claims"]![1],
+    );
+    expect(seen(scopes).headers["x-portico-scopes"]).toBe("b a c");
+  });
+
   it("refuses the whole forged-token corpus with the same status, body and challenge, reflecting nothing", async () => {
     const corpus = forgedTokens(rsa, Date.now(), { unlinkedConsumer: "globex", disabledConsumer: "initech" });
     const before = upstream.requests;

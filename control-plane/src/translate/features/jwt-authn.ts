@@ -11,7 +11,7 @@ import { authPathOf, type AuthPath, type NativeProvider } from "../../model/auth
 import type { AuthPolicy, Route } from "../../model/schema.js";
 import type { GatewayContext } from "../context.js";
 import type { HttpFilter, HttpFilterName } from "../feature.js";
-import { payloadHeader, payloadKey } from "./jwt-checks.js";
+import { payloadHeader } from "./jwt-checks.js";
 import { pinnedKeys } from "./jwt-keys.js";
 
 const JWT_AUTHN = "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication";
@@ -81,7 +81,6 @@ function envoyProvider({ provider: j, keys }: NativeProvider): object {
     // The checks remove the credential as ext-authz does (headers, query parameters, cookies).
     forward: true,
     forward_payload_header: payloadHeader(j.name),
-    payload_in_metadata: payloadKey(j.name),
     require_expiration: j.requireExp,
     // Envoy reads 0 as its default of 60 s; the checks apply the provider's own skew after it.
     clock_skew_seconds: j.clockSkewSeconds,

@@ -27,8 +27,6 @@ import { luaString as lua } from "./lua-string.js";
 
 /** The HTTP filter's name, also the dynamic metadata namespace a refusal is marked under. */
 export const JWT_CHECKS_FILTER = "portico.jwt_checks";
-/** Where jwt_authn files verified payloads (its filter name). */
-export const JWT_AUTHN_NAMESPACE = "envoy.filters.http.jwt_authn";
 /** Where the identity goes, whichever filter authenticated: ext_authz's namespace, which limits and logs read. */
 export const IDENTITY_NAMESPACE = "envoy.filters.http.ext_authz";
 
@@ -44,7 +42,6 @@ export const REFUSALS = {
 } as const;
 
 const CONSTANTS = `
-local JWT_NS = ${lua(JWT_AUTHN_NAMESPACE)}
 local ID_NS = ${lua(IDENTITY_NAMESPACE)}
 local MARK_NS = ${lua(JWT_CHECKS_FILTER)}
 local H_CONSUMER, H_PLAN, H_PROVIDER = ${lua(IDENTITY_HEADERS.consumer)}, ${lua(IDENTITY_HEADERS.plan)}, ${lua(IDENTITY_HEADERS.provider)}
@@ -359,6 +356,61 @@ local function members(s)
   return out
 end
 
+-- A JSON value as JSON.parse reads it, from index i: objects as tables by member name (a null
+-- member left out, a repeated name's last value kept), arrays keyed 1..n (a null item leaves a
+-- hole), numbers, strings, booleans, and JNULL for null; nil when the text there is no JSON value.
+-- Returns the value and the index after it. Only payloads jwt_authn has verified are read, and its
+-- parser takes no text nested deeper than 100 levels, so neither does this one.
+local JNULL = {}
+local function jvalue(s, i, depth)
+  i = ws(s, i)
+  local c = sub(s, i, i)
+  if c == '"' then return jstring(s, i) end
+  if c == "{" or c == "[" then
+    if depth >= 100 then return nil end
+    local close, out, n = c == "{" and "}" or "]", {}, 0
+    i = ws(s, i + 1)
+    if sub(s, i, i) == close then return out, i + 1 end
+    while true do
+      local key, v
+      if close == "}" then
+        key, i = jstring(s, ws(s, i))
+        if not key then return nil end
+        i = ws(s, i)
+        if sub(s, i, i) ~= ":" then return nil end
+        i = i + 1
+      else
+        n = n + 1
+        key = n
+      end
+      v, i = jvalue(s, i, depth + 1)
+      if v == nil then return nil end
+      if v == JNULL then out[key] = nil else out[key] = v end
+      i = ws(s, i)
+      c = sub(s, i, i)
+      if c == close then return out, i + 1 end
+      if c ~= "," then return nil end
+      i = i + 1
+    end
+  end
+  for w, v in pairs({ null = JNULL, ["true"] = true, ["false"] = false }) do
+    if sub(s, i, i + #w - 1) == w then return v, i + #w end
+  end
+  local j = jnumber(s, i)
+  if not j then return nil end
+  return tonumber(sub(s, i, j - 1)), j
+end
+
+-- The claims of a payload segment jwt_authn verified: nil unless its text is one JSON object.
+local function payload_of(pseg)
+  local text = unb64(pseg)
+  local start = ws(text, 1)
+  if sub(text, start, start) ~= "{" then return nil end
+  local v, i = jvalue(text, start, 0)
+  if v == nil or ws(text, i) <= #text then return nil end
+  return v
+end
+
 -- What the checks need from a JWS header; remembered per distinct header segment (a provider's
 -- tokens share a handful), so the text is read once, not per request.
 local header_facts, header_count = {}, 0
@@ -582,7 +634,7 @@ local function token_problem(p, hseg, pseg, payload)
   local raw
   for _, claim in ipairs(p.req) do
     if payload[claim] == nil then
-      -- A claim present as null is present (jose's "in"); Envoy's payload drops nulls.
+      -- A claim present as null is present (jose's "in"); the payload as read leaves nulls out.
       raw = raw or members(unb64(pseg)) or {}
       if raw[claim] == nil then return "missing_claim" end
     end
@@ -720,13 +772,13 @@ local function decide(h, fc, pol)
       if s.long then return deny(401, "invalid_token", pol.ch.invalid) end
       -- Three base64url segments, or it is no JWT of anyone's (ext-authz's COMPACT_JWS).
       if s.pseg then
-        -- The payload jwt_authn filed is read only for a token without a verdict yet: building
-        -- the table of the whole namespace costs more than the rest of a known token's checks.
+        -- The claims are read from the segment jwt_authn verified, once per token: having
+        -- jwt_authn file every payload in dynamic metadata costs each request more than all
+        -- the checks of a known token (bench/native-jwt.ts).
         local payload = nil
         local ok = verified(hs, p, s.pseg)
         if ok and s.verdict == nil then
-          local dm = h:streamInfo():dynamicMetadata():get(JWT_NS)
-          payload = dm and dm[p.pk]
+          payload = payload_of(s.pseg)
           ok = payload ~= nil
         end
         if ok then

@@ -30,11 +30,6 @@ const SETTINGS = SettingsSchema.parse({});
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
-/** Where jwt_authn files the payload of a provider's verified token (in its metadata namespace). */
-export function payloadKey(provider: string): string {
-  return provider;
-}
-
 /**
  * The header jwt_authn writes the payload segment of each token it verified for a provider
  * (`forward_payload_header`): how the script knows Envoy's verdict is about the token ext-authz
@@ -65,7 +60,6 @@ function providerTable({ provider: j, keys }: NativeProvider): Json {
     iss: j.issuer,
     from: j.from.map(source),
     max: j.maxTokenBytes,
-    pk: payloadKey(j.name),
     fh: payloadHeader(j.name),
     algs: Object.fromEntries(j.algorithms.map((a) => [a, true])),
     one: Object.fromEntries(withoutKid.map((a) => [a, true])),
