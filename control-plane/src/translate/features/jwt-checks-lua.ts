@@ -255,9 +255,15 @@ local function jnumber(s, i)
   end
   return j
 end
+-- JSON's literals by their first character: the word, and the value it reads as (JNULL for null).
+local JNULL = {}
+local LITERALS = { t = { "true", true }, f = { "false", false }, n = { "null", JNULL } }
 local function jscalar(s, i)
-  for _, w in ipairs({ "true", "false", "null" }) do
+  local lit = LITERALS[sub(s, i, i)]
+  if lit then
+    local w = lit[1]
     if sub(s, i, i + #w - 1) == w then return i + #w end
+    return nil
   end
   return jnumber(s, i)
 end
@@ -361,7 +367,6 @@ end
 -- hole), numbers, strings, booleans, and JNULL for null; nil when the text there is no JSON value.
 -- Returns the value and the index after it. Only payloads jwt_authn has verified are read, and its
 -- parser takes no text nested deeper than 100 levels, so neither does this one.
-local JNULL = {}
 local function jvalue(s, i, depth)
   i = ws(s, i)
   local c = sub(s, i, i)
@@ -393,11 +398,10 @@ local function jvalue(s, i, depth)
       i = i + 1
     end
   end
-  for w, v in pairs({ null = JNULL, ["true"] = true, ["false"] = false }) do
-    if sub(s, i, i + #w - 1) == w then return v, i + #w end
-  end
-  local j = jnumber(s, i)
+  local j = jscalar(s, i)
   if not j then return nil end
+  local lit = LITERALS[c]
+  if lit then return lit[2], j end
   return tonumber(sub(s, i, j - 1)), j
 end
 
