@@ -9,9 +9,10 @@
 // in the same rounds, a static Envoy written by hand shows what the least of each design costs on
 // the limited route against its own bare route: jwt_authn and the same per-consumer limit with no
 // Lua at all (the subject copied to a header by jwt_authn, then to metadata), and the same with a
-// Lua filter that does nothing after jwt_authn. Any answer other than 2xx, or any socket error,
-// fails the run.
-//   npx tsx bench/native-jwt.ts [--seconds 5] [--rounds 3] [--connections 32]
+// Lua filter that does nothing after jwt_authn. The gateway holds --consumers consumer records (none
+// of them the bench's callers), as a gateway with customers does: the checks have every record at
+// hand. Any answer other than 2xx, or any socket error, fails the run.
+//   npx tsx bench/native-jwt.ts [--seconds 5] [--rounds 3] [--connections 32] [--consumers 1000]
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -45,11 +46,13 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "5" },
     rounds: { type: "string", default: "3" },
     connections: { type: "string", default: "32" },
+    consumers: { type: "string", default: "1000" },
   },
 });
 const SECONDS = Number(values.seconds);
 const ROUNDS = Number(values.rounds);
 const CONNECTIONS = Number(values.connections);
+const CONSUMERS = Number(values.consumers);
 /** Envoy's verified-token cache per provider (the translator's JWT_CACHE_SIZE). */
 const JWT_CACHE_SIZE = 10_000;
 const HIT_TOKENS = 10;
@@ -182,6 +185,13 @@ try {
       upstream: "app",
       ...extra,
     });
+  if (CONSUMERS > 0) {
+    // In one write, as an operator would import them.
+    const res = await api.call("GET", "/api/v1/config", { headers: { accept: "application/json" } });
+    const consumers = Array.from({ length: CONSUMERS }, (_, i) => ({ name: `member-${i}`, plan: "gold" }));
+    const written = await api.call("PUT", "/api/v1/config", { body: { ...res.json, consumers } });
+    if (written.status >= 300) throw new Error(`PUT config: ${written.status} ${written.text}`);
+  }
   const status = (await api.call("GET", "/api/v1/status")).json as {
     routes: { route: string; auth: string }[];
   };
@@ -351,6 +361,7 @@ try {
   console.log(
     `\nnative JWT through Envoy: wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} interleaved rounds, medians; ` +
       `Envoy --concurrency 1 on ${os.cpus().length} CPUs; ${HIT_TOKENS} tokens (hit) or ${MISS_TOKENS} (miss) in turn, cache ${JWT_CACHE_SIZE}; ` +
+      `${CONSUMERS} consumer records; ` +
       `each against the bare route of its own Envoy\n`,
   );
   console.log(
@@ -376,6 +387,7 @@ try {
         connections: CONNECTIONS,
         cpus: os.cpus().length,
         jwtCacheSize: JWT_CACHE_SIZE,
+        consumers: CONSUMERS,
         tokens: { hit: HIT_TOKENS, miss: MISS_TOKENS },
         invalid,
         results: summary.map((r) => ({

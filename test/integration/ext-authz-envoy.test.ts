@@ -146,6 +146,14 @@ describe("ext-authz through Envoy", () => {
       upstream: "orders",
       authPolicy: "idp-users",
     });
+    await put("/api/v1/routes/native-guarded", {
+      name: "native-guarded",
+      gateway: "native",
+      match: { path: "/native-guarded", methods: ["POST"] },
+      upstream: "orders",
+      authPolicy: "idp-users",
+      requiredHeaders: ["idempotency-key"],
+    });
     await put("/api/v1/routes/native-keys", {
       name: "native-keys",
       gateway: "native",
@@ -295,6 +303,24 @@ describe("ext-authz through Envoy", () => {
     });
     expect(keyed.status).toBe(400);
     expect(JSON.parse(keyed.body).header).toBe("idempotency-key");
+    // So do Envoy's own checks on a route it verifies: its guards carry the route's rules.
+    const nativeUrl = `http://127.0.0.1:${nativePort}/native-guarded`;
+    const before = checks;
+    const anonNative = await httpRequest(nativeUrl, { method: "POST", body: "{}" });
+    expect(anonNative.status).toBe(401);
+    expect(anonNative.headers["www-authenticate"]).toBe('Bearer realm="portico"');
+    const bearer = { authorization: `Bearer ${signJwt(rsa, claims(Date.now(), { sub: "user-7" }))}` };
+    const signed = await httpRequest(nativeUrl, { method: "POST", body: "{}", headers: bearer });
+    expect(signed.status).toBe(400);
+    expect(JSON.parse(signed.body).header).toBe("idempotency-key");
+    const whole = await httpRequest(nativeUrl, {
+      method: "POST",
+      body: "{}",
+      headers: { ...bearer, "idempotency-key": "k-1" },
+    });
+    expect(whole.status).toBe(200);
+    expect(echoed(whole.body).headers["x-portico-consumer"]).toBe("user-7");
+    expect(checks).toBe(before);
   });
 
   it("has Envoy verify JWT-only routes with no call to ext-authz when the gateway asks for jwt_authn", async () => {

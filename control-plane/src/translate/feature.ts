@@ -127,6 +127,8 @@ export interface RoutePatch {
   readonly alsoMethods?: readonly string[];
   /** Per-filter config the route's guards (400 and 405 answers) carry too, so they act like it. */
   readonly guardPerFilterConfig?: Readonly<Record<string, object>>;
+  /** Route metadata the guards carry too, for the filters that read it beside their per-filter config. */
+  readonly guardMetadata?: Readonly<Record<string, Readonly<Record<string, string>>>>;
   /** Header matchers of requests that go past the route's required-header guards to the route. */
   readonly guardBypass?: readonly object[];
   /** The route's regex stands for a path template: it ranks with exact paths, just after them. */
@@ -192,6 +194,7 @@ export function combineRoutePatches(patches: readonly (RoutePatch | undefined)[]
   const responseHeadersToAdd: object[] = [];
   const guards: RouteGuard[] = [];
   const metadata: Record<string, Readonly<Record<string, string>>> = {};
+  const guardMetadata: Record<string, Readonly<Record<string, string>>> = {};
   let pathTemplate = false;
   for (const p of patches) {
     if (!p) continue;
@@ -204,6 +207,7 @@ export function combineRoutePatches(patches: readonly (RoutePatch | undefined)[]
     responseHeadersToAdd.push(...(p.responseHeadersToAdd ?? []));
     guards.push(...(p.guards ?? []));
     Object.assign(metadata, p.metadata);
+    Object.assign(guardMetadata, p.guardMetadata);
     pathTemplate ||= p.pathTemplate === true;
   }
   return {
@@ -217,6 +221,7 @@ export function combineRoutePatches(patches: readonly (RoutePatch | undefined)[]
     responseHeadersToAdd,
     guards,
     metadata,
+    guardMetadata,
   };
 }
 

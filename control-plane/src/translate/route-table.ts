@@ -9,7 +9,7 @@ import type { GatewayContext } from "./context.js";
 import type { RoutePatch } from "./feature.js";
 import { guardsBefore, methodGuard } from "./guards.js";
 import { listenerName } from "./listener.js";
-import { routeEntry } from "./route.js";
+import { routeEntry, routeMetadata } from "./route.js";
 
 /** What the listener's features add to one of its routes, all of them combined. */
 export type PatchOf = (r: Route) => RoutePatch;
@@ -50,8 +50,11 @@ function entries(sorted: Route[], patchOf: PatchOf): object[] {
   sorted.forEach((r, i) => {
     const patch = patchOf(r);
     const onGuards = patch.guardPerFilterConfig ?? {};
-    const guarded = (g: object) =>
-      Object.keys(onGuards).length ? { ...g, typed_per_filter_config: onGuards } : g;
+    const guarded = (g: object) => ({
+      ...g,
+      ...routeMetadata(patch.guardMetadata),
+      ...(Object.keys(onGuards).length ? { typed_per_filter_config: onGuards } : {}),
+    });
     out.push(...guardsBefore(r, patch).map(guarded), routeEntry(r, patch));
     const k = pathKey(r);
     if (k === undefined || lastOfPath.get(k) !== i) return;

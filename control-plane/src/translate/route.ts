@@ -85,6 +85,14 @@ function routeAction(r: Route): Record<string, unknown> {
   };
 }
 
+/** A route entry's `metadata` field holding `byNamespace`; nothing when it is empty. */
+export function routeMetadata(byNamespace: RoutePatch["metadata"]): object {
+  const metadata = Object.entries(byNamespace ?? {});
+  return metadata.length
+    ? { metadata: { filter_metadata: Object.fromEntries(metadata.map(([ns, m]) => [ns, struct(m)])) } }
+    : {};
+}
+
 /** The route's entry, with what its features add (`patch`, all of them combined). */
 export function routeEntry(r: Route, patch: RoutePatch): object {
   const action = routeAction(r);
@@ -108,15 +116,12 @@ export function routeEntry(r: Route, patch: RoutePatch): object {
     ];
   }
   const perFilter = patch.perFilterConfig ?? {};
-  const metadata = Object.entries(patch.metadata ?? {});
   return {
     name: r.name,
     match: routeMatch(r.match, patch.alsoMethods),
     ...action,
     ...edits,
-    ...(metadata.length
-      ? { metadata: { filter_metadata: Object.fromEntries(metadata.map(([ns, m]) => [ns, struct(m)])) } }
-      : {}),
+    ...routeMetadata(patch.metadata),
     ...(Object.keys(perFilter).length ? { typed_per_filter_config: perFilter } : {}),
   };
 }

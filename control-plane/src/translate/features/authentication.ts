@@ -13,7 +13,7 @@ import {
   JWT_CHECKS_OFF,
   JWT_IDENTITY,
   jwtChecksFilter,
-  jwtChecksPerRoute,
+  jwtChecksRoute,
   jwtIdentityFilter,
 } from "./jwt-checks.js";
 import { IDENTITY_NAMESPACE } from "./jwt-checks-lua.js";
@@ -122,10 +122,14 @@ export function contextExtensions(p: AuthPolicy): Record<string, string> {
 }
 
 /**
- * Routes Envoy decides carry their requirement and rules and skip ext_authz; routes with another
- * policy send it to ext-authz; the rest skip both (public routes cost nothing).
+ * Routes Envoy decides carry their requirement and rules (and the rules' version in their metadata)
+ * and skip ext_authz; routes with another policy send it to ext-authz; the rest skip both (public
+ * routes cost nothing).
  */
-export function authPerFilterConfig(ctx: GatewayContext, r: Route): Record<string, object> {
+export function authRoute(
+  ctx: GatewayContext,
+  r: Route,
+): { perFilterConfig: Record<string, object>; metadata?: Record<string, Record<string, string>> } {
   const path = authPath(ctx, r);
   const native = gatewayHasNative(ctx);
   const serviceOff = filterOn(ctx)
@@ -135,18 +139,25 @@ export function authPerFilterConfig(ctx: GatewayContext, r: Route): Record<strin
     ? { [JWT_AUTHN_FILTER]: JWT_AUTHN_OFF, [JWT_CHECKS]: JWT_CHECKS_OFF, [JWT_IDENTITY]: FILTER_OFF }
     : {};
   if (path.kind === "native") {
+    const checks = jwtChecksRoute(ctx.config, path.policy, path.providers);
     return {
-      [JWT_AUTHN_FILTER]: jwtAuthnPerRoute(path.policy),
-      [JWT_CHECKS]: jwtChecksPerRoute(ctx.config, path.policy, path.providers),
-      ...serviceOff,
+      perFilterConfig: {
+        [JWT_AUTHN_FILTER]: jwtAuthnPerRoute(path.policy),
+        [JWT_CHECKS]: checks.perRoute,
+        ...serviceOff,
+      },
+      metadata: checks.metadata,
     };
   }
-  if (path.kind === "public" || !ctx.gateway.extAuthz) return { ...nativeOff, ...serviceOff };
+  if (path.kind === "public" || !ctx.gateway.extAuthz)
+    return { perFilterConfig: { ...nativeOff, ...serviceOff } };
   return {
-    ...nativeOff,
-    [EXT_AUTHZ_FILTER]: {
-      "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE,
-      check_settings: { context_extensions: contextExtensions(path.policy) },
+    perFilterConfig: {
+      ...nativeOff,
+      [EXT_AUTHZ_FILTER]: {
+        "@type": TYPE_PREFIX + EXT_AUTHZ_PER_ROUTE,
+        check_settings: { context_extensions: contextExtensions(path.policy) },
+      },
     },
   };
 }
@@ -171,8 +182,8 @@ export const authentication: HttpFeature = {
       connectionManager: strip ? { early_header_mutation_extensions: [strip] } : {},
       route: (r) => {
         // Guards authenticate like their route: a caller learns nothing about a protected route unauthenticated.
-        const perFilterConfig = authPerFilterConfig(ctx, r);
-        return { perFilterConfig, guardPerFilterConfig: perFilterConfig };
+        const { perFilterConfig, metadata } = authRoute(ctx, r);
+        return { perFilterConfig, guardPerFilterConfig: perFilterConfig, metadata, guardMetadata: metadata };
       },
     };
   },

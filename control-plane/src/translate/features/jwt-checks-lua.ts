@@ -20,7 +20,8 @@
  *   caller's address is not copied: Envoy's own (`%DOWNSTREAM_REMOTE_ADDRESS%`) is what reads it.
  *
  * A script error refuses with 500 (ext-authz's `internal_error`), never lets the request through.
- * The route's rules arrive in its LuaPerRoute `filter_context` (`v`, `policy`, `c:<consumer>`).
+ * The route's rules arrive in its LuaPerRoute `filter_context` (`v`, `policy`, `rv`, `records`),
+ * their version `v` in its metadata under the filter's name too.
  */
 import { IDENTITY_HEADERS, MAX_IDENTITY_VALUE_BYTES, RESERVED_CONSUMERS } from "@portico/contract";
 import { luaString as lua } from "./lua-string.js";
@@ -653,13 +654,13 @@ end
 -- The token of provider p, which jwt_authn verified: ext-authz's verdict but for the clock, then
 -- the route's rules. It depends on the token and the route's filter context only (whose version
 -- covers the consumer records), so it is remembered per token.
-local function verdict(pol, fc, p, hseg, pseg, payload)
+local function verdict(pol, p, hseg, pseg, payload)
   if token_problem(p, hseg, pseg, payload) then return deny(401, "invalid_token", pol.ch.invalid) end
   local raw = payload[p.cc]
   local consumer = type(raw) == "string" and raw or type(raw) == "number" and numstr(raw) or ""
   if consumer == "" then return deny(401, "invalid_token", pol.ch.invalid) end
   if is_reserved(consumer) then return deny(401, "invalid_token", pol.ch.invalid) end
-  local record = fc:get("c:" .. consumer)
+  local record = pol.records[consumer]
   if record ~= nil then
     if not (p.links and p.links[consumer]) then return deny(401, "invalid_token", pol.ch.invalid) end
     if record.off then return deny(401, "invalid_token", pol.ch.invalid) end
@@ -707,10 +708,10 @@ local function shape_of(p, token)
   return s
 end
 
-local function authenticate(pol, fc, p, where, s, payload)
+local function authenticate(pol, p, where, s, payload)
   local v = s.verdict
   if v == nil then
-    v = verdict(pol, fc, p, s.hseg, s.pseg, payload)
+    v = verdict(pol, p, s.hseg, s.pseg, payload)
     s.verdict, s.exp, s.nbf, s.iat = v, payload.exp, payload.nbf, payload.iat
   end
   -- Every refusal before the route's rules is this 401, so only those wait for the clock.
@@ -760,7 +761,7 @@ local function stopped_earlier(passed)
   return false
 end
 
-local function decide(h, fc, pol)
+local function decide(h, pol)
   local hs = h:headers()
   local presented = false
   local passed = nil
@@ -787,7 +788,7 @@ local function decide(h, fc, pol)
         end
         if ok then
           if stopped_earlier(passed) then return deny(401, "invalid_token", pol.ch.invalid) end
-          return authenticate(pol, fc, p, where, s, payload)
+          return authenticate(pol, p, where, s, payload)
         end
         passed = passed or {}
         passed[#passed + 1] = { p = p, pseg = s.pseg }
@@ -850,15 +851,34 @@ local function refuse(h, d)
   h:respond(headers, body)
 end
 
--- Each route's rules, read from its filter context once per version and worker; nil on a route
--- without rules (the filter is turned off there, so it does not run).
+-- Each route's rules, read from its filter context once per version and worker, and the consumer
+-- records, the same on every route, once per version of theirs; nil on a route without rules (the
+-- filter is turned off there, so it does not run). The version is read from the route's metadata:
+-- Envoy copies the whole filter context, every record with it, each time a script asks for it.
 local policies, policy_count = {}, 0
-local function policy_of(fc)
-  local v = fc:get("v")
-  if v == nil then return nil end
+local record_sets, record_count = {}, 0
+local function policy_of(h)
+  local v = h:metadata():get("v")
+  local fc
+  if v == nil then
+    -- A route whose metadata does not name it: the filter context does, at a higher cost.
+    fc = h:filterContext()
+    v = fc:get("v")
+    if v == nil then return nil end
+  end
   local pol = policies[v]
   if pol == nil then
+    fc = fc or h:filterContext()
     pol = fc:get("policy")
+    local rv = fc:get("rv") or ""
+    local records = record_sets[rv]
+    if records == nil then
+      records = fc:get("records") or {}
+      if record_count >= 8 then record_sets, record_count = {}, 0 end
+      record_sets[rv] = records
+      record_count = record_count + 1
+    end
+    pol.records = records
     if policy_count >= 256 then policies, policy_count = {}, 0 end
     policies[v] = pol
     policy_count = policy_count + 1
@@ -867,10 +887,9 @@ local function policy_of(fc)
 end
 
 local function run(h)
-  local fc = h:filterContext()
-  local pol = policy_of(fc)
+  local pol = policy_of(h)
   if pol == nil then return nil end
-  local d = decide(h, fc, pol)
+  local d = decide(h, pol)
   if d.status == 200 then admit(h, pol, d) end
   return d
 end

@@ -109,25 +109,46 @@ export function policyTable(p: AuthPolicy, providers: readonly NativeProvider[])
   };
 }
 
+/** The consumer records of a config, with their version: the same on every route, built once. */
+const recordsOf = new WeakMap<Config, { records: Record<string, Json>; rv: string }>();
+function consumerRecords(config: Config): { records: Record<string, Json>; rv: string } {
+  let out = recordsOf.get(config);
+  if (out === undefined) {
+    const records: Record<string, Json> = {};
+    for (const c of config.consumers)
+      records[c.name] = { off: c.disabled, ...(c.plan !== undefined ? { plan: c.plan } : {}) };
+    out = { records, rv: version(records) };
+    recordsOf.set(config, out);
+  }
+  return out;
+}
+
+function version(value: Json): string {
+  return createHash("sha256").update(JSON.stringify(value)).digest("base64url").slice(0, 16);
+}
+
 /**
- * The route's LuaPerRoute: its rules (`policy`) and every consumer record by name (`c:<name>`,
- * looked up one at a time): a token's subject that names a record must be linked to it by the
- * provider, and takes its plan. `v` names the version of both: each worker reads the rules once
- * per version, and remembers its verdict on a token per version.
+ * What a natively verified route carries for the checks:
+ *
+ * - its LuaPerRoute, whose `filter_context` holds the route's rules (`policy`) and every consumer
+ *   record by name (`records`): a token's subject that names a record must be linked to it by the
+ *   provider, and takes its plan;
+ * - its metadata under the filter's name, `v`: the version of both. Each worker reads the rules
+ *   once per version and remembers its verdict on a token per version; the records, the same on
+ *   every route, once per version of theirs (`rv`). Each request reads only `v`, from the route's
+ *   metadata: Envoy copies the whole filter context (every record) each time a script asks for it.
  */
-export function jwtChecksPerRoute(
+export function jwtChecksRoute(
   config: Config,
   p: AuthPolicy,
   providers: readonly NativeProvider[],
-): object {
+): { perRoute: object; metadata: Record<string, Record<string, string>> } {
   const policy = policyTable(p, providers);
-  const records: Record<string, Json> = {};
-  for (const c of config.consumers)
-    records[`c:${c.name}`] = { off: c.disabled, ...(c.plan !== undefined ? { plan: c.plan } : {}) };
-  const v = createHash("sha256").update(JSON.stringify({ policy, records })).digest("base64url").slice(0, 16);
+  const { records, rv } = consumerRecords(config);
+  const v = version({ policy, rv });
   return {
-    "@type": TYPE_PREFIX + LUA_PER_ROUTE,
-    filter_context: struct({ v, policy, ...records }),
+    perRoute: { "@type": TYPE_PREFIX + LUA_PER_ROUTE, filter_context: struct({ v, policy, rv, records }) },
+    metadata: { [JWT_CHECKS]: { v } },
   };
 }
 
