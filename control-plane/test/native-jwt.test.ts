@@ -231,11 +231,10 @@ describe("keys pinned for Envoy", () => {
       "portico.jwt_identity",
       "envoy.filters.http.ext_authz",
     ]);
-    // The identity copied into metadata comes only from the headers the checks set.
+    // The identity copied into metadata comes only from the headers the checks set, and only what
+    // the gateway reads there: no route of it counts by plan.
     expect(hcm.http_filters[3].typed_config.request_rules.map((r: { header: string }) => r.header)).toEqual([
       "x-portico-consumer",
-      "x-portico-plan",
-      "x-portico-provider",
     ]);
     const jwt = hcm.http_filters[1].typed_config;
     expect(Object.keys(jwt.providers)).toEqual(["idp", "remote"]);
@@ -264,6 +263,48 @@ describe("keys pinned for Envoy", () => {
         "envoy.filters.http.ext_authz"
       ].check_settings,
     ).toBeDefined();
+  });
+});
+
+describe("the identity Envoy's checks hand on", () => {
+  /** The headers `portico.jwt_identity` copies into metadata when route `me` has these limits. */
+  const copied = (limits: object[], gateway: object = {}) => {
+    const base = config();
+    const c = validateConfig({
+      ...base,
+      gateways: [{ ...base.gateways[0]!, rateLimit: { upstream: "ext-authz" }, ...gateway }],
+      rateLimitPolicies: [{ name: "p", limits }],
+      routes: base.routes.map((r) => (r.name === "me" ? { ...r, rateLimitPolicy: "p" } : r)),
+    });
+    const hcm = (
+      translate(c)
+        .get("edge")!
+        .find((r) => r.typeUrl === TypeUrl.Listener)!.message as any
+    ).filter_chains[0].filters[0].typed_config;
+    const filter = hcm.http_filters.find((f: { name: string }) => f.name === "portico.jwt_identity");
+    return filter.typed_config.request_rules.map((r: { header: string }) => r.header) as string[];
+  };
+
+  it("is the consumer, and the plan where the rate-limit service or a quota counts by it", () => {
+    // Limits each Envoy counts read the consumer alone.
+    expect(copied([{ requests: 10, per: "second", by: "consumer" }])).toEqual(["x-portico-consumer"]);
+    // The rate-limit service is sent the plan.
+    expect(copied([{ requests: 10, per: "second", by: "consumer", enforce: "service" }])).toEqual([
+      "x-portico-consumer",
+      "x-portico-plan",
+    ]);
+    // A plan's limit is the service's too.
+    expect(
+      copied([
+        { requests: 10, per: "second", by: "consumer" },
+        { requests: 50, per: "second", by: "consumer", plan: "gold" },
+      ]),
+    ).toEqual(["x-portico-consumer", "x-portico-plan"]);
+    // A daily quota is counted from the access logs, by plan.
+    expect(copied([{ requests: 1000, per: "day", by: "consumer", algorithm: "fixed_window" }])).toEqual([
+      "x-portico-consumer",
+      "x-portico-plan",
+    ]);
   });
 });
 

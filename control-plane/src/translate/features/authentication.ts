@@ -5,7 +5,9 @@
  * routes Envoy decides, so they make no call; the identity headers are stripped on arrival.
  */
 import { ALL_IDENTITY_HEADERS, duration, TYPE_PREFIX } from "@portico/contract";
+import { hasServiceLimits } from "../../model/ratelimit-enforcement.js";
 import type { AuthPolicy, Route } from "../../model/schema.js";
+import { policyCounters } from "../../model/usage-quota.js";
 import type { GatewayContext } from "../context.js";
 import { FILTER_OFF, type HttpFeature, type HttpFilter, type HttpFilterName } from "../feature.js";
 import {
@@ -78,10 +80,21 @@ export function authHttpFilters(ctx: GatewayContext, routes: readonly Route[]): 
   if (!ctx.gateway.extAuthz || !routes.some((r) => authPolicyOf(ctx, r))) return [];
   const native = jwtAuthnFilter(ctx, routes);
   const viaService = routes.some((r) => authPath(ctx, r).kind === "ext_authz");
+  const planRead = routes.some((r) => authPath(ctx, r).kind === "native" && readsPlan(ctx, r));
   return [
-    ...(native ? [native, jwtChecksFilter(), jwtIdentityFilter()] : []),
+    ...(native ? [native, jwtChecksFilter(), jwtIdentityFilter(planRead)] : []),
     ...(viaService ? [extAuthzFilter(ctx)] : []),
   ];
+}
+
+/**
+ * Whether something reads the caller's plan from a request's dynamic metadata on the route: the
+ * rate-limit service's descriptors and the quotas counted from access logs do; the limits each
+ * Envoy counts and the access log read the consumer alone.
+ */
+function readsPlan(ctx: GatewayContext, r: Route): boolean {
+  const p = ctx.config.rateLimitPolicies.find((x) => x.name === r.rateLimitPolicy);
+  return p !== undefined && (hasServiceLimits(p) || policyCounters(p).length > 0);
 }
 
 function extAuthzFilter(ctx: GatewayContext): HttpFilter {

@@ -801,8 +801,9 @@ local function decide(h, pol)
 end
 
 -- An admitted consumer's identity reaches dynamic metadata through the headers set here (the
--- native filter after this one, portico.jwt_identity, copies them): setting it from Lua costs more
--- than every check before it. An anonymous caller has no identity headers, so its is set here.
+-- native filter after this one, portico.jwt_identity, copies those the gateway reads): setting it
+-- from Lua costs more than every check before it. An anonymous caller has no identity headers, so
+-- its consumer and plan are set here.
 local function admit(h, pol, d)
   local hs = h:headers()
   -- jwt_authn's payload headers never reach the upstream.
@@ -812,7 +813,6 @@ local function admit(h, pol, d)
     for _, name in ipairs(ALL_ID) do hs:remove(name) end
     meta:set(ID_NS, "consumer", "anonymous")
     meta:set(ID_NS, "plan", "anonymous")
-    meta:set(ID_NS, "provider", "anonymous")
     return
   end
   local consumer, plan, scopes = d.consumer, d.plan, d.scopes

@@ -175,9 +175,12 @@ export function jwtChecksFilter(): HttpFilter {
  * (ext_authz's namespace, where limits, quotas and logs read it), by a native filter right after
  * them: a Lua filter setting it costs more than all its checks together (bench/native-jwt.ts).
  * Its rules copy only headers the checks have just set or removed, and it is off on every route
- * they do not decide, so a header a client sent never becomes an identity.
+ * they do not decide, so a header a client sent never becomes an identity. It copies what the
+ * gateway reads there, each rule a cost on every request: the consumer always, the plan when a
+ * route of the listener that Envoy verifies sends it to the rate-limit service or counts quotas
+ * by it (`plan`); the provider never (the upstream has it in its header).
  */
-export function jwtIdentityFilter(): HttpFilter {
+export function jwtIdentityFilter(plan: boolean): HttpFilter {
   const copy = (key: keyof typeof IDENTITY_HEADERS) => ({
     header: IDENTITY_HEADERS[key],
     on_header_present: { metadata_namespace: IDENTITY_NAMESPACE, key, type: "STRING" },
@@ -186,7 +189,7 @@ export function jwtIdentityFilter(): HttpFilter {
     name: JWT_IDENTITY,
     typed_config: {
       "@type": TYPE_PREFIX + HEADER_TO_METADATA,
-      request_rules: [copy("consumer"), copy("plan"), copy("provider")],
+      request_rules: [copy("consumer"), ...(plan ? [copy("plan")] : [])],
     },
   };
 }
