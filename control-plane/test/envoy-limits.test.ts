@@ -205,6 +205,71 @@ describe("limits Envoy counts: each Envoy's share", () => {
   });
 });
 
+describe("limits Envoy counts: what a route sends", () => {
+  /** Routes `keyed` (authenticated callers only) and `open` (anonymous callers too), both of policy p. */
+  const authConfig = (failOpen: boolean) => {
+    const base = config(
+      [
+        { requests: 10, per: "second", by: "consumer" },
+        { requests: 5, per: "second", by: "ip", callers: "anonymous" },
+      ],
+      { service: false },
+    ) as any;
+    return validateConfig({
+      ...base,
+      gateways: [{ ...base.gateways[0], extAuthz: { upstream: "authz", failOpen } }],
+      upstreams: [
+        ...base.upstreams,
+        { name: "authz", protocol: "grpc", endpoints: [{ host: "127.0.0.1", port: 9001 }] },
+      ],
+      authPolicies: [
+        { name: "keys", accept: ["apiKey"] },
+        { name: "maybe", accept: ["apiKey"], allowAnonymous: true },
+      ],
+      routes: [
+        {
+          name: "keyed",
+          gateway: "edge",
+          match: { path: "/keyed" },
+          upstream: "app",
+          rateLimitPolicy: "p",
+          authPolicy: "keys",
+        },
+        {
+          name: "open",
+          gateway: "edge",
+          match: { path: "/open" },
+          upstream: "app",
+          rateLimitPolicy: "p",
+          authPolicy: "maybe",
+        },
+      ],
+    });
+  };
+  const slots = (cfg: ReturnType<typeof config>, route: string) =>
+    Object.keys(edge(cfg).routes.get(route).metadata.filter_metadata[CALLER_LIMITS_FILTER].fields).filter(
+      (k) => k !== "retry_after",
+    );
+
+  it("leaves out what only an anonymous caller's request matches on a route only authenticated callers reach", () => {
+    // The anonymous callers' address limit and the consumer limit's fallback to the address.
+    expect(slots(authConfig(false), "open")).toEqual([
+      "consumer.0",
+      "address_consumer.0",
+      "address_consumer.1",
+    ]);
+    expect(slots(authConfig(false), "keyed")).toEqual(["consumer.0"]);
+    // The buckets are the policy's, whichever route names them.
+    expect(edge(authConfig(false)).callerLimits.descriptors).toHaveLength(4);
+    // A gateway that lets callers through when ext-authz fails may send anonymous callers anywhere.
+    expect(slots(authConfig(true), "keyed")).toEqual([
+      "consumer.0",
+      "address_consumer.0",
+      "address_consumer.1",
+    ]);
+  });
+});
+
 describe("limits Envoy counts: buckets that outlive route changes", () => {
   const filterConfig = (cfg: ReturnType<typeof config>) => JSON.stringify(edge(cfg).callerLimits);
   const withRoutes = (extra: object[]) => {

@@ -49,6 +49,7 @@ import {
 } from "../feature.js";
 import { DESCRIPTOR_KEY } from "../ratelimit-policy.js";
 import { identityMetadataKey } from "./authentication.js";
+import { authPath } from "./jwt-authn.js";
 
 const LOCAL_RATE_LIMIT = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
 export const CALLER_LIMITS_FILTER: HttpFilterName = "portico.caller_limits";
@@ -215,15 +216,34 @@ interface Slot {
   id: string;
 }
 
-/** The route's slots, and the descriptors (buckets) of its limits by id. */
+/** Whether only authenticated callers reach the route's limits: its policy refuses anyone else first. */
+function onlyAuthenticated(ctx: GatewayContext, r: Route): boolean {
+  const path = authPath(ctx, r);
+  if (path.kind === "public" || path.policy.allowAnonymous) return false;
+  // A failing ext-authz lets callers through unauthenticated when the gateway says so.
+  return path.kind === "native" || (ctx.gateway.extAuthz !== undefined && !ctx.gateway.extAuthz.failOpen);
+}
+
+/** Whether a limit's shape sends descriptors that only an anonymous caller's can match. */
+function forAnonymousOnly(l: RateLimit, shape: Shape): boolean {
+  return shape === "address_consumer" || (l.by === "route" && l.callers === "anonymous");
+}
+
+/**
+ * The route's slots, and the descriptors (buckets) of its limits by id. A route only authenticated
+ * callers reach leaves out the slots for anonymous callers: Envoy would work out, on each request,
+ * a descriptor that matches no bucket.
+ */
 function routeSlots(ctx: GatewayContext, r: Route): { slots: Slot[]; descriptors: Map<string, object[]> } {
   const used = new Map<Shape, number>();
   const slots: Slot[] = [];
   const descriptors = new Map<string, object[]>();
+  const known = onlyAuthenticated(ctx, r);
   for (const { id, limit } of routeLimits(ctx, r)) {
     const parts = limitParts(ctx, id, limit);
     descriptors.set(id, parts.descriptors);
     for (const shape of parts.shapes) {
+      if (known && forAnonymousOnly(limit, shape)) continue;
       const slot = used.get(shape) ?? 0;
       used.set(shape, slot + 1);
       slots.push({ shape, slot, id });
