@@ -874,7 +874,8 @@ local function policy_of(h)
     local records = record_sets[rv]
     if records == nil then
       records = fc:get("records") or {}
-      if record_count >= 8 then record_sets, record_count = {}, 0 end
+      -- Rules hold their records: both are dropped together, so at most 8 sets stay in memory.
+      if record_count >= 8 then record_sets, record_count, policies, policy_count = {}, 0, {}, 0 end
       record_sets[rv] = records
       record_count = record_count + 1
     end
