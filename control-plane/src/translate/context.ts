@@ -1,5 +1,5 @@
 import type { FetchedKeys } from "../model/jwks.js";
-import type { Config, Gateway, Listener, Route } from "../model/schema.js";
+import type { Config, Gateway, Listener, RateLimitPolicy, Route } from "../model/schema.js";
 import type { QuotaDeny } from "../model/usage-quota.js";
 
 /** What the per-gateway parts of the translator read: the whole (validated) config and the gateway. */
@@ -25,4 +25,11 @@ export function routesOf(gateway: Gateway, listener: Listener, routes: readonly 
   return routes.filter(
     (r) => r.gateway === gateway.name && (r.listener === undefined || r.listener === listener.name),
   );
+}
+
+/** The rate-limit policy a route names, if any. */
+export function rateLimitPolicyOf(ctx: GatewayContext, r: Route): RateLimitPolicy | undefined {
+  return r.rateLimitPolicy === undefined
+    ? undefined
+    : ctx.config.rateLimitPolicies.find((p) => p.name === r.rateLimitPolicy);
 }

@@ -5,10 +5,9 @@
  * routes Envoy decides, so they make no call; the identity headers are stripped on arrival.
  */
 import { ALL_IDENTITY_HEADERS, duration, TYPE_PREFIX } from "@portico/contract";
-import { hasServiceLimits } from "../../model/ratelimit-enforcement.js";
+import { hasServiceLimits, usageLimits } from "../../model/ratelimit-enforcement.js";
 import type { AuthPolicy, Route } from "../../model/schema.js";
-import { policyCounters } from "../../model/usage-quota.js";
-import type { GatewayContext } from "../context.js";
+import { rateLimitPolicyOf, type GatewayContext } from "../context.js";
 import { FILTER_OFF, type HttpFeature, type HttpFilter, type HttpFilterName } from "../feature.js";
 import {
   JWT_CHECKS,
@@ -93,8 +92,8 @@ export function authHttpFilters(ctx: GatewayContext, routes: readonly Route[]): 
  * Envoy counts and the access log read the consumer alone.
  */
 function readsPlan(ctx: GatewayContext, r: Route): boolean {
-  const p = ctx.config.rateLimitPolicies.find((x) => x.name === r.rateLimitPolicy);
-  return p !== undefined && (hasServiceLimits(p) || policyCounters(p).length > 0);
+  const p = rateLimitPolicyOf(ctx, r);
+  return p !== undefined && (hasServiceLimits(p) || usageLimits(p).length > 0);
 }
 
 function extAuthzFilter(ctx: GatewayContext): HttpFilter {

@@ -36,9 +36,9 @@
 import { duration, TYPE_PREFIX } from "@portico/contract";
 import { ANONYMOUS, windowSeconds } from "../../model/ratelimit.js";
 import { envoyLimits, hasServiceLimits } from "../../model/ratelimit-enforcement.js";
-import type { RateLimit, RateLimitPolicy, Route } from "../../model/schema.js";
+import type { RateLimit, Route } from "../../model/schema.js";
 import type { ResourceInput } from "../../xds/snapshot.js";
-import type { GatewayContext } from "../context.js";
+import { rateLimitPolicyOf, type GatewayContext } from "../context.js";
 import {
   discoveredFilter,
   FILTER_OFF,
@@ -112,15 +112,9 @@ function tokenBucket(s: EnvoyShare): object {
   };
 }
 
-function policyOf(ctx: GatewayContext, r: Route): RateLimitPolicy | undefined {
-  return r.rateLimitPolicy === undefined
-    ? undefined
-    : ctx.config.rateLimitPolicies.find((p) => p.name === r.rateLimitPolicy);
-}
-
 /** The route's limits each Envoy counts, with the policy they belong to. */
 function limitsOf(ctx: GatewayContext, r: Route) {
-  const p = policyOf(ctx, r);
+  const p = rateLimitPolicyOf(ctx, r);
   return p ? { policy: p, limits: envoyLimits(p) } : { policy: undefined, limits: [] };
 }
 
@@ -280,7 +274,7 @@ function callerLimitsConfig(ctx: GatewayContext, routes: readonly Route[]) {
     const route = routeSlots(ctx, r);
     for (const [id, d] of route.descriptors) if (!descriptors.has(id)) descriptors.set(id, d);
     for (const { shape, slot } of route.slots) slots.set(shape, Math.max(slots.get(shape) ?? 0, slot + 1));
-    const p = policyOf(ctx, r);
+    const p = rateLimitPolicyOf(ctx, r);
     serviceToo ||= p !== undefined && hasServiceLimits(p);
   }
   const rateLimits: object[] = [];

@@ -18,7 +18,7 @@ import { duration, TYPE_PREFIX } from "@portico/contract";
 import type { Config, Route } from "../../model/schema.js";
 import { policyCounters, type UsageCounter } from "../../model/usage-quota.js";
 import type { ResourceInput } from "../../xds/snapshot.js";
-import type { GatewayContext } from "../context.js";
+import { rateLimitPolicyOf, type GatewayContext } from "../context.js";
 import {
   discoveredFilter,
   FILTER_OFF,
@@ -73,7 +73,7 @@ export function gatewayUsage(ctx: GatewayContext): RouteUsage[] {
     if (r.gateway !== ctx.gateway.name || r.rateLimitPolicy === undefined) continue;
     let counters = countersOf.get(r.rateLimitPolicy);
     if (!counters) {
-      const p = ctx.config.rateLimitPolicies.find((x) => x.name === r.rateLimitPolicy);
+      const p = rateLimitPolicyOf(ctx, r);
       counters = p ? policyCounters(p) : [];
       countersOf.set(r.rateLimitPolicy, counters);
     }

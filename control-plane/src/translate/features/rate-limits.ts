@@ -8,7 +8,7 @@ import { duration, TYPE_PREFIX } from "@portico/contract";
 import { ANONYMOUS } from "../../model/ratelimit.js";
 import { hasServiceLimits } from "../../model/ratelimit-enforcement.js";
 import type { RateLimitPolicy, Route } from "../../model/schema.js";
-import type { GatewayContext } from "../context.js";
+import { rateLimitPolicyOf, type GatewayContext } from "../context.js";
 import type { HttpFeature, HttpFilter, HttpFilterName } from "../feature.js";
 import {
   DESCRIPTOR_KEY,
@@ -31,12 +31,6 @@ export const LOCAL_RATE_LIMIT_FILTER: HttpFilterName = "envoy.filters.http.local
 const PER_MS = { second: 1_000, minute: 60_000, hour: 3_600_000 } as const;
 const ALWAYS = { default_value: { numerator: 100, denominator: "HUNDRED" } };
 
-function policyOf(ctx: GatewayContext, r: Route): RateLimitPolicy | undefined {
-  return r.rateLimitPolicy === undefined
-    ? undefined
-    : ctx.config.rateLimitPolicies.find((p) => p.name === r.rateLimitPolicy);
-}
-
 /** Whether the route's policy has limits the rate-limit service decides. */
 function usesService(ctx: GatewayContext, p: RateLimitPolicy | undefined): p is RateLimitPolicy {
   return !!p && hasServiceLimits(p) && ctx.gateway.rateLimit !== undefined;
@@ -48,7 +42,7 @@ function usesService(ctx: GatewayContext, p: RateLimitPolicy | undefined): p is 
  */
 export function localRateLimitHttpFilters(ctx: GatewayContext, routes: readonly Route[]): HttpFilter[] {
   // Without a bucket here the filter acts only on routes that carry one.
-  if (!routes.some((r) => policyOf(ctx, r)?.local)) return [];
+  if (!routes.some((r) => rateLimitPolicyOf(ctx, r)?.local)) return [];
   return [
     {
       name: LOCAL_RATE_LIMIT_FILTER,
@@ -59,7 +53,7 @@ export function localRateLimitHttpFilters(ctx: GatewayContext, routes: readonly 
 
 /** The global `ratelimit` filter, after authentication so descriptors carry the caller's identity. */
 export function rateLimitHttpFilters(ctx: GatewayContext, routes: readonly Route[]): HttpFilter[] {
-  const policies = routes.map((r) => policyOf(ctx, r));
+  const policies = routes.map((r) => rateLimitPolicyOf(ctx, r));
   const out: HttpFilter[] = [];
   const rl = ctx.gateway.rateLimit;
   if (rl && policies.some((p) => usesService(ctx, p))) {
@@ -87,7 +81,7 @@ export function rateLimitHttpFilters(ctx: GatewayContext, routes: readonly Route
 
 /** Per-filter settings of a route (its `local_ratelimit` token bucket), by filter name. */
 export function rateLimitPerRoute(ctx: GatewayContext, r: Route): Record<string, object> {
-  const local = policyOf(ctx, r)?.local;
+  const local = rateLimitPolicyOf(ctx, r)?.local;
   if (!local) return {};
   const intervalMs = PER_MS[local.per];
   return {
@@ -137,7 +131,7 @@ function action(ctx: GatewayContext, r: Route, entry: DescriptorShape[number]): 
 
 /** The route action's `rate_limits`: the descriptors sent to the rate-limit service. */
 export function routeRateLimits(ctx: GatewayContext, r: Route): object[] | undefined {
-  const p = policyOf(ctx, r);
+  const p = rateLimitPolicyOf(ctx, r);
   if (!usesService(ctx, p)) return undefined;
   const policy = { generic_key: { descriptor_key: DESCRIPTOR_KEY.policy, descriptor_value: p.name } };
   return descriptorShapes(p).map((shape) => ({
