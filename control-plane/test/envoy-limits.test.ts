@@ -18,6 +18,7 @@ import { SnapshotCache } from "../src/xds/cache.js";
 import { FleetState } from "../src/xds/fleet.js";
 import { TypeUrl } from "../src/xds/types.js";
 import { expectGolden, GOLDEN_DIR } from "./translate/golden.js";
+import { AUDIENCE, ISSUER, rsaKey } from "@portico/testing";
 
 type Limit = NonNullable<NonNullable<ConfigInput["rateLimitPolicies"]>[number]["limits"]>[number];
 
@@ -263,6 +264,50 @@ describe("limits Envoy counts: what a route sends", () => {
     expect(edge(authConfig(false)).callerLimits.descriptors).toHaveLength(4);
     // A gateway that lets callers through when ext-authz fails may send anonymous callers anywhere.
     expect(slots(authConfig(true), "keyed")).toEqual([
+      "consumer.0",
+      "address_consumer.0",
+      "address_consumer.1",
+    ]);
+  });
+
+  it("reads the consumer from the checks' header on a route Envoy verifies for authenticated callers only", () => {
+    const jwtConfig = (allowAnonymous: boolean) => {
+      const base = authConfig(false) as any;
+      return validateConfig({
+        ...base,
+        jwtProviders: [
+          {
+            name: "idp",
+            issuer: ISSUER,
+            audiences: [AUDIENCE],
+            jwks: { keys: [rsaKey("k1").jwk] },
+            algorithms: ["RS256"],
+          },
+        ],
+        authPolicies: [{ name: "users", accept: ["idp"], allowAnonymous }],
+        routes: base.routes.map((r: object) => ({ ...r, authPolicy: "users" })),
+      });
+    };
+    const only = edge(jwtConfig(false));
+    // No dynamic metadata to read: the consumer limit takes the header every admitted request carries.
+    expect(only.filters).not.toContain("portico.jwt_identity");
+    expect(slots(jwtConfig(false), "keyed")).toEqual(["consumer_header.0"]);
+    const actions = only.callerLimits.rate_limits.map((l: { actions: object[] }) => l.actions);
+    expect(actions).toContainEqual([
+      {
+        metadata: {
+          descriptor_key: "limit",
+          metadata_key: { key: CALLER_LIMITS_FILTER, path: [{ key: "consumer_header.0" }] },
+          source: "ROUTE_ENTRY",
+        },
+      },
+      { request_headers: { header_name: "x-portico-consumer", descriptor_key: "consumer" } },
+    ]);
+    // The same buckets as a route that reads the consumer from metadata.
+    expect(only.callerLimits.descriptors).toEqual(edge(authConfig(false)).callerLimits.descriptors);
+    // A route that admits anonymous callers reads metadata, where the checks file `anonymous`.
+    expect(edge(jwtConfig(true)).filters).toContain("portico.jwt_identity");
+    expect(slots(jwtConfig(true), "keyed")).toEqual([
       "consumer.0",
       "address_consumer.0",
       "address_consumer.1",

@@ -225,16 +225,11 @@ describe("keys pinned for Envoy", () => {
     const hcm = (out.find((r) => r.typeUrl === TypeUrl.Listener)!.message as any).filter_chains[0].filters[0]
       .typed_config;
     const names = hcm.http_filters.map((f: { name: string }) => f.name);
-    expect(names.slice(1, 5)).toEqual([
+    // No route of it reads the identity from metadata: it stays in the headers the checks set.
+    expect(names.slice(1, 4)).toEqual([
       "envoy.filters.http.jwt_authn",
       "portico.jwt_checks",
-      "portico.jwt_identity",
       "envoy.filters.http.ext_authz",
-    ]);
-    // The identity copied into metadata comes only from the headers the checks set, and only what
-    // the gateway reads there: no route of it counts by plan.
-    expect(hcm.http_filters[3].typed_config.request_rules.map((r: { header: string }) => r.header)).toEqual([
-      "x-portico-consumer",
     ]);
     const jwt = hcm.http_filters[1].typed_config;
     expect(Object.keys(jwt.providers)).toEqual(["idp", "remote"]);
@@ -282,12 +277,12 @@ describe("the identity Envoy's checks hand on", () => {
         .find((r) => r.typeUrl === TypeUrl.Listener)!.message as any
     ).filter_chains[0].filters[0].typed_config;
     const filter = hcm.http_filters.find((f: { name: string }) => f.name === "portico.jwt_identity");
-    return filter.typed_config.request_rules.map((r: { header: string }) => r.header) as string[];
+    return (filter?.typed_config.request_rules ?? []).map((r: { header: string }) => r.header) as string[];
   };
 
   it("is the consumer, and the plan where the rate-limit service or a quota counts by it", () => {
-    // Limits each Envoy counts read the consumer alone.
-    expect(copied([{ requests: 10, per: "second", by: "consumer" }])).toEqual(["x-portico-consumer"]);
+    // Limits each Envoy counts read the consumer from the header the checks set: nothing is copied.
+    expect(copied([{ requests: 10, per: "second", by: "consumer" }])).toEqual([]);
     // The rate-limit service is sent the plan.
     expect(copied([{ requests: 10, per: "second", by: "consumer", enforce: "service" }])).toEqual([
       "x-portico-consumer",
@@ -305,6 +300,41 @@ describe("the identity Envoy's checks hand on", () => {
       "x-portico-consumer",
       "x-portico-plan",
     ]);
+  });
+
+  it("is copied on a route that admits anonymous callers, whose limits read it where the checks file `anonymous`", () => {
+    const base = config();
+    const c = validateConfig({
+      ...base,
+      authPolicies: base.authPolicies.map((p) =>
+        p.name === "idp-users" ? { ...p, allowAnonymous: true } : p,
+      ),
+      rateLimitPolicies: [{ name: "p", limits: [{ requests: 10, per: "second", by: "consumer" }] }],
+      routes: base.routes.map((r) => (r.name === "me" ? { ...r, rateLimitPolicy: "p" } : r)),
+    });
+    const out = translate(c, undefined, [], keysFor("https://remote.test/jwks.json")).get("edge")!;
+    const hcm = (out.find((r) => r.typeUrl === TypeUrl.Listener)!.message as any).filter_chains[0].filters[0]
+      .typed_config;
+    const filter = hcm.http_filters.find((f: { name: string }) => f.name === "portico.jwt_identity");
+    expect(filter.typed_config.request_rules.map((r: { header: string }) => r.header)).toEqual([
+      "x-portico-consumer",
+    ]);
+    const routes = (out.find((r) => r.typeUrl === TypeUrl.Route)!.message as any).virtual_hosts[0].routes;
+    const perFilter = (name: string) =>
+      routes.find((r: { name: string }) => r.name === name).typed_per_filter_config;
+    // The route that copies it runs the filter; /remote, verified by Envoy for callers with tokens
+    // only and without limits, keeps its identity in headers and does not.
+    expect(perFilter("me")["portico.jwt_identity"]).toBeUndefined();
+    expect(perFilter("remote")["portico.jwt_identity"]).toMatchObject({ disabled: true });
+    // So its requests are logged by the logger that reads the consumer from the header.
+    expect(hcm.access_log.map((l: { filter: object }) => Object.keys(l.filter))).toEqual([
+      ["metadata_filter"],
+      ["metadata_filter"],
+    ]);
+    const format = (i: number) => JSON.stringify(hcm.access_log[i].typed_config.log_format);
+    expect(format(0)).toContain("%DYNAMIC_METADATA(envoy.filters.http.ext_authz:consumer)%");
+    expect(format(1)).toContain("%REQ(X-PORTICO-CONSUMER)%");
+    expect(format(1)).not.toContain("DYNAMIC_METADATA");
   });
 });
 

@@ -229,7 +229,15 @@ describe("JWT routes answer alike whether Envoy or ext-authz verifies them", () 
     );
     for (const gateway of [...Object.keys(ports), "trusted"])
       envoys.push(
-        track(await startEnvoy({ nodeId: `${gateway}-modes`, group: gateway, xdsPort: api.cp.xdsPort })),
+        track(
+          await startEnvoy({
+            nodeId: `${gateway}-modes`,
+            group: gateway,
+            xdsPort: api.cp.xdsPort,
+            // Access log lines reach stdout within 0.2 s, not Envoy's default 10 s.
+            extraArgs: ["--file-flush-interval-msec", "200"],
+          }),
+        ),
       );
     await Promise.all(envoys.map((e) => e.waitReady({ timeoutMs: 20_000 })));
   });
@@ -595,6 +603,37 @@ describe("JWT routes answer alike whether Envoy or ext-authz verifies them", () 
     for (let i = 0; i < 3; i++) statuses.push((await call("native", "/limited/x", alice)).status);
     expect(statuses).toEqual([200, 200, 429]);
     expect((await call("native", "/limited/x", bob)).status).toBe(200);
+  });
+
+  it("logs the consumer alike whether it reached dynamic metadata or stayed in the checks' header", async () => {
+    const native = envoys[Object.keys(ports).indexOf("native")]!;
+    const now = Date.now();
+    // /profile and /limited admit authenticated callers only: the identity stays in headers
+    // (the limit above counted by the header). /maybe admits anonymous callers: it is copied.
+    expect(
+      (await call("native", "/profile/log", bearer(signJwt(rsa, claims(now, { sub: "log-carol" }))))).status,
+    ).toBe(200);
+    expect(
+      (await call("native", "/maybe/log", bearer(signJwt(rsa, claims(now, { sub: "log-dave" }))))).status,
+    ).toBe(200);
+    expect((await call("native", "/maybe/log-anonymous")).status).toBe(200);
+    const lineOf = async (path: string) =>
+      JSON.parse(
+        await native.waitForLog(new RegExp(`^\\{.*"path":"${path}"`), `the access log line of ${path}`),
+      );
+    expect(await lineOf("/profile/log")).toMatchObject({ route: "native-profile", consumer: "log-carol" });
+    expect(await lineOf("/maybe/log")).toMatchObject({ route: "native-maybe", consumer: "log-dave" });
+    expect(await lineOf("/maybe/log-anonymous")).toMatchObject({
+      route: "native-maybe",
+      consumer: "anonymous",
+    });
+    // One line per request, whichever logger wrote it.
+    expect(
+      native
+        .logs()
+        .split("\n")
+        .filter((l) => l.includes('"path":"/profile/log"')),
+    ).toHaveLength(1);
   });
 
   it("follows a key rotation at the HTTPS JWKS endpoint", async () => {

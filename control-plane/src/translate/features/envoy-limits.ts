@@ -33,7 +33,7 @@
  * full. bench/native-ratelimit.ts measures each. Until an Envoy has the filter's config its
  * listener waits (warms); if it never comes, the filter limits nothing.
  */
-import { duration, TYPE_PREFIX } from "@portico/contract";
+import { duration, IDENTITY_HEADERS, TYPE_PREFIX } from "@portico/contract";
 import { ANONYMOUS, windowSeconds } from "../../model/ratelimit.js";
 import { envoyLimits, hasServiceLimits } from "../../model/ratelimit-enforcement.js";
 import type { RateLimit, Route } from "../../model/schema.js";
@@ -48,7 +48,7 @@ import {
   type RoutePatch,
 } from "../feature.js";
 import { DESCRIPTOR_KEY } from "../ratelimit-policy.js";
-import { identityMetadataKey } from "./authentication.js";
+import { identityInHeaders, identityMetadataKey } from "./authentication.js";
 import { authPath } from "./jwt-authn.js";
 
 const LOCAL_RATE_LIMIT = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
@@ -126,8 +126,8 @@ function members(ctx: GatewayContext): number {
  * What Envoy sends for a limit, after the entry naming it: the caller's consumer, its address, or
  * both. Each shape is one action list of the filter per slot; a route fills a slot with a limit.
  */
-type Shape = "consumer" | "address" | "address_consumer" | "route";
-const SHAPES: readonly Shape[] = ["consumer", "address", "address_consumer", "route"];
+type Shape = "consumer" | "consumer_header" | "address" | "address_consumer" | "route";
+const SHAPES: readonly Shape[] = ["consumer", "consumer_header", "address", "address_consumer", "route"];
 
 function shapeActions(shape: Shape): object[] {
   const consumer = {
@@ -143,6 +143,17 @@ function shapeActions(shape: Shape): object[] {
   switch (shape) {
     case "consumer":
       return [consumer];
+    case "consumer_header":
+      // Where the identity stays in headers (`identityInHeaders`): every request that reaches the
+      // filter carries the consumer the checks set, the same value the metadata would hold.
+      return [
+        {
+          request_headers: {
+            header_name: IDENTITY_HEADERS.consumer,
+            descriptor_key: DESCRIPTOR_KEY.consumer,
+          },
+        },
+      ];
     case "address":
       return [address];
     case "address_consumer":
@@ -233,11 +244,13 @@ function routeSlots(ctx: GatewayContext, r: Route): { slots: Slot[]; descriptors
   const slots: Slot[] = [];
   const descriptors = new Map<string, object[]>();
   const known = onlyAuthenticated(ctx, r);
+  const inHeaders = identityInHeaders(ctx, r);
   for (const { id, limit } of routeLimits(ctx, r)) {
     const parts = limitParts(ctx, id, limit);
     descriptors.set(id, parts.descriptors);
-    for (const shape of parts.shapes) {
-      if (known && forAnonymousOnly(limit, shape)) continue;
+    for (const limitShape of parts.shapes) {
+      if (known && forAnonymousOnly(limit, limitShape)) continue;
+      const shape = inHeaders && limitShape === "consumer" ? "consumer_header" : limitShape;
       const slot = used.get(shape) ?? 0;
       used.set(shape, slot + 1);
       slots.push({ shape, slot, id });

@@ -178,7 +178,8 @@ export function jwtChecksFilter(): HttpFilter {
  * they do not decide, so a header a client sent never becomes an identity. It copies what the
  * gateway reads there, each rule a cost on every request: the consumer always, the plan when a
  * route of the listener that Envoy verifies sends it to the rate-limit service or counts quotas
- * by it (`plan`); the provider never (the upstream has it in its header).
+ * by it (`plan`); the provider never (the upstream has it in its header). It is off, or absent,
+ * where nothing reads the identity from metadata (`identityInHeaders` in authentication.ts).
  */
 export function jwtIdentityFilter(plan: boolean): HttpFilter {
   const copy = (key: keyof typeof IDENTITY_HEADERS) => ({

@@ -1,7 +1,7 @@
-import { duration, struct, TYPE_PREFIX } from "@portico/contract";
+import { duration, IDENTITY_HEADERS, struct, TYPE_PREFIX } from "@portico/contract";
 import type { Gateway } from "../../model/schema.js";
 import type { HttpFeature } from "../feature.js";
-import { EXT_AUTHZ_NAMESPACE } from "./authentication.js";
+import { EXT_AUTHZ_NAMESPACE, identityInHeaders } from "./authentication.js";
 
 const STDOUT_LOG = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
 const FILE_LOG = "envoy.extensions.access_loggers.file.v3.FileAccessLog";
@@ -27,7 +27,8 @@ export function accessLogFields(gateway: string): Record<string, string> {
     flags: "%RESPONSE_FLAGS%",
     details: "%RESPONSE_CODE_DETAILS%",
     route: "%ROUTE_NAME%",
-    // Set by ext-authz for every request it lets through (`anonymous` for anonymous callers).
+    // Set by ext-authz, or the checks after jwt_authn, for every request they let through
+    // (`anonymous` for anonymous callers); see accessLog for routes that keep it in headers.
     consumer: `%DYNAMIC_METADATA(${EXT_AUTHZ_NAMESPACE}:consumer)%`,
     client_ip: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
     upstream: "%UPSTREAM_CLUSTER%",
@@ -36,20 +37,52 @@ export function accessLogFields(gateway: string): Record<string, string> {
   };
 }
 
-/** The HCM's access log: JSON lines on stdout, or in the gateway's file. */
-export function accessLog(gateway: Gateway): object[] {
-  const log_format = { json_format: struct(accessLogFields(gateway.name)) };
-  const path = gateway.accessLog?.path;
+/** Where the consumer is in dynamic metadata, for an access log filter. */
+const CONSUMER_IN_METADATA = { filter: EXT_AUTHZ_NAMESPACE, path: [{ key: "consumer" }] };
+
+/**
+ * The HCM's access log: JSON lines on stdout, or in the gateway's file. On a listener with routes
+ * whose identity stays in headers (`identityInHeaders`), a request without a consumer in metadata
+ * is logged by a second logger of the same format that reads it from `x-portico-consumer`: each
+ * request meets exactly one of the two filters, and its line is the one it would be if the consumer
+ * were in metadata. (Envoy's formatter has no fall-back from metadata to a header.)
+ */
+export function accessLog(gateway: Gateway, consumerInHeaders = false): object[] {
+  const fields = accessLogFields(gateway.name);
+  const logger = (f: Record<string, string>, filter?: object) => {
+    const log_format = { json_format: struct(f) };
+    const path = gateway.accessLog?.path;
+    return {
+      ...(path
+        ? {
+            name: "envoy.access_loggers.file",
+            typed_config: { "@type": TYPE_PREFIX + FILE_LOG, path, log_format },
+          }
+        : {
+            name: "envoy.access_loggers.stdout",
+            typed_config: { "@type": TYPE_PREFIX + STDOUT_LOG, log_format },
+          }),
+      ...(filter ? { filter } : {}),
+    };
+  };
+  if (!consumerInHeaders) return [logger(fields)];
   return [
-    path
-      ? {
-          name: "envoy.access_loggers.file",
-          typed_config: { "@type": TYPE_PREFIX + FILE_LOG, path, log_format },
-        }
-      : {
-          name: "envoy.access_loggers.stdout",
-          typed_config: { "@type": TYPE_PREFIX + STDOUT_LOG, log_format },
+    logger(fields, {
+      metadata_filter: {
+        matcher: { ...CONSUMER_IN_METADATA, value: { present_match: true } },
+        match_if_key_not_found: { value: false },
+      },
+    }),
+    logger(
+      { ...fields, consumer: `%REQ(${IDENTITY_HEADERS.consumer.toUpperCase()})%` },
+      // A consumer in metadata is a string, which never matches null: this one logs only without it.
+      {
+        metadata_filter: {
+          matcher: { ...CONSUMER_IN_METADATA, value: { null_match: {} } },
+          match_if_key_not_found: { value: true },
         },
+      },
+    ),
   ];
 }
 
@@ -92,8 +125,14 @@ export function hcmTracing(gateway: Gateway): { tracing?: object; request_id_ext
 /** Access logs and tracing on every connection manager, and the cluster of the collector spans go to. */
 export const observability: HttpFeature = {
   name: "observability",
-  listener: (ctx) => ({
-    connectionManager: { access_log: accessLog(ctx.gateway), ...hcmTracing(ctx.gateway) },
+  listener: (ctx, _listener, routes) => ({
+    connectionManager: {
+      access_log: accessLog(
+        ctx.gateway,
+        routes.some((r) => identityInHeaders(ctx, r)),
+      ),
+      ...hcmTracing(ctx.gateway),
+    },
   }),
   upstreams: (ctx) => (ctx.gateway.tracing ? [ctx.gateway.tracing.upstream] : []),
 };
