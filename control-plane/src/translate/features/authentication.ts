@@ -81,7 +81,8 @@ function identityCopied(ctx: GatewayContext): boolean {
   let on = copiesByGateway.get(ctx);
   if (on === undefined) {
     on = ctx.config.routes.some(
-      (x) => x.gateway === ctx.gateway.name && authPath(ctx, x).kind === "native" && !identityInHeaders(ctx, x),
+      (x) =>
+        x.gateway === ctx.gateway.name && authPath(ctx, x).kind === "native" && !identityInHeaders(ctx, x),
     );
     copiesByGateway.set(ctx, on);
   }
@@ -170,6 +171,7 @@ export function contextExtensions(p: AuthPolicy): Record<string, string> {
 export function authRoute(
   ctx: GatewayContext,
   r: Route,
+  stripped = false,
 ): { perFilterConfig: Record<string, object>; metadata?: Record<string, Record<string, string>> } {
   const path = authPath(ctx, r);
   const native = gatewayHasNative(ctx);
@@ -180,7 +182,7 @@ export function authRoute(
     ? { [JWT_AUTHN_FILTER]: JWT_AUTHN_OFF, [JWT_CHECKS]: JWT_CHECKS_OFF, [JWT_IDENTITY]: FILTER_OFF }
     : {};
   if (path.kind === "native") {
-    const checks = jwtChecksRoute(ctx.config, path.policy, path.providers);
+    const checks = jwtChecksRoute(ctx.config, path.policy, path.providers, stripped);
     return {
       perFilterConfig: {
         [JWT_AUTHN_FILTER]: jwtAuthnPerRoute(path.policy),
@@ -218,13 +220,14 @@ export function identityMetadataKey(field: "consumer" | "plan"): { key: string; 
 export const authentication: HttpFeature = {
   name: "authentication",
   listener: (ctx, listener, routes) => {
-    const strip = identityHeaderStrip(ctx, listener.trustIdentityHeaders === true);
+    const trusted = listener.trustIdentityHeaders === true;
+    const strip = identityHeaderStrip(ctx, trusted);
     return {
       httpFilters: authHttpFilters(ctx, routes),
       connectionManager: strip ? { early_header_mutation_extensions: [strip] } : {},
       route: (r) => {
         // Guards authenticate like their route: a caller learns nothing about a protected route unauthenticated.
-        const { perFilterConfig, metadata } = authRoute(ctx, r);
+        const { perFilterConfig, metadata } = authRoute(ctx, r, !trusted);
         return { perFilterConfig, guardPerFilterConfig: perFilterConfig, metadata, guardMetadata: metadata };
       },
     };

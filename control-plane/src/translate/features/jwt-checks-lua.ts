@@ -808,19 +808,31 @@ local function admit(h, pol, d)
   local hs = h:headers()
   -- jwt_authn's payload headers never reach the upstream.
   for _, p in ipairs(pol.ps) do hs:remove(p.fh) end
+  -- On a listener that removed every identity header on arrival (pol.fresh) there is none to
+  -- replace or remove: adding costs Envoy less.
   if d.anonymous then
     local meta = h:streamInfo():dynamicMetadata()
-    for _, name in ipairs(ALL_ID) do hs:remove(name) end
+    if not pol.fresh then
+      for _, name in ipairs(ALL_ID) do hs:remove(name) end
+    end
     meta:set(ID_NS, "consumer", "anonymous")
     meta:set(ID_NS, "plan", "anonymous")
     return
   end
   local consumer, plan, scopes = d.consumer, d.plan, d.scopes
-  hs:replace(H_CONSUMER, consumer)
-  hs:replace(H_PLAN, plan)
-  hs:replace(H_PROVIDER, d.provider.sn)
-  local remove = { H_KEY_ID }
-  if scopes ~= "" then hs:replace(H_SCOPES, scopes) else remove[#remove + 1] = H_SCOPES end
+  local remove = {}
+  if pol.fresh then
+    hs:add(H_CONSUMER, consumer)
+    hs:add(H_PLAN, plan)
+    hs:add(H_PROVIDER, d.provider.sn)
+    if scopes ~= "" then hs:add(H_SCOPES, scopes) end
+  else
+    hs:replace(H_CONSUMER, consumer)
+    hs:replace(H_PLAN, plan)
+    hs:replace(H_PROVIDER, d.provider.sn)
+    remove[1] = H_KEY_ID
+    if scopes ~= "" then hs:replace(H_SCOPES, scopes) else remove[2] = H_SCOPES end
+  end
   if pol.strip then
     local headers, query, cookies = {}, {}, {}
     local any_query, any_cookie = false, false

@@ -88,9 +88,12 @@ function challenges(p: AuthPolicy): Json {
 }
 
 /** The route's rules as the script reads them. */
-export function policyTable(p: AuthPolicy, providers: readonly NativeProvider[]): Json {
+export function policyTable(p: AuthPolicy, providers: readonly NativeProvider[], stripped = false): Json {
   const claims = Object.entries(p.requiredClaims ?? {});
   return {
+    // On a listener that removes identity headers on arrival, the checks add theirs: there is
+    // none to replace or remove.
+    ...(stripped ? { fresh: true } : {}),
     ch: challenges(p),
     anon: p.allowAnonymous,
     strip: p.stripCredentials ?? SETTINGS.stripCredentials,
@@ -142,8 +145,9 @@ export function jwtChecksRoute(
   config: Config,
   p: AuthPolicy,
   providers: readonly NativeProvider[],
+  stripped = false,
 ): { perRoute: object; metadata: Record<string, Record<string, string>> } {
-  const policy = policyTable(p, providers);
+  const policy = policyTable(p, providers, stripped);
   const { records, rv } = consumerRecords(config);
   const v = version({ policy, rv });
   return {
