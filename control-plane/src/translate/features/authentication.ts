@@ -60,41 +60,38 @@ export function identityHeaderStrip(ctx: GatewayContext, trusted: boolean): obje
   };
 }
 
-/** Whether any route of the gateway calls ext-authz: computed once per gateway, not per route. */
-const filterOnByGateway = new WeakMap<GatewayContext, boolean>();
-
-function filterOn(ctx: GatewayContext): boolean {
-  let on = filterOnByGateway.get(ctx);
-  if (on === undefined) {
-    on = ctx.config.routes.some(
-      (x) => x.gateway === ctx.gateway.name && authPath(ctx, x).kind === "ext_authz",
-    );
-    filterOnByGateway.set(ctx, on);
-  }
-  return on;
+/** Whether any route of the gateway meets `test`: computed once per gateway, not per route. */
+function anyRouteOfGateway(
+  test: (ctx: GatewayContext, r: Route) => boolean,
+): (ctx: GatewayContext) => boolean {
+  const byGateway = new WeakMap<GatewayContext, boolean>();
+  return (ctx) => {
+    let on = byGateway.get(ctx);
+    if (on === undefined) {
+      on = ctx.config.routes.some((x) => x.gateway === ctx.gateway.name && test(ctx, x));
+      byGateway.set(ctx, on);
+    }
+    return on;
+  };
 }
 
-/** Whether a route of the gateway that Envoy verifies copies its identity into metadata: computed once per gateway. */
-const copiesByGateway = new WeakMap<GatewayContext, boolean>();
+/** Whether any route of the gateway calls ext-authz. */
+const filterOn = anyRouteOfGateway((ctx, r) => authPath(ctx, r).kind === "ext_authz");
 
-function identityCopied(ctx: GatewayContext): boolean {
-  let on = copiesByGateway.get(ctx);
-  if (on === undefined) {
-    on = ctx.config.routes.some(
-      (x) =>
-        x.gateway === ctx.gateway.name && authPath(ctx, x).kind === "native" && !identityInHeaders(ctx, x),
-    );
-    copiesByGateway.set(ctx, on);
-  }
-  return on;
+/** Whether Envoy verifies the route and copies the identity the checks admit into metadata. */
+function copiesIdentity(ctx: GatewayContext, r: Route): boolean {
+  return authPath(ctx, r).kind === "native" && !identityInHeaders(ctx, r);
 }
+
+/** Whether any route of the gateway copies its identity into metadata (so the filter is there to turn off). */
+const identityCopied = anyRouteOfGateway(copiesIdentity);
 
 /** The HTTP filters that authenticate callers on this listener's routes, in order. */
 export function authHttpFilters(ctx: GatewayContext, routes: readonly Route[]): HttpFilter[] {
   if (!ctx.gateway.extAuthz || !routes.some((r) => authPolicyOf(ctx, r))) return [];
   const native = jwtAuthnFilter(ctx, routes);
   const viaService = routes.some((r) => authPath(ctx, r).kind === "ext_authz");
-  const copied = routes.filter((r) => authPath(ctx, r).kind === "native" && !identityInHeaders(ctx, r));
+  const copied = routes.filter((r) => copiesIdentity(ctx, r));
   const identity = copied.length > 0 ? [jwtIdentityFilter(copied.some((r) => readsPlan(ctx, r)))] : [];
   return [
     ...(native ? [native, jwtChecksFilter(), ...identity] : []),

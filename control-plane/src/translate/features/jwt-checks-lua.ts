@@ -819,19 +819,16 @@ local function admit(h, pol, d)
     meta:set(ID_NS, "plan", "anonymous")
     return
   end
-  local consumer, plan, scopes = d.consumer, d.plan, d.scopes
+  local scopes = d.scopes
+  local set = pol.fresh and hs.add or hs.replace
+  set(hs, H_CONSUMER, d.consumer)
+  set(hs, H_PLAN, d.plan)
+  set(hs, H_PROVIDER, d.provider.sn)
+  if scopes ~= "" then set(hs, H_SCOPES, scopes) end
   local remove = {}
-  if pol.fresh then
-    hs:add(H_CONSUMER, consumer)
-    hs:add(H_PLAN, plan)
-    hs:add(H_PROVIDER, d.provider.sn)
-    if scopes ~= "" then hs:add(H_SCOPES, scopes) end
-  else
-    hs:replace(H_CONSUMER, consumer)
-    hs:replace(H_PLAN, plan)
-    hs:replace(H_PROVIDER, d.provider.sn)
+  if not pol.fresh then
     remove[1] = H_KEY_ID
-    if scopes ~= "" then hs:replace(H_SCOPES, scopes) else remove[2] = H_SCOPES end
+    if scopes == "" then remove[2] = H_SCOPES end
   end
   if pol.strip then
     local headers, query, cookies = {}, {}, {}
