@@ -2,7 +2,8 @@ import { Metadata } from "@grpc/grpc-js";
 import { SpanKind } from "@opentelemetry/api";
 import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace";
 import { describe, expect, it } from "vitest";
-import { createTracing, samplerFromEnv, traceIdOf, tracingFromEnv } from "../src/tracing.js";
+import { createTracing, samplerFromEnv } from "../src/tracing-sdk.js";
+import { traceIdOf, tracingFromEnv } from "../src/tracing.js";
 
 const TRACE = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT = "00f067aa0ba902b7";
@@ -71,12 +72,16 @@ describe("server spans from gRPC metadata", () => {
 });
 
 describe("tracing from the OpenTelemetry environment", () => {
-  it("is off without an OTLP endpoint, or when disabled", () => {
-    expect(tracingFromEnv("svc", undefined, {})).toBeUndefined();
-    expect(tracingFromEnv("svc", undefined, { OTEL_EXPORTER_OTLP_ENDPOINT: " " })).toBeUndefined();
+  it("is off without an OTLP endpoint, or when disabled", async () => {
+    expect(await tracingFromEnv("svc", undefined, {})).toBeUndefined();
+    expect(await tracingFromEnv("svc", undefined, { OTEL_EXPORTER_OTLP_ENDPOINT: " " })).toBeUndefined();
     const endpoint = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4317" };
-    expect(tracingFromEnv("svc", undefined, { ...endpoint, OTEL_SDK_DISABLED: "true" })).toBeUndefined();
-    expect(tracingFromEnv("svc", undefined, { ...endpoint, OTEL_TRACES_EXPORTER: "none" })).toBeUndefined();
+    expect(
+      await tracingFromEnv("svc", undefined, { ...endpoint, OTEL_SDK_DISABLED: "true" }),
+    ).toBeUndefined();
+    expect(
+      await tracingFromEnv("svc", undefined, { ...endpoint, OTEL_TRACES_EXPORTER: "none" }),
+    ).toBeUndefined();
   });
 
   it("is on with either endpoint variable", async () => {
@@ -84,7 +89,7 @@ describe("tracing from the OpenTelemetry environment", () => {
       { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4317" },
       { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://127.0.0.1:4317" },
     ]) {
-      const t = tracingFromEnv("svc", undefined, env);
+      const t = await tracingFromEnv("svc", undefined, env);
       expect(t).toBeDefined();
       await t!.shutdown();
     }

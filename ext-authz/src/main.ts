@@ -132,7 +132,7 @@ if (!flags.xds) {
 collectDefaultMetrics({ register: metrics.registry });
 let tracing: RpcTracing | undefined;
 try {
-  tracing = tracingFromEnv("ext-authz", log);
+  tracing = await tracingFromEnv("ext-authz", log);
 } catch (err) {
   log.fatal({ err: (err as Error).message }, "cannot start: the tracing settings are not usable");
   process.exit(2);

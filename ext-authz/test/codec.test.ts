@@ -14,9 +14,10 @@ import {
   toRequestAttributes,
   type CheckRequestMessage,
 } from "../src/grpc/check-request.js";
-import { encodeCheckResponse, toCheckResponse } from "../src/grpc/check-response.js";
+import { encodeCheckResponse } from "../src/grpc/check-response.js";
 import { authTypes } from "../src/grpc/protos.js";
 import type { Identity } from "../src/identity.js";
+import { toCheckResponse } from "./check-response-object.js";
 
 // The hand-written codecs against protobufjs's reflective ones: the same attributes from the same
 // bytes, and answers that protobufjs decodes to the same message as the reference object form.

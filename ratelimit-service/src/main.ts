@@ -199,7 +199,7 @@ try {
     : undefined;
   const metrics = new RateLimitMetrics(registry);
   const tls = grpcTls(metrics);
-  const tracing = tracingFromEnv("ratelimit-service", log);
+  const tracing = await tracingFromEnv("ratelimit-service", log);
   const limiter = createLimiter(backendOptions(registry));
   const { host, port } = hostPortFlag(values.listen!, "listen");
   const server = await startRateLimitService({

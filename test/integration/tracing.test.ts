@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTracing, type RpcTracing } from "@portico/common";
+import type { RpcTracing } from "@portico/common";
+import { createTracing } from "@portico/common/tracing-sdk";
 import { sha256Hex, Authorizer, AuthzServer } from "@portico/ext-authz";
 import { policyOf } from "../harness/ext-authz-fixtures.js";
 import {
