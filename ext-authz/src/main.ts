@@ -146,6 +146,16 @@ try {
 }
 await authorizer.warm();
 const server = new AuthzServer({ authorizer, address: flags.listen!, logger: log, tracing, tls: grpcTls });
+// Signals are handled before the service says it serves: a SIGTERM from then on drains and stops it.
+let source: XdsPolicySource | undefined;
+let ops: OpsServer | undefined;
+const shutdown = stopOnSignals(log, [
+  () => source?.close(),
+  () => server.stop(),
+  () => ops?.close(),
+  // Spans still buffered are sent before the process goes.
+  () => tracing?.shutdown(),
+]);
 const port = await server.start();
 log.info(
   {
@@ -174,15 +184,6 @@ if (!grpcTls && beyondLoopback(flags.listen!)) {
   );
 }
 
-let source: XdsPolicySource | undefined;
-let ops: OpsServer | undefined;
-const shutdown = stopOnSignals(log, [
-  () => source?.close(),
-  () => server.stop(),
-  () => ops?.close(),
-  // Spans still buffered are sent before the process goes.
-  () => tracing?.shutdown(),
-]);
 if (flags.xds) {
   source = new XdsPolicySource({
     credentials: xdsTls.credentials,

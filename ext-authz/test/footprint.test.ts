@@ -36,7 +36,10 @@ async function loadedBy(args: string[], env: Record<string, string>, ready?: str
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, VITEST: "", LOG_LEVEL: "info", ...env, PORTICO_LOAD_PROBE_OUT: out },
   });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  // A signal's name when one ended it: the service stops on SIGTERM by itself, exiting 0.
+  const exited = new Promise<number | string | null>((resolve) =>
+    child.once("exit", (code, signal) => resolve(code ?? signal)),
+  );
   if (ready) {
     await new Promise<void>((resolve, reject) => {
       createInterface({ input: child.stdout! }).on("line", (l) => {
