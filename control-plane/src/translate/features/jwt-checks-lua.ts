@@ -567,13 +567,19 @@ local function values_at(hs, src)
   end
   return out
 end
+-- The credential and where it was found: the one source that held it, or, when several did, the
+-- list of them marked multi (a request's usual single place allocates nothing).
 local function extract(hs, sources)
-  local value, where = nil, {}
+  local value, where = nil, nil
   for _, src in ipairs(sources) do
     for _, v in ipairs(values_at(hs, src)) do
       if value ~= nil and v ~= value then return nil, nil, true end
       value = v
-      where[#where + 1] = src
+      if where == nil then where = src
+      elseif where ~= src then
+        if where.multi == nil then where = { multi = true, where } end
+        where[#where + 1] = src
+      end
     end
   end
   return value, where, false
@@ -708,17 +714,19 @@ local function shape_of(p, token)
   return s
 end
 
-local function authenticate(pol, p, where, s, payload)
+-- The decision on the token of provider p: its verdict, the same table on every request (an
+-- admission names its provider), unless the clock now refuses it.
+local function authenticate(pol, p, s, payload)
   local v = s.verdict
   if v == nil then
     v = verdict(pol, p, s.hseg, s.pseg, payload)
+    v.provider = p
     s.verdict, s.exp, s.nbf, s.iat = v, payload.exp, payload.nbf, payload.iat
   end
   -- Every refusal before the route's rules is this 401, so only those wait for the clock.
   if v.status == 401 then return v end
   if time_problem(p, s.exp, s.nbf, s.iat, now()) then return deny(401, "invalid_token", pol.ch.invalid) end
-  if v.status ~= 200 then return v end
-  return { status = 200, provider = p, consumer = v.consumer, plan = v.plan, scopes = v.scopes, where = where }
+  return v
 end
 
 -- Envoy's ext_authz query_parameters_to_remove: the query parsed without decoding, the keys
@@ -761,8 +769,9 @@ local function stopped_earlier(passed)
   return false
 end
 
-local function decide(h, pol)
-  local hs = h:headers()
+-- The decision, and where the admitted credential was found.
+local ANONYMOUS = { status = 200, anonymous = true }
+local function decide(hs, pol)
   local presented = false
   local passed = nil
   for _, p in ipairs(pol.ps) do
@@ -788,7 +797,7 @@ local function decide(h, pol)
         end
         if ok then
           if stopped_earlier(passed) then return deny(401, "invalid_token", pol.ch.invalid) end
-          return authenticate(pol, p, where, s, payload)
+          return authenticate(pol, p, s, payload), where
         end
         passed = passed or {}
         passed[#passed + 1] = { p = p, pseg = s.pseg }
@@ -796,7 +805,7 @@ local function decide(h, pol)
     end
   end
   if presented then return deny(401, "invalid_token", pol.ch.invalid) end
-  if pol.anon then return { status = 200, anonymous = true } end
+  if pol.anon then return ANONYMOUS end
   return deny(401, "missing_credentials", pol.ch.missing)
 end
 
@@ -804,8 +813,7 @@ end
 -- native filter after this one, portico.jwt_identity, copies those the gateway reads): setting it
 -- from Lua costs more than every check before it. An anonymous caller has no identity headers, so
 -- its consumer and plan are set here.
-local function admit(h, pol, d)
-  local hs = h:headers()
+local function admit(h, hs, pol, d, where)
   -- jwt_authn's payload headers never reach the upstream.
   for _, p in ipairs(pol.ps) do hs:remove(p.fh) end
   -- On a listener that removed every identity header on arrival (pol.fresh) there is none to
@@ -825,15 +833,20 @@ local function admit(h, pol, d)
   set(hs, H_PLAN, d.plan)
   set(hs, H_PROVIDER, d.provider.sn)
   if scopes ~= "" then set(hs, H_SCOPES, scopes) end
-  local remove = {}
   if not pol.fresh then
-    remove[1] = H_KEY_ID
-    if scopes == "" then remove[2] = H_SCOPES end
+    hs:remove(H_KEY_ID)
+    if scopes == "" then hs:remove(H_SCOPES) end
   end
-  if pol.strip then
+  if not pol.strip then return end
+  -- The credential removed as ext-authz removes it: a header at once, the rest in turn.
+  if where.h then
+    hs:remove(where.h)
+    return
+  end
+  do
     local headers, query, cookies = {}, {}, {}
     local any_query, any_cookie = false, false
-    for _, src in ipairs(d.where) do
+    for _, src in ipairs(where.multi and where or { where }) do
       if src.h then headers[src.h] = true
       elseif src.q then query[src.q] = true; any_query = true
       else cookies[src.c] = true; any_cookie = true end
@@ -845,15 +858,14 @@ local function admit(h, pol, d)
       end
       if #kept == 0 then headers["cookie"] = true else hs:replace("cookie", concat(kept, "; ")) end
     end
-    for name in pairs(headers) do remove[#remove + 1] = name end
+    for name in pairs(headers) do hs:remove(name) end
     if any_query then hs:replace(":path", without_query_params(hs:get(":path") or "", query)) end
   end
-  for _, name in ipairs(remove) do hs:remove(name) end
 end
 
-local function refuse(h, d)
+local function refuse(h, d, hs)
   h:streamInfo():dynamicMetadata():set(MARK_NS, "refused", d.code)
-  local rid = h:headers():get("x-request-id")
+  local rid = (hs or h:headers()):get("x-request-id")
   local body = BODY[d.code] .. ((rid and rid ~= "") and (',"request_id":' .. jstr(rid)) or "") .. "}"
   local headers = { [":status"] = tostring(d.status), ["content-type"] = "application/json", ["cache-control"] = "no-store" }
   if d.challenge then headers["www-authenticate"] = d.challenge end
@@ -896,22 +908,24 @@ local function policy_of(h)
   return pol
 end
 
+-- The request's headers are fetched once: each handle Envoy gives a script costs it.
 local function run(h)
   local pol = policy_of(h)
   if pol == nil then return nil end
-  local d = decide(h, pol)
-  if d.status == 200 then admit(h, pol, d) end
-  return d
+  local hs = h:headers()
+  local d, where = decide(hs, pol)
+  if d.status == 200 then admit(h, hs, pol, d, where) end
+  return d, hs
 end
 
 -- Any failure refuses (ext-authz's internal_error): an error never lets a request through.
 function envoy_on_request(h)
-  local ok, d = pcall(run, h)
+  local ok, d, hs = pcall(run, h)
   if not ok then
     h:logErr("JWT checks failed: " .. tostring(d))
-    d = deny(500, "internal_error")
+    d, hs = deny(500, "internal_error"), nil
   end
-  if d ~= nil and d.status ~= 200 then refuse(h, d) end
+  if d ~= nil and d.status ~= 200 then refuse(h, d, hs) end
 end
 `;
 
