@@ -217,13 +217,24 @@ try {
     maxConnectionAgeGraceMs: optionalPositive("max-connection-age-grace-ms"),
     tracing,
   });
+  // Signals are handled from the moment the gRPC server listens: a SIGTERM from then on drains and
+  // stops it, whatever else is still starting.
+  let source: XdsConfigSource | undefined;
+  let ops: OpsServer | undefined;
+  stopOnSignals(log, [
+    () => source?.close(),
+    () => server.stop(),
+    () => limiter.close(),
+    () => ops?.close(),
+    // Spans still buffered are sent before the process goes.
+    () => tracing?.shutdown(),
+  ]);
   if (!tls && !isLoopbackHost(host)) {
     log.warn(
       { listen: values.listen },
       "the gRPC port is plaintext beyond loopback: any process that reaches it can spend quotas; set --tls-cert, --tls-key and --tls-client-ca",
     );
   }
-  let source: XdsConfigSource | undefined;
   if (xds) {
     // Until the first config arrives, health says NOT_SERVING and calls get UNAVAILABLE.
     source = new XdsConfigSource({
@@ -246,7 +257,6 @@ try {
     log.info({ config: configPath, domains: [...config!.domains.keys()] }, "rate-limit config loaded");
   }
 
-  let ops: OpsServer | undefined;
   if (values["metrics-listen"]) {
     const m = hostPortFlag(values["metrics-listen"], "metrics-listen");
     ops = await startOpsServer({
@@ -280,14 +290,6 @@ try {
       );
     }
   });
-  stopOnSignals(log, [
-    () => source?.close(),
-    () => server.stop(),
-    () => limiter.close(),
-    () => ops?.close(),
-    // Spans still buffered are sent before the process goes.
-    () => tracing?.shutdown(),
-  ]);
 } catch (err) {
   log.fatal({ details: (err as { issues?: unknown }).issues }, (err as Error).message);
   process.exit(1);

@@ -241,4 +241,34 @@ describe("service operations endpoints and tracing from the environment", () => 
     expect(metrics).toMatch(/^portico_ratelimit_responses_total\{code="OVER_LIMIT"\} 1$/m);
     expect(metrics).toMatch(/^portico_ratelimit_decision_seconds_count 2$/m);
   });
+
+  it("ratelimit-service: a SIGTERM once its gRPC port listens drains it and exits 0, while the rest still starts", async () => {
+    const configFile = path.join(dir, "drain.yaml");
+    fs.writeFileSync(
+      configFile,
+      "domain: edge\ndescriptors:\n  - key: remote_address\n    rate_limit: { unit: hour, requests_per_unit: 1 }\n",
+    );
+    const svc = startService("ratelimit-service/src/main.ts", [
+      "--config",
+      configFile,
+      "--listen",
+      `127.0.0.1:${await freePort()}`,
+      // Its ops server starts after the gRPC port listens.
+      "--metrics-listen",
+      `127.0.0.1:${await freePort()}`,
+    ]);
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((r) =>
+      svc.child.once("exit", (code, signal) => r([code, signal])),
+    );
+    await new Promise<void>((resolve, reject) => {
+      createInterface({ input: svc.child.stdout! }).on("line", (l) => {
+        if (l.includes('"rate-limit service listening"')) resolve();
+      });
+      svc.child.once("exit", () => reject(new Error("the rate limiter exited before it listened")));
+    });
+    svc.child.kill("SIGTERM");
+    // Ended by the signal itself, the process would report the signal and no code.
+    expect(await exited).toEqual([0, null]);
+    expect(svc.lines.some((l) => l.msg === "shutting down" && l.signal === "SIGTERM")).toBe(true);
+  });
 });
