@@ -694,7 +694,7 @@ local function verdict(pol, p, hseg, pseg, payload)
     end
     if not ok then return deny(403, "insufficient_scope", pol.ch.scope) end
   end
-  return { status = 200, consumer = safe(consumer), plan = safe(plan), scopes = scopes_header(scopes, pol.maxs) }
+  return { status = 200, provider = p, consumer = safe(consumer), plan = safe(plan), scopes = scopes_header(scopes, pol.maxs) }
 end
 
 -- Per token of a provider: its segments, or why it is no token of anyone's (checked once).
@@ -720,7 +720,6 @@ local function authenticate(pol, p, s, payload)
   local v = s.verdict
   if v == nil then
     v = verdict(pol, p, s.hseg, s.pseg, payload)
-    v.provider = p
     s.verdict, s.exp, s.nbf, s.iat = v, payload.exp, payload.nbf, payload.iat
   end
   -- Every refusal before the route's rules is this 401, so only those wait for the clock.
@@ -843,24 +842,22 @@ local function admit(h, hs, pol, d, where)
     hs:remove(where.h)
     return
   end
-  do
-    local headers, query, cookies = {}, {}, {}
-    local any_query, any_cookie = false, false
-    for _, src in ipairs(where.multi and where or { where }) do
-      if src.h then headers[src.h] = true
-      elseif src.q then query[src.q] = true; any_query = true
-      else cookies[src.c] = true; any_cookie = true end
-    end
-    if any_cookie and not headers["cookie"] then
-      local kept = {}
-      for _, c in ipairs(parse_cookies(hs:get("cookie"))) do
-        if not cookies[c[1]] then kept[#kept + 1] = c[1] .. "=" .. c[2] end
-      end
-      if #kept == 0 then headers["cookie"] = true else hs:replace("cookie", concat(kept, "; ")) end
-    end
-    for name in pairs(headers) do hs:remove(name) end
-    if any_query then hs:replace(":path", without_query_params(hs:get(":path") or "", query)) end
+  local headers, query, cookies = {}, {}, {}
+  local any_query, any_cookie = false, false
+  for _, src in ipairs(where.multi and where or { where }) do
+    if src.h then headers[src.h] = true
+    elseif src.q then query[src.q] = true; any_query = true
+    else cookies[src.c] = true; any_cookie = true end
   end
+  if any_cookie and not headers["cookie"] then
+    local kept = {}
+    for _, c in ipairs(parse_cookies(hs:get("cookie"))) do
+      if not cookies[c[1]] then kept[#kept + 1] = c[1] .. "=" .. c[2] end
+    end
+    if #kept == 0 then headers["cookie"] = true else hs:replace("cookie", concat(kept, "; ")) end
+  end
+  for name in pairs(headers) do hs:remove(name) end
+  if any_query then hs:replace(":path", without_query_params(hs:get(":path") or "", query)) end
 end
 
 local function refuse(h, d, hs)
