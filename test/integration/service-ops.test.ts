@@ -18,6 +18,8 @@ interface Service {
   child: ChildProcess;
   /** Its JSON log lines (stdout). */
   lines: Record<string, unknown>[];
+  /** Called with each log line as it arrives. */
+  onLine?: (line: Record<string, unknown>) => void;
 }
 
 const running: Service[] = [];
@@ -31,11 +33,14 @@ function startService(main: string, args: string[], env: Record<string, string> 
   );
   const service: Service = { child, lines: [] };
   createInterface({ input: child.stdout! }).on("line", (l) => {
+    let line: Record<string, unknown>;
     try {
-      service.lines.push(JSON.parse(l) as Record<string, unknown>);
+      line = JSON.parse(l) as Record<string, unknown>;
     } catch {
-      // Not a log line.
+      return; // Not a log line.
     }
+    service.lines.push(line);
+    service.onLine?.(line);
   });
   running.push(service);
   return service;
@@ -260,10 +265,11 @@ describe("service operations endpoints and tracing from the environment", () => 
     const exited = new Promise<[number | null, NodeJS.Signals | null]>((r) =>
       svc.child.once("exit", (code, signal) => r([code, signal])),
     );
+    // The signal goes as the line arrives, not at the next poll.
     await new Promise<void>((resolve, reject) => {
-      createInterface({ input: svc.child.stdout! }).on("line", (l) => {
-        if (l.includes('"rate-limit service listening"')) resolve();
-      });
+      svc.onLine = (l) => {
+        if (l.msg === "rate-limit service listening") resolve();
+      };
       svc.child.once("exit", () => reject(new Error("the rate limiter exited before it listened")));
     });
     svc.child.kill("SIGTERM");
