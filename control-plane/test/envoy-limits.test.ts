@@ -26,13 +26,17 @@ const dir = path.join(GOLDEN_DIR, "envoy-limits");
 const fixture = () => parseConfigText(fs.readFileSync(path.join(dir, "envoy-limits.yaml"), "utf8"));
 
 /** One gateway, one route with a policy of these limits; the gateway has a rate-limit service unless told. */
-function config(limits: Limit[], opts: { service?: boolean; shadow?: boolean } = {}) {
+function config(
+  limits: Limit[],
+  opts: { service?: boolean; shadow?: boolean; headers?: "exact" | "always" | "off" } = {},
+) {
   return validateConfig({
     gateways: [
       {
         name: "edge",
         listeners: [{ name: "http", port: 10000 }],
         ...(opts.service === false ? {} : { rateLimit: { upstream: "rls" } }),
+        ...(opts.headers ? { rateLimitHeaders: opts.headers } : {}),
       },
     ],
     upstreams: [
@@ -249,7 +253,7 @@ describe("limits Envoy counts: what a route sends", () => {
   };
   const slots = (cfg: ReturnType<typeof config>, route: string) =>
     Object.keys(edge(cfg).routes.get(route).metadata.filter_metadata[CALLER_LIMITS_FILTER].fields).filter(
-      (k) => k !== "retry_after",
+      (k) => k !== "retry_after" && k !== "limit_header",
     );
 
   it("leaves out what only an anonymous caller's request matches on a route only authenticated callers reach", () => {
@@ -335,7 +339,13 @@ describe("limits Envoy counts: buckets that outlive route changes", () => {
     expect(shared.routes.get("r").typed_per_filter_config?.[CALLER_LIMITS_FILTER]).toBeUndefined();
   });
 
-  it("carries the route's Retry-After in its metadata, and sends it with the gateway's refusals", () => {
+  const fromRoute = (key: string) => `%METADATA(ROUTE:${CALLER_LIMITS_FILTER}:${key})%`;
+  const header = (key: string, value: string) => ({
+    header: { key, value },
+    append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+  });
+
+  it("carries the route's Retry-After and limit in its metadata, and sends them with the gateway's refusals only", () => {
     const { routes, callerLimits, localReplies } = edge(
       config([{ requests: 10, per: "minute" }], { service: false }),
       2,
@@ -343,16 +353,84 @@ describe("limits Envoy counts: buckets that outlive route changes", () => {
     const meta = routes.get("r").metadata.filter_metadata[CALLER_LIMITS_FILTER].fields;
     // Each of 2 Envoys gets a token every 60 s × 2 / 10 = 12 s.
     expect(meta.retry_after.stringValue).toBe("12");
-    // The filter's refusals read it from the refused request's route.
+    // The group's limit, not an Envoy's share of it (which would read `5, 5;w=120`).
+    expect(meta.limit_header.stringValue).toBe("10, 10;w=60");
+    // The filter's refusals read them from the refused request's route; admitted answers get none.
     expect(callerLimits.response_headers_to_add).toEqual([
-      {
-        header: { key: "retry-after", value: `%METADATA(ROUTE:${CALLER_LIMITS_FILTER}:retry_after)%` },
-        append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
-      },
+      header("retry-after", fromRoute("retry_after")),
+      header("x-ratelimit-limit", fromRoute("limit_header")),
+      header("x-ratelimit-remaining", "0"),
+      header("x-ratelimit-reset", fromRoute("retry_after")),
     ]);
+    expect(callerLimits.enable_x_ratelimit_headers).toBeUndefined();
     // The gateway's error answers are the same with and without limits Envoy counts.
     const none = edge(config([{ requests: 10, per: "hour" }]));
     expect(localReplies).toEqual(none.localReplies);
+  });
+});
+
+describe("limits Envoy counts: the gateway's X-RateLimit headers", () => {
+  const routeMeta = (cfg: ReturnType<typeof config>) =>
+    edge(cfg, 2).routes.get("r").metadata.filter_metadata[CALLER_LIMITS_FILTER].fields;
+  const headerKeys = (cfg: ReturnType<typeof config>) =>
+    edge(cfg, 2).callerLimits.response_headers_to_add.map((h: any) => h.header.key);
+
+  it("names first the limit Retry-After waits for, then each limit of the route", () => {
+    const cfg = config(
+      [
+        { by: "consumer", requests: 100, per: "second" },
+        { by: "consumer", requests: 30, window: "30s" },
+        { by: "consumer", requests: 2_000, window: "1h", enforce: "envoy" },
+      ],
+      { service: false },
+    );
+    const meta = routeMeta(cfg);
+    // A token of the hourly limit is back last: 3,600 s × 2 Envoys / 2,000 → 4 s (30 s × 2 / 30 → 2 s).
+    expect(meta.retry_after.stringValue).toBe("4");
+    expect(meta.limit_header.stringValue).toBe("2000, 100;w=1, 30;w=30, 2000;w=3600");
+  });
+
+  it("always: Envoy's own headers on every answer, describing its bucket; refusals add only Retry-After", () => {
+    const cfg = config([{ requests: 10, per: "minute" }], { service: false, headers: "always" });
+    expect(edge(cfg, 2).callerLimits.enable_x_ratelimit_headers).toBe("DRAFT_VERSION_03");
+    expect(headerKeys(cfg)).toEqual(["retry-after"]);
+    expect(routeMeta(cfg).limit_header).toBeUndefined();
+  });
+
+  it("off: no X-RateLimit headers from any filter, Retry-After on refusals", () => {
+    const cfg = config(
+      [
+        { requests: 10, per: "minute" },
+        { requests: 1_000, window: "1h", enforce: "service" },
+      ],
+      {
+        headers: "off",
+      },
+    );
+    const { callerLimits, filters } = edge(cfg, 2);
+    expect(filters).toContain("envoy.filters.http.ratelimit");
+    expect(callerLimits.enable_x_ratelimit_headers).toBeUndefined();
+    expect(headerKeys(cfg)).toEqual(["retry-after"]);
+    const resources = translate(cfg, () => 2).get("edge")!;
+    expect(JSON.stringify(resources)).not.toContain("x_ratelimit");
+    expect(JSON.stringify(resources)).not.toContain("x-ratelimit");
+  });
+
+  it("refuses a value it does not know, naming the field", () => {
+    const bad = () =>
+      validateConfig({
+        gateways: [
+          { name: "edge", listeners: [{ name: "http", port: 10000 }], rateLimitHeaders: "sometimes" },
+        ],
+      } as any);
+    expect(bad).toThrow(ConfigError);
+    try {
+      bad();
+    } catch (err) {
+      expect((err as ConfigError).details).toEqual([
+        expect.objectContaining({ field: "gateways[0].rateLimitHeaders" }),
+      ]);
+    }
   });
 });
 

@@ -291,6 +291,19 @@ describe("the deny filter's config", () => {
     expect(script).toContain('["orders"]={"daily","envoy.filters.http.ext_authz","consumer"}');
   });
 
+  it("carries the X-RateLimit headers on its refusals unless the gateway says off", () => {
+    const script = (cfg: Config) =>
+      (
+        translate(cfg, undefined, denies)
+          .get("edge")!
+          .find((r) => r.typeUrl === TypeUrl.ExtensionConfig)!.message as any
+      ).typed_config.default_source_code.inline_string as string;
+    expect(script(fixture())).toContain("local LIMIT_HEADERS = true\n");
+    const off = fixture();
+    const quiet = { ...off, gateways: off.gateways.map((g) => ({ ...g, rateLimitHeaders: "off" as const })) };
+    expect(script(quiet)).toContain("local LIMIT_HEADERS = false\n");
+  });
+
   it("leaves out denies made for a quota the policy no longer has (it was raised or lowered since)", () => {
     const routes = [...usageRoutes(fixture()).values()];
     const stale = { ...denies[0]!, limit: 500 };

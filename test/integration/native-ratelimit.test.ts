@@ -93,12 +93,20 @@ describe("limits each Envoy counts, divided among the Envoys of the group", () =
     let admitted = 0;
     for (let i = 0; i < n; i++) {
       const res = await l.get(path, headers);
-      if (res.status === 200) admitted++;
-      else {
+      if (res.status === 200) {
+        admitted++;
+        // The gateway's default (`rateLimitHeaders: exact`): an Envoy's bucket is not reported.
+        expect(res.headers["x-ratelimit-limit"]).toBeUndefined();
+      } else {
         expect(res.status).toBe(429);
         // A token is back within the window × Envoys / limit: 60 s × 2 / 20 = 6 s with two Envoys.
-        expect(res.headers["retry-after"]).toBe(String(Math.ceil((WINDOW_S * members) / LIMIT)));
+        const retryAfter = String(Math.ceil((WINDOW_S * members) / LIMIT));
+        expect(res.headers["retry-after"]).toBe(retryAfter);
         expect(JSON.parse(res.body).code).toBe("rate_limited");
+        // The group's limit, however many Envoys share it.
+        expect(res.headers["x-ratelimit-limit"]).toBe(`${LIMIT}, ${LIMIT};w=${WINDOW_S}`);
+        expect(res.headers["x-ratelimit-remaining"]).toBe("0");
+        expect(res.headers["x-ratelimit-reset"]).toBe(retryAfter);
       }
     }
     const seconds = (performance.now() - started) / 1000;
@@ -270,5 +278,56 @@ describe("limits each Envoy counts, divided among the Envoys of the group", () =
     envoys[1] = c;
     await c.waitReady({ timeoutMs: 20_000 });
     await waitForBuckets(envoys, LIMIT / 2);
+  }, 60_000);
+
+  it("reports each Envoy's bucket on every answer when the gateway says always, and nothing when off", async () => {
+    const headersOf = async (e: EnvoyProcess) =>
+      (await e.extensionConfigs()).get("portico.caller_limits")?.enable_x_ratelimit_headers;
+    const gateway = (rateLimitHeaders: string) =>
+      put("/api/v1/gateways/edge", {
+        name: "edge",
+        listeners: [{ name: "http", port, address: "127.0.0.1" }],
+        extAuthz: { upstream: "ext-authz", timeoutMs: 2_000 },
+        rateLimitHeaders,
+      });
+    await gateway("always");
+    await waitFor(
+      async () => ((await Promise.all(envoys.map(headersOf))).every((h) => h) ? true : undefined),
+      {
+        what: "Envoy's own rate-limit headers in each Envoy's filter config",
+        timeoutMs: 20_000,
+      },
+    );
+    const a = await lane(0, "127.0.0.6");
+    const key = { "x-api-key": KEYS.acme };
+    const first = await a.get("/limited", key);
+    expect(first.status).toBe(200);
+    // This Envoy's bucket: its share, 10 tokens.
+    expect(first.headers["x-ratelimit-limit"]).toBe(String(LIMIT / 2));
+    expect(Number(first.headers["x-ratelimit-remaining"])).toBeLessThan(LIMIT / 2);
+    let refused;
+    for (let i = 0; i < LIMIT && !refused; i++) {
+      const res = await a.get("/limited", key);
+      if (res.status === 429) refused = res;
+    }
+    expect(refused?.headers["x-ratelimit-remaining"]).toBe("0");
+    expect(refused?.headers["retry-after"]).toBe(String((WINDOW_S * 2) / LIMIT));
+
+    await gateway("off");
+    await waitFor(
+      async () => ((await Promise.all(envoys.map(headersOf))).some((h) => h) ? undefined : true),
+      {
+        what: "no rate-limit headers in any Envoy's filter config",
+        timeoutMs: 20_000,
+      },
+    );
+    let quiet;
+    for (let i = 0; i <= LIMIT && !quiet; i++) {
+      const res = await a.get("/limited", { "x-api-key": KEYS.globex });
+      expect(res.headers["x-ratelimit-limit"]).toBeUndefined();
+      if (res.status === 429) quiet = res;
+    }
+    expect(quiet?.headers["retry-after"]).toBe(String((WINDOW_S * 2) / LIMIT));
+    expect(quiet?.headers["x-ratelimit-remaining"]).toBeUndefined();
   }, 60_000);
 });

@@ -292,6 +292,26 @@ export const GatewaySchema = z
     extAuthz: GatewayExtAuthzSchema.optional(),
     /** Needed by routes with a `rateLimitPolicy`. */
     rateLimit: GatewayRateLimitSchema.optional(),
+    /**
+     * Where refusals and answers of limited routes carry `X-RateLimit-Limit`, `-Remaining` and
+     * `-Reset` (draft 03). `exact` (default): only numbers that hold for the whole group, so on every
+     * answer the rate-limit service counts (its count is the group's), and on refusals only where each
+     * Envoy counts its share (the limit as configured, 0, the seconds until a request is admitted
+     * again). `always`: on every answer, also where Envoys count, which then describe the answering
+     * Envoy's bucket (its share: 100/s on two Envoys reads `50`). `off`: none; refusals keep
+     * `Retry-After`.
+     */
+    rateLimitHeaders: z
+      .enum(["exact", "always", "off"])
+      .default("exact")
+      .meta({
+        description:
+          "X-RateLimit-Limit, -Remaining and -Reset (draft 03) on limited routes. exact (default): where the " +
+          "rate-limit service counts, on every answer; where each Envoy counts its share, on refusals only, " +
+          "with the limit as configured. always: on every answer, where Envoys count describing the answering " +
+          "Envoy's share of the limit. off: none (refusals keep Retry-After).",
+        examples: ["exact"],
+      }),
     /** Needed by composite routes. */
     aggregator: GatewayAggregatorSchema.optional(),
     /** OpenTelemetry traces; none when omitted. */

@@ -32,6 +32,11 @@
  * all land on one), and each re-division or change of the group's limits starts the buckets
  * full. bench/native-ratelimit.ts measures each. Until an Envoy has the filter's config its
  * listener waits (warms); if it never comes, the filter limits nothing.
+ *
+ * What the answers say: Envoy's own `X-RateLimit-*` headers describe its bucket, its share of the
+ * limit, and cost every answer three header writes. So by default (`rateLimitHeaders: exact`) only
+ * refusals carry them, from the route's metadata, with the group's numbers: the limit as
+ * configured, 0 remaining, and the seconds until a token is back (as Retry-After).
  */
 import { duration, IDENTITY_HEADERS, TYPE_PREFIX } from "@portico/contract";
 import { ANONYMOUS, windowSeconds } from "../../model/ratelimit.js";
@@ -62,6 +67,12 @@ export const CALLER_LIMITS_METADATA = CALLER_LIMITS_FILTER;
 
 /** The route metadata key of the Retry-After that this filter's refusals on the route carry. */
 export const RETRY_AFTER_KEY = "retry_after";
+
+/**
+ * The route metadata key of the X-RateLimit-Limit that this filter's refusals on the route carry,
+ * where the gateway's `rateLimitHeaders` is `exact`.
+ */
+export const LIMIT_HEADER_KEY = "limit_header";
 
 /**
  * Callers (consumers, addresses) each Envoy keeps a bucket for, per limit of a route. A caller
@@ -259,15 +270,48 @@ function routeSlots(ctx: GatewayContext, r: Route): { slots: Slot[]; descriptors
   return { slots, descriptors };
 }
 
+/** Seconds until a token of the limit is back in an Envoy's bucket. */
+function refillSeconds(ctx: GatewayContext, l: RateLimit): number {
+  const s = envoyShare(l, members(ctx));
+  return Math.max(1, Math.ceil(s.fillIntervalMs / s.tokensPerFill / 1_000));
+}
+
 /** The Retry-After (seconds) of the route's refusals: a token is back within it, whichever limit refused. */
 function retryAfter(ctx: GatewayContext, r: Route): number {
-  return Math.max(
-    1,
-    ...routeLimits(ctx, r).map(({ limit }) => {
-      const s = envoyShare(limit, members(ctx));
-      return Math.ceil(s.fillIntervalMs / s.tokensPerFill / 1_000);
-    }),
-  );
+  return Math.max(1, ...routeLimits(ctx, r).map(({ limit }) => refillSeconds(ctx, limit)));
+}
+
+/**
+ * The X-RateLimit-Limit (draft 03) of the route's refusals: the limits as configured for the group,
+ * not an Envoy's share of them. First the limit whose token comes back last (the one Retry-After
+ * waits for), then each limit as a quota policy: `100, 100;w=1, 5000;w=3600`.
+ */
+function limitHeader(ctx: GatewayContext, r: Route): string {
+  const limits = routeLimits(ctx, r).map(({ limit }) => limit);
+  let first = limits[0]!;
+  for (const l of limits) if (refillSeconds(ctx, l) > refillSeconds(ctx, first)) first = l;
+  return [String(first.requests), ...limits.map((l) => `${l.requests};w=${windowSeconds(l)}`)].join(", ");
+}
+
+/**
+ * The filter's answer headers, which Envoy adds to its refusals only: Retry-After, and with `exact`
+ * rate-limit headers the draft-03 ones with the group's numbers. The config is the group's, so the
+ * values are the refused request's route's, from its metadata.
+ */
+function refusalHeaders(ctx: GatewayContext): object[] {
+  const fromRoute = (key: string) => `%METADATA(ROUTE:${CALLER_LIMITS_METADATA}:${key})%`;
+  const headers: [string, string][] = [["retry-after", fromRoute(RETRY_AFTER_KEY)]];
+  if (ctx.gateway.rateLimitHeaders === "exact") {
+    headers.push(
+      ["x-ratelimit-limit", fromRoute(LIMIT_HEADER_KEY)],
+      ["x-ratelimit-remaining", "0"],
+      ["x-ratelimit-reset", fromRoute(RETRY_AFTER_KEY)],
+    );
+  }
+  return headers.map(([key, value]) => ({
+    header: { key, value },
+    append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+  }));
 }
 
 /** The group's routes whose limits its Envoys count. */
@@ -310,21 +354,14 @@ function callerLimitsConfig(ctx: GatewayContext, routes: readonly Route[]) {
     // No default bucket: a request that matches no descriptor is not limited here.
     filter_enabled: ALWAYS,
     filter_enforced: ALWAYS,
-    // Where the rate-limit service counts limits of a route too, its headers say more (quotas);
-    // Envoy's would come on top of them.
-    ...(serviceToo ? {} : { enable_x_ratelimit_headers: "DRAFT_VERSION_03" }),
+    // Envoy's own headers, on every answer, describe its bucket: its share of the limit. Only where
+    // the gateway asks for them always; and where the rate-limit service counts limits of a route
+    // too, its headers say more (quotas), and Envoy's would come on top of them.
+    ...(ctx.gateway.rateLimitHeaders === "always" && !serviceToo
+      ? { enable_x_ratelimit_headers: "DRAFT_VERSION_03" }
+      : {}),
     rate_limited_as_resource_exhausted: true,
-    // Added to this filter's refusals only; the config is the group's, so the value is the
-    // refused request's route's, from its metadata.
-    response_headers_to_add: [
-      {
-        header: {
-          key: "retry-after",
-          value: `%METADATA(ROUTE:${CALLER_LIMITS_METADATA}:${RETRY_AFTER_KEY})%`,
-        },
-        append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
-      },
-    ],
+    response_headers_to_add: refusalHeaders(ctx),
     rate_limits: rateLimits,
     descriptors: [...descriptors.values()].flat(),
     max_dynamic_descriptors: { value: MAX_CALLERS_PER_LIMIT },
@@ -366,6 +403,7 @@ export function envoyLimitsRoutePatch(ctx: GatewayContext, r: Route): RoutePatch
       [CALLER_LIMITS_METADATA]: {
         ...Object.fromEntries(slots.map((s) => [slotKey(s.shape, s.slot), s.id])),
         [RETRY_AFTER_KEY]: String(retryAfter(ctx, r)),
+        ...(ctx.gateway.rateLimitHeaders === "exact" ? { [LIMIT_HEADER_KEY]: limitHeader(ctx, r) } : {}),
       },
     },
   };

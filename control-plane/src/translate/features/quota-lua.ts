@@ -43,15 +43,17 @@ function envoy_on_request(handle)
   if e == nil then return end
   local left = e[1] - time()
   if left <= 0 then return end
-  local limit = tostring(e[2])
   local answer = {
     [":status"] = "429",
     ["retry-after"] = tostring(left),
     ["x-envoy-ratelimited"] = "true",
-    ["x-ratelimit-limit"] = limit .. ", " .. limit .. ";w=" .. e[3],
-    ["x-ratelimit-remaining"] = "0",
-    ["x-ratelimit-reset"] = tostring(left),
   }
+  if LIMIT_HEADERS then
+    local limit = tostring(e[2])
+    answer["x-ratelimit-limit"] = limit .. ", " .. limit .. ";w=" .. e[3]
+    answer["x-ratelimit-remaining"] = "0"
+    answer["x-ratelimit-reset"] = tostring(left)
+  end
   -- A gRPC caller is told RESOURCE_EXHAUSTED, as the rate limiter's refusals tell it, not the
   -- UNAVAILABLE (retry at once) that Envoy makes of a 429.
   local h = handle:headers()
@@ -79,9 +81,15 @@ function forCurrentQuota(d: QuotaDeny, counters: readonly UsageCounter[]): boole
 
 /**
  * The deny script for a gateway: its usage-counted routes and the denies in force. Each subject
- * keeps the deny that lifts last (a day's and a month's quota both used up: the month's).
+ * keeps the deny that lifts last (a day's and a month's quota both used up: the month's). Its
+ * refusals carry the `X-RateLimit-*` headers (the quota, 0, the seconds until the period ends)
+ * unless `limitHeaders` is false.
  */
-export function denyScript(routes: readonly RouteUsage[], denies: readonly QuotaDeny[]): string {
+export function denyScript(
+  routes: readonly RouteUsage[],
+  denies: readonly QuotaDeny[],
+  limitHeaders = true,
+): string {
   const byPolicy = new Map<string, Map<string, QuotaDeny>>();
   const countersOf = new Map(routes.map((r) => [r.policy, r.counters]));
   for (const d of denies) {
@@ -109,6 +117,7 @@ export function denyScript(routes: readonly RouteUsage[], denies: readonly Quota
   });
   return (
     `local ANONYMOUS, QUOTA_EXHAUSTED = ${luaString(ANONYMOUS)}, ${luaString(QUOTA_EXHAUSTED)}\n` +
+    `local LIMIT_HEADERS = ${limitHeaders}\n` +
     `local routes={${routeRows.join(",")}}\n` +
     `local denied={${policyRows.join(",")}}\n` +
     CHECK

@@ -159,7 +159,8 @@ function usageLog(counted: readonly string[], all: boolean): object {
 export function quotaExtensionConfigs(ctx: GatewayContext): ResourceInput[] {
   const usage = usageOf(ctx);
   if (usage.length === 0) return [];
-  return [filterConfig(QUOTA_FILTER, luaConfig(denyScript(usage, ctx.quotaDenies ?? [])))];
+  const limitHeaders = ctx.gateway.rateLimitHeaders !== "off";
+  return [filterConfig(QUOTA_FILTER, luaConfig(denyScript(usage, ctx.quotaDenies ?? [], limitHeaders)))];
 }
 
 const OFF = { [QUOTA_FILTER]: FILTER_OFF };

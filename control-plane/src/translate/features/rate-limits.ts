@@ -51,6 +51,11 @@ export function localRateLimitHttpFilters(ctx: GatewayContext, routes: readonly 
   ];
 }
 
+/** Envoy's draft-03 `X-RateLimit-*` headers on every answer, unless the gateway says `off`. */
+function limitHeaders(ctx: GatewayContext): object {
+  return ctx.gateway.rateLimitHeaders === "off" ? {} : { enable_x_ratelimit_headers: "DRAFT_VERSION_03" };
+}
+
 /** The global `ratelimit` filter, after authentication so descriptors carry the caller's identity. */
 export function rateLimitHttpFilters(ctx: GatewayContext, routes: readonly Route[]): HttpFilter[] {
   const policies = routes.map((r) => rateLimitPolicyOf(ctx, r));
@@ -66,7 +71,8 @@ export function rateLimitHttpFilters(ctx: GatewayContext, routes: readonly Route
         failure_mode_deny: rl.failClosed,
         // 503 rather than Envoy's 500: the gateway is fine, a dependency is not.
         ...(rl.failClosed ? { status_on_error: { code: "ServiceUnavailable" } } : {}),
-        enable_x_ratelimit_headers: "DRAFT_VERSION_03",
+        // The service's count is the group's: its numbers hold on every answer.
+        ...limitHeaders(ctx),
         // gRPC clients retry UNAVAILABLE (what a 429 maps to); RESOURCE_EXHAUSTED tells them to back off.
         rate_limited_as_resource_exhausted: true,
         rate_limit_service: {
@@ -95,7 +101,8 @@ export function rateLimitPerRoute(ctx: GatewayContext, r: Route): Record<string,
       },
       filter_enabled: ALWAYS,
       filter_enforced: ALWAYS,
-      enable_x_ratelimit_headers: "DRAFT_VERSION_03",
+      // This bucket is each Envoy's own (a flood guard, not a share of a limit): its numbers are exact.
+      ...limitHeaders(ctx),
       rate_limited_as_resource_exhausted: true,
       // The bucket refills every interval, so a refused caller may try again after one.
       response_headers_to_add: [
