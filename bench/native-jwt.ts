@@ -13,6 +13,7 @@
 // of them the bench's callers), as a gateway with customers does: the checks have every record at
 // hand. Any answer other than 2xx, or any socket error, fails the run.
 //   npx tsx bench/native-jwt.ts [--seconds 5] [--rounds 3] [--connections 32] [--consumers 1000]
+//                               [--rate-limit-headers exact|always|off]
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -47,6 +48,8 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     connections: { type: "string", default: "32" },
     consumers: { type: "string", default: "1000" },
+    /** The gateway's `rateLimitHeaders`: `always` measures Envoy's own headers on every answer. */
+    "rate-limit-headers": { type: "string", default: "exact" },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -172,6 +175,7 @@ try {
     name: "edge",
     listeners: [{ name: "http", port, address: "127.0.0.1" }],
     extAuthz: { upstream: "ext-authz" },
+    rateLimitHeaders: values["rate-limit-headers"],
   });
   for (const [name, extra] of [
     ["bare", {}],
@@ -361,7 +365,7 @@ try {
   console.log(
     `\nnative JWT through Envoy: wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, ${ROUNDS} interleaved rounds, medians; ` +
       `Envoy --concurrency 1 on ${os.cpus().length} CPUs; ${HIT_TOKENS} tokens (hit) or ${MISS_TOKENS} (miss) in turn, cache ${JWT_CACHE_SIZE}; ` +
-      `${CONSUMERS} consumer records; ` +
+      `${CONSUMERS} consumer records; rateLimitHeaders ${values["rate-limit-headers"]}; ` +
       `each against the bare route of its own Envoy\n`,
   );
   console.log(
