@@ -394,7 +394,29 @@ describe("limits Envoy counts: the gateway's X-RateLimit headers", () => {
     const cfg = config([{ requests: 10, per: "minute" }], { service: false, headers: "always" });
     expect(edge(cfg, 2).callerLimits.enable_x_ratelimit_headers).toBe("DRAFT_VERSION_03");
     expect(headerKeys(cfg)).toEqual(["retry-after"]);
-    expect(routeMeta(cfg).limit_header).toBeUndefined();
+  });
+
+  it("always, where the rate-limit service counts too: its headers on every answer, the group's on this filter's refusals", () => {
+    const cfg = config(
+      [
+        { requests: 10, per: "minute" },
+        { requests: 1_000, window: "1h", enforce: "service" },
+      ],
+      {
+        headers: "always",
+      },
+    );
+    const { callerLimits, filters } = edge(cfg, 2);
+    expect(filters).toContain("envoy.filters.http.ratelimit");
+    // Envoy's would come on top of the service's.
+    expect(callerLimits.enable_x_ratelimit_headers).toBeUndefined();
+    expect(headerKeys(cfg)).toEqual([
+      "retry-after",
+      "x-ratelimit-limit",
+      "x-ratelimit-remaining",
+      "x-ratelimit-reset",
+    ]);
+    expect(routeMeta(cfg).limit_header.stringValue).toBe("10, 10;w=60");
   });
 
   it("off: no X-RateLimit headers from any filter, Retry-After on refusals", () => {

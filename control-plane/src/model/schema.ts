@@ -298,8 +298,9 @@ export const GatewaySchema = z
      * answer the rate-limit service counts (its count is the group's) and a route's `local` bucket
      * (each Envoy's own by definition), and on refusals only where each Envoy counts its share (the
      * limit as configured, 0, the seconds until a request is admitted again). `always`: on every answer, also where Envoys count, which then describe the answering
-     * Envoy's bucket (its share: 100/s on two Envoys reads `50`). `off`: none; refusals keep
-     * `Retry-After`.
+     * Envoy's bucket (its share: 100/s on two Envoys reads `50`), except in a group where the
+     * rate-limit service counts too, whose headers would come on top of them. `off`: none; refusals
+     * keep `Retry-After`.
      */
     rateLimitHeaders: z
       .enum(["exact", "always", "off"])

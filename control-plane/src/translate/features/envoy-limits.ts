@@ -70,7 +70,7 @@ export const RETRY_AFTER_KEY = "retry_after";
 
 /**
  * The route metadata key of the X-RateLimit-Limit that this filter's refusals on the route carry,
- * where the gateway's `rateLimitHeaders` is `exact`.
+ * unless the gateway's `rateLimitHeaders` is `off`.
  */
 export const LIMIT_HEADER_KEY = "limit_header";
 
@@ -294,14 +294,15 @@ function limitHeader(ctx: GatewayContext, r: Route): string {
 }
 
 /**
- * The filter's answer headers, which Envoy adds to its refusals only: Retry-After, and with `exact`
- * rate-limit headers the draft-03 ones with the group's numbers. The config is the group's, so the
- * values are the refused request's route's, from its metadata.
+ * The filter's answer headers, which Envoy adds to its refusals only: Retry-After, and unless the
+ * gateway says `off` or Envoy adds its own (`envoysOwn`), the draft-03 ones with the group's
+ * numbers. The config is the group's, so the values are the refused request's route's, from its
+ * metadata.
  */
-function refusalHeaders(ctx: GatewayContext): object[] {
+function refusalHeaders(ctx: GatewayContext, envoysOwn: boolean): object[] {
   const fromRoute = (key: string) => `%METADATA(ROUTE:${CALLER_LIMITS_METADATA}:${key})%`;
   const headers: [string, string][] = [["retry-after", fromRoute(RETRY_AFTER_KEY)]];
-  if (ctx.gateway.rateLimitHeaders === "exact") {
+  if (ctx.gateway.rateLimitHeaders !== "off" && !envoysOwn) {
     headers.push(
       ["x-ratelimit-limit", fromRoute(LIMIT_HEADER_KEY)],
       ["x-ratelimit-remaining", "0"],
@@ -348,20 +349,19 @@ function callerLimitsConfig(ctx: GatewayContext, routes: readonly Route[]) {
       rateLimits.push({ actions: [named, ...shapeActions(shape)] });
     }
   }
+  // Envoy's own headers, on every answer, describe its bucket: its share of the limit. Only where
+  // the gateway asks for them always; and where the rate-limit service counts limits of a route
+  // too, its headers say more (quotas), and Envoy's would come on top of them.
+  const envoysOwn = ctx.gateway.rateLimitHeaders === "always" && !serviceToo;
   return {
     "@type": TYPE_PREFIX + LOCAL_RATE_LIMIT,
     stat_prefix: "caller_limits",
     // No default bucket: a request that matches no descriptor is not limited here.
     filter_enabled: ALWAYS,
     filter_enforced: ALWAYS,
-    // Envoy's own headers, on every answer, describe its bucket: its share of the limit. Only where
-    // the gateway asks for them always; and where the rate-limit service counts limits of a route
-    // too, its headers say more (quotas), and Envoy's would come on top of them.
-    ...(ctx.gateway.rateLimitHeaders === "always" && !serviceToo
-      ? { enable_x_ratelimit_headers: "DRAFT_VERSION_03" }
-      : {}),
+    ...(envoysOwn ? { enable_x_ratelimit_headers: "DRAFT_VERSION_03" } : {}),
     rate_limited_as_resource_exhausted: true,
-    response_headers_to_add: refusalHeaders(ctx),
+    response_headers_to_add: refusalHeaders(ctx, envoysOwn),
     rate_limits: rateLimits,
     descriptors: [...descriptors.values()].flat(),
     max_dynamic_descriptors: { value: MAX_CALLERS_PER_LIMIT },
@@ -403,7 +403,7 @@ export function envoyLimitsRoutePatch(ctx: GatewayContext, r: Route): RoutePatch
       [CALLER_LIMITS_METADATA]: {
         ...Object.fromEntries(slots.map((s) => [slotKey(s.shape, s.slot), s.id])),
         [RETRY_AFTER_KEY]: String(retryAfter(ctx, r)),
-        ...(ctx.gateway.rateLimitHeaders === "exact" ? { [LIMIT_HEADER_KEY]: limitHeader(ctx, r) } : {}),
+        ...(ctx.gateway.rateLimitHeaders === "off" ? {} : { [LIMIT_HEADER_KEY]: limitHeader(ctx, r) }),
       },
     },
   };
