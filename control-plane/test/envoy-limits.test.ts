@@ -375,6 +375,21 @@ describe("limits Envoy counts: the gateway's X-RateLimit headers", () => {
   const headerKeys = (cfg: ReturnType<typeof config>) =>
     edge(cfg, 2).callerLimits.response_headers_to_add.map((h: any) => h.header.key);
 
+  /** A per-minute limit each Envoy counts beside an hourly one the rate-limit service counts. */
+  const withService = (headers: "always" | "off") => {
+    const cfg = config(
+      [
+        { requests: 10, per: "minute" },
+        { requests: 1_000, window: "1h", enforce: "service" },
+      ],
+      { headers },
+    );
+    expect(edge(cfg, 2).filters).toEqual(
+      expect.arrayContaining(["portico.caller_limits", "envoy.filters.http.ratelimit"]),
+    );
+    return cfg;
+  };
+
   it("names first the limit Retry-After waits for, then each limit of the route", () => {
     const cfg = config(
       [
@@ -397,17 +412,8 @@ describe("limits Envoy counts: the gateway's X-RateLimit headers", () => {
   });
 
   it("always, where the rate-limit service counts too: its headers on every answer, the group's on this filter's refusals", () => {
-    const cfg = config(
-      [
-        { requests: 10, per: "minute" },
-        { requests: 1_000, window: "1h", enforce: "service" },
-      ],
-      {
-        headers: "always",
-      },
-    );
-    const { callerLimits, filters } = edge(cfg, 2);
-    expect(filters).toContain("envoy.filters.http.ratelimit");
+    const cfg = withService("always");
+    const { callerLimits } = edge(cfg, 2);
     // Envoy's would come on top of the service's.
     expect(callerLimits.enable_x_ratelimit_headers).toBeUndefined();
     expect(headerKeys(cfg)).toEqual([
@@ -420,17 +426,8 @@ describe("limits Envoy counts: the gateway's X-RateLimit headers", () => {
   });
 
   it("off: no X-RateLimit headers from any filter, Retry-After on refusals", () => {
-    const cfg = config(
-      [
-        { requests: 10, per: "minute" },
-        { requests: 1_000, window: "1h", enforce: "service" },
-      ],
-      {
-        headers: "off",
-      },
-    );
-    const { callerLimits, filters } = edge(cfg, 2);
-    expect(filters).toContain("envoy.filters.http.ratelimit");
+    const cfg = withService("off");
+    const { callerLimits } = edge(cfg, 2);
     expect(callerLimits.enable_x_ratelimit_headers).toBeUndefined();
     expect(headerKeys(cfg)).toEqual(["retry-after"]);
     const resources = translate(cfg, () => 2).get("edge")!;
