@@ -270,27 +270,26 @@ function routeSlots(ctx: GatewayContext, r: Route): { slots: Slot[]; descriptors
   return { slots, descriptors };
 }
 
-/** Seconds until a token of the limit is back in an Envoy's bucket. */
-function refillSeconds(ctx: GatewayContext, l: RateLimit): number {
-  const s = envoyShare(l, members(ctx));
-  return Math.max(1, Math.ceil(s.fillIntervalMs / s.tokensPerFill / 1_000));
-}
-
-/** The Retry-After (seconds) of the route's refusals: a token is back within it, whichever limit refused. */
-function retryAfter(ctx: GatewayContext, r: Route): number {
-  return Math.max(1, ...routeLimits(ctx, r).map(({ limit }) => refillSeconds(ctx, limit)));
-}
-
 /**
- * The X-RateLimit-Limit (draft 03) of the route's refusals: the limits as configured for the group,
- * not an Envoy's share of them. First the limit whose token comes back last (the one Retry-After
- * waits for), then each limit as a quota policy: `100, 100;w=1, 5000;w=3600`.
+ * What the route's refusals say, whichever of its limits refused: Retry-After (seconds), within
+ * which a token of every limit is back in an Envoy's bucket; and X-RateLimit-Limit (draft 03), the
+ * limits as configured for the group, not an Envoy's share of them, first the one Retry-After waits
+ * for, then each as a quota policy: `100, 100;w=1, 5000;w=3600`.
  */
-function limitHeader(ctx: GatewayContext, r: Route): string {
+function refusalOf(ctx: GatewayContext, r: Route): { retryAfter: number; limitHeader: string } {
   const limits = routeLimits(ctx, r).map(({ limit }) => limit);
-  let first = limits[0]!;
-  for (const l of limits) if (refillSeconds(ctx, l) > refillSeconds(ctx, first)) first = l;
-  return [String(first.requests), ...limits.map((l) => `${l.requests};w=${windowSeconds(l)}`)].join(", ");
+  const waits = limits.map((l) => {
+    const s = envoyShare(l, members(ctx));
+    return Math.max(1, Math.ceil(s.fillIntervalMs / s.tokensPerFill / 1_000));
+  });
+  const longest = waits.indexOf(Math.max(...waits));
+  return {
+    retryAfter: waits[longest]!,
+    limitHeader: [
+      String(limits[longest]!.requests),
+      ...limits.map((l) => `${l.requests};w=${windowSeconds(l)}`),
+    ].join(", "),
+  };
 }
 
 /**
@@ -398,12 +397,13 @@ const OFF = { [CALLER_LIMITS_FILTER]: FILTER_OFF };
 export function envoyLimitsRoutePatch(ctx: GatewayContext, r: Route): RoutePatch {
   const { slots } = routeSlots(ctx, r);
   if (slots.length === 0) return { perFilterConfig: OFF };
+  const { retryAfter, limitHeader } = refusalOf(ctx, r);
   return {
     metadata: {
       [CALLER_LIMITS_METADATA]: {
         ...Object.fromEntries(slots.map((s) => [slotKey(s.shape, s.slot), s.id])),
-        [RETRY_AFTER_KEY]: String(retryAfter(ctx, r)),
-        ...(ctx.gateway.rateLimitHeaders === "off" ? {} : { [LIMIT_HEADER_KEY]: limitHeader(ctx, r) }),
+        [RETRY_AFTER_KEY]: String(retryAfter),
+        ...(ctx.gateway.rateLimitHeaders === "off" ? {} : { [LIMIT_HEADER_KEY]: limitHeader }),
       },
     },
   };
