@@ -55,6 +55,15 @@ describe("limits each Envoy counts, divided among the Envoys of the group", () =
     expect(res.status, res.text).toBeLessThan(300);
   };
 
+  /** The gateway group, with no rateLimit service: it needs none for limits its Envoys count. */
+  const putGateway = (settings: object = {}) =>
+    put("/api/v1/gateways/edge", {
+      name: "edge",
+      listeners: [{ name: "http", port, address: "127.0.0.1" }],
+      extAuthz: { upstream: "ext-authz", timeoutMs: 2_000 },
+      ...settings,
+    });
+
   /** The bucket size the Envoy's filter config (by ECDS) gives each consumer, as its config_dump shows. */
   async function bucketOf(e: EnvoyProcess): Promise<number | undefined> {
     const config = (await e.extensionConfigs()).get("portico.caller_limits");
@@ -140,12 +149,7 @@ describe("limits each Envoy counts, divided among the Envoys of the group", () =
       protocol: "grpc",
       endpoints: [{ host: "127.0.0.1", port: authzPort }],
     });
-    // No rateLimit service: the gateway needs none for limits its Envoys count.
-    await put("/api/v1/gateways/edge", {
-      name: "edge",
-      listeners: [{ name: "http", port, address: "127.0.0.1" }],
-      extAuthz: { upstream: "ext-authz", timeoutMs: 2_000 },
-    });
+    await putGateway();
     await put("/api/v1/authPolicies/keys", { name: "keys", accept: ["apiKey"], allowAnonymous: true });
     await put("/api/v1/rateLimitPolicies/native", {
       name: "native",
@@ -283,14 +287,7 @@ describe("limits each Envoy counts, divided among the Envoys of the group", () =
   it("reports each Envoy's bucket on every answer when the gateway says always, and nothing when off", async () => {
     const headersOf = async (e: EnvoyProcess) =>
       (await e.extensionConfigs()).get("portico.caller_limits")?.enable_x_ratelimit_headers;
-    const gateway = (rateLimitHeaders: string) =>
-      put("/api/v1/gateways/edge", {
-        name: "edge",
-        listeners: [{ name: "http", port, address: "127.0.0.1" }],
-        extAuthz: { upstream: "ext-authz", timeoutMs: 2_000 },
-        rateLimitHeaders,
-      });
-    await gateway("always");
+    await putGateway({ rateLimitHeaders: "always" });
     await waitFor(
       async () => ((await Promise.all(envoys.map(headersOf))).every((h) => h) ? true : undefined),
       {
@@ -313,7 +310,7 @@ describe("limits each Envoy counts, divided among the Envoys of the group", () =
     expect(refused?.headers["x-ratelimit-remaining"]).toBe("0");
     expect(refused?.headers["retry-after"]).toBe(String((WINDOW_S * 2) / LIMIT));
 
-    await gateway("off");
+    await putGateway({ rateLimitHeaders: "off" });
     await waitFor(
       async () => ((await Promise.all(envoys.map(headersOf))).some((h) => h) ? undefined : true),
       {
