@@ -294,13 +294,14 @@ export const GatewaySchema = z
     rateLimit: GatewayRateLimitSchema.optional(),
     /**
      * Where refusals and answers of limited routes carry `X-RateLimit-Limit`, `-Remaining` and
-     * `-Reset` (draft 03). `exact` (default): only numbers that hold for the whole group, so on every
-     * answer the rate-limit service counts (its count is the group's) and a route's `local` bucket
-     * (each Envoy's own by definition), and on refusals only where each Envoy counts its share (the
-     * limit as configured, 0, the seconds until a request is admitted again). `always`: on every answer, also where Envoys count, which then describe the answering
-     * Envoy's bucket (its share: 100/s on two Envoys reads `50`), except in a group where the
-     * rate-limit service counts too, whose headers would come on top of them. `off`: none; refusals
-     * keep `Retry-After`.
+     * `-Reset` (draft 03). `exact` (default): only numbers that hold for the whole group, so on
+     * every answer the rate-limit service counts (its count is the group's) and a route's `local`
+     * bucket (each Envoy's own by definition), and on refusals only where each Envoy counts its
+     * share (the limit as configured, 0, the seconds until a request is admitted again). `always`:
+     * on every answer, also where Envoys count, which then describe the answering Envoy's bucket
+     * (its share: 100/s on two Envoys reads `50`), except in a group where the rate-limit service
+     * counts too, whose headers would come on top of them. `off`: none; refusals keep
+     * `Retry-After`.
      */
     rateLimitHeaders: z
       .enum(["exact", "always", "off"])
